@@ -1,0 +1,265 @@
+//! Accounts (tenants): creation options, the stored row, and the routing cache.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+
+use crate::codec::bin::{Dec, Enc};
+use crate::types::{AccountId, RegionId};
+
+/// Options for [`Db::create_account`](crate::Db::create_account).
+///
+/// ```
+/// use regionkv::NewAccount;
+/// let acme = NewAccount::new("acme", "eu").allow("us").max_records(10_000);
+/// # let _ = acme;
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub(crate) name: String,
+    pub(crate) home: String,
+    pub(crate) allowed: Vec<String>,
+    pub(crate) max_records: Option<u64>,
+}
+
+impl NewAccount {
+    /// An account named `name` (unique across all regions) whose home region is `home`.
+    pub fn new(name: impl Into<String>, home: impl Into<String>) -> Self {
+        NewAccount {
+            name: name.into(),
+            home: home.into(),
+            allowed: Vec::new(),
+            max_records: None,
+        }
+    }
+
+    /// Also allows data in `region` (the placement policy is home + allowed regions).
+    pub fn allow(mut self, region: impl Into<String>) -> Self {
+        self.allowed.push(region.into());
+        self
+    }
+
+    /// Limits the number of records the account may hold, summed over all its regions.
+    pub fn max_records(mut self, n: u64) -> Self {
+        self.max_records = Some(n);
+        self
+    }
+}
+
+/// Lifecycle state of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccountState {
+    /// Normal operation.
+    Active,
+    /// Being moved between regions; writes are refused until cutover.
+    Moving {
+        /// Source region.
+        from: RegionId,
+        /// Target region.
+        to: RegionId,
+    },
+    /// Being erased; every operation is refused.
+    Erasing,
+}
+
+impl std::fmt::Display for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccountState::Active => f.write_str("active"),
+            AccountState::Moving { from, to } => write!(f, "moving from {from} to {to}"),
+            AccountState::Erasing => f.write_str("being erased"),
+        }
+    }
+}
+
+/// An account as stored in the global partition; also the routing entry every request
+/// consults (served from an in-memory cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub(crate) id: AccountId,
+    pub(crate) name: String,
+    pub(crate) home: RegionId,
+    /// Home first, then the other allowed regions.
+    pub(crate) allowed: Vec<RegionId>,
+    pub(crate) max_records: Option<u64>,
+    pub(crate) state: AccountState,
+    pub(crate) created_at: u64,
+}
+
+impl Account {
+    /// The account's id.
+    pub fn id(&self) -> AccountId {
+        self.id
+    }
+    /// The account's name, unique across all regions.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The home region: where [`Db::write`](crate::Db::write) and
+    /// [`Read::get`](crate::Read::get) go.
+    pub fn home(&self) -> RegionId {
+        self.home
+    }
+    /// Every region the account may hold data in, home first.
+    pub fn allowed(&self) -> &[RegionId] {
+        &self.allowed
+    }
+    /// Whether the placement policy allows data in `region`.
+    #[inline]
+    pub fn allows(&self, region: RegionId) -> bool {
+        self.allowed.contains(&region)
+    }
+    /// The record limit, if any.
+    pub fn max_records(&self) -> Option<u64> {
+        self.max_records
+    }
+    /// The lifecycle state.
+    pub fn state(&self) -> AccountState {
+        self.state
+    }
+    /// When the account was created.
+    pub fn created_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.created_at)
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.u8(1) // row version
+            .bytes(self.name.as_bytes())
+            .u16(self.home.0);
+        e.raw(&(self.allowed.len() as u32).to_le_bytes());
+        for r in &self.allowed {
+            e.u16(r.0);
+        }
+        match self.max_records {
+            Some(n) => e.u8(1).u64(n),
+            None => e.u8(0).u64(0),
+        };
+        let (tag, a, b) = match self.state {
+            AccountState::Active => (0, 0, 0),
+            AccountState::Moving { from, to } => (1, from.0, to.0),
+            AccountState::Erasing => (2, 0, 0),
+        };
+        e.u8(tag).u16(a).u16(b).u64(self.created_at);
+        e.finish()
+    }
+
+    pub(crate) fn decode(id: AccountId, b: &[u8]) -> Option<Account> {
+        let mut d = Dec(b);
+        if d.u8()? != 1 {
+            return None;
+        }
+        let name = d.string()?;
+        let home = RegionId(d.u16()?);
+        let n = d.count(2)?;
+        let allowed = (0..n)
+            .map(|_| d.u16().map(RegionId))
+            .collect::<Option<Vec<_>>>()?;
+        let has_max = d.u8()?;
+        let max = d.u64()?;
+        let state = match (d.u8()?, d.u16()?, d.u16()?) {
+            (0, _, _) => AccountState::Active,
+            (1, from, to) => AccountState::Moving {
+                from: RegionId(from),
+                to: RegionId(to),
+            },
+            (2, _, _) => AccountState::Erasing,
+            _ => return None,
+        };
+        let created_at = d.u64()?;
+        d.end()?;
+        Some(Account {
+            id,
+            name,
+            home,
+            allowed,
+            max_records: (has_max != 0).then_some(max),
+            state,
+            created_at,
+        })
+    }
+}
+
+/// id -> account, kept coherent with this process's own account writes (the only writer:
+/// redb locks the files to one process).
+#[derive(Default)]
+pub(crate) struct RoutingCache {
+    map: RwLock<HashMap<u64, Arc<Account>, BuildU64>>,
+}
+
+impl RoutingCache {
+    #[inline]
+    pub fn get(&self, id: AccountId) -> Option<Arc<Account>> {
+        self.map.read().get(&id.0).cloned()
+    }
+    pub fn put(&self, account: Arc<Account>) {
+        self.map.write().insert(account.id.0, account);
+    }
+    pub fn remove(&self, id: AccountId) {
+        self.map.write().remove(&id.0);
+    }
+}
+
+/// Account ids are dense counters; a multiplicative hash spreads them at a fraction of
+/// SipHash's cost (the routing lookup runs on every request).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct BuildU64;
+
+pub(crate) struct U64Hasher(u64);
+
+impl std::hash::BuildHasher for BuildU64 {
+    type Hasher = U64Hasher;
+    fn build_hasher(&self) -> U64Hasher {
+        U64Hasher(0)
+    }
+}
+
+impl std::hash::Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_row_round_trip() {
+        let a = Account {
+            id: AccountId(3),
+            name: "acme".into(),
+            home: RegionId(2),
+            allowed: vec![RegionId(2), RegionId(1)],
+            max_records: Some(10),
+            state: AccountState::Moving {
+                from: RegionId(2),
+                to: RegionId(1),
+            },
+            created_at: 1234,
+        };
+        let b = a.encode();
+        assert_eq!(Account::decode(AccountId(3), &b), Some(a));
+        for cut in 0..b.len() {
+            assert_eq!(Account::decode(AccountId(3), &b[..cut]), None);
+        }
+    }
+}

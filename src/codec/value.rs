@@ -1,0 +1,83 @@
+//! What a table can hold: rkyv-archived types (read in place) or raw bytes.
+
+use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::rancor::BoxedError;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A type that can be stored in a [`Table`](crate::Table).
+///
+/// Implemented for every rkyv-archivable type (records read in place, as their
+/// `Archived` form) and for [`Raw`] (bytes in, `&[u8]` out, for callers with their own
+/// encoding). Sealed: the two implementations cover every use.
+pub trait Value: sealed::Sealed + 'static {
+    /// What a read yields, borrowed from the database page.
+    type View: ?Sized;
+    /// What a write takes.
+    type Input: ?Sized;
+    #[doc(hidden)]
+    const CODEC: u8;
+    #[doc(hidden)]
+    fn encode(input: &Self::Input) -> Result<Vec<u8>, String>;
+    #[doc(hidden)]
+    fn view(payload: &[u8]) -> Result<&Self::View, String>;
+    /// # Safety
+    /// `payload` must be a slice that `view` accepted (same bytes).
+    #[doc(hidden)]
+    unsafe fn view_unchecked(payload: &[u8]) -> &Self::View;
+}
+
+/// Marker for tables of raw byte values: `Table<Raw>` takes `&[u8]` and reads back `&[u8]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw;
+
+impl sealed::Sealed for Raw {}
+impl Value for Raw {
+    type View = [u8];
+    type Input = [u8];
+    const CODEC: u8 = 0;
+    fn encode(input: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(input.to_vec())
+    }
+    #[inline]
+    fn view(payload: &[u8]) -> Result<&[u8], String> {
+        Ok(payload)
+    }
+    #[inline]
+    unsafe fn view_unchecked(payload: &[u8]) -> &[u8] {
+        payload
+    }
+}
+
+impl<T> sealed::Sealed for T where T: rkyv::Archive {}
+impl<T> Value for T
+where
+    T: rkyv::Archive
+        + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rkyv::rancor::Error>>
+        + 'static,
+    T::Archived: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, BoxedError>>,
+{
+    type View = T::Archived;
+    type Input = T;
+    const CODEC: u8 = 1;
+    fn encode(input: &T) -> Result<Vec<u8>, String> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(input)
+            .map(|v| v.into_vec())
+            .map_err(|e| e.to_string())
+    }
+    #[inline]
+    fn view(payload: &[u8]) -> Result<&T::Archived, String> {
+        rkyv::access::<T::Archived, BoxedError>(payload).map_err(|e| e.to_string())
+    }
+    #[inline]
+    unsafe fn view_unchecked(payload: &[u8]) -> &T::Archived {
+        // SAFETY: the caller guarantees `payload` passed `view` (rkyv's validated access)
+        // for this same type, and the archive format has alignment 1 (pinned features), so
+        // the unchecked access reads exactly what validation checked.
+        unsafe { rkyv::access_unchecked::<T::Archived>(payload) }
+    }
+}

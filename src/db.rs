@@ -1,0 +1,623 @@
+//! `Db`: the cheap-clone handle that routes every call to its partitions.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use redb::ReadableTable;
+
+use crate::account::{Account, AccountState, NewAccount, now_secs};
+use crate::builder::Builder;
+use crate::codec::envelope;
+use crate::codec::value::Value;
+use crate::error::{Error, Result};
+use crate::partition::Partition;
+use crate::partition::global::{CatalogEntry, unique_key};
+use crate::partition::region::{account_range, decode_owned, owned_key};
+use crate::read::{Hit, Read, Record, Rows};
+use crate::reservation::recovery::RecoveryReport;
+use crate::reservation::state::{Entry, State};
+use crate::schema::*;
+use crate::table::{Table, check_table_name, check_unique, digest};
+use crate::types::{AccountId, RegionId};
+use crate::write::Write;
+
+/// An open region partition.
+pub(crate) struct Region {
+    pub id: RegionId,
+    pub part: Partition,
+}
+
+pub(crate) enum RegionSlot {
+    Open(Arc<Region>),
+    Disabled,
+}
+
+/// The region catalog as this process sees it.
+#[derive(Default)]
+pub(crate) struct RegionSet {
+    /// Indexed by RegionId: (name, slot).
+    pub by_id: Vec<Option<(String, RegionSlot)>>,
+    pub names: HashMap<String, u16>,
+    pub default: u16,
+}
+
+/// Records an account holds (all regions) and records reserved by writes in flight.
+#[derive(Default, Debug, Clone, Copy)]
+pub(crate) struct Usage {
+    pub records: u64,
+    pub reserved: u64,
+}
+
+pub(crate) struct Options {
+    pub max_value: usize,
+}
+
+pub(crate) struct Inner {
+    #[allow(dead_code)]
+    pub dir: PathBuf,
+    #[allow(dead_code)]
+    pub uuid: [u8; 16],
+    pub digest_key: [u8; 32],
+    pub global: Partition,
+    pub regions: RwLock<RegionSet>,
+    pub accounts: crate::account::RoutingCache,
+    pub usage: Mutex<HashMap<u64, Usage>>,
+    pub coord: crate::reservation::coordinator::Coordinator,
+    pub opts: Options,
+    pub closed: AtomicBool,
+    pub recovery: RecoveryReport,
+}
+
+/// A region as listed by [`Db::regions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// The region's name.
+    pub name: String,
+    /// Its id, stable for the life of the store.
+    pub id: RegionId,
+    /// Whether its file is open in this process.
+    pub enabled: bool,
+}
+
+/// An open regionkv store. Cheap to clone (`Arc` inside), `Send + Sync`.
+///
+/// ```
+/// use regionkv::{Db, NewAccount, Raw, Table, Unique};
+/// # let dir = tempfile::tempdir()?;
+/// let db = Db::builder().region("us").region("eu").open(dir.path())?;
+/// let acme = db.create_account(NewAccount::new("acme", "eu"))?;
+///
+/// const NOTES: Table<Raw> = Table::new("notes");
+/// let mut w = db.write(acme)?;
+/// w.insert(&NOTES, b"n1", b"hello")?;
+/// w.insert_unique(&NOTES, b"n2", b"world", &[Unique::new("slug", "world")])?;
+/// w.commit()?;
+///
+/// let r = db.read(acme)?;
+/// assert_eq!(&*r.get(&NOTES, b"n1")?.unwrap(), b"hello");
+/// let hit = db.find_unique(&NOTES, "slug", "world")?.unwrap();
+/// assert_eq!(hit.account(), acme);
+/// db.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.inner.dir).finish()
+    }
+}
+
+impl Inner {
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// The routing entry of an account: from the cache, else from the global partition.
+    #[inline]
+    pub fn route(&self, id: AccountId) -> Result<Arc<Account>> {
+        if let Some(a) = self.accounts.get(id) {
+            return Ok(a);
+        }
+        self.load_account(id)
+    }
+
+    #[cold]
+    fn load_account(&self, id: AccountId) -> Result<Arc<Account>> {
+        let txn = self.global.begin_read()?;
+        let t = match txn.open_table(ACCOUNTS) {
+            Ok(t) => t,
+            Err(e) if crate::partition::missing_table(&e) => return Err(Error::AccountUnknown(id)),
+            Err(e) => return Err(self.global.err(e)),
+        };
+        let row = t
+            .get(id.0)
+            .map_err(|e| self.global.err(e))?
+            .ok_or(Error::AccountUnknown(id))?;
+        let a = Arc::new(
+            Account::decode(id, row.value())
+                .ok_or_else(|| Error::corrupt("global", format!("account {id} row undecodable")))?,
+        );
+        self.accounts.put(a.clone());
+        Ok(a)
+    }
+
+    /// An open region, or why not.
+    #[inline]
+    pub fn region(&self, id: RegionId) -> Result<Arc<Region>> {
+        let set = self.regions.read();
+        match set.by_id.get(id.0 as usize) {
+            Some(Some((_, RegionSlot::Open(r)))) => Ok(r.clone()),
+            Some(Some((name, RegionSlot::Disabled))) => Err(Error::RegionDisabled(name.clone())),
+            _ => Err(Error::RegionUnknown(id.to_string())),
+        }
+    }
+
+    pub fn region_id(&self, name: &str) -> Result<RegionId> {
+        self.regions
+            .read()
+            .names
+            .get(name)
+            .map(|&id| RegionId(id))
+            .ok_or_else(|| Error::RegionUnknown(name.to_owned()))
+    }
+
+    pub fn region_name(&self, id: RegionId) -> String {
+        match self.regions.read().by_id.get(id.0 as usize) {
+            Some(Some((name, _))) => name.clone(),
+            _ => id.to_string(),
+        }
+    }
+
+    pub fn open_regions(&self) -> Vec<Arc<Region>> {
+        self.regions
+            .read()
+            .by_id
+            .iter()
+            .filter_map(|s| match s {
+                Some((_, RegionSlot::Open(r))) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn open_region_by_raw(&self, id: u16) -> Option<Arc<Region>> {
+        self.region(RegionId(id)).ok()
+    }
+
+    /// Runs a checkpoint if its budget is spent. Failures poison the global partition and
+    /// are reported by the next unique write; the write that triggered it stays committed.
+    pub fn maybe_checkpoint(&self) {
+        if self.coord.checkpoint_due() {
+            let _ = self.checkpoint();
+        }
+    }
+
+    pub fn checkpoint(&self) -> Result<()> {
+        self.coord
+            .checkpoint(&self.global, |id| self.open_region_by_raw(id))
+    }
+
+    pub fn digest(&self, ns: &str, value: &[u8]) -> [u8; 16] {
+        digest(&self.digest_key, ns, value)
+    }
+
+    /// The settled or in-flight global entry of a unique value.
+    pub fn unique_entry(&self, ns: &str, value: &[u8]) -> Result<Option<Entry>> {
+        check_unique(ns, value)?;
+        let d = self.digest(ns, value);
+        let txn = self.global.begin_read()?;
+        let t = match txn.open_table(UNIQUE) {
+            Ok(t) => t,
+            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
+            Err(e) => return Err(self.global.err(e)),
+        };
+        let Some(g) = t
+            .get(unique_key(ns, &d).as_slice())
+            .map_err(|e| self.global.err(e))?
+        else {
+            return Ok(None);
+        };
+        Entry::decode(g.value())
+            .map(Some)
+            .ok_or_else(|| Error::corrupt("global", "undecodable unique entry"))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: make the last unsynced global commits durable. Never fails, never
+        // panics; if it cannot run, recovery at the next open rebuilds the same state.
+        if !self.closed.load(Ordering::Acquire) && !self.global.is_poisoned() {
+            let _ = self.checkpoint();
+        }
+    }
+}
+
+impl Db {
+    /// Starts configuring a store.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Creates an account: its row and its unique name, in one synced global commit.
+    ///
+    /// ```
+    /// # use regionkv::{Db, NewAccount, Error};
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Db::builder().region("us").region("eu").open(dir.path())?;
+    /// let acme = db.create_account(NewAccount::new("acme", "eu").allow("us").max_records(100))?;
+    /// assert_eq!(db.account(acme)?.name(), "acme");
+    /// assert!(matches!(db.create_account(NewAccount::new("acme", "us")), Err(Error::AccountNameTaken(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::AccountNameTaken`]; [`Error::RegionUnknown`] or [`Error::RegionDisabled`]
+    /// for the home region (an allowed region may be disabled); [`Error::InvalidArgument`]
+    /// for an empty or over-long name (1 to 128 bytes).
+    pub fn create_account(&self, new: NewAccount) -> Result<AccountId> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        if new.name.is_empty() || new.name.len() > 128 {
+            return Err(Error::invalid("account name must be 1 to 128 bytes"));
+        }
+        let home = inner.region_id(&new.home)?;
+        inner.region(home)?;
+        let mut allowed = vec![home];
+        for r in &new.allowed {
+            let id = inner.region_id(r)?;
+            if !allowed.contains(&id) {
+                allowed.push(id);
+            }
+        }
+        let global = &inner.global;
+        let w = global.begin_write()?;
+        let account = {
+            let mut names = w.open_table(ACCOUNT_NAMES).map_err(|e| global.err(e))?;
+            if names
+                .get(new.name.as_str())
+                .map_err(|e| global.err(e))?
+                .is_some()
+            {
+                return Err(Error::AccountNameTaken(new.name));
+            }
+            let id = AccountId(crate::builder::bump_next_account(global, &w)?);
+            let account = Account {
+                id,
+                name: new.name.clone(),
+                home,
+                allowed,
+                max_records: new.max_records,
+                state: AccountState::Active,
+                created_at: now_secs(),
+            };
+            names
+                .insert(new.name.as_str(), id.0)
+                .map_err(|e| global.err(e))?;
+            let mut rows = w.open_table(ACCOUNTS).map_err(|e| global.err(e))?;
+            rows.insert(id.0, account.encode().as_slice())
+                .map_err(|e| global.err(e))?;
+            account
+        };
+        global.commit(w)?;
+        let id = account.id;
+        inner.accounts.put(Arc::new(account));
+        Ok(id)
+    }
+
+    /// The account's row: name, home, allowed regions, limits, state.
+    ///
+    /// # Errors
+    /// [`Error::AccountUnknown`].
+    pub fn account(&self, id: AccountId) -> Result<Arc<Account>> {
+        self.inner.check_open()?;
+        self.inner.route(id)
+    }
+
+    /// Finds an account by name.
+    ///
+    /// # Errors
+    /// Storage errors only; an unknown name is `Ok(None)`.
+    pub fn account_id(&self, name: &str) -> Result<Option<AccountId>> {
+        self.inner.check_open()?;
+        let g = &self.inner.global;
+        let txn = g.begin_read()?;
+        let t = match txn.open_table(ACCOUNT_NAMES) {
+            Ok(t) => t,
+            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
+            Err(e) => return Err(g.err(e)),
+        };
+        Ok(t.get(name).map_err(|e| g.err(e))?.map(|v| AccountId(v.value())))
+    }
+
+    /// A write in the account's home region. Nothing is written before
+    /// [`Write::commit`].
+    ///
+    /// # Errors
+    /// [`Error::AccountUnknown`], [`Error::AccountMoving`], [`Error::RegionDisabled`].
+    pub fn write(&self, account: AccountId) -> Result<Write> {
+        self.inner.check_open()?;
+        let a = self.inner.route(account)?;
+        Write::new(self.clone(), a.clone(), a.home)
+    }
+
+    /// A write in another region the account's placement policy allows.
+    ///
+    /// # Errors
+    /// [`Error::PlacementDenied`] if the policy does not allow `region`;
+    /// [`Error::RegionUnknown`], [`Error::RegionDisabled`], [`Error::AccountUnknown`].
+    pub fn write_in(&self, account: AccountId, region: &str) -> Result<Write> {
+        self.inner.check_open()?;
+        let a = self.inner.route(account)?;
+        let r = self.inner.region_id(region)?;
+        if !a.allows(r) {
+            return Err(Error::PlacementDenied {
+                account,
+                region: region.to_owned(),
+            });
+        }
+        Write::new(self.clone(), a, r)
+    }
+
+    /// A read snapshot of one account's data (a snapshot per region, taken on first use).
+    ///
+    /// # Errors
+    /// [`Error::AccountUnknown`]; [`Error::AccountInactive`] while it is being erased.
+    pub fn read(&self, account: AccountId) -> Result<Read> {
+        self.inner.check_open()?;
+        let a = self.inner.route(account)?;
+        if a.state == AccountState::Erasing {
+            return Err(Error::AccountInactive {
+                account,
+                state: a.state.to_string(),
+            });
+        }
+        Ok(Read::new(self.clone(), a))
+    }
+
+    /// Finds the record that owns `value` in `namespace`, if it lives in `table`.
+    ///
+    /// The global index holds only a digest; the hit is verified against the plaintext
+    /// kept beside the record in its region, so a digest collision never returns a wrong
+    /// record. Two point reads: the global entry, then the record.
+    ///
+    /// # Errors
+    /// [`Error::RegionDisabled`] if the owner lives in a disabled region;
+    /// [`Error::InvalidArgument`] for an empty or over-long namespace or value;
+    /// [`Error::Corrupt`] if the record fails its checksum.
+    pub fn find_unique<V: Value>(
+        &self,
+        table: &Table<V>,
+        namespace: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Option<Hit<V>>> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        check_table_name(table.name())?;
+        let value = value.as_ref();
+        let Some(entry) = inner.unique_entry(namespace, value)? else {
+            return Ok(None);
+        };
+        if entry.state == State::Tombstone || entry.loc.table != table.name() {
+            return Ok(None);
+        }
+        let loc = &entry.loc;
+        let region = inner.region(RegionId(loc.region))?;
+        let txn = region.part.begin_read()?;
+        // The region is the truth: the record must still own this exact value.
+        let owned = match txn.open_table(OWNED) {
+            Ok(t) => t,
+            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
+            Err(e) => return Err(region.part.err(e)),
+        };
+        let okey = owned_key(&loc.table, loc.account, &loc.key);
+        let Some(list) = owned.get(okey.as_slice()).map_err(|e| region.part.err(e))? else {
+            return Ok(None);
+        };
+        let list = decode_owned(list.value()).ok_or_else(|| {
+            Error::corrupt(&region.part.name, "undecodable owned-values row")
+        })?;
+        if !list
+            .iter()
+            .any(|o| o.ns == namespace && o.value.as_slice() == value)
+        {
+            return Ok(None);
+        }
+        let data = match txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new(
+            &user_table_name(table.name()),
+        )) {
+            Ok(t) => t,
+            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
+            Err(e) => return Err(region.part.err(e)),
+        };
+        let dkey = crate::partition::region::data_key(loc.account, &loc.key);
+        let Some(guard) = data.get(dkey.as_slice()).map_err(|e| region.part.err(e))? else {
+            return Ok(None);
+        };
+        let record = Record::new(guard, &region.part.name, table.name(), &loc.key)?;
+        Ok(Some(Hit {
+            account: AccountId(loc.account),
+            region: region.id,
+            key: loc.key.clone(),
+            record,
+        }))
+    }
+
+    /// Whether `value` is owned (or being claimed) in `namespace`: one global point read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty or over-long namespace or value.
+    pub fn is_taken(&self, namespace: &str, value: impl AsRef<[u8]>) -> Result<bool> {
+        self.inner.check_open()?;
+        Ok(self
+            .inner
+            .unique_entry(namespace, value.as_ref())?
+            .is_some_and(|e| e.state != State::Tombstone))
+    }
+
+    /// Every row of `table` in every enabled region, each tagged with its region and
+    /// account: for workers (expiry sweeps, counts).
+    ///
+    /// # Errors
+    /// Storage errors; a row that fails its checksum is yielded as [`Error::Corrupt`].
+    pub fn scan_all<V: Value>(&self, table: &Table<V>) -> Result<Rows<V>> {
+        self.inner.check_open()?;
+        check_table_name(table.name())?;
+        Ok(Rows::all(&self.inner, table.name()))
+    }
+
+    /// The id of a region by name.
+    ///
+    /// # Errors
+    /// [`Error::RegionUnknown`].
+    pub fn region_id(&self, name: &str) -> Result<RegionId> {
+        self.inner.region_id(name)
+    }
+
+    /// The name of a region by id, if known.
+    pub fn region_name(&self, id: RegionId) -> Option<String> {
+        let set = self.inner.regions.read();
+        match set.by_id.get(id.0 as usize) {
+            Some(Some((name, _))) => Some(name.clone()),
+            _ => None,
+        }
+    }
+
+    /// Every region of the catalog, by id.
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        let set = self.inner.regions.read();
+        set.by_id
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref().map(|(name, slot)| RegionInfo {
+                    name: name.clone(),
+                    id: RegionId(i as u16),
+                    enabled: matches!(slot, RegionSlot::Open(_)),
+                })
+            })
+            .collect()
+    }
+
+    /// The default region.
+    pub fn default_region(&self) -> RegionId {
+        RegionId(self.inner.regions.read().default)
+    }
+
+    /// Disables a region while the store is open: the choice is recorded in the catalog,
+    /// later reads and writes to it return [`Error::RegionDisabled`], and its file is
+    /// released once the last read or write using it ends. Re-enable it by listing it
+    /// with [`Builder::region`] at the next open.
+    ///
+    /// # Errors
+    /// [`Error::RegionUnknown`]; [`Error::Config`] for the default region.
+    pub fn disable_region(&self, name: &str) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        let id = inner.region_id(name)?;
+        if id.0 == inner.regions.read().default {
+            return Err(Error::Config(format!(
+                "region `{name}` is the default region and cannot be disabled"
+            )));
+        }
+        let region = match inner.region(id) {
+            Ok(r) => r,
+            Err(Error::RegionDisabled(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        // Settle what can be settled before its markers become invisible.
+        inner.checkpoint()?;
+        let _ = region;
+        let entry = CatalogEntry {
+            id: id.0,
+            enabled: false,
+            created: true,
+        };
+        let g = &inner.global;
+        let w = g.begin_write()?;
+        {
+            let mut t = w.open_table(REGIONS).map_err(|e| g.err(e))?;
+            t.insert(name, entry.encode().as_slice())
+                .map_err(|e| g.err(e))?;
+        }
+        g.commit(w)?;
+        inner
+            .coord
+            .drop_tombstones
+            .store(false, Ordering::Release);
+        let mut set = inner.regions.write();
+        if let Some(Some((_, slot))) = set.by_id.get_mut(id.0 as usize) {
+            *slot = RegionSlot::Disabled;
+        }
+        Ok(())
+    }
+
+    /// Runs a checkpoint now: one synced global commit, after which the applied markers it
+    /// covers are deleted from their regions. Checkpoints also run on their own budget and
+    /// at [`Db::close`].
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.checkpoint()
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.recovery.clone()
+    }
+
+    /// Flushes (a final checkpoint) and closes this handle. Other clones see
+    /// [`Error::Closed`] from then on; the files are released when the last clone and the
+    /// last read snapshot are dropped.
+    ///
+    /// # Errors
+    /// Storage errors from the final checkpoint; the store is closed either way.
+    pub fn close(self) -> Result<()> {
+        let inner = &*self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if inner.global.is_poisoned() {
+            return Err(Error::Poisoned(inner.global.name.clone()));
+        }
+        inner.checkpoint()
+    }
+}
+
+/// Reads one account's rows of a table in one region (shared by `Read` and lifecycle code).
+pub(crate) fn account_bounds(account: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+    account_range(account)
+}
+
+/// Validates a stored value for `V` and returns a zero-copy record.
+pub(crate) fn check_value<V: Value>(
+    bytes: &[u8],
+    partition: &str,
+    table: &str,
+    key: &[u8],
+) -> Result<()> {
+    envelope::decode::<V>(bytes).map(|_| ()).map_err(|e| {
+        Error::corrupt(
+            partition,
+            format!("table `{table}`, key {:?}: {e}", String::from_utf8_lossy(key)),
+        )
+    })
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync + Clone>() {}
+    is::<Db>();
+}

@@ -1,0 +1,201 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+use crate::types::AccountId;
+
+/// Result alias used throughout regionkv.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in regionkv.
+///
+/// Expected outcomes that a caller acts on (a value is taken, a placement is denied, a quota
+/// is reached, a retryable conflict) have their own variants; storage failures are kept apart
+/// so that they are never confused with them. Use [`Error::is_retryable`] to decide whether
+/// the same call may succeed later.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A unique value is already owned by a committed record. The error names only the
+    /// namespace: which account or record owns the value is not revealed.
+    #[error("unique value already taken in namespace `{namespace}`")]
+    UniqueViolation {
+        /// The namespace of the value, e.g. `"email"`.
+        namespace: String,
+    },
+    /// The same unique value is claimed twice inside one write.
+    #[error("unique value claimed twice in one write (namespace `{namespace}`)")]
+    DuplicateInWrite {
+        /// The namespace of the value.
+        namespace: String,
+    },
+    /// A conflicting operation is in flight (another transaction holds a reservation on the
+    /// same unique value, or the account is being moved). Retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The account's placement policy does not allow data in this region.
+    #[error("placement denied: account {account} may not store data in region `{region}`")]
+    PlacementDenied {
+        /// The account.
+        account: AccountId,
+        /// The region that was asked for.
+        region: String,
+    },
+    /// No region of that name is known to this store.
+    #[error("unknown region `{0}`")]
+    RegionUnknown(String),
+    /// The region is disabled: its file is not opened, its data stays untouched.
+    #[error("region `{0}` is disabled")]
+    RegionDisabled(String),
+    /// No account with that id exists.
+    #[error("unknown account {0}")]
+    AccountUnknown(AccountId),
+    /// No account has that name.
+    #[error("no account named `{0}`")]
+    AccountNameUnknown(String),
+    /// An account with that name already exists (names are unique across all regions).
+    #[error("account name `{0}` is taken")]
+    AccountNameTaken(String),
+    /// The account is being moved between regions; writes are refused until cutover.
+    #[error("account {0} is moving between regions; retry after the move")]
+    AccountMoving(AccountId),
+    /// The account is not active (for example it is being erased).
+    #[error("account {account} is {state}")]
+    AccountInactive {
+        /// The account.
+        account: AccountId,
+        /// Its state, in words.
+        state: String,
+    },
+    /// The write would take the account past one of its limits.
+    #[error("quota exceeded for account {account}: at most {limit} records")]
+    QuotaExceeded {
+        /// The account.
+        account: AccountId,
+        /// The limit that would be passed.
+        limit: u64,
+    },
+    /// An argument is malformed (empty name, oversized key or value, bad region name, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The builder's configuration does not match the store on disk.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// Stored bytes failed their checksum or validation.
+    #[error("corrupt data in partition `{partition}`: {what}")]
+    Corrupt {
+        /// Which partition (`global` or a region name).
+        partition: String,
+        /// What was found to be wrong, including table and key where known.
+        what: String,
+    },
+    /// A file is not the partition it was expected to be (another store's file, a region
+    /// file under another region's name, a global file given as a region, not a regionkv
+    /// file at all). Nothing was modified.
+    #[error("partition mismatch at {path}: {reason}")]
+    PartitionMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What did not match.
+        reason: String,
+    },
+    /// The file was written by a newer version of regionkv.
+    #[error("{path} has format version {found}; this build reads up to {supported}")]
+    FormatVersion {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build understands.
+        supported: u32,
+    },
+    /// The partition saw an I/O failure and refuses further writes until the store is
+    /// reopened (recovery then settles any transaction whose outcome was unknown).
+    #[error("partition `{0}` refuses writes after an earlier I/O failure; reopen the store")]
+    Poisoned(String),
+    /// The region commit failed inside its commit: the write may or may not be durable.
+    /// The region is poisoned; reopening the store settles the outcome consistently in every
+    /// partition.
+    #[error("outcome unknown: commit in region `{region}` failed: {source}")]
+    OutcomeUnknown {
+        /// The region.
+        region: String,
+        /// The underlying failure.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A storage error from redb.
+    #[error("storage error in partition `{partition}`: {source}")]
+    Storage {
+        /// Which partition.
+        partition: String,
+        /// The underlying failure.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A filesystem error outside redb (creating directories, renaming files).
+    #[error("I/O error at {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store was closed with [`Db::close`](crate::Db::close).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether the same operation may succeed if retried later without any other change.
+    ///
+    /// `Busy` and `AccountMoving` are retryable; a unique violation, a denied placement or
+    /// corruption are not.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Busy(_) | Error::AccountMoving(_))
+    }
+
+    pub(crate) fn corrupt(partition: &str, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            partition: partition.to_owned(),
+            what: what.into(),
+        }
+    }
+
+    pub(crate) fn invalid(what: impl Into<String>) -> Self {
+        Error::InvalidArgument(what.into())
+    }
+
+    pub(crate) fn mismatch(path: &std::path::Path, reason: impl Into<String>) -> Self {
+        Error::PartitionMismatch {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_static_and_small() {
+        fn assert_bounds<T: Send + Sync + 'static + std::error::Error>() {}
+        assert_bounds::<Error>();
+        assert!(std::mem::size_of::<Error>() <= 64, "{}", std::mem::size_of::<Error>());
+    }
+
+    #[test]
+    fn retryable_classification() {
+        assert!(Error::Busy("x".into()).is_retryable());
+        assert!(Error::AccountMoving(AccountId(1)).is_retryable());
+        assert!(
+            !Error::UniqueViolation {
+                namespace: "email".into()
+            }
+            .is_retryable()
+        );
+        assert!(!Error::Closed.is_retryable());
+    }
+}

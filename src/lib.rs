@@ -1,0 +1,91 @@
+//! # regionkv
+//!
+//! An embedded key-value store for multi-tenant services that must keep each tenant's
+//! data in a chosen region while enforcing uniqueness and limits across all regions.
+//!
+//! ```
+//! use regionkv::{Db, NewAccount, Table, Unique};
+//!
+//! #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize)]
+//! #[rkyv(crate = regionkv::rkyv)]
+//! struct License { key: String, seats: u32 }
+//! const LICENSES: Table<License> = Table::new("licenses");
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let db = Db::builder().region("us").region("eu").default_region("us").open(dir.path())?;
+//! let acme = db.create_account(NewAccount::new("acme", "eu").allow("us"))?;
+//!
+//! let mut w = db.write(acme)?;            // the account's home region: eu
+//! let lic = License { key: "K-123".into(), seats: 5 };
+//! w.insert_unique(&LICENSES, b"lic-1", &lic, &[Unique::new("license_key", "K-123")])?;
+//! w.commit()?;                            // one fsync, atomic across both files
+//!
+//! let r = db.read(acme)?;
+//! let rec = r.get(&LICENSES, b"lic-1")?.unwrap();   // zero-copy: &ArchivedLicense
+//! assert_eq!(rec.seats, 5);
+//! let hit = db.find_unique(&LICENSES, "license_key", "K-123")?.unwrap();
+//! assert_eq!(hit.account(), acme);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Architecture
+//!
+//! One redb file per region (`<dir>/regions/<name>.redb`) holds the tenants' records; a
+//! global file (`<dir>/global.redb`) holds the region catalog, accounts and the unique
+//! index, which stores keyed digests, never values. A write that claims or releases
+//! unique values runs a two-phase reservation protocol whose commit point is the single
+//! synced commit of the region; the global index is derived and rebuilt at open from the
+//! applied markers the regions keep. See `docs/design.md` for formats and invariants.
+//!
+//! ## rkyv format
+//!
+//! regionkv pins rkyv's format features (`little_endian`, `pointer_width_32`,
+//! `unaligned`): records are read in place from redb's unaligned pages. If your crate
+//! also depends on rkyv, enable the same features or derive through the re-export with
+//! `#[rkyv(crate = regionkv::rkyv)]`.
+
+#![warn(missing_docs)]
+
+mod account;
+pub mod backends;
+mod builder;
+mod codec;
+mod db;
+mod error;
+mod partition;
+mod read;
+mod reservation;
+mod schema;
+mod table;
+mod types;
+mod write;
+
+pub use account::{Account, AccountState, NewAccount};
+pub use backends::{FaultOn, FileStorage, SimStorage, Storage};
+pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE, MAX_KEY};
+pub use codec::value::{Raw, Value};
+pub use db::{Db, RegionInfo};
+pub use error::{Error, Result};
+pub use read::{Hit, Read, Record, Row, Rows};
+pub use reservation::recovery::RecoveryReport;
+pub use schema::FORMAT_VERSION;
+pub use table::{MAX_NAMESPACE, MAX_TABLE_NAME, MAX_UNIQUE_VALUE, Table, Unique};
+pub use types::{AccountId, GlobalId, RegionId};
+pub use write::Write;
+
+/// The rkyv crate regionkv is built with (format features pinned): derive your records'
+/// `Archive` and `Serialize` through it with `#[rkyv(crate = regionkv::rkyv)]`.
+pub use rkyv;
+
+/// Decodes a stored value (envelope + payload) as `V` without a store: checks the
+/// header and CRC, then validates the payload. Total: any input gives `Ok` or
+/// [`Error::Corrupt`]. For tools and fuzzing.
+pub fn decode_value<V: Value>(bytes: &[u8]) -> Result<&V::View> {
+    codec::envelope::decode::<V>(bytes).map_err(|e| Error::corrupt("<bytes>", e.to_string()))
+}
+
+/// Encodes a value as regionkv stores it (envelope + payload). For tools and fuzzing.
+pub fn encode_value<V: Value>(value: &V::Input) -> Result<Vec<u8>> {
+    let payload = V::encode(value).map_err(Error::InvalidArgument)?;
+    Ok(codec::envelope::seal::<V>(&payload))
+}

@@ -1,0 +1,314 @@
+//! One redb file per partition: opening with the meta check, creating atomically, and the
+//! poison flag that refuses writes after an I/O failure.
+//!
+//! This is the one internal interface the protocol talks to; a network-backed partition
+//! could replace it without touching the protocol (DESIGN.md section 9).
+
+pub(crate) mod global;
+pub(crate) mod region;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redb::{Database, ReadTransaction, ReadableDatabase, TableHandle, WriteTransaction};
+
+use crate::backends::{DynBackend, Storage};
+use crate::error::{Error, Result};
+use crate::schema::*;
+
+/// An open partition file.
+pub(crate) struct Partition {
+    /// `global` or the region's name; used in errors.
+    pub name: String,
+    pub path: PathBuf,
+    pub db: Database,
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Partition({})", self.name)
+    }
+}
+
+/// What a partition's meta table must say.
+#[derive(Debug, Clone)]
+pub(crate) struct Expect {
+    pub kind: u8,
+    /// `None` when opening the global partition, whose UUID defines the store.
+    pub uuid: Option<[u8; 16]>,
+    pub region: Option<(String, u16)>,
+}
+
+/// The meta table of a partition, decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub uuid: [u8; 16],
+}
+
+impl Partition {
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    /// Refuses work after an I/O failure.
+    pub fn check(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Converts a redb error, poisoning the partition when it is an I/O failure.
+    pub fn err(&self, e: impl Into<redb::Error>) -> Error {
+        let e = e.into();
+        match e {
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::Backend(_) => self.poison(),
+            redb::Error::Corrupted(ref what) => {
+                return Error::corrupt(&self.name, format!("redb: {what}"));
+            }
+            _ => {}
+        }
+        Error::Storage {
+            partition: self.name.clone(),
+            source: Box::new(e),
+        }
+    }
+
+    pub fn begin_write(&self) -> Result<WriteTransaction> {
+        self.check()?;
+        self.db.begin_write().map_err(|e| self.err(e))
+    }
+
+    /// A write transaction that commits without fsync (made durable by a later synced
+    /// commit of the same partition).
+    pub fn begin_write_unsynced(&self) -> Result<WriteTransaction> {
+        let mut w = self.begin_write()?;
+        w.set_durability(redb::Durability::None)
+            .map_err(|e| self.err(e))?;
+        Ok(w)
+    }
+
+    pub fn commit(&self, w: WriteTransaction) -> Result<()> {
+        w.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn begin_read(&self) -> Result<ReadTransaction> {
+        self.db.begin_read().map_err(|e| self.err(e))
+    }
+}
+
+fn storage_io(path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source: e,
+    }
+}
+
+fn read_meta(path: &Path, txn: &ReadTransaction, expect: &Expect) -> Result<Meta> {
+    let not_ours = |why: &str| Error::mismatch(path, why.to_string());
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Err(not_ours("no regionkv meta table: not a regionkv partition"));
+        }
+        Err(e) => return Err(not_ours(&format!("cannot read meta table: {e}"))),
+    };
+    let get = |k: &str| -> Result<Option<Vec<u8>>> {
+        table
+            .get(k)
+            .map(|g| g.map(|v| v.value().to_vec()))
+            .map_err(|e| not_ours(&format!("cannot read meta `{k}`: {e}")))
+    };
+    let format = get(META_FORMAT)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| not_ours("meta has no format version"))?;
+    if format > FORMAT_VERSION {
+        return Err(Error::FormatVersion {
+            path: path.to_owned(),
+            found: format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let uuid: [u8; 16] = get(META_DB_UUID)?
+        .and_then(|v| v.as_slice().try_into().ok())
+        .ok_or_else(|| not_ours("meta has no store id"))?;
+    let kind = get(META_KIND)?
+        .filter(|v| v.len() == 1)
+        .map(|v| v[0])
+        .ok_or_else(|| not_ours("meta has no partition kind"))?;
+    let kind_name = |k: u8| match k {
+        KIND_GLOBAL => "a global partition",
+        KIND_REGION => "a region partition",
+        _ => "an unknown partition kind",
+    };
+    if kind != expect.kind {
+        return Err(not_ours(&format!(
+            "file is {}, expected {}",
+            kind_name(kind),
+            kind_name(expect.kind)
+        )));
+    }
+    if let Some(want) = expect.uuid
+        && want != uuid
+    {
+        return Err(not_ours("file belongs to another regionkv store"));
+    }
+    if let Some((want_name, want_id)) = &expect.region {
+        let name = get(META_REGION_NAME)?
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(|| not_ours("region meta has no name"))?;
+        let id = get(META_REGION_ID)?
+            .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
+            .map(u16::from_le_bytes)
+            .ok_or_else(|| not_ours("region meta has no id"))?;
+        if &name != want_name || id != *want_id {
+            return Err(not_ours(&format!(
+                "file holds region `{name}` (id {id}), expected region `{want_name}` (id {want_id})"
+            )));
+        }
+    }
+    Ok(Meta { uuid })
+}
+
+fn redb_builder(cache: usize) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(cache);
+    b
+}
+
+/// Opens an existing partition file, checking its meta before anything may write to it.
+/// `Ok(None)` if the file does not exist.
+///
+/// The meta is first read through a read-only open, so a file that is not the expected
+/// partition is rejected byte-for-byte untouched. A file left by a crash cannot be opened
+/// read-only (redb must repair it first); it is opened read-write and checked after.
+pub(crate) fn open_existing(
+    storage: &dyn Storage,
+    path: &Path,
+    name: &str,
+    cache: usize,
+    expect: &Expect,
+) -> Result<Option<(Partition, Meta)>> {
+    let Some(ro) = storage.open(path, true).map_err(|e| storage_io(path, e))? else {
+        return Ok(None);
+    };
+    let len = ro.len().map_err(|e| storage_io(path, e))?;
+    if len == 0 {
+        return Err(Error::mismatch(path, "empty file: not a regionkv partition"));
+    }
+    match redb_builder(1 << 20).open_read_only_with_backend(DynBackend(ro)) {
+        Ok(db) => {
+            let txn = db
+                .begin_read()
+                .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
+            read_meta(path, &txn, expect)?;
+        }
+        // Not closed cleanly: redb repairs it on a read-write open; check the meta after.
+        Err(redb::DatabaseError::RepairAborted) => {}
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(Error::Config(format!(
+                "{} is already open (by this or another process)",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::mismatch(path, format!("not a readable redb file: {e}"))),
+    }
+    let rw = storage
+        .open(path, false)
+        .map_err(|e| storage_io(path, e))?
+        .ok_or_else(|| Error::mismatch(path, "file vanished while opening"))?;
+    let db = redb_builder(cache)
+        .create_with_backend(DynBackend(rw))
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Config(format!(
+                "{} is already open (by this or another process)",
+                path.display()
+            )),
+            e => Error::mismatch(path, format!("cannot open: {e}")),
+        })?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
+    let meta = read_meta(path, &txn, expect)?;
+    drop(txn);
+    Ok(Some((
+        Partition {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            db,
+            poisoned: AtomicBool::new(false),
+        },
+        meta,
+    )))
+}
+
+/// Creates a new partition file atomically: it is built and synced under a temporary name,
+/// then renamed into place, so a crash never leaves a half-made partition at `path`.
+pub(crate) fn create_new(
+    storage: &dyn Storage,
+    path: &Path,
+    name: &str,
+    cache: usize,
+    meta: &[(&str, Vec<u8>)],
+) -> Result<Partition> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".creating");
+    let tmp = PathBuf::from(tmp);
+    storage.remove(&tmp).map_err(|e| storage_io(&tmp, e))?;
+    {
+        let backend = storage.create_new(&tmp).map_err(|e| storage_io(&tmp, e))?;
+        let db = redb_builder(1 << 20)
+            .create_with_backend(DynBackend(backend))
+            .map_err(|e| storage_io(&tmp, std::io::Error::other(e.to_string())))?;
+        let io = |e: redb::Error| storage_io(&tmp, std::io::Error::other(e.to_string()));
+        let w = db.begin_write().map_err(|e| io(e.into()))?;
+        {
+            let mut t = w.open_table(META).map_err(|e| io(e.into()))?;
+            for (k, v) in meta {
+                t.insert(*k, v.as_slice()).map_err(|e| io(e.into()))?;
+            }
+        }
+        w.commit().map_err(|e| io(e.into()))?;
+    }
+    storage.rename(&tmp, path).map_err(|e| storage_io(path, e))?;
+    let backend = storage
+        .open(path, false)
+        .map_err(|e| storage_io(path, e))?
+        .ok_or_else(|| Error::mismatch(path, "file vanished after creation"))?;
+    let db = redb_builder(cache)
+        .create_with_backend(DynBackend(backend))
+        .map_err(|e| storage_io(path, std::io::Error::other(e.to_string())))?;
+    Ok(Partition {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        db,
+        poisoned: AtomicBool::new(false),
+    })
+}
+
+/// The common meta rows of a new partition.
+pub(crate) fn base_meta(uuid: [u8; 16], kind: u8) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (META_FORMAT, FORMAT_VERSION.to_le_bytes().to_vec()),
+        (META_DB_UUID, uuid.to_vec()),
+        (META_KIND, vec![kind]),
+    ]
+}
+
+/// Whether a table exists in a read snapshot (missing user tables read as empty).
+pub(crate) fn missing_table(e: &redb::TableError) -> bool {
+    matches!(e, redb::TableError::TableDoesNotExist(_))
+}
+
+#[allow(dead_code)]
+pub(crate) fn table_names(txn: &ReadTransaction) -> Vec<String> {
+    txn.list_tables()
+        .map(|it| it.map(|h| h.name().to_owned()).collect())
+        .unwrap_or_default()
+}

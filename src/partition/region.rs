@@ -1,0 +1,180 @@
+//! Rows of a region partition: data keys, applied markers, owned unique values, usage.
+
+use crate::codec::bin::{Dec, Enc};
+
+/// `[account u64 BE][user key]`: one tenant's rows are contiguous.
+#[inline]
+pub(crate) fn data_key_into(buf: &mut Vec<u8>, account: u64, key: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&account.to_be_bytes());
+    buf.extend_from_slice(key);
+}
+
+pub(crate) fn data_key(account: u64, key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + key.len());
+    data_key_into(&mut v, account, key);
+    v
+}
+
+/// The key range of one account's rows: `[account BE, (account+1) BE)`, or to the end for
+/// the last possible account.
+pub(crate) fn account_range(account: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+    (
+        account.to_be_bytes().to_vec(),
+        account.checked_add(1).map(|n| n.to_be_bytes().to_vec()),
+    )
+}
+
+/// `[table_len u8][table][account u64 BE][user key]`: key of a record's owned values.
+pub(crate) fn owned_key(table: &str, account: u64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + table.len() + 8 + key.len());
+    k.push(table.len() as u8);
+    k.extend_from_slice(table.as_bytes());
+    k.extend_from_slice(&account.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+pub(crate) fn split_owned_key(k: &[u8]) -> Option<(&str, u64, &[u8])> {
+    let n = *k.first()? as usize;
+    if k.len() < 1 + n + 8 {
+        return None;
+    }
+    let table = std::str::from_utf8(&k[1..1 + n]).ok()?;
+    let account = u64::from_be_bytes(k[1 + n..1 + n + 8].try_into().ok()?);
+    Some((table, account, &k[1 + n + 8..]))
+}
+
+/// A unique value a record owns. The plaintext is kept here, in the record's region, so
+/// `find_unique` can verify a digest hit and never return a wrong record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owned {
+    pub ns: String,
+    pub digest: [u8; 16],
+    pub value: Vec<u8>,
+}
+
+pub(crate) fn encode_owned(list: &[Owned]) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.raw(&(list.len() as u32).to_le_bytes());
+    for o in list {
+        e.bytes(o.ns.as_bytes()).raw(&o.digest).bytes(&o.value);
+    }
+    e.finish()
+}
+
+pub(crate) fn decode_owned(b: &[u8]) -> Option<Vec<Owned>> {
+    let mut d = Dec(b);
+    let n = d.count(24)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Owned {
+            ns: d.string()?,
+            digest: d.arr16()?,
+            value: d.bytes()?.to_vec(),
+        });
+    }
+    d.end()?;
+    Some(v)
+}
+
+/// A claim in an applied marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MarkerClaim {
+    pub ns: String,
+    pub digest: [u8; 16],
+    pub table: String,
+    pub key: Vec<u8>,
+}
+
+/// The applied marker of one unique txn: written in the same region commit as the data,
+/// it is the durable record the global index is rebuilt from. Digests only, no plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Marker {
+    pub account: u64,
+    pub claims: Vec<MarkerClaim>,
+    pub releases: Vec<(String, [u8; 16])>,
+}
+
+impl Marker {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new();
+        e.u64(self.account);
+        e.raw(&(self.claims.len() as u32).to_le_bytes());
+        for c in &self.claims {
+            e.bytes(c.ns.as_bytes())
+                .raw(&c.digest)
+                .bytes(c.table.as_bytes())
+                .bytes(&c.key);
+        }
+        e.raw(&(self.releases.len() as u32).to_le_bytes());
+        for (ns, d) in &self.releases {
+            e.bytes(ns.as_bytes()).raw(d);
+        }
+        e.finish()
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Marker> {
+        let mut d = Dec(b);
+        let account = d.u64()?;
+        let n = d.count(28)?;
+        let mut claims = Vec::with_capacity(n);
+        for _ in 0..n {
+            claims.push(MarkerClaim {
+                ns: d.string()?,
+                digest: d.arr16()?,
+                table: d.string()?,
+                key: d.bytes()?.to_vec(),
+            });
+        }
+        let n = d.count(20)?;
+        let mut releases = Vec::with_capacity(n);
+        for _ in 0..n {
+            releases.push((d.string()?, d.arr16()?));
+        }
+        d.end()?;
+        Some(Marker {
+            account,
+            claims,
+            releases,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_and_owned_round_trip() {
+        let m = Marker {
+            account: 9,
+            claims: vec![MarkerClaim {
+                ns: "email".into(),
+                digest: [3; 16],
+                table: "users".into(),
+                key: b"u1".to_vec(),
+            }],
+            releases: vec![("slug".into(), [4; 16])],
+        };
+        let b = m.encode();
+        assert_eq!(Marker::decode(&b), Some(m));
+        for cut in 0..b.len() {
+            assert_eq!(Marker::decode(&b[..cut]), None);
+        }
+        let o = vec![Owned {
+            ns: "email".into(),
+            digest: [1; 16],
+            value: b"a@b".to_vec(),
+        }];
+        assert_eq!(decode_owned(&encode_owned(&o)), Some(o));
+    }
+
+    #[test]
+    fn keys_split_back() {
+        let k = owned_key("users", 42, b"\xff\x00key");
+        assert_eq!(split_owned_key(&k), Some(("users", 42, &b"\xff\x00key"[..])));
+        assert_eq!(data_key(1, b"x"), [0, 0, 0, 0, 0, 0, 0, 1, b'x']);
+        assert_eq!(account_range(u64::MAX).1, None);
+    }
+}

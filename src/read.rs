@@ -1,0 +1,472 @@
+//! Reads: snapshots, zero-copy records, scans.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use redb::{AccessGuard, ReadOnlyTable, ReadTransaction, TableDefinition};
+
+use crate::account::Account;
+use crate::codec::envelope::{self, HEADER_LEN};
+use crate::codec::value::Value;
+use crate::db::{Db, Inner, Region, check_value};
+use crate::error::{Error, Result};
+use crate::partition::region::account_range;
+use crate::schema::user_table_name;
+use crate::table::{Table, check_table_name};
+use crate::types::{AccountId, RegionId};
+
+type Bytes = &'static [u8];
+type DataTable = ReadOnlyTable<Bytes, Bytes>;
+
+/// A stored record, read in place: derefs to `V::Archived` (or `[u8]` for
+/// [`Raw`](crate::Raw)) inside redb's page, with no copy and no deserialization. Its
+/// checksum and archive were validated when it was read.
+///
+/// The record keeps its snapshot's pages alive; drop it when done.
+pub struct Record<V: Value> {
+    guard: AccessGuard<'static, Bytes>,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V: Value> Record<V> {
+    pub(crate) fn new(
+        guard: AccessGuard<'static, Bytes>,
+        partition: &str,
+        table: &str,
+        key: &[u8],
+    ) -> Result<Self> {
+        check_value::<V>(guard.value(), partition, table, key)?;
+        Ok(Record {
+            guard,
+            _value: PhantomData,
+        })
+    }
+
+    /// The encoded payload (the rkyv archive, or the raw bytes), without the envelope.
+    pub fn payload(&self) -> &[u8] {
+        &self.guard.value()[HEADER_LEN..]
+    }
+
+    /// The value through rkyv's validated access again (what `Deref` returns, checked
+    /// once more); mostly for tests.
+    pub fn validated(&self) -> Result<&V::View> {
+        envelope::decode::<V>(self.guard.value())
+            .map_err(|e| Error::corrupt("?", e.to_string()))
+    }
+}
+
+impl<V: Value> Deref for Record<V> {
+    type Target = V::View;
+
+    #[inline]
+    fn deref(&self) -> &V::View {
+        // SAFETY: `Record::new` is the only constructor and it validated these bytes
+        // (envelope CRC, then rkyv's checked access for `V`). An `AccessGuard` is
+        // immutable and pins the page it points into, so `value()` returns the same bytes
+        // on every call. Tested by `record_deref_matches_validated_access`.
+        unsafe { V::view_unchecked(&self.guard.value()[HEADER_LEN..]) }
+    }
+}
+
+impl<V: Value> std::fmt::Debug for Record<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Record({} bytes)", self.payload().len())
+    }
+}
+
+struct Snap {
+    region: Arc<Region>,
+    txn: ReadTransaction,
+    tables: Vec<(&'static str, Option<DataTable>)>,
+}
+
+impl Snap {
+    fn table(&mut self, name: &'static str) -> Result<Option<&DataTable>> {
+        let idx = match self.tables.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                check_table_name(name)?;
+                let tname = user_table_name(name);
+                let def = TableDefinition::<Bytes, Bytes>::new(&tname);
+                let t = match self.txn.open_table(def) {
+                    Ok(t) => Some(t),
+                    Err(e) if crate::partition::missing_table(&e) => None,
+                    Err(e) => return Err(self.region.part.err(e)),
+                };
+                self.tables.push((name, t));
+                self.tables.len() - 1
+            }
+        };
+        Ok(self.tables[idx].1.as_ref())
+    }
+}
+
+/// A read snapshot of one account's data. Every region is read at the snapshot taken the
+/// first time this `Read` touches it; nothing another account owns is reachable from here.
+pub struct Read {
+    db: Db,
+    account: Arc<Account>,
+    snaps: RefCell<Vec<Snap>>,
+}
+
+impl std::fmt::Debug for Read {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Read(account {})", self.account.id())
+    }
+}
+
+/// Keys up to this size are built on the stack.
+const STACK_KEY: usize = 120;
+
+impl Read {
+    pub(crate) fn new(db: Db, account: Arc<Account>) -> Self {
+        Read {
+            db,
+            account,
+            snaps: RefCell::new(Vec::with_capacity(2)),
+        }
+    }
+
+    /// The account this snapshot reads.
+    pub fn account(&self) -> AccountId {
+        self.account.id()
+    }
+
+    fn with_snap<T>(&self, region: RegionId, f: impl FnOnce(&mut Snap) -> Result<T>) -> Result<T> {
+        let mut snaps = self.snaps.borrow_mut();
+        let idx = match snaps.iter().position(|s| s.region.id == region) {
+            Some(i) => i,
+            None => {
+                let r = self.db.inner.region(region)?;
+                let txn = r.part.begin_read()?;
+                snaps.push(Snap {
+                    region: r,
+                    txn,
+                    tables: Vec::new(),
+                });
+                snaps.len() - 1
+            }
+        };
+        f(&mut snaps[idx])
+    }
+
+    /// Reads `key` from the account's home region.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] (naming partition, table and key) if the stored value fails its
+    /// checksum or validation; [`Error::RegionDisabled`] if the home region is disabled.
+    #[inline]
+    pub fn get<V: Value>(&self, table: &Table<V>, key: &[u8]) -> Result<Option<Record<V>>> {
+        self.get_from(self.account.home(), table, key)
+    }
+
+    /// Reads `key` from one of the account's allowed regions.
+    ///
+    /// # Errors
+    /// [`Error::PlacementDenied`] if the policy does not include `region`, plus those of
+    /// [`Read::get`].
+    pub fn get_in<V: Value>(
+        &self,
+        region: &str,
+        table: &Table<V>,
+        key: &[u8],
+    ) -> Result<Option<Record<V>>> {
+        let id = self.db.inner.region_id(region)?;
+        if !self.account.allows(id) {
+            return Err(Error::PlacementDenied {
+                account: self.account.id(),
+                region: region.to_owned(),
+            });
+        }
+        self.get_from(id, table, key)
+    }
+
+    fn get_from<V: Value>(
+        &self,
+        region: RegionId,
+        table: &Table<V>,
+        key: &[u8],
+    ) -> Result<Option<Record<V>>> {
+        let account = self.account.id().0;
+        self.with_snap(region, |snap| {
+            let Some(t) = snap.table(table.name())? else {
+                return Ok(None);
+            };
+            let mut stack = [0u8; 8 + STACK_KEY];
+            let heap;
+            let full: &[u8] = if key.len() <= STACK_KEY {
+                stack[..8].copy_from_slice(&account.to_be_bytes());
+                stack[8..8 + key.len()].copy_from_slice(key);
+                &stack[..8 + key.len()]
+            } else {
+                heap = crate::partition::region::data_key(account, key);
+                &heap
+            };
+            match t.get(full).map_err(|e| snap.region.part.err(e))? {
+                Some(guard) => Record::new(guard, &snap.region.part.name, table.name(), key).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Every row of `table` this account holds, in each of its allowed regions (home
+    /// first), each tagged with its region; keys in order within a region.
+    ///
+    /// A disabled region yields one [`Error::RegionDisabled`] item and the scan goes on
+    /// with the others.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad table name.
+    pub fn scan<V: Value>(&self, table: &Table<V>) -> Result<Rows<V>> {
+        self.scan_prefix(table, b"")
+    }
+
+    /// Like [`Read::scan`], limited to keys that start with `prefix`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad table name.
+    pub fn scan_prefix<V: Value>(&self, table: &Table<V>, prefix: &[u8]) -> Result<Rows<V>> {
+        check_table_name(table.name())?;
+        let account = self.account.id().0;
+        let (lo, hi) = prefix_bounds(account, prefix);
+        let mut parts = VecDeque::new();
+        for &region in self.account.allowed() {
+            let part = self.with_snap(region, |snap| {
+                let Some(t) = snap.table(table.name())? else {
+                    return Ok(None);
+                };
+                let range = match &hi {
+                    Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+                    None => t.range::<&[u8]>(lo.as_slice()..),
+                }
+                .map_err(|e| snap.region.part.err(e))?;
+                Ok(Some((snap.region.part.name.clone(), range)))
+            });
+            parts.push_back(match part {
+                Ok(Some((name, range))) => Ok((region, name, range)),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            });
+        }
+        Ok(Rows {
+            table: table.name(),
+            parts,
+            current: None,
+            _value: PhantomData,
+        })
+    }
+}
+
+/// `[account ++ prefix, next)`: the key range of one account's keys that start with prefix.
+fn prefix_bounds(account: u64, prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut lo = account.to_be_bytes().to_vec();
+    lo.extend_from_slice(prefix);
+    // The smallest key greater than every key with this prefix: increment the last byte
+    // that is not 0xFF, dropping the 0xFF bytes after it.
+    let mut hi = lo.clone();
+    while let Some(last) = hi.pop() {
+        if last != 0xFF {
+            hi.push(last + 1);
+            return (lo, Some(hi));
+        }
+    }
+    (lo, None)
+}
+
+type RangePart = (RegionId, String, redb::Range<'static, Bytes, Bytes>);
+
+/// Rows from one or more regions: `Read::scan` (one account) or `Db::scan_all` (every
+/// account). Yields `Result<Row<V>>`.
+pub struct Rows<V: Value> {
+    table: &'static str,
+    parts: VecDeque<Result<RangePart>>,
+    current: Option<RangePart>,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V: Value> Rows<V> {
+    pub(crate) fn all(inner: &Inner, table: &'static str) -> Self {
+        let mut parts = VecDeque::new();
+        let set: Vec<(RegionId, Result<Arc<Region>>)> = {
+            let regions = inner.regions.read();
+            regions
+                .by_id
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().map(|_| RegionId(i as u16)))
+                .map(|id| (id, inner.region(id)))
+                .collect()
+        };
+        for (id, region) in set {
+            let part = region.and_then(|r| {
+                let txn = r.part.begin_read()?;
+                let tname = user_table_name(table);
+                let def = TableDefinition::<Bytes, Bytes>::new(&tname);
+                match txn.open_table(def) {
+                    Ok(t) => {
+                        let range = t.range::<&[u8]>(..).map_err(|e| r.part.err(e))?;
+                        Ok(Some((id, r.part.name.clone(), range)))
+                    }
+                    Err(e) if crate::partition::missing_table(&e) => Ok(None),
+                    Err(e) => Err(r.part.err(e)),
+                }
+            });
+            match part {
+                Ok(Some(p)) => parts.push_back(Ok(p)),
+                Ok(None) => {}
+                Err(Error::RegionDisabled(_)) => {}
+                Err(e) => parts.push_back(Err(e)),
+            }
+        }
+        Rows {
+            table,
+            parts,
+            current: None,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<V: Value> Iterator for Rows<V> {
+    type Item = Result<Row<V>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((region, name, range)) = &mut self.current {
+                match range.next() {
+                    Some(Ok((k, v))) => {
+                        let full = k.value();
+                        if full.len() < 8 {
+                            return Some(Err(Error::corrupt(name, "row key shorter than 8 bytes")));
+                        }
+                        let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
+                        let key = full[8..].to_vec();
+                        return Some(Record::new(v, name, self.table, &key).map(|record| Row {
+                            region: *region,
+                            account: AccountId(account),
+                            key,
+                            record,
+                        }));
+                    }
+                    Some(Err(e)) => {
+                        let name = name.clone();
+                        self.current = None;
+                        return Some(Err(Error::Storage {
+                            partition: name,
+                            source: Box::new(e.into()),
+                        }));
+                    }
+                    None => self.current = None,
+                }
+            }
+            match self.parts.pop_front()? {
+                Ok(p) => self.current = Some(p),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// One row of a scan.
+pub struct Row<V: Value> {
+    region: RegionId,
+    account: AccountId,
+    key: Vec<u8>,
+    record: Record<V>,
+}
+
+impl<V: Value> Row<V> {
+    /// The region the row lives in.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+    /// The account that owns the row.
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+    /// The user key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+    /// The record, read in place.
+    pub fn record(&self) -> &Record<V> {
+        &self.record
+    }
+    /// The record, owned.
+    pub fn into_record(self) -> Record<V> {
+        self.record
+    }
+}
+
+impl<V: Value> std::fmt::Debug for Row<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Row")
+            .field("region", &self.region)
+            .field("account", &self.account)
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .finish()
+    }
+}
+
+/// A hit of [`Db::find_unique`](crate::Db::find_unique): who owns the value, where, and the
+/// record itself.
+pub struct Hit<V: Value> {
+    pub(crate) account: AccountId,
+    pub(crate) region: RegionId,
+    pub(crate) key: Vec<u8>,
+    pub(crate) record: Record<V>,
+}
+
+impl<V: Value> Hit<V> {
+    /// The owning account.
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+    /// The region of the record.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+    /// The record's key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+    /// The record, read in place.
+    pub fn record(&self) -> &Record<V> {
+        &self.record
+    }
+}
+
+impl<V: Value> std::fmt::Debug for Hit<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hit")
+            .field("account", &self.account)
+            .field("region", &self.region)
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .finish()
+    }
+}
+
+#[allow(dead_code)]
+pub(crate) fn bounds(account: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+    account_range(account)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_bounds;
+
+    #[test]
+    fn prefix_bounds_cover_exactly_the_prefix() {
+        let (lo, hi) = prefix_bounds(1, b"ab");
+        assert_eq!(lo, [0, 0, 0, 0, 0, 0, 0, 1, b'a', b'b']);
+        assert_eq!(hi.unwrap(), [0, 0, 0, 0, 0, 0, 0, 1, b'a', b'c']);
+        let (_, hi) = prefix_bounds(1, b"a\xff");
+        assert_eq!(hi.unwrap(), [0, 0, 0, 0, 0, 0, 0, 1, b'b']);
+        let (_, hi) = prefix_bounds(1, b"");
+        assert_eq!(hi.unwrap(), [0, 0, 0, 0, 0, 0, 0, 2]);
+        assert_eq!(prefix_bounds(u64::MAX, b"").1, None);
+    }
+}

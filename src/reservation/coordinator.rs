@@ -1,0 +1,335 @@
+//! Reserve, Confirm, Abort and Checkpoint: the global half of a unique write.
+//!
+//! None of these syncs except the checkpoint. The region commit (synced) is the commit
+//! point; what the global partition loses in a crash, recovery rebuilds from the region's
+//! applied markers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use redb::ReadableTable;
+
+use crate::error::{Error, Result};
+use crate::partition::Partition;
+use crate::partition::global::{split_txn_key, txn_key, unique_key};
+use crate::reservation::state::{self, Change, Conflict, Entry, Loc, State};
+use crate::schema::{INFLIGHT, MARKERS, TOMBSTONES, UNIQUE};
+use crate::types::TxnId;
+
+/// A value a write claims.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimReq {
+    pub ns: String,
+    pub digest: [u8; 16],
+    pub table: String,
+    pub key: Vec<u8>,
+    /// The same write releases this value from another record of the same account.
+    pub transfer: bool,
+}
+
+/// A value a write releases.
+#[derive(Debug, Clone)]
+pub(crate) struct ReleaseReq {
+    pub ns: String,
+    pub digest: [u8; 16],
+}
+
+/// A reservation made by Reserve; settled by Confirm or Abort.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub txn: TxnId,
+    pub region: u16,
+    /// Unique keys this txn put in flight.
+    keys: Vec<Vec<u8>>,
+}
+
+/// When a checkpoint runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CheckpointBudget {
+    pub every: u64,
+    pub interval: Duration,
+}
+
+pub(crate) struct Coordinator {
+    pub epoch: u64,
+    seq: AtomicU64,
+    /// Txns whose reservation or marker may still exist anywhere: from Reserve until Abort,
+    /// or until their marker's deletion is durable. The smallest is the low-water mark
+    /// below which tombstones can be dropped.
+    live: Mutex<BTreeMap<TxnId, u16>>,
+    /// Confirmed since the last checkpoint: (region, txn).
+    confirmed: Mutex<Vec<(u16, TxnId)>>,
+    last_checkpoint: Mutex<Instant>,
+    checkpoint_lock: Mutex<()>,
+    /// False while some region's markers cannot be seen (a disabled region): tombstones
+    /// must then be kept, as a hidden marker may still need them.
+    pub drop_tombstones: AtomicBool,
+    pub budget: CheckpointBudget,
+}
+
+fn conflict_err(c: Conflict, ns: &str) -> Error {
+    match c {
+        Conflict::Taken => Error::UniqueViolation {
+            namespace: ns.to_owned(),
+        },
+        Conflict::Busy => Error::Busy(format!(
+            "a unique value in namespace `{ns}` is held by a transaction in flight"
+        )),
+    }
+}
+
+fn decode_entry(global: &Partition, bytes: &[u8]) -> Result<Entry> {
+    Entry::decode(bytes).ok_or_else(|| Error::corrupt(&global.name, "undecodable unique entry"))
+}
+
+impl Coordinator {
+    pub fn new(epoch: u64, budget: CheckpointBudget, drop_tombstones: bool) -> Self {
+        Coordinator {
+            epoch,
+            seq: AtomicU64::new(1),
+            live: Mutex::new(BTreeMap::new()),
+            confirmed: Mutex::new(Vec::new()),
+            last_checkpoint: Mutex::new(Instant::now()),
+            checkpoint_lock: Mutex::new(()),
+            drop_tombstones: AtomicBool::new(drop_tombstones),
+            budget,
+        }
+    }
+
+    /// Reserve: one unsynced global txn that puts every claim in Pending and every release
+    /// in Releasing, or fails with nothing changed. `quota` runs inside the same global
+    /// txn, after the unique checks, so that concurrent writes in several regions cannot
+    /// both pass a cross-region limit.
+    pub fn reserve(
+        &self,
+        global: &Partition,
+        region: u16,
+        account: u64,
+        claims: &[ClaimReq],
+        releases: &[ReleaseReq],
+        quota: impl FnOnce() -> Result<()>,
+    ) -> Result<Reservation> {
+        let w = global.begin_write_unsynced()?;
+        // Allocated inside the global write lock: TxnId order is the order of reservations.
+        let txn = TxnId {
+            epoch: self.epoch,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut keys = Vec::with_capacity(claims.len() + releases.len());
+        {
+            let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
+            let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
+            for c in claims {
+                let k = unique_key(&c.ns, &c.digest);
+                let cur = match unique.get(k.as_slice()).map_err(|e| global.err(e))? {
+                    Some(g) => Some(decode_entry(global, g.value())?),
+                    None => None,
+                };
+                let loc = Loc {
+                    account,
+                    region,
+                    table: c.table.clone(),
+                    key: c.key.clone(),
+                };
+                let next = state::claim(cur.as_ref(), txn, loc, c.transfer)
+                    .map_err(|x| conflict_err(x, &c.ns))?;
+                unique
+                    .insert(k.as_slice(), next.encode().as_slice())
+                    .map_err(|e| global.err(e))?;
+                inflight
+                    .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
+                    .map_err(|e| global.err(e))?;
+                keys.push(k);
+            }
+            for r in releases {
+                let k = unique_key(&r.ns, &r.digest);
+                let cur = match unique.get(k.as_slice()).map_err(|e| global.err(e))? {
+                    Some(g) => Some(decode_entry(global, g.value())?),
+                    None => None,
+                };
+                if let Some(next) =
+                    state::release(cur.as_ref(), txn).map_err(|x| conflict_err(x, &r.ns))?
+                {
+                    unique
+                        .insert(k.as_slice(), next.encode().as_slice())
+                        .map_err(|e| global.err(e))?;
+                    inflight
+                        .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
+                        .map_err(|e| global.err(e))?;
+                    keys.push(k);
+                }
+            }
+        }
+        quota()?;
+        self.live.lock().insert(txn, region);
+        if let Err(e) = global.commit(w) {
+            // Outcome unknown only in the global partition, which recovery rebuilds; the
+            // region has not been touched. Keep `txn` live: its entries may be on disk.
+            return Err(e);
+        }
+        Ok(Reservation { txn, region, keys })
+    }
+
+    fn settle(
+        &self,
+        global: &Partition,
+        res: &Reservation,
+        step: fn(Option<&Entry>, TxnId) -> Change,
+    ) -> Result<()> {
+        let w = global.begin_write_unsynced()?;
+        {
+            let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
+            let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
+            let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
+            for k in &res.keys {
+                let cur = match unique.get(k.as_slice()).map_err(|e| global.err(e))? {
+                    Some(g) => Some(decode_entry(global, g.value())?),
+                    None => None,
+                };
+                match step(cur.as_ref(), res.txn) {
+                    Change::Keep => {}
+                    Change::Delete => {
+                        unique.remove(k.as_slice()).map_err(|e| global.err(e))?;
+                    }
+                    Change::Put(e) => {
+                        if e.state == State::Tombstone {
+                            tombstones
+                                .insert(txn_key(e.txn.to_u128(), k).as_slice(), ())
+                                .map_err(|e| global.err(e))?;
+                        }
+                        unique
+                            .insert(k.as_slice(), e.encode().as_slice())
+                            .map_err(|e| global.err(e))?;
+                    }
+                }
+                inflight
+                    .remove(txn_key(res.txn.to_u128(), k).as_slice())
+                    .map_err(|e| global.err(e))?;
+            }
+        }
+        global.commit(w)
+    }
+
+    /// Confirm: the region commit of `res` is durable. Unsynced.
+    pub fn confirm(&self, global: &Partition, res: &Reservation) -> Result<()> {
+        self.settle(global, res, state::confirm)?;
+        self.confirmed.lock().push((res.region, res.txn));
+        Ok(())
+    }
+
+    /// Abort: the region commit of `res` did not happen. Unsynced.
+    pub fn abort(&self, global: &Partition, res: &Reservation) -> Result<()> {
+        self.settle(global, res, state::rollback)?;
+        self.live.lock().remove(&res.txn);
+        Ok(())
+    }
+
+    /// Whether the checkpoint budget is spent.
+    pub fn checkpoint_due(&self) -> bool {
+        let n = self.confirmed.lock().len() as u64;
+        n > 0
+            && (n >= self.budget.every
+                || self.last_checkpoint.lock().elapsed() >= self.budget.interval)
+    }
+
+    /// Checkpoint: one synced global commit, then the markers it covers are deleted from
+    /// their regions, then tombstones older than every remaining marker are dropped (at the
+    /// next checkpoint). `region` maps a region id to its open partition, if any.
+    pub fn checkpoint<'a>(
+        &self,
+        global: &Partition,
+        region: impl Fn(u16) -> Option<std::sync::Arc<crate::db::Region>>,
+    ) -> Result<()> {
+        let _one_at_a_time = self.checkpoint_lock.lock();
+        let w = global.begin_write()?;
+        // Taken while holding the global write lock: every txn in `covered` was confirmed
+        // by a global commit that precedes this one.
+        let covered = std::mem::take(&mut *self.confirmed.lock());
+        if self.drop_tombstones.load(Ordering::Acquire) {
+            let low = self.live.lock().keys().next().copied();
+            if let Err(e) = drop_tombstones(global, &w, low) {
+                self.confirmed.lock().extend(covered);
+                return Err(e);
+            }
+        }
+        if let Err(e) = global.commit(w) {
+            self.confirmed.lock().extend(covered);
+            return Err(e);
+        }
+        *self.last_checkpoint.lock() = Instant::now();
+        let mut by_region: BTreeMap<u16, Vec<TxnId>> = BTreeMap::new();
+        for (r, t) in covered {
+            by_region.entry(r).or_default().push(t);
+        }
+        for (r, txns) in by_region {
+            let Some(region) = region(r) else { continue };
+            // Synced: once deleted durably the txns leave `live`, so the low-water mark can
+            // advance. One fsync per region per checkpoint, never on a write's own path.
+            let deleted = (|| -> Result<()> {
+                let w = region.part.begin_write()?;
+                {
+                    let mut m = w.open_table(MARKERS).map_err(|e| region.part.err(e))?;
+                    for t in &txns {
+                        m.remove(t.to_u128()).map_err(|e| region.part.err(e))?;
+                    }
+                }
+                region.part.commit(w)
+            })();
+            if deleted.is_ok() {
+                let mut live = self.live.lock();
+                for t in &txns {
+                    live.remove(t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn live_len(&self) -> usize {
+        self.live.lock().len()
+    }
+}
+
+/// Drops tombstones whose txn is older than `low` (every tombstone if `None`) and whose
+/// entry is still that tombstone.
+pub(crate) fn drop_tombstones(
+    global: &Partition,
+    w: &redb::WriteTransaction,
+    low: Option<TxnId>,
+) -> Result<()> {
+    let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
+    let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
+    let upper = low.map(|t| t.to_u128().to_be_bytes().to_vec());
+    let mut doomed: Vec<Vec<u8>> = Vec::new();
+    {
+        let range = match &upper {
+            Some(u) => tombstones.range::<&[u8]>(..u.as_slice()),
+            None => tombstones.range::<&[u8]>(..),
+        }
+        .map_err(|e| global.err(e))?;
+        for row in range {
+            let (k, _) = row.map_err(|e| global.err(e))?;
+            doomed.push(k.value().to_vec());
+        }
+    }
+    for row in doomed {
+        tombstones
+            .remove(row.as_slice())
+            .map_err(|e| global.err(e))?;
+        let Some((txn, ukey)) = split_txn_key(&row) else {
+            continue;
+        };
+        let still = match unique.get(ukey).map_err(|e| global.err(e))? {
+            Some(g) => Entry::decode(g.value())
+                .is_some_and(|e| e.state == State::Tombstone && e.txn.to_u128() == txn),
+            None => false,
+        };
+        if still {
+            unique.remove(ukey).map_err(|e| global.err(e))?;
+        }
+    }
+    Ok(())
+}

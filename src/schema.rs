@@ -1,0 +1,65 @@
+//! The on-disk schema, on one screen. A change here is a format change: bump
+//! [`FORMAT_VERSION`] and keep a fixture of the old format in tests.
+
+use redb::TableDefinition;
+
+/// Format version written into every partition's meta table. A file with a larger version
+/// is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Every partition: `key -> bytes`. Keys below.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("_meta");
+pub(crate) const META_FORMAT: &str = "format_version"; // u32 LE
+pub(crate) const META_DB_UUID: &str = "db_uuid"; // 16 bytes
+pub(crate) const META_KIND: &str = "kind"; // 1 byte: KIND_GLOBAL | KIND_REGION
+pub(crate) const META_REGION_NAME: &str = "region_name"; // utf-8 (region partitions)
+pub(crate) const META_REGION_ID: &str = "region_id"; // u16 LE (region partitions)
+pub(crate) const META_DIGEST_KEY: &str = "digest_key"; // 32 bytes (global)
+pub(crate) const META_EPOCH: &str = "epoch"; // u64 LE (global), bumped and synced at every open
+pub(crate) const META_NEXT_ACCOUNT: &str = "next_account"; // u64 LE (global)
+pub(crate) const META_NEXT_REGION: &str = "next_region"; // u16 LE (global)
+pub(crate) const META_DEFAULT_REGION: &str = "default_region"; // utf-8 (global)
+
+pub(crate) const KIND_GLOBAL: u8 = 1;
+pub(crate) const KIND_REGION: u8 = 2;
+
+// ---- global partition ----
+
+/// Region catalog: name -> `[id u16 LE][enabled u8][created u8]`.
+pub(crate) const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("_regions");
+/// Accounts: id -> encoded account row (see `account.rs`).
+pub(crate) const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("_accounts");
+/// Account names (unique across all regions) -> id.
+pub(crate) const ACCOUNT_NAMES: TableDefinition<&str, u64> = TableDefinition::new("_account_names");
+/// Unique index: `[ns_len u8][ns][digest 16]` -> encoded entry (`reservation/state.rs`).
+/// Never holds a plaintext value.
+pub(crate) const UNIQUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("_unique");
+/// In-flight reservations: `[txn u128 BE][unique key]` -> (). Lets recovery find Pending and
+/// Releasing entries without scanning the whole index.
+pub(crate) const INFLIGHT: TableDefinition<&[u8], ()> = TableDefinition::new("_inflight");
+/// Tombstones by age: `[txn u128 BE][unique key]` -> (). Lets a checkpoint drop old
+/// tombstones with one range scan. A row whose entry was since re-claimed is stale and
+/// simply removed.
+pub(crate) const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("_tombstones");
+
+// ---- region partitions ----
+
+/// Applied markers: txn (u128, so ordered by TxnId) -> encoded marker (claims and releases,
+/// digests only). Written in the same transaction as the data they cover.
+pub(crate) const MARKERS: TableDefinition<u128, &[u8]> = TableDefinition::new("_markers");
+/// Unique values owned by a record: `[table_len u8][table][account u64 BE][user key]` ->
+/// encoded list of (namespace, digest, plaintext). The plaintext stays in the region.
+pub(crate) const OWNED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("_owned");
+/// Per-account usage in this region: account -> (records, bytes).
+pub(crate) const USAGE: TableDefinition<u64, (u64, u64)> = TableDefinition::new("_usage");
+
+/// Prefix of the redb table that holds a user table's rows, so user tables can never
+/// collide with the internal ones above.
+pub(crate) const USER_TABLE_PREFIX: &str = "t/";
+
+pub(crate) fn user_table_name(name: &str) -> String {
+    let mut s = String::with_capacity(USER_TABLE_PREFIX.len() + name.len());
+    s.push_str(USER_TABLE_PREFIX);
+    s.push_str(name);
+    s
+}

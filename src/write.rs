@@ -1,0 +1,511 @@
+//! Writes: buffered operations on one account in one region, committed as one redb
+//! transaction in that region, running the reservation protocol when unique values change.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use redb::{ReadableTable, TableDefinition};
+
+use crate::account::{Account, AccountState};
+use crate::builder::MAX_KEY;
+use crate::codec::envelope;
+use crate::codec::value::Value;
+use crate::db::{Db, Inner, Region};
+use crate::error::{Error, Result};
+use crate::partition::region::{Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key};
+use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation};
+use crate::schema::*;
+use crate::table::{Table, Unique, check_table_name, check_unique};
+use crate::types::{AccountId, RegionId};
+
+#[derive(Debug)]
+enum Op {
+    Put {
+        value: Vec<u8>,
+        /// `None`: keep whatever unique values the record owns. `Some`: the record owns
+        /// exactly these afterwards (claims and releases are the difference).
+        uniques: Option<Vec<Owned>>,
+    },
+    Remove,
+}
+
+/// A write on one account in one region. Operations are buffered and checked as they are
+/// added; [`Write::commit`] applies them all or none. Dropping a `Write` discards it.
+///
+/// ```
+/// # use regionkv::{Db, NewAccount, Raw, Table, Unique};
+/// # let dir = tempfile::tempdir()?;
+/// # let db = Db::builder().region("us").open(dir.path())?;
+/// # let acme = db.create_account(NewAccount::new("acme", "us"))?;
+/// const USERS: Table<Raw> = Table::new("users");
+/// let mut w = db.write(acme)?;
+/// w.insert_unique(&USERS, b"u1", b"ann", &[Unique::new("email", "ann@example.com")])?;
+/// w.commit()?;
+/// // Changing the email releases the old one and claims the new one, atomically.
+/// let mut w = db.write(acme)?;
+/// w.insert_unique(&USERS, b"u1", b"ann", &[Unique::new("email", "ann@example.org")])?;
+/// w.commit()?;
+/// assert!(!db.is_taken("email", "ann@example.com")?);
+/// assert!(db.is_taken("email", "ann@example.org")?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Write {
+    db: Db,
+    account: Arc<Account>,
+    region: Arc<Region>,
+    ops: BTreeMap<(&'static str, Vec<u8>), Op>,
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Write")
+            .field("account", &self.account.id())
+            .field("region", &self.region.part.name)
+            .field("ops", &self.ops.len())
+            .finish()
+    }
+}
+
+/// Undoes a quota reservation unless the write committed.
+struct QuotaTicket<'a> {
+    inner: &'a Inner,
+    account: u64,
+    reserved: u64,
+    armed: bool,
+}
+
+impl Drop for QuotaTicket<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.reserved > 0 {
+            let mut usage = self.inner.usage.lock();
+            let u = usage.entry(self.account).or_default();
+            u.reserved = u.reserved.saturating_sub(self.reserved);
+        }
+    }
+}
+
+fn check_state(a: &Account) -> Result<()> {
+    match a.state() {
+        AccountState::Active => Ok(()),
+        AccountState::Moving { .. } => Err(Error::AccountMoving(a.id())),
+        s => Err(Error::AccountInactive {
+            account: a.id(),
+            state: s.to_string(),
+        }),
+    }
+}
+
+impl Write {
+    pub(crate) fn new(db: Db, account: Arc<Account>, region: RegionId) -> Result<Write> {
+        check_state(&account)?;
+        let region = db.inner.region(region)?;
+        region.part.check()?;
+        Ok(Write {
+            db,
+            account,
+            region,
+            ops: BTreeMap::new(),
+        })
+    }
+
+    /// The region this write goes to.
+    pub fn region(&self) -> RegionId {
+        self.region.id
+    }
+
+    /// The account this write belongs to.
+    pub fn account(&self) -> AccountId {
+        self.account.id()
+    }
+
+    fn check_key(key: &[u8]) -> Result<()> {
+        if key.len() > MAX_KEY {
+            return Err(Error::invalid(format!(
+                "key of {} bytes exceeds the limit of {MAX_KEY}",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn encode<V: Value>(&self, value: &V::Input) -> Result<Vec<u8>> {
+        let payload = V::encode(value).map_err(|e| Error::invalid(format!("cannot encode value: {e}")))?;
+        let max = self.db.inner.opts.max_value;
+        if payload.len() > max {
+            return Err(Error::invalid(format!(
+                "value of {} bytes exceeds the limit of {max}",
+                payload.len()
+            )));
+        }
+        Ok(envelope::seal::<V>(&payload))
+    }
+
+    /// Inserts or replaces a record. A replaced record keeps the unique values it owns
+    /// (use [`Write::insert_unique`] to change them).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad table name, a key over 4 KiB or a value over
+    /// the configured limit; nothing is buffered then.
+    pub fn insert<V: Value>(&mut self, table: &Table<V>, key: &[u8], value: &V::Input) -> Result<()> {
+        check_table_name(table.name())?;
+        Self::check_key(key)?;
+        let value = self.encode::<V>(value)?;
+        let slot = (table.name(), key.to_vec());
+        // After a remove in the same write the record starts afresh, without values.
+        let uniques = match self.ops.get(&slot) {
+            Some(Op::Remove) => Some(Vec::new()),
+            Some(Op::Put { uniques, .. }) => uniques.clone(),
+            None => None,
+        };
+        self.ops.insert(slot, Op::Put { value, uniques });
+        Ok(())
+    }
+
+    /// Inserts or replaces a record that owns exactly `uniques` afterwards: values it did
+    /// not own are claimed, values it owned and no longer lists are released, in the same
+    /// commit. An empty slice releases everything the record owned.
+    ///
+    /// # Errors
+    /// Those of [`Write::insert`]; [`Error::InvalidArgument`] for a bad namespace or value;
+    /// [`Error::DuplicateInWrite`] if `uniques` names a value twice. A value that is taken
+    /// is reported by [`Write::commit`].
+    pub fn insert_unique<V: Value>(
+        &mut self,
+        table: &Table<V>,
+        key: &[u8],
+        value: &V::Input,
+        uniques: &[Unique<'_>],
+    ) -> Result<()> {
+        check_table_name(table.name())?;
+        Self::check_key(key)?;
+        let mut owned = Vec::with_capacity(uniques.len());
+        let mut seen = HashSet::new();
+        for u in uniques {
+            check_unique(u.namespace, u.value)?;
+            if !seen.insert((u.namespace, u.value)) {
+                return Err(Error::DuplicateInWrite {
+                    namespace: u.namespace.to_owned(),
+                });
+            }
+            owned.push(Owned {
+                ns: u.namespace.to_owned(),
+                digest: self.db.inner.digest(u.namespace, u.value),
+                value: u.value.to_vec(),
+            });
+        }
+        let value = self.encode::<V>(value)?;
+        self.ops.insert(
+            (table.name(), key.to_vec()),
+            Op::Put {
+                value,
+                uniques: Some(owned),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a record (if present) and releases the unique values it owned.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad table name or key.
+    pub fn remove<V: Value>(&mut self, table: &Table<V>, key: &[u8]) -> Result<()> {
+        check_table_name(table.name())?;
+        Self::check_key(key)?;
+        self.ops.insert((table.name(), key.to_vec()), Op::Remove);
+        Ok(())
+    }
+
+    /// Number of buffered operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Applies every buffered operation atomically, durable when this returns `Ok`.
+    ///
+    /// A write that changes no unique value is one synced commit of the region and touches
+    /// the global partition not at all. A write that claims or releases values runs the
+    /// reservation protocol: Reserve (global, unsynced), the region commit with its applied
+    /// marker (synced: the commit point), Confirm (global, unsynced). Still one fsync.
+    ///
+    /// # Errors
+    /// - [`Error::UniqueViolation`]: a value is owned by a committed record;
+    /// - [`Error::Busy`] (retryable): a value is held by a transaction in flight;
+    /// - [`Error::DuplicateInWrite`]: two records of this write claim the same value;
+    /// - [`Error::QuotaExceeded`], [`Error::PlacementDenied`], [`Error::AccountMoving`];
+    /// - [`Error::OutcomeUnknown`]: the region commit itself failed; the region refuses
+    ///   writes until the store is reopened, and recovery then settles the write one way
+    ///   in every partition;
+    /// - storage errors.
+    ///
+    /// Every error but `OutcomeUnknown` means nothing was written.
+    pub fn commit(self) -> Result<()> {
+        let inner = &*self.db.inner;
+        inner.check_open()?;
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        // The account may have changed since this write was opened.
+        let account = inner.route(self.account.id())?;
+        check_state(&account)?;
+        if !account.allows(self.region.id) {
+            return Err(Error::PlacementDenied {
+                account: account.id(),
+                region: self.region.part.name.clone(),
+            });
+        }
+        let region = &*self.region;
+        let part = &region.part;
+        let acct = account.id().0;
+
+        // One writer per region at a time: what we read below cannot change under us.
+        let w = part.begin_write()?;
+        let mut claims: Vec<ClaimReq> = Vec::new();
+        let mut releases: Vec<ReleaseReq> = Vec::new();
+        let mut owned_updates: Vec<(Vec<u8>, Vec<Owned>)> = Vec::new();
+        let mut delta_records: i64 = 0;
+        let mut delta_bytes: i64 = 0;
+        {
+            let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
+            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> = None;
+            for ((tname, key), op) in &self.ops {
+                if current.as_ref().is_none_or(|(n, _)| n != tname) {
+                    let name = user_table_name(tname);
+                    let t = w
+                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(|e| part.err(e))?;
+                    current = Some((tname, t));
+                }
+                let Some((_, data)) = current.as_ref() else {
+                    return Err(internal());
+                };
+                let dkey = data_key(acct, key);
+                let old_len = data
+                    .get(dkey.as_slice())
+                    .map_err(|e| part.err(e))?
+                    .map(|g| g.value().len() as i64);
+                let new_owned: Option<&Vec<Owned>> = match op {
+                    Op::Put { value, uniques } => {
+                        delta_records += old_len.is_none() as i64;
+                        delta_bytes += value.len() as i64 - old_len.unwrap_or(0);
+                        uniques.as_ref()
+                    }
+                    Op::Remove => {
+                        if let Some(l) = old_len {
+                            delta_records -= 1;
+                            delta_bytes -= l;
+                        }
+                        None
+                    }
+                };
+                let changes_uniques = matches!(op, Op::Remove) || new_owned.is_some();
+                if !changes_uniques {
+                    continue;
+                }
+                let okey = owned_key(tname, acct, key);
+                let old: Vec<Owned> = match owned_t.get(okey.as_slice()).map_err(|e| part.err(e))? {
+                    Some(g) => decode_owned(g.value()).ok_or_else(|| {
+                        Error::corrupt(&part.name, format!("owned values of table `{tname}` undecodable"))
+                    })?,
+                    None => Vec::new(),
+                };
+                let empty = Vec::new();
+                let new = new_owned.unwrap_or(&empty);
+                for o in &old {
+                    if !new.iter().any(|n| n.ns == o.ns && n.digest == o.digest) {
+                        releases.push(ReleaseReq {
+                            ns: o.ns.clone(),
+                            digest: o.digest,
+                        });
+                    }
+                }
+                for n in new {
+                    if !old.iter().any(|o| o.ns == n.ns && o.digest == n.digest) {
+                        claims.push(ClaimReq {
+                            ns: n.ns.clone(),
+                            digest: n.digest,
+                            table: tname.to_string(),
+                            key: key.clone(),
+                            transfer: false,
+                        });
+                    }
+                }
+                if old != *new {
+                    owned_updates.push((okey, new.clone()));
+                }
+            }
+        }
+
+        // Two records of this write claiming one value: refuse before anything is written.
+        let mut seen = HashSet::new();
+        for c in &claims {
+            if !seen.insert((c.ns.as_str(), c.digest)) {
+                return Err(Error::DuplicateInWrite { namespace: c.ns.clone() });
+            }
+        }
+        // A value released by one record and claimed by another of this write moves.
+        releases.retain(|r| {
+            let moved = claims.iter_mut().find(|c| c.ns == r.ns && c.digest == r.digest);
+            match moved {
+                Some(c) => {
+                    c.transfer = true;
+                    false
+                }
+                None => true,
+            }
+        });
+
+        // Quota: reserved in memory under one lock, so that concurrent writes in several
+        // regions cannot both pass a limit that spans them.
+        let mut ticket = QuotaTicket {
+            inner,
+            account: acct,
+            reserved: 0,
+            armed: true,
+        };
+        let quota = |ticket: &mut QuotaTicket| -> Result<()> {
+            let mut usage = inner.usage.lock();
+            let u = usage.entry(acct).or_default();
+            let add = delta_records.max(0) as u64;
+            if let Some(max) = account.max_records()
+                && add > 0
+                && u.records + u.reserved + add > max
+            {
+                return Err(Error::QuotaExceeded { account: account.id(), limit: max });
+            }
+            u.reserved += add;
+            ticket.reserved = add;
+            Ok(())
+        };
+
+        let reservation: Option<Reservation> = if claims.is_empty() && releases.is_empty() {
+            quota(&mut ticket)?;
+            None
+        } else {
+            Some(inner.coord.reserve(
+                &inner.global,
+                region.id.0,
+                acct,
+                &claims,
+                &releases,
+                || quota(&mut ticket),
+            )?)
+        };
+
+        // Apply. Any error before the commit: abort (nothing of this write remains).
+        let applied = (|| -> Result<()> {
+            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> = None;
+            for ((tname, key), op) in &self.ops {
+                if current.as_ref().is_none_or(|(n, _)| n != tname) {
+                    let name = user_table_name(tname);
+                    let t = w
+                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                        .map_err(|e| part.err(e))?;
+                    current = Some((tname, t));
+                }
+                let Some((_, data)) = current.as_mut() else {
+                    return Err(internal());
+                };
+                let dkey = data_key(acct, key);
+                match op {
+                    Op::Put { value, .. } => {
+                        data.insert(dkey.as_slice(), value.as_slice())
+                            .map_err(|e| part.err(e))?;
+                    }
+                    Op::Remove => {
+                        data.remove(dkey.as_slice()).map_err(|e| part.err(e))?;
+                    }
+                }
+            }
+            drop(current);
+            let mut owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
+            for (okey, list) in &owned_updates {
+                if list.is_empty() {
+                    owned_t.remove(okey.as_slice()).map_err(|e| part.err(e))?;
+                } else {
+                    owned_t
+                        .insert(okey.as_slice(), encode_owned(list).as_slice())
+                        .map_err(|e| part.err(e))?;
+                }
+            }
+            if delta_records != 0 || delta_bytes != 0 {
+                let mut usage_t = w.open_table(USAGE).map_err(|e| part.err(e))?;
+                let (r, b) = usage_t
+                    .get(acct)
+                    .map_err(|e| part.err(e))?
+                    .map(|g| g.value())
+                    .unwrap_or((0, 0));
+                let r = (r as i64 + delta_records).max(0) as u64;
+                let b = (b as i64 + delta_bytes).max(0) as u64;
+                if r == 0 && b == 0 {
+                    usage_t.remove(acct).map_err(|e| part.err(e))?;
+                } else {
+                    usage_t.insert(acct, (r, b)).map_err(|e| part.err(e))?;
+                }
+            }
+            if let Some(res) = &reservation {
+                let marker = Marker {
+                    account: acct,
+                    claims: claims
+                        .iter()
+                        .map(|c| MarkerClaim {
+                            ns: c.ns.clone(),
+                            digest: c.digest,
+                            table: c.table.clone(),
+                            key: c.key.clone(),
+                        })
+                        .collect(),
+                    releases: releases.iter().map(|r| (r.ns.clone(), r.digest)).collect(),
+                };
+                let mut markers = w.open_table(MARKERS).map_err(|e| part.err(e))?;
+                markers
+                    .insert(res.txn.to_u128(), marker.encode().as_slice())
+                    .map_err(|e| part.err(e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = applied {
+            drop(w);
+            if let Some(res) = &reservation {
+                // If this fails the global partition is poisoned; recovery rolls back.
+                let _ = inner.coord.abort(&inner.global, res);
+            }
+            return Err(e);
+        }
+
+        // The commit point: one fsync.
+        if let Err(e) = w.commit() {
+            part.poison();
+            // The quota stays reserved: the records may exist. Reopen settles it.
+            ticket.armed = false;
+            return Err(Error::OutcomeUnknown {
+                region: part.name.clone(),
+                source: Box::new(e.into()),
+            });
+        }
+        ticket.armed = false;
+        {
+            let mut usage = inner.usage.lock();
+            let u = usage.entry(acct).or_default();
+            u.reserved = u.reserved.saturating_sub(ticket.reserved);
+            u.records = (u.records as i64 + delta_records).max(0) as u64;
+        }
+        if let Some(res) = &reservation {
+            // The write happened. If Confirm fails, the global partition is poisoned and
+            // recovery confirms from the marker; the caller's write stands.
+            if inner.coord.confirm(&inner.global, res).is_ok() {
+                inner.maybe_checkpoint();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cold]
+fn internal() -> Error {
+    Error::invalid("internal: table handle missing")
+}
