@@ -177,6 +177,8 @@ struct SimInner {
 struct Fault {
     /// Counted operations left before the fault trips.
     countdown: Option<(u64, FaultOn)>,
+    /// Only operations on this file count and fail (all files if `None`).
+    file: Option<PathBuf>,
     tripped: bool,
 }
 
@@ -190,6 +192,7 @@ struct SimFile {
 #[derive(Debug)]
 struct SimBackend {
     file: Arc<SimFile>,
+    path: PathBuf,
     storage: Arc<SimInner>,
     generation: u64,
     read_only: bool,
@@ -200,9 +203,13 @@ fn sim_err(what: &str) -> io::Error {
 }
 
 impl SimInner {
-    /// Counts one operation of kind `kind`; `Err` if the fault has tripped (now or before).
-    fn count(&self, kind: FaultOn) -> io::Result<()> {
+    /// Counts one operation of kind `kind` on `path`; `Err` if the fault has tripped (now
+    /// or before) for that file.
+    fn count(&self, kind: FaultOn, path: &Path) -> io::Result<()> {
         let mut f = self.fault.lock();
+        if f.file.as_deref().is_some_and(|p| p != path) {
+            return Ok(());
+        }
         if f.tripped {
             return Err(sim_err("device failed earlier"));
         }
@@ -231,7 +238,7 @@ impl SimBackend {
         if self.read_only {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"));
         }
-        self.storage.count(kind)
+        self.storage.count(kind, &self.path)
     }
 }
 
@@ -270,7 +277,9 @@ impl StorageBackend for SimBackend {
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         self.mutate(FaultOn::Writes)?;
         let start = usize::try_from(offset).map_err(|_| sim_err("offset"))?;
-        let end = start.checked_add(data.len()).ok_or_else(|| sim_err("offset"))?;
+        let end = start
+            .checked_add(data.len())
+            .ok_or_else(|| sim_err("offset"))?;
         let mut live = self.file.live.write();
         if live.len() < end {
             live.resize(end, 0);
@@ -303,6 +312,17 @@ impl SimStorage {
     pub fn fail_after(&self, n: u64, on: FaultOn) {
         *self.inner.fault.lock() = Fault {
             countdown: Some((n, on)),
+            file: None,
+            tripped: false,
+        };
+    }
+
+    /// Like [`SimStorage::fail_after`], but only operations on the file at `path` count
+    /// and fail: the other files keep working, as when one volume dies.
+    pub fn fail_file_after(&self, path: impl AsRef<Path>, n: u64, on: FaultOn) {
+        *self.inner.fault.lock() = Fault {
+            countdown: Some((n, on)),
+            file: Some(path.as_ref().to_owned()),
             tripped: false,
         };
     }
@@ -357,9 +377,10 @@ impl SimStorage {
         v
     }
 
-    fn backend(&self, file: Arc<SimFile>, read_only: bool) -> Box<dyn StorageBackend> {
+    fn backend(&self, path: &Path, file: Arc<SimFile>, read_only: bool) -> Box<dyn StorageBackend> {
         Box::new(SimBackend {
             file,
+            path: path.to_owned(),
             storage: self.inner.clone(),
             generation: self.inner.generation.load(Ordering::SeqCst),
             read_only,
@@ -370,11 +391,11 @@ impl SimStorage {
 impl Storage for SimStorage {
     fn open(&self, path: &Path, read_only: bool) -> io::Result<Option<Box<dyn StorageBackend>>> {
         let file = self.inner.files.lock().get(path).cloned();
-        Ok(file.map(|f| self.backend(f, read_only)))
+        Ok(file.map(|f| self.backend(path, f, read_only)))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageBackend>> {
-        self.inner.count(FaultOn::Writes)?;
+        self.inner.count(FaultOn::Writes, path)?;
         let mut files = self.inner.files.lock();
         if files.contains_key(path) {
             return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
@@ -382,12 +403,12 @@ impl Storage for SimStorage {
         let file = Arc::new(SimFile::default());
         files.insert(path.to_owned(), file.clone());
         drop(files);
-        Ok(self.backend(file, false))
+        Ok(self.backend(path, file, false))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         // A rename is a metadata operation made durable at once (FileStorage syncs the dir).
-        self.inner.count(FaultOn::Syncs)?;
+        self.inner.count(FaultOn::Syncs, to)?;
         let mut files = self.inner.files.lock();
         let file = files
             .remove(from)

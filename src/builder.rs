@@ -102,7 +102,8 @@ impl Builder {
     /// data stays, and reads and writes to it return [`Error::RegionDisabled`]. A region
     /// the catalog knows must be listed with [`Builder::region`] or disabled here.
     pub fn disable_region(mut self, name: impl Into<String>) -> Self {
-        self.regions.push(RegionSpec::Disabled { name: name.into() });
+        self.regions
+            .push(RegionSpec::Disabled { name: name.into() });
         self
     }
 
@@ -220,7 +221,12 @@ fn read_global(global: &Partition) -> Result<GlobalState> {
     })
 }
 
-fn write_catalog(global: &Partition, rows: &[(String, CatalogEntry)], next_region: Option<u16>, default: Option<&str>) -> Result<()> {
+fn write_catalog(
+    global: &Partition,
+    rows: &[(String, CatalogEntry)],
+    next_region: Option<u16>,
+    default: Option<&str>,
+) -> Result<()> {
     let w = global.begin_write()?;
     {
         let mut t = w.open_table(REGIONS).map_err(|e| global.err(e))?;
@@ -296,37 +302,48 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         uuid: None,
         region: None,
     };
-    let global = match partition::open_existing(&*storage, &global_path, "global", cache, &expect_global)? {
-        Some((p, _)) => p,
-        None => {
-            if open_specs.is_empty() {
-                return Err(Error::Config(
-                    "a new store needs at least one region (Builder::region)".into(),
-                ));
-            }
-            // A region file without its global partition belongs to another store (or
-            // to one whose global file was lost): never adopt or overwrite it.
-            for (name, path) in &open_specs {
-                if storage.open(path, true).map_err(|e| Error::Io { path: path.clone(), source: e })?.is_some() {
-                    return Err(Error::mismatch(
-                        path,
-                        format!("region `{name}` file exists but {} does not", global_path.display()),
+    let global =
+        match partition::open_existing(&*storage, &global_path, "global", cache, &expect_global)? {
+            Some((p, _)) => p,
+            None => {
+                if open_specs.is_empty() {
+                    return Err(Error::Config(
+                        "a new store needs at least one region (Builder::region)".into(),
                     ));
                 }
+                // A region file without its global partition belongs to another store (or
+                // to one whose global file was lost): never adopt or overwrite it.
+                for (name, path) in &open_specs {
+                    if storage
+                        .open(path, true)
+                        .map_err(|e| Error::Io {
+                            path: path.clone(),
+                            source: e,
+                        })?
+                        .is_some()
+                    {
+                        return Err(Error::mismatch(
+                            path,
+                            format!(
+                                "region `{name}` file exists but {} does not",
+                                global_path.display()
+                            ),
+                        ));
+                    }
+                }
+                let uuid = random_bytes::<16>()?;
+                let key = match b.digest_key {
+                    Some(k) => k,
+                    None => random_bytes::<32>()?,
+                };
+                let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
+                meta.push((META_DIGEST_KEY, key.to_vec()));
+                meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
+                meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
+                meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
+                partition::create_new(&*storage, &global_path, "global", cache, &meta)?
             }
-            let uuid = random_bytes::<16>()?;
-            let key = match b.digest_key {
-                Some(k) => k,
-                None => random_bytes::<32>()?,
-            };
-            let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
-            meta.push((META_DIGEST_KEY, key.to_vec()));
-            meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
-            meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
-            meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
-            partition::create_new(&*storage, &global_path, "global", cache, &meta)?
-        }
-    };
+        };
     let state = read_global(&global)?;
     if let Some(k) = b.digest_key
         && k != state.digest_key
@@ -359,7 +376,10 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         match catalog.get(name) {
             Some(e) if e.enabled => {}
             Some(e) => {
-                let e = CatalogEntry { enabled: true, ..*e };
+                let e = CatalogEntry {
+                    enabled: true,
+                    ..*e
+                };
                 changed.push((name.clone(), e));
             }
             None => {
@@ -381,12 +401,20 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         if let Some(e) = catalog.get(name)
             && e.enabled
         {
-            changed.push((name.clone(), CatalogEntry { enabled: false, ..*e }));
+            changed.push((
+                name.clone(),
+                CatalogEntry {
+                    enabled: false,
+                    ..*e
+                },
+            ));
         }
     }
     let default_name = match (&b.default_region, &state.default_region) {
         (Some(d), _) => d.clone(),
-        (None, Some(d)) if catalog.contains_key(d) || open_specs.iter().any(|(n, _)| n == d) => d.clone(),
+        (None, Some(d)) if catalog.contains_key(d) || open_specs.iter().any(|(n, _)| n == d) => {
+            d.clone()
+        }
         _ => match open_specs.first() {
             Some((n, _)) => n.clone(),
             None => return Err(Error::Config("no region is enabled".into())),
@@ -432,7 +460,13 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
                 let mut meta = partition::base_meta(state.uuid, KIND_REGION);
                 meta.push((META_REGION_NAME, name.as_bytes().to_vec()));
                 meta.push((META_REGION_ID, entry.id.to_le_bytes().to_vec()));
-                created_now.push((name.clone(), CatalogEntry { created: true, ..entry }));
+                created_now.push((
+                    name.clone(),
+                    CatalogEntry {
+                        created: true,
+                        ..entry
+                    },
+                ));
                 partition::create_new(&*storage, path, name, cache, &meta)?
             }
         };

@@ -143,10 +143,10 @@ impl Inner {
             .get(id.0)
             .map_err(|e| self.global.err(e))?
             .ok_or(Error::AccountUnknown(id))?;
-        let a = Arc::new(
-            Account::decode(id, row.value())
-                .ok_or_else(|| Error::corrupt("global", format!("account {id} row undecodable")))?,
-        );
+        let a =
+            Arc::new(Account::decode(id, row.value()).ok_or_else(|| {
+                Error::corrupt("global", format!("account {id} row undecodable"))
+            })?);
         self.accounts.put(a.clone());
         Ok(a)
     }
@@ -337,7 +337,9 @@ impl Db {
             Err(e) if crate::partition::missing_table(&e) => return Ok(None),
             Err(e) => return Err(g.err(e)),
         };
-        Ok(t.get(name).map_err(|e| g.err(e))?.map(|v| AccountId(v.value())))
+        Ok(t.get(name)
+            .map_err(|e| g.err(e))?
+            .map(|v| AccountId(v.value())))
     }
 
     /// A write in the account's home region. Nothing is written before
@@ -424,9 +426,8 @@ impl Db {
         let Some(list) = owned.get(okey.as_slice()).map_err(|e| region.part.err(e))? else {
             return Ok(None);
         };
-        let list = decode_owned(list.value()).ok_or_else(|| {
-            Error::corrupt(&region.part.name, "undecodable owned-values row")
-        })?;
+        let list = decode_owned(list.value())
+            .ok_or_else(|| Error::corrupt(&region.part.name, "undecodable owned-values row"))?;
         if !list
             .iter()
             .any(|o| o.ns == namespace && o.value.as_slice() == value)
@@ -551,10 +552,7 @@ impl Db {
                 .map_err(|e| g.err(e))?;
         }
         g.commit(w)?;
-        inner
-            .coord
-            .drop_tombstones
-            .store(false, Ordering::Release);
+        inner.coord.drop_tombstones.store(false, Ordering::Release);
         let mut set = inner.regions.write();
         if let Some(Some((_, slot))) = set.by_id.get_mut(id.0 as usize) {
             *slot = RegionSlot::Disabled;
@@ -611,7 +609,10 @@ pub(crate) fn check_value<V: Value>(
     envelope::decode::<V>(bytes).map(|_| ()).map_err(|e| {
         Error::corrupt(
             partition,
-            format!("table `{table}`, key {:?}: {e}", String::from_utf8_lossy(key)),
+            format!(
+                "table `{table}`, key {:?}: {e}",
+                String::from_utf8_lossy(key)
+            ),
         )
     })
 }

@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod account;
+mod audit;
 pub mod backends;
 mod builder;
 mod codec;
@@ -61,6 +62,7 @@ mod types;
 mod write;
 
 pub use account::{Account, AccountState, NewAccount};
+pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FaultOn, FileStorage, SimStorage, Storage};
 pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE, MAX_KEY};
 pub use codec::value::{Raw, Value};

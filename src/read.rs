@@ -53,8 +53,7 @@ impl<V: Value> Record<V> {
     /// The value through rkyv's validated access again (what `Deref` returns, checked
     /// once more); mostly for tests.
     pub fn validated(&self) -> Result<&V::View> {
-        envelope::decode::<V>(self.guard.value())
-            .map_err(|e| Error::corrupt("?", e.to_string()))
+        envelope::decode::<V>(self.guard.value()).map_err(|e| Error::corrupt("?", e.to_string()))
     }
 }
 
@@ -206,7 +205,9 @@ impl Read {
                 &heap
             };
             match t.get(full).map_err(|e| snap.region.part.err(e))? {
-                Some(guard) => Record::new(guard, &snap.region.part.name, table.name(), key).map(Some),
+                Some(guard) => {
+                    Record::new(guard, &snap.region.part.name, table.name(), key).map(Some)
+                }
                 None => Ok(None),
             }
         })

@@ -12,7 +12,9 @@ use crate::codec::envelope;
 use crate::codec::value::Value;
 use crate::db::{Db, Inner, Region};
 use crate::error::{Error, Result};
-use crate::partition::region::{Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key};
+use crate::partition::region::{
+    Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
+};
 use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation};
 use crate::schema::*;
 use crate::table::{Table, Unique, check_table_name, check_unique};
@@ -129,7 +131,8 @@ impl Write {
     }
 
     fn encode<V: Value>(&self, value: &V::Input) -> Result<Vec<u8>> {
-        let payload = V::encode(value).map_err(|e| Error::invalid(format!("cannot encode value: {e}")))?;
+        let payload =
+            V::encode(value).map_err(|e| Error::invalid(format!("cannot encode value: {e}")))?;
         let max = self.db.inner.opts.max_value;
         if payload.len() > max {
             return Err(Error::invalid(format!(
@@ -146,7 +149,12 @@ impl Write {
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad table name, a key over 4 KiB or a value over
     /// the configured limit; nothing is buffered then.
-    pub fn insert<V: Value>(&mut self, table: &Table<V>, key: &[u8], value: &V::Input) -> Result<()> {
+    pub fn insert<V: Value>(
+        &mut self,
+        table: &Table<V>,
+        key: &[u8],
+        value: &V::Input,
+    ) -> Result<()> {
         check_table_name(table.name())?;
         Self::check_key(key)?;
         let value = self.encode::<V>(value)?;
@@ -271,7 +279,8 @@ impl Write {
         let mut delta_bytes: i64 = 0;
         {
             let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
-            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> = None;
+            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> =
+                None;
             for ((tname, key), op) in &self.ops {
                 if current.as_ref().is_none_or(|(n, _)| n != tname) {
                     let name = user_table_name(tname);
@@ -309,7 +318,10 @@ impl Write {
                 let okey = owned_key(tname, acct, key);
                 let old: Vec<Owned> = match owned_t.get(okey.as_slice()).map_err(|e| part.err(e))? {
                     Some(g) => decode_owned(g.value()).ok_or_else(|| {
-                        Error::corrupt(&part.name, format!("owned values of table `{tname}` undecodable"))
+                        Error::corrupt(
+                            &part.name,
+                            format!("owned values of table `{tname}` undecodable"),
+                        )
                     })?,
                     None => Vec::new(),
                 };
@@ -344,12 +356,16 @@ impl Write {
         let mut seen = HashSet::new();
         for c in &claims {
             if !seen.insert((c.ns.as_str(), c.digest)) {
-                return Err(Error::DuplicateInWrite { namespace: c.ns.clone() });
+                return Err(Error::DuplicateInWrite {
+                    namespace: c.ns.clone(),
+                });
             }
         }
         // A value released by one record and claimed by another of this write moves.
         releases.retain(|r| {
-            let moved = claims.iter_mut().find(|c| c.ns == r.ns && c.digest == r.digest);
+            let moved = claims
+                .iter_mut()
+                .find(|c| c.ns == r.ns && c.digest == r.digest);
             match moved {
                 Some(c) => {
                     c.transfer = true;
@@ -375,7 +391,10 @@ impl Write {
                 && add > 0
                 && u.records + u.reserved + add > max
             {
-                return Err(Error::QuotaExceeded { account: account.id(), limit: max });
+                return Err(Error::QuotaExceeded {
+                    account: account.id(),
+                    limit: max,
+                });
             }
             u.reserved += add;
             ticket.reserved = add;
@@ -398,7 +417,8 @@ impl Write {
 
         // Apply. Any error before the commit: abort (nothing of this write remains).
         let applied = (|| -> Result<()> {
-            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> = None;
+            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> =
+                None;
             for ((tname, key), op) in &self.ops {
                 if current.as_ref().is_none_or(|(n, _)| n != tname) {
                     let name = user_table_name(tname);

@@ -26,10 +26,16 @@ impl std::fmt::Display for EnvelopeError {
             EnvelopeError::Short(n) => write!(f, "value of {n} bytes is shorter than its header"),
             EnvelopeError::Version(v) => write!(f, "unknown envelope version {v}"),
             EnvelopeError::Codec { found, expected } => {
-                write!(f, "value written with codec {found}, table expects codec {expected}")
+                write!(
+                    f,
+                    "value written with codec {found}, table expects codec {expected}"
+                )
             }
             EnvelopeError::Crc { stored, computed } => {
-                write!(f, "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")
+                write!(
+                    f,
+                    "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+                )
             }
             EnvelopeError::Invalid(why) => write!(f, "payload failed validation: {why}"),
         }
@@ -90,11 +96,17 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = sealed.clone();
                 bad[i] ^= 1 << bit;
-                assert!(decode::<Raw>(&bad).is_err(), "flip at byte {i} bit {bit} undetected");
+                assert!(
+                    decode::<Raw>(&bad).is_err(),
+                    "flip at byte {i} bit {bit} undetected"
+                );
             }
         }
         for cut in 0..HEADER_LEN {
-            assert_eq!(unseal(&sealed[..cut], Raw::CODEC), Err(EnvelopeError::Short(cut)));
+            assert_eq!(
+                unseal(&sealed[..cut], Raw::CODEC),
+                Err(EnvelopeError::Short(cut))
+            );
         }
     }
 }

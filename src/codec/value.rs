@@ -59,7 +59,8 @@ where
     T: rkyv::Archive
         + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rkyv::rancor::Error>>
         + 'static,
-    T::Archived: rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, BoxedError>>,
+    T::Archived:
+        rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, BoxedError>>,
 {
     type View = T::Archived;
     type Input = T;

@@ -45,7 +45,11 @@ pub(crate) fn get_u64(t: &impl ReadableTable<&'static str, &'static [u8]>, k: &s
     Ok(u64::from_le_bytes(b))
 }
 
-pub(crate) fn put_u64(t: &mut Table<&'static str, &'static [u8]>, k: &str, v: u64) -> redb::Result<()> {
+pub(crate) fn put_u64(
+    t: &mut Table<&'static str, &'static [u8]>,
+    k: &str,
+    v: u64,
+) -> redb::Result<()> {
     t.insert(k, v.to_le_bytes().as_slice()).map(|_| ())
 }
 

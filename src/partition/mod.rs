@@ -200,7 +200,10 @@ pub(crate) fn open_existing(
     };
     let len = ro.len().map_err(|e| storage_io(path, e))?;
     if len == 0 {
-        return Err(Error::mismatch(path, "empty file: not a regionkv partition"));
+        return Err(Error::mismatch(
+            path,
+            "empty file: not a regionkv partition",
+        ));
     }
     match redb_builder(1 << 20).open_read_only_with_backend(DynBackend(ro)) {
         Ok(db) => {
@@ -217,7 +220,12 @@ pub(crate) fn open_existing(
                 path.display()
             )));
         }
-        Err(e) => return Err(Error::mismatch(path, format!("not a readable redb file: {e}"))),
+        Err(e) => {
+            return Err(Error::mismatch(
+                path,
+                format!("not a readable redb file: {e}"),
+            ));
+        }
     }
     let rw = storage
         .open(path, false)
@@ -276,7 +284,9 @@ pub(crate) fn create_new(
         }
         w.commit().map_err(|e| io(e.into()))?;
     }
-    storage.rename(&tmp, path).map_err(|e| storage_io(path, e))?;
+    storage
+        .rename(&tmp, path)
+        .map_err(|e| storage_io(path, e))?;
     let backend = storage
         .open(path, false)
         .map_err(|e| storage_io(path, e))?

@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn keys_split_back() {
         let k = owned_key("users", 42, b"\xff\x00key");
-        assert_eq!(split_owned_key(&k), Some(("users", 42, &b"\xff\x00key"[..])));
+        assert_eq!(
+            split_owned_key(&k),
+            Some(("users", 42, &b"\xff\x00key"[..]))
+        );
         assert_eq!(data_key(1, b"x"), [0, 0, 0, 0, 0, 0, 0, 1, b'x']);
         assert_eq!(account_range(u64::MAX).1, None);
     }

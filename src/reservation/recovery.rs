@@ -95,7 +95,9 @@ pub(crate) fn recover(
     {
         let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
         let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
-        let get = |unique: &redb::Table<&'static [u8], &'static [u8]>, k: &[u8]| -> Result<Option<Entry>> {
+        let get = |unique: &redb::Table<&'static [u8], &'static [u8]>,
+                   k: &[u8]|
+         -> Result<Option<Entry>> {
             match unique.get(k).map_err(|e| global.err(e))? {
                 Some(g) => Entry::decode(g.value())
                     .map(Some)

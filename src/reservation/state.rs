@@ -314,7 +314,10 @@ mod tests {
         assert_eq!(replay_claim(Some(&once), t(6), loc(9)), Change::Keep);
         // An in-flight entry of the marker's own txn is settled by it.
         let p = claim(None, t(7), loc(9), false).unwrap();
-        assert_eq!(put(replay_claim(Some(&p), t(7), loc(9))).state, State::Committed);
+        assert_eq!(
+            put(replay_claim(Some(&p), t(7), loc(9))).state,
+            State::Committed
+        );
         let r = release(Some(&once), t(8)).unwrap().unwrap();
         assert_eq!(put(replay_release(Some(&r), t(8))), Entry::tombstone(t(8)));
     }
