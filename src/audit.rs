@@ -244,7 +244,7 @@ fn placement_ok(a: &Account, region: RegionId) -> bool {
         || matches!(a.state, AccountState::Moving { from, to } if from == region || to == region)
 }
 
-/// A region snapshot with its tables, opened lazily.
+/// A region snapshot: its `_owned` table, and user tables opened on first use.
 struct Snap {
     name: String,
     region: Arc<Region>,
