@@ -127,6 +127,11 @@ fn run(ops: &[Op], fault: Option<(u64, FaultOn, Target)>, recovery_fault: Option
     let which = verify(&db).unwrap_or_else(|e| {
         panic!("fault={fault:?} recovery_fault={recovery_fault:?}: no candidate matches: {e}")
     });
+    let audit = db.audit().expect("audit");
+    assert!(
+        audit.is_clean(),
+        "fault={fault:?}: audit after recovery: {audit}"
+    );
     // Recovery settled everything: a clean reopen shows the same state.
     db.close().expect("close");
     let db = open(&sim).expect("second reopen");

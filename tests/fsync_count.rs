@@ -1,0 +1,155 @@
+//! One fsync per write, unique or not: a property of the protocol's design (the region
+//! commit is the only synced step), counted with the SimStorage backend, not timed.
+//!
+//! redb also syncs when it grows a file (`TransactionalMemory::grow`); those syncs are
+//! amortized over the file's growth and are counted apart: a write may cost one more sync
+//! per file that grew during it.
+
+use std::time::Duration;
+
+use regionkv::{Db, NewAccount, Raw, SimStorage, Table, Unique};
+
+const T: Table<Raw> = Table::new("t");
+
+fn open(sim: &SimStorage) -> Db {
+    Db::builder()
+        .region("us")
+        .region("eu")
+        // No checkpoint inside the measured writes.
+        .checkpoint_budget(1_000_000, Duration::from_secs(3600))
+        .storage(sim.clone())
+        .open("/fs")
+        .unwrap()
+}
+
+#[test]
+fn unique_write_costs_one_sync() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    for i in 0..20u32 {
+        let v = format!("user{i}@example.com");
+        let before = Syncs::take(&sim);
+        let mut w = db.write(a).unwrap();
+        w.insert_unique(&T, &i.to_be_bytes(), b"rec", &[Unique::new("email", &v)])
+            .unwrap();
+        w.commit().unwrap();
+        before.assert_one_commit_sync(&sim, "claim");
+    }
+    // Release and claim in one write (change of email): still one sync.
+    let before = Syncs::take(&sim);
+    let mut w = db.write(a).unwrap();
+    w.insert_unique(
+        &T,
+        &0u32.to_be_bytes(),
+        b"rec",
+        &[Unique::new("email", "new@example.com")],
+    )
+    .unwrap();
+    w.commit().unwrap();
+    before.assert_one_commit_sync(&sim, "release + claim");
+    // Remove of an owner: release, one sync.
+    let before = Syncs::take(&sim);
+    let mut w = db.write(a).unwrap();
+    w.remove(&T, &1u32.to_be_bytes()).unwrap();
+    w.commit().unwrap();
+    before.assert_one_commit_sync(&sim, "release");
+}
+
+const GLOBAL: &str = "/fs/global.redb";
+const EU: &str = "/fs/regions/eu.redb";
+
+/// Sync counts and file lengths of the global and eu files before a write.
+struct Syncs {
+    global: (u64, usize),
+    eu: (u64, usize),
+}
+
+impl Syncs {
+    fn take(sim: &SimStorage) -> Syncs {
+        let f = |p: &str| (sim.syncs_of(p), sim.live_bytes(p).map_or(0, |b| b.len()));
+        Syncs {
+            global: f(GLOBAL),
+            eu: f(EU),
+        }
+    }
+
+    /// The write synced the region once (its commit) and the global file never, apart from
+    /// redb's syncs when it grew a file.
+    fn assert_one_commit_sync(&self, sim: &SimStorage, what: &str) {
+        let after = Syncs::take(sim);
+        let grew = |a: (u64, usize), b: (u64, usize)| (b.1 > a.1) as u64;
+        let global_extra = after.global.0 - self.global.0;
+        let eu_extra = after.eu.0 - self.eu.0;
+        assert!(
+            global_extra <= grew(self.global, after.global),
+            "{what}: {global_extra} global syncs without growth"
+        );
+        assert!(
+            eu_extra >= 1 && eu_extra - 1 <= grew(self.eu, after.eu),
+            "{what}: {eu_extra} region syncs"
+        );
+    }
+}
+
+#[test]
+fn failed_claim_costs_no_sync() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let b = db.create_account(NewAccount::new("b", "us")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert_unique(&T, b"k", b"rec", &[Unique::new("email", "x@y")])
+        .unwrap();
+    w.commit().unwrap();
+    let before = sim.syncs();
+    let mut w = db.write(b).unwrap();
+    w.insert_unique(&T, b"k", b"rec", &[Unique::new("email", "x@y")])
+        .unwrap();
+    assert!(w.commit().is_err());
+    assert_eq!(sim.syncs(), before);
+}
+
+#[test]
+fn plain_write_does_not_touch_the_global_partition() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let global = sim.live_bytes("/fs/global.redb").unwrap();
+    let writes = sim.writes();
+    let syncs = sim.syncs();
+    for i in 0..10u32 {
+        let mut w = db.write(a).unwrap();
+        w.insert(&T, &i.to_be_bytes(), b"plain").unwrap();
+        w.commit().unwrap();
+    }
+    assert_eq!(sim.syncs() - syncs, 10, "one sync per plain write");
+    assert!(sim.writes() > writes);
+    assert_eq!(
+        sim.live_bytes("/fs/global.redb").unwrap(),
+        global,
+        "global bytes changed"
+    );
+}
+
+#[test]
+fn checkpoint_is_one_global_sync_plus_marker_collection() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert_unique(&T, b"k", b"rec", &[Unique::new("email", "x@y")])
+        .unwrap();
+    w.commit().unwrap();
+    let g = sim.syncs_of("/fs/global.redb");
+    let eu = sim.syncs_of("/fs/regions/eu.redb");
+    let us = sim.syncs_of("/fs/regions/us.redb");
+    db.checkpoint().unwrap();
+    assert_eq!(sim.syncs_of("/fs/global.redb") - g, 1);
+    assert_eq!(
+        sim.syncs_of("/fs/regions/eu.redb") - eu,
+        1,
+        "markers collected in eu"
+    );
+    assert_eq!(sim.syncs_of("/fs/regions/us.redb"), us, "us had no markers");
+}
