@@ -1,0 +1,157 @@
+//! Shared helpers for the foundation integration tests (issue 2).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use regionkv::{Db, Raw, Table};
+
+/// A byte-valued table used by several tests.
+pub const NOTES: Table<Raw> = Table::new("notes");
+
+/// What a path in a store directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File(Vec<u8>),
+}
+
+/// Every file and directory under `dir` (recursively), with the full bytes of each file.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let rel = path.strip_prefix(root).expect("under root").to_owned();
+        if path.is_dir() {
+            out.insert(rel, Node::Dir);
+            walk(root, &path, out);
+        } else {
+            let bytes =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            out.insert(rel, Node::File(bytes));
+        }
+    }
+}
+
+/// Describes every difference between two snapshots; empty if they are identical.
+pub fn diff_files(
+    before: &BTreeMap<PathBuf, Node>,
+    after: &BTreeMap<PathBuf, Node>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in before.keys().filter(|p| !after.contains_key(*p)) {
+        out.push(format!("{} was removed", path.display()));
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("{} was created", path.display()));
+    }
+    for (path, node) in before {
+        let Some(other) = after.get(path) else {
+            continue;
+        };
+        if node == other {
+            continue;
+        }
+        let detail = match (node, other) {
+            (Node::File(a), Node::File(b)) => {
+                let diff: Vec<(usize, u8, u8)> = a
+                    .iter()
+                    .zip(b.iter())
+                    .enumerate()
+                    .filter(|(_, (x, y))| x != y)
+                    .map(|(i, (x, y))| (i, *x, *y))
+                    .collect();
+                format!(
+                    "len {} -> {}, {} bytes differ, first (offset, before, after): {:?}",
+                    a.len(),
+                    b.len(),
+                    diff.len(),
+                    &diff[..diff.len().min(4)]
+                )
+            }
+            _ => "kind changed".to_owned(),
+        };
+        out.push(format!("{} changed ({detail})", path.display()));
+    }
+    out
+}
+
+/// Asserts two snapshots are identical, naming every path that differs.
+pub fn assert_same_files(
+    before: &BTreeMap<PathBuf, Node>,
+    after: &BTreeMap<PathBuf, Node>,
+    what: &str,
+) {
+    let diff = diff_files(before, after);
+    assert!(
+        diff.is_empty(),
+        "{what}: files modified:\n  {}",
+        diff.join("\n  ")
+    );
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find_all(hay, needle).next().is_some()
+}
+
+/// Every offset at which `needle` occurs in `hay`.
+pub fn find_all<'a>(hay: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    assert!(!needle.is_empty());
+    hay.windows(needle.len())
+        .enumerate()
+        .filter(move |(_, w)| *w == needle)
+        .map(|(i, _)| i)
+}
+
+/// Opens (or creates) a store with regions `us` and `eu`, `us` the default.
+pub fn try_open_us_eu(dir: &Path) -> regionkv::Result<Db> {
+    Db::builder()
+        .region("us")
+        .region("eu")
+        .default_region("us")
+        .open(dir)
+}
+
+/// Like [`try_open_us_eu`], panicking on error.
+pub fn open_us_eu(dir: &Path) -> Db {
+    try_open_us_eu(dir).expect("open us+eu store")
+}
+
+/// The default path of a region's file.
+pub fn region_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("regions").join(format!("{name}.redb"))
+}
+
+/// The path of the global partition.
+pub fn global_path(dir: &Path) -> PathBuf {
+    dir.join("global.redb")
+}
+
+/// The keys of every row of `table` the account can see, with the region name of each.
+pub fn scan_keys<V: regionkv::Value>(
+    db: &Db,
+    account: regionkv::AccountId,
+    table: &Table<V>,
+) -> Vec<(String, Vec<u8>)> {
+    let r = db.read(account).expect("read");
+    r.scan(table)
+        .expect("scan")
+        .map(|row| {
+            let row = row.expect("row");
+            (
+                db.region_name(row.region()).expect("region name"),
+                row.key().to_vec(),
+            )
+        })
+        .collect()
+}
