@@ -198,9 +198,6 @@ impl RoutingCache {
     pub fn put(&self, account: Arc<Account>) {
         self.map.write().insert(account.id.0, account);
     }
-    pub fn remove(&self, id: AccountId) {
-        self.map.write().remove(&id.0);
-    }
 }
 
 /// Account ids are dense counters; a multiplicative hash spreads them at a fraction of

@@ -304,7 +304,7 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
     };
     let global =
         match partition::open_existing(&*storage, &global_path, "global", cache, &expect_global)? {
-            Some((p, _)) => p,
+            Some(p) => p,
             None => {
                 if open_specs.is_empty() {
                     return Err(Error::Config(
@@ -448,7 +448,7 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
             region: Some((name.clone(), entry.id)),
         };
         let part = match partition::open_existing(&*storage, path, name, cache, &expect)? {
-            Some((p, _)) => p,
+            Some(p) => p,
             None if entry.created => {
                 return Err(Error::Config(format!(
                     "the file of region `{name}` is missing at {} (it was created before); \

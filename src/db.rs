@@ -15,7 +15,7 @@ use crate::codec::value::Value;
 use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, unique_key};
-use crate::partition::region::{account_range, decode_owned, owned_key};
+use crate::partition::region::{decode_owned, owned_key};
 use crate::read::{Hit, Read, Record, Rows};
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
@@ -80,6 +80,23 @@ pub struct RegionInfo {
     pub id: RegionId,
     /// Whether its file is open in this process.
     pub enabled: bool,
+}
+
+/// Counters of an open store, from [`Db::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The epoch of this open (bumped at every open; part of every TxnId).
+    pub epoch: u64,
+    /// Unique-value transactions whose reservation or applied marker may still exist:
+    /// in flight, or confirmed and not yet collected by a checkpoint.
+    pub txns_live: usize,
+    /// Transactions confirmed since the last checkpoint.
+    pub txns_since_checkpoint: usize,
+    /// Regions whose file is open.
+    pub regions_open: usize,
+    /// Regions in the catalog.
+    pub regions_known: usize,
 }
 
 /// An open regionkv store. Cheap to clone (`Arc` inside), `Send + Sync`.
@@ -169,25 +186,6 @@ impl Inner {
             .get(name)
             .map(|&id| RegionId(id))
             .ok_or_else(|| Error::RegionUnknown(name.to_owned()))
-    }
-
-    pub fn region_name(&self, id: RegionId) -> String {
-        match self.regions.read().by_id.get(id.0 as usize) {
-            Some(Some((name, _))) => name.clone(),
-            _ => id.to_string(),
-        }
-    }
-
-    pub fn open_regions(&self) -> Vec<Arc<Region>> {
-        self.regions
-            .read()
-            .by_id
-            .iter()
-            .filter_map(|s| match s {
-                Some((_, RegionSlot::Open(r))) => Some(r.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     pub fn open_region_by_raw(&self, id: u16) -> Option<Arc<Region>> {
@@ -571,6 +569,24 @@ impl Db {
         self.inner.checkpoint()
     }
 
+    /// Counters of this store: epoch, protocol transactions in flight, regions.
+    pub fn stats(&self) -> Stats {
+        let inner = &*self.inner;
+        let (live, since) = inner.coord.counts();
+        let set = inner.regions.read();
+        Stats {
+            epoch: inner.coord.epoch,
+            txns_live: live,
+            txns_since_checkpoint: since,
+            regions_open: set
+                .by_id
+                .iter()
+                .filter(|s| matches!(s, Some((_, RegionSlot::Open(_)))))
+                .count(),
+            regions_known: set.by_id.iter().filter(|s| s.is_some()).count(),
+        }
+    }
+
     /// What recovery did when this store was opened.
     pub fn recovery_report(&self) -> RecoveryReport {
         self.inner.recovery.clone()
@@ -592,11 +608,6 @@ impl Db {
         }
         inner.checkpoint()
     }
-}
-
-/// Reads one account's rows of a table in one region (shared by `Read` and lifecycle code).
-pub(crate) fn account_bounds(account: u64) -> (Vec<u8>, Option<Vec<u8>>) {
-    account_range(account)
 }
 
 /// Validates a stored value for `V` and returns a zero-copy record.

@@ -66,7 +66,7 @@ pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FaultOn, FileStorage, SimStorage, Storage};
 pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE, MAX_KEY};
 pub use codec::value::{Raw, Value};
-pub use db::{Db, RegionInfo};
+pub use db::{Db, RegionInfo, Stats};
 pub use error::{Error, Result};
 pub use read::{Hit, Read, Record, Row, Rows};
 pub use reservation::recovery::RecoveryReport;

@@ -82,8 +82,6 @@ pub(crate) struct TxnId {
 }
 
 impl TxnId {
-    pub const ZERO: TxnId = TxnId { epoch: 0, seq: 0 };
-
     pub fn to_u128(self) -> u128 {
         ((self.epoch as u128) << 64) | self.seq as u128
     }

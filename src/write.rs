@@ -20,6 +20,9 @@ use crate::schema::*;
 use crate::table::{Table, Unique, check_table_name, check_unique};
 use crate::types::{AccountId, RegionId};
 
+/// A user table open in a region write transaction.
+type DataTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
 #[derive(Debug)]
 enum Op {
     Put {
@@ -279,8 +282,7 @@ impl Write {
         let mut delta_bytes: i64 = 0;
         {
             let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
-            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> =
-                None;
+            let mut current: Option<(&'static str, DataTable<'_>)> = None;
             for ((tname, key), op) in &self.ops {
                 if current.as_ref().is_none_or(|(n, _)| n != tname) {
                     let name = user_table_name(tname);
@@ -417,8 +419,7 @@ impl Write {
 
         // Apply. Any error before the commit: abort (nothing of this write remains).
         let applied = (|| -> Result<()> {
-            let mut current: Option<(&'static str, redb::Table<&'static [u8], &'static [u8]>)> =
-                None;
+            let mut current: Option<(&'static str, DataTable<'_>)> = None;
             for ((tname, key), op) in &self.ops {
                 if current.as_ref().is_none_or(|(n, _)| n != tname) {
                     let name = user_table_name(tname);

@@ -144,7 +144,15 @@ fn checkpoint_is_one_global_sync_plus_marker_collection() {
     let g = sim.syncs_of("/fs/global.redb");
     let eu = sim.syncs_of("/fs/regions/eu.redb");
     let us = sim.syncs_of("/fs/regions/us.redb");
+    assert_eq!(
+        db.stats().txns_live,
+        1,
+        "confirmed, marker not yet collected"
+    );
+    assert_eq!(db.stats().txns_since_checkpoint, 1);
     db.checkpoint().unwrap();
+    assert_eq!(db.stats().txns_live, 0, "marker collected durably");
+    assert_eq!(db.stats().txns_since_checkpoint, 0);
     assert_eq!(sim.syncs_of("/fs/global.redb") - g, 1);
     assert_eq!(
         sim.syncs_of("/fs/regions/eu.redb") - eu,

@@ -20,7 +20,6 @@ use crate::schema::*;
 pub(crate) struct Partition {
     /// `global` or the region's name; used in errors.
     pub name: String,
-    pub path: PathBuf,
     pub db: Database,
     poisoned: AtomicBool,
 }
@@ -38,12 +37,6 @@ pub(crate) struct Expect {
     /// `None` when opening the global partition, whose UUID defines the store.
     pub uuid: Option<[u8; 16]>,
     pub region: Option<(String, u16)>,
-}
-
-/// The meta table of a partition, decoded.
-#[derive(Debug, Clone)]
-pub(crate) struct Meta {
-    pub uuid: [u8; 16],
 }
 
 impl Partition {
@@ -109,7 +102,7 @@ fn storage_io(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-fn read_meta(path: &Path, txn: &ReadTransaction, expect: &Expect) -> Result<Meta> {
+fn read_meta(path: &Path, txn: &ReadTransaction, expect: &Expect) -> Result<()> {
     let not_ours = |why: &str| Error::mismatch(path, why.to_string());
     let table = match txn.open_table(META) {
         Ok(t) => t,
@@ -173,7 +166,7 @@ fn read_meta(path: &Path, txn: &ReadTransaction, expect: &Expect) -> Result<Meta
             )));
         }
     }
-    Ok(Meta { uuid })
+    Ok(())
 }
 
 fn redb_builder(cache: usize) -> redb::Builder {
@@ -194,7 +187,7 @@ pub(crate) fn open_existing(
     name: &str,
     cache: usize,
     expect: &Expect,
-) -> Result<Option<(Partition, Meta)>> {
+) -> Result<Option<Partition>> {
     let Some(ro) = storage.open(path, true).map_err(|e| storage_io(path, e))? else {
         return Ok(None);
     };
@@ -243,17 +236,13 @@ pub(crate) fn open_existing(
     let txn = db
         .begin_read()
         .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
-    let meta = read_meta(path, &txn, expect)?;
+    read_meta(path, &txn, expect)?;
     drop(txn);
-    Ok(Some((
-        Partition {
-            name: name.to_owned(),
-            path: path.to_owned(),
-            db,
-            poisoned: AtomicBool::new(false),
-        },
-        meta,
-    )))
+    Ok(Some(Partition {
+        name: name.to_owned(),
+        db,
+        poisoned: AtomicBool::new(false),
+    }))
 }
 
 /// Creates a new partition file atomically: it is built and synced under a temporary name,
@@ -296,7 +285,6 @@ pub(crate) fn create_new(
         .map_err(|e| storage_io(path, std::io::Error::other(e.to_string())))?;
     Ok(Partition {
         name: name.to_owned(),
-        path: path.to_owned(),
         db,
         poisoned: AtomicBool::new(false),
     })

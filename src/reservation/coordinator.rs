@@ -164,11 +164,10 @@ impl Coordinator {
         }
         quota()?;
         self.live.lock().insert(txn, region);
-        if let Err(e) = global.commit(w) {
-            // Outcome unknown only in the global partition, which recovery rebuilds; the
-            // region has not been touched. Keep `txn` live: its entries may be on disk.
-            return Err(e);
-        }
+        // On failure the outcome is unknown only in the global partition, which recovery
+        // rebuilds; the region has not been touched. `txn` stays live: its entries may be
+        // on disk.
+        global.commit(w)?;
         Ok(Reservation { txn, region, keys })
     }
 
@@ -237,7 +236,7 @@ impl Coordinator {
     /// Checkpoint: one synced global commit, then the markers it covers are deleted from
     /// their regions, then tombstones older than every remaining marker are dropped (at the
     /// next checkpoint). `region` maps a region id to its open partition, if any.
-    pub fn checkpoint<'a>(
+    pub fn checkpoint(
         &self,
         global: &Partition,
         region: impl Fn(u16) -> Option<std::sync::Arc<crate::db::Region>>,
@@ -287,9 +286,10 @@ impl Coordinator {
         Ok(())
     }
 
-    #[cfg(test)]
-    pub fn live_len(&self) -> usize {
-        self.live.lock().len()
+    /// (txns whose reservation or marker may still exist, txns confirmed since the last
+    /// checkpoint).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.live.lock().len(), self.confirmed.lock().len())
     }
 }
 

@@ -40,11 +40,6 @@ impl State {
     pub fn in_flight(self) -> bool {
         matches!(self, State::Pending | State::Releasing)
     }
-
-    /// Whether the value is owned or being claimed (I1 counts these).
-    pub fn live(self) -> bool {
-        matches!(self, State::Committed | State::Pending)
-    }
 }
 
 /// Where the record owning a value lives.

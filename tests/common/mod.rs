@@ -58,7 +58,7 @@ pub enum Op {
         acct: usize,
         region: usize,
         keys: (u8, u8),
-        uniques: (Vec<(u8, u8)>, Vec<(u8, u8)>),
+        uniques: (Uniques, Uniques),
     },
     Remove {
         acct: usize,
@@ -83,6 +83,10 @@ pub struct Row {
 }
 
 pub type RowKey = (usize, &'static str, u8);
+/// (namespace index, value index) pairs a record claims.
+pub type Uniques = Vec<(u8, u8)>;
+/// One record a write sets: key, value, owned (namespace, value) pairs.
+type RecordSet = (RowKey, Vec<u8>, Vec<(String, String)>);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
@@ -183,7 +187,7 @@ impl Model {
     }
 
     /// Sets several records of one write atomically (each owning exactly its list).
-    fn set_records(&mut self, recs: &[(RowKey, Vec<u8>, Vec<(String, String)>)]) -> Outcome {
+    fn set_records(&mut self, recs: &[RecordSet]) -> Outcome {
         // Values claimed by two records of the write: the engine refuses the write
         // (DuplicateInWrite); the workload never generates that, see `is_valid`.
         let written: Vec<RowKey> = recs.iter().map(|r| r.0).collect();
