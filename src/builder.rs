@@ -14,7 +14,7 @@ use crate::backends::{FileStorage, Storage};
 use crate::db::{Db, Inner, Options, Region, RegionSet, RegionSlot, Usage};
 use crate::error::{Error, Result};
 use crate::partition::global::{CatalogEntry, get_u64, put_u64};
-use crate::partition::{self, Expect, Partition};
+use crate::partition::{self, Expect, Partition, Probe};
 use crate::reservation::coordinator::{CheckpointBudget, Coordinator};
 use crate::reservation::recovery;
 use crate::schema::*;
@@ -178,85 +178,180 @@ struct GlobalState {
     uuid: [u8; 16],
     digest_key: [u8; 32],
     epoch: u64,
+    next_region: u16,
     catalog: HashMap<String, CatalogEntry>,
     default_region: Option<String>,
+    /// Record counts of disabled regions, per (region, account), recorded when they were
+    /// disabled; `known` holds the regions whose counts were recorded.
+    frozen: HashMap<(u16, u64), u64>,
+    frozen_known: std::collections::HashSet<u16>,
 }
 
-fn read_global(global: &Partition) -> Result<GlobalState> {
-    let txn = global.begin_read()?;
-    let meta = txn.open_table(META).map_err(|e| global.err(e))?;
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::corrupt("global", what.to_string())
+}
+
+/// Reads the catalog and counters of the global partition from a snapshot (read-only or
+/// read-write open alike).
+fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
+    let meta = txn.open_table(META).map_err(corrupt)?;
     let get = |k: &str| -> Result<Option<Vec<u8>>> {
-        Ok(meta
-            .get(k)
-            .map_err(|e| global.err(e))?
-            .map(|v| v.value().to_vec()))
+        Ok(meta.get(k).map_err(corrupt)?.map(|v| v.value().to_vec()))
     };
     let uuid = get(META_DB_UUID)?
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| Error::corrupt("global", "store id missing"))?;
+        .ok_or_else(|| corrupt("store id missing"))?;
     let digest_key = get(META_DIGEST_KEY)?
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| Error::corrupt("global", "digest key missing"))?;
+        .ok_or_else(|| corrupt("digest key missing"))?;
     let epoch = get_u64(&meta, META_EPOCH)?;
+    let next_region = get(META_NEXT_REGION)?
+        .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
+        .map(u16::from_le_bytes)
+        .unwrap_or(1);
     let default_region = get(META_DEFAULT_REGION)?.and_then(|v| String::from_utf8(v).ok());
     let mut catalog = HashMap::new();
     match txn.open_table(REGIONS) {
         Ok(t) => {
-            for row in t.iter().map_err(|e| global.err(e))? {
-                let (k, v) = row.map_err(|e| global.err(e))?;
+            for row in t.iter().map_err(corrupt)? {
+                let (k, v) = row.map_err(corrupt)?;
                 let entry = CatalogEntry::decode(v.value())
-                    .ok_or_else(|| Error::corrupt("global", "undecodable region catalog row"))?;
+                    .ok_or_else(|| corrupt("undecodable region catalog row"))?;
                 catalog.insert(k.value().to_owned(), entry);
             }
         }
         Err(e) if partition::missing_table(&e) => {}
-        Err(e) => return Err(global.err(e)),
+        Err(e) => return Err(corrupt(e)),
+    }
+    let mut frozen = HashMap::new();
+    let mut frozen_known = std::collections::HashSet::new();
+    match txn.open_table(FROZEN_USAGE) {
+        Ok(t) => {
+            for row in t.iter().map_err(corrupt)? {
+                let (k, v) = row.map_err(corrupt)?;
+                let (region, account) = k.value();
+                if account == FROZEN_SENTINEL {
+                    frozen_known.insert(region);
+                } else {
+                    frozen.insert((region, account), v.value());
+                }
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(corrupt(e)),
     }
     Ok(GlobalState {
         uuid,
         digest_key,
         epoch,
+        next_region,
         catalog,
         default_region,
+        frozen,
+        frozen_known,
     })
 }
 
-fn write_catalog(
-    global: &Partition,
-    rows: &[(String, CatalogEntry)],
+/// Record counts per account of a region, from its USAGE table.
+pub(crate) fn region_usage(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)>> {
+    let err = |e: &dyn std::fmt::Display| Error::corrupt("region", e.to_string());
+    let mut v = Vec::new();
+    match txn.open_table(USAGE) {
+        Ok(t) => {
+            for row in t.iter().map_err(|e| err(&e))? {
+                let (k, u) = row.map_err(|e| err(&e))?;
+                v.push((k.value(), u.value().0));
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(err(&e)),
+    }
+    Ok(v)
+}
+
+/// Changes to the catalog made by one open, written in one synced global commit before
+/// any region file is created.
+#[derive(Default)]
+struct CatalogChanges {
+    rows: Vec<(String, CatalogEntry)>,
     next_region: Option<u16>,
-    default: Option<&str>,
-) -> Result<()> {
+    default: Option<String>,
+    /// Regions disabled now, with the record counts read from their files (None: the
+    /// file could not be read, counts unknown).
+    frozen: Vec<(u16, Option<Vec<(u64, u64)>>)>,
+    /// Regions enabled again: their frozen counts are dropped.
+    thawed: Vec<u16>,
+}
+
+impl CatalogChanges {
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+            && self.next_region.is_none()
+            && self.default.is_none()
+            && self.frozen.is_empty()
+            && self.thawed.is_empty()
+    }
+}
+
+fn write_catalog(global: &Partition, c: &CatalogChanges) -> Result<()> {
     let w = global.begin_write()?;
     {
         let mut t = w.open_table(REGIONS).map_err(|e| global.err(e))?;
-        for (name, entry) in rows {
+        for (name, entry) in &c.rows {
             t.insert(name.as_str(), entry.encode().as_slice())
                 .map_err(|e| global.err(e))?;
         }
         let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
-        if let Some(n) = next_region {
+        if let Some(n) = c.next_region {
             meta.insert(META_NEXT_REGION, n.to_le_bytes().as_slice())
                 .map_err(|e| global.err(e))?;
         }
-        if let Some(d) = default {
+        if let Some(d) = &c.default {
             meta.insert(META_DEFAULT_REGION, d.as_bytes())
                 .map_err(|e| global.err(e))?;
+        }
+        let mut frozen = w.open_table(FROZEN_USAGE).map_err(|e| global.err(e))?;
+        for r in c.thawed.iter().chain(c.frozen.iter().map(|(r, _)| r)) {
+            frozen
+                .retain_in((*r, 0)..=(*r, u64::MAX), |_, _| false)
+                .map_err(|e| global.err(e))?;
+        }
+        for (r, counts) in &c.frozen {
+            if let Some(counts) = counts {
+                for (account, records) in counts {
+                    frozen
+                        .insert((*r, *account), *records)
+                        .map_err(|e| global.err(e))?;
+                }
+                frozen
+                    .insert((*r, FROZEN_SENTINEL), 1)
+                    .map_err(|e| global.err(e))?;
+            }
         }
     }
     global.commit(w)
 }
 
-fn next_region_id(global: &Partition) -> Result<u16> {
-    let txn = global.begin_read()?;
-    let meta = txn.open_table(META).map_err(|e| global.err(e))?;
-    let v = meta
-        .get(META_NEXT_REGION)
-        .map_err(|e| global.err(e))?
-        .and_then(|g| <[u8; 2]>::try_from(g.value()).ok())
-        .map(u16::from_le_bytes)
-        .unwrap_or(1);
-    Ok(v)
+/// Marks a region disabled in the catalog, recording its record counts, in one synced
+/// global commit (used by `Db::disable_region`).
+pub(crate) fn persist_disable(
+    global: &Partition,
+    name: &str,
+    entry: CatalogEntry,
+    counts: Vec<(u64, u64)>,
+) -> Result<()> {
+    write_catalog(
+        global,
+        &CatalogChanges {
+            rows: vec![(name.to_owned(), entry)],
+            frozen: vec![(entry.id, Some(counts))],
+            ..Default::default()
+        },
+    )
+}
+
+fn default_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("regions").join(format!("{name}.redb"))
 }
 
 fn open(b: Builder, dir: &Path) -> Result<Db> {
@@ -278,8 +373,7 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         .filter_map(|s| match s {
             RegionSpec::Open { name, path } => Some((
                 name.clone(),
-                path.clone()
-                    .unwrap_or_else(|| dir.join("regions").join(format!("{name}.redb"))),
+                path.clone().unwrap_or_else(|| default_path(dir, name)),
             )),
             RegionSpec::Disabled { .. } => None,
         })
@@ -294,68 +388,68 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         .collect();
     let partitions = 1 + open_specs.len();
     let cache = (b.cache_bytes / partitions).max(1 << 20);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |e| Error::Io { path, source: e }
+    };
 
-    // The global partition.
+    // Phase 1: look, read-only. Nothing below writes a byte until every file has been
+    // checked, so a refused open leaves every file as it was. (The one exception: a file a
+    // crash left unrepaired must be repaired by redb before its meta can be read.)
     let global_path = dir.join("global.redb");
     let expect_global = Expect {
         kind: KIND_GLOBAL,
         uuid: None,
         region: None,
     };
-    let global =
-        match partition::open_existing(&*storage, &global_path, "global", cache, &expect_global)? {
-            Some(p) => p,
-            None => {
-                if open_specs.is_empty() {
-                    return Err(Error::Config(
-                        "a new store needs at least one region (Builder::region)".into(),
+    let mut state: Option<GlobalState> = None;
+    let mut repaired_global: Option<Partition> = None;
+    match partition::probe(&*storage, &global_path, &expect_global, |txn| {
+        state = Some(read_global(txn)?);
+        Ok(())
+    })? {
+        Probe::Checked => {}
+        Probe::Missing => {
+            if open_specs.is_empty() {
+                return Err(Error::Config(
+                    "a new store needs at least one region (Builder::region)".into(),
+                ));
+            }
+            // A region file without its global partition belongs to another store (or
+            // to one whose global file was lost): never adopt or overwrite it.
+            for (name, path) in &open_specs {
+                if storage.open(path, true).map_err(io(path))?.is_some() {
+                    return Err(Error::mismatch(
+                        path,
+                        format!(
+                            "region `{name}` file exists but {} does not",
+                            global_path.display()
+                        ),
                     ));
                 }
-                // A region file without its global partition belongs to another store (or
-                // to one whose global file was lost): never adopt or overwrite it.
-                for (name, path) in &open_specs {
-                    if storage
-                        .open(path, true)
-                        .map_err(|e| Error::Io {
-                            path: path.clone(),
-                            source: e,
-                        })?
-                        .is_some()
-                    {
-                        return Err(Error::mismatch(
-                            path,
-                            format!(
-                                "region `{name}` file exists but {} does not",
-                                global_path.display()
-                            ),
-                        ));
-                    }
-                }
-                let uuid = random_bytes::<16>()?;
-                let key = match b.digest_key {
-                    Some(k) => k,
-                    None => random_bytes::<32>()?,
-                };
-                let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
-                meta.push((META_DIGEST_KEY, key.to_vec()));
-                meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
-                meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
-                meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
-                partition::create_new(&*storage, &global_path, "global", cache, &meta)?
             }
-        };
-    let state = read_global(&global)?;
-    if let Some(k) = b.digest_key
-        && k != state.digest_key
+            if let Some(name) = disabled.first() {
+                return Err(Error::RegionUnknown(name.clone()));
+            }
+        }
+        Probe::NeedsRepair => {
+            let p = partition::open_rw(&*storage, &global_path, "global", cache, &expect_global)?;
+            state = Some(read_global(&p.begin_read()?)?);
+            repaired_global = Some(p);
+        }
+    }
+    if let (Some(k), Some(st)) = (b.digest_key, &state)
+        && k != st.digest_key
     {
         return Err(Error::Config(
             "digest key differs from the one this store was created with".into(),
         ));
     }
+    let empty = HashMap::new();
+    let catalog_now = state.as_ref().map_or(&empty, |s| &s.catalog);
 
-    // Reconcile the catalog with the builder's list.
-    let mut catalog = state.catalog.clone();
-    for (name, entry) in &catalog {
+    // The catalog against the builder's list.
+    for (name, entry) in catalog_now {
         let listed = open_specs.iter().any(|(n, _)| n == name) || disabled.contains(name);
         if !listed && entry.enabled {
             return Err(Error::Config(format!(
@@ -365,24 +459,49 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         }
     }
     for name in &disabled {
-        if !catalog.contains_key(name) {
+        if !catalog_now.contains_key(name) {
             return Err(Error::RegionUnknown(name.clone()));
         }
     }
-    let mut changed: Vec<(String, CatalogEntry)> = Vec::new();
-    let mut next = next_region_id(&global)?;
-    let mut allocated = false;
-    for (name, _) in &open_specs {
-        match catalog.get(name) {
-            Some(e) if e.enabled => {}
+    let mut changes = CatalogChanges::default();
+    let mut next = state.as_ref().map_or(1, |s| s.next_region);
+    let mut ids: HashMap<String, CatalogEntry> = catalog_now.clone();
+    for (name, path) in &open_specs {
+        match catalog_now.get(name) {
             Some(e) => {
-                let e = CatalogEntry {
-                    enabled: true,
-                    ..*e
+                let expect = Expect {
+                    kind: KIND_REGION,
+                    uuid: state.as_ref().map(|s| s.uuid),
+                    region: Some((name.clone(), e.id)),
                 };
-                changed.push((name.clone(), e));
+                let found = partition::probe(&*storage, path, &expect, |_| Ok(()))?;
+                if found == Probe::Missing && e.created {
+                    return Err(Error::Config(format!(
+                        "the file of region `{name}` is missing at {} (it was created \
+                         before); restore it, give its path with Builder::region_at, or \
+                         disable the region",
+                        path.display()
+                    )));
+                }
+                if !e.enabled {
+                    let e = CatalogEntry {
+                        enabled: true,
+                        ..*e
+                    };
+                    changes.rows.push((name.clone(), e));
+                    changes.thawed.push(e.id);
+                    ids.insert(name.clone(), e);
+                }
             }
             None => {
+                // A region new to this store has no file yet: one found there belongs to
+                // something else.
+                if storage.open(path, true).map_err(io(path))?.is_some() {
+                    return Err(Error::mismatch(
+                        path,
+                        format!("region `{name}` is new to this store, but a file exists there"),
+                    ));
+                }
                 if next == u16::MAX {
                     return Err(Error::Config("no region ids left".into()));
                 }
@@ -392,54 +511,100 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
                     created: false,
                 };
                 next += 1;
-                allocated = true;
-                changed.push((name.clone(), e));
+                changes.next_region = Some(next);
+                changes.rows.push((name.clone(), e));
+                ids.insert(name.clone(), e);
             }
         }
     }
     for name in &disabled {
-        if let Some(e) = catalog.get(name)
-            && e.enabled
-        {
-            changed.push((
-                name.clone(),
-                CatalogEntry {
-                    enabled: false,
-                    ..*e
-                },
-            ));
+        let e = catalog_now[name];
+        if e.enabled {
+            // Disabled now: record its record counts (for limits that span regions) if its
+            // file can be read; otherwise limited accounts allowed there cannot grow.
+            let path = default_path(dir, name);
+            let mut counts = None;
+            let expect = Expect {
+                kind: KIND_REGION,
+                uuid: state.as_ref().map(|s| s.uuid),
+                region: Some((name.clone(), e.id)),
+            };
+            let _ = partition::probe(&*storage, &path, &expect, |txn| {
+                counts = Some(region_usage(txn)?);
+                Ok(())
+            });
+            let e = CatalogEntry {
+                enabled: false,
+                ..e
+            };
+            changes.rows.push((name.clone(), e));
+            changes.frozen.push((e.id, counts));
+            ids.insert(name.clone(), e);
         }
     }
-    let default_name = match (&b.default_region, &state.default_region) {
+    let stored_default = state.as_ref().and_then(|s| s.default_region.clone());
+    let default_name = match (&b.default_region, &stored_default) {
         (Some(d), _) => d.clone(),
-        (None, Some(d)) if catalog.contains_key(d) || open_specs.iter().any(|(n, _)| n == d) => {
-            d.clone()
-        }
+        (None, Some(d)) if ids.contains_key(d) => d.clone(),
         _ => match open_specs.first() {
             Some((n, _)) => n.clone(),
             None => return Err(Error::Config("no region is enabled".into())),
         },
     };
-    if !catalog.contains_key(&default_name) && !open_specs.iter().any(|(n, _)| *n == default_name) {
+    if !ids.contains_key(&default_name) {
         return Err(Error::RegionUnknown(default_name));
     }
-    let default_changed = state.default_region.as_deref() != Some(default_name.as_str());
-    if !changed.is_empty() || default_changed {
+    if stored_default.as_deref() != Some(default_name.as_str()) {
+        changes.default = Some(default_name.clone());
+    }
+
+    // Phase 2: every check passed. Open read-write, record the catalog, create what is new.
+    let global = match repaired_global {
+        Some(p) => p,
+        None if state.is_some() => {
+            partition::open_rw(&*storage, &global_path, "global", cache, &expect_global)?
+        }
+        None => {
+            let uuid = random_bytes::<16>()?;
+            let key = match b.digest_key {
+                Some(k) => k,
+                None => random_bytes::<32>()?,
+            };
+            let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
+            meta.push((META_DIGEST_KEY, key.to_vec()));
+            meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
+            meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
+            meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
+            let p = partition::create_new(&*storage, &global_path, "global", cache, &meta)?;
+            state = Some(read_global(&p.begin_read()?)?);
+            p
+        }
+    };
+    let Some(mut state) = state else {
+        return Err(Error::corrupt("global", "catalog unreadable"));
+    };
+    if !changes.is_empty() {
         // Synced before any region file is created: ids are assigned once.
-        write_catalog(
-            &global,
-            &changed,
-            allocated.then_some(next),
-            default_changed.then_some(default_name.as_str()),
-        )?;
-        for (n, e) in changed {
-            catalog.insert(n, e);
+        write_catalog(&global, &changes)?;
+        for (r, counts) in &changes.frozen {
+            state.frozen.retain(|(fr, _), _| fr != r);
+            if let Some(counts) = counts {
+                state.frozen_known.insert(*r);
+                for (a, n) in counts {
+                    state.frozen.insert((*r, *a), *n);
+                }
+            }
+        }
+        for r in &changes.thawed {
+            state.frozen.retain(|(fr, _), _| fr != r);
+            state.frozen_known.remove(r);
         }
     }
+    let mut catalog = ids;
 
     // Open (or create) every enabled region.
     let mut regions: Vec<Arc<Region>> = Vec::new();
-    let mut created_now = Vec::new();
+    let mut created_now = CatalogChanges::default();
     for (name, path) in &open_specs {
         let entry = catalog[name];
         let expect = Expect {
@@ -447,28 +612,22 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
             uuid: Some(state.uuid),
             region: Some((name.clone(), entry.id)),
         };
-        let part = match partition::open_existing(&*storage, path, name, cache, &expect)? {
-            Some(p) => p,
-            None if entry.created => {
-                return Err(Error::Config(format!(
-                    "the file of region `{name}` is missing at {} (it was created before); \
-                     restore it, give its path with Builder::region_at, or disable the region",
-                    path.display()
-                )));
-            }
-            None => {
-                let mut meta = partition::base_meta(state.uuid, KIND_REGION);
-                meta.push((META_REGION_NAME, name.as_bytes().to_vec()));
-                meta.push((META_REGION_ID, entry.id.to_le_bytes().to_vec()));
-                created_now.push((
-                    name.clone(),
-                    CatalogEntry {
-                        created: true,
-                        ..entry
-                    },
-                ));
-                partition::create_new(&*storage, path, name, cache, &meta)?
-            }
+        let exists = storage.open(path, true).map_err(io(path))?.is_some();
+        let part = if exists {
+            partition::open_rw(&*storage, path, name, cache, &expect)?
+        } else {
+            let mut meta = partition::base_meta(state.uuid, KIND_REGION);
+            meta.push((META_REGION_NAME, name.as_bytes().to_vec()));
+            meta.push((META_REGION_ID, entry.id.to_le_bytes().to_vec()));
+            let p = partition::create_new(&*storage, path, name, cache, &meta)?;
+            created_now.rows.push((
+                name.clone(),
+                CatalogEntry {
+                    created: true,
+                    ..entry
+                },
+            ));
+            p
         };
         regions.push(Arc::new(Region {
             id: RegionId(entry.id),
@@ -476,8 +635,8 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         }));
     }
     if !created_now.is_empty() {
-        write_catalog(&global, &created_now, None, None)?;
-        for (n, e) in created_now {
+        write_catalog(&global, &created_now)?;
+        for (n, e) in created_now.rows {
             catalog.insert(n, e);
         }
     }
@@ -485,20 +644,24 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
     let all_open = catalog.values().all(|e| e.enabled);
     let (epoch, report) = recovery::recover(&global, &regions, state.epoch, all_open)?;
 
-    // Usage counters, for limits that span regions.
+    // Usage counters, for limits that span regions: open regions from their files,
+    // disabled ones from the counts recorded when they were disabled.
     let mut usage: HashMap<u64, Usage> = HashMap::new();
     for r in &regions {
         let txn = r.part.begin_read()?;
-        match txn.open_table(USAGE) {
-            Ok(t) => {
-                for row in t.iter().map_err(|e| r.part.err(e))? {
-                    let (k, v) = row.map_err(|e| r.part.err(e))?;
-                    let (records, _) = v.value();
-                    usage.entry(k.value()).or_default().records += records;
-                }
-            }
-            Err(e) if partition::missing_table(&e) => {}
-            Err(e) => return Err(r.part.err(e)),
+        for (account, records) in region_usage(&txn)? {
+            usage.entry(account).or_default().records += records;
+        }
+    }
+    let mut usage_unknown = std::collections::HashSet::new();
+    for e in catalog.values().filter(|e| !e.enabled) {
+        if !state.frozen_known.contains(&e.id) {
+            usage_unknown.insert(e.id);
+        }
+    }
+    for ((r, account), records) in &state.frozen {
+        if catalog.values().any(|e| e.id == *r && !e.enabled) {
+            usage.entry(*account).or_default().records += records;
         }
     }
 
@@ -516,6 +679,7 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         set.by_id[idx] = Some((name.clone(), slot));
     }
     set.default = catalog[&default_name].id;
+    set.usage_unknown = usage_unknown;
 
     let inner = Inner {
         dir: dir.to_owned(),

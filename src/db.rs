@@ -19,7 +19,7 @@ use crate::partition::region::{decode_owned, owned_key};
 use crate::read::{Hit, Read, Record, Rows};
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
-use crate::schema::*;
+use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED, UNIQUE, user_table_name};
 use crate::table::{Table, check_table_name, check_unique, digest};
 use crate::types::{AccountId, RegionId};
 use crate::write::Write;
@@ -42,6 +42,9 @@ pub(crate) struct RegionSet {
     pub by_id: Vec<Option<(String, RegionSlot)>>,
     pub names: HashMap<String, u16>,
     pub default: u16,
+    /// Disabled regions whose record counts are unknown (disabled at open with an
+    /// unreadable file): accounts with a record limit that are allowed there cannot grow.
+    pub usage_unknown: std::collections::HashSet<u16>,
 }
 
 /// Records an account holds (all regions) and records reserved by writes in flight.
@@ -536,20 +539,14 @@ impl Db {
         };
         // Settle what can be settled before its markers become invisible.
         inner.checkpoint()?;
-        let _ = region;
+        // Its record counts stay counted against account limits while it is disabled.
+        let counts = crate::builder::region_usage(&region.part.begin_read()?)?;
         let entry = CatalogEntry {
             id: id.0,
             enabled: false,
             created: true,
         };
-        let g = &inner.global;
-        let w = g.begin_write()?;
-        {
-            let mut t = w.open_table(REGIONS).map_err(|e| g.err(e))?;
-            t.insert(name, entry.encode().as_slice())
-                .map_err(|e| g.err(e))?;
-        }
-        g.commit(w)?;
+        crate::builder::persist_disable(&inner.global, name, entry, counts)?;
         inner.coord.drop_tombstones.store(false, Ordering::Release);
         let mut set = inner.regions.write();
         if let Some(Some((_, slot))) = set.by_id.get_mut(id.0 as usize) {

@@ -42,6 +42,13 @@ pub(crate) const INFLIGHT: TableDefinition<&[u8], ()> = TableDefinition::new("_i
 /// simply removed.
 pub(crate) const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("_tombstones");
 
+/// Record counts of disabled regions: (region, account) -> records, recorded when the
+/// region was disabled (its file is not read while disabled). A row with account
+/// [`FROZEN_SENTINEL`] marks a region whose counts were recorded.
+pub(crate) const FROZEN_USAGE: TableDefinition<(u16, u64), u64> =
+    TableDefinition::new("_frozen_usage");
+pub(crate) const FROZEN_SENTINEL: u64 = u64::MAX;
+
 // ---- region partitions ----
 
 /// Applied markers: txn (u128, so ordered by TxnId) -> encoded marker (claims and releases,

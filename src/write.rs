@@ -386,6 +386,21 @@ impl Write {
             armed: true,
         };
         let quota = |ticket: &mut QuotaTicket| -> Result<()> {
+            if account.max_records().is_some() && delta_records > 0 {
+                // A disabled region whose counts are unknown may hold records of this
+                // account: the limit cannot be checked, so the account cannot grow.
+                let set = inner.regions.read();
+                if let Some(r) = account
+                    .allowed()
+                    .iter()
+                    .find(|r| set.usage_unknown.contains(&r.get()))
+                {
+                    let name = set.by_id[r.get() as usize]
+                        .as_ref()
+                        .map_or_else(|| r.to_string(), |(n, _)| n.clone());
+                    return Err(Error::RegionDisabled(name));
+                }
+            }
             let mut usage = inner.usage.lock();
             let u = usage.entry(acct).or_default();
             let add = delta_records.max(0) as u64;

@@ -175,21 +175,36 @@ fn redb_builder(cache: usize) -> redb::Builder {
     b
 }
 
-/// Opens an existing partition file, checking its meta before anything may write to it.
-/// `Ok(None)` if the file does not exist.
-///
-/// The meta is first read through a read-only open, so a file that is not the expected
-/// partition is rejected byte-for-byte untouched. A file left by a crash cannot be opened
-/// read-only (redb must repair it first); it is opened read-write and checked after.
-pub(crate) fn open_existing(
+/// What a read-only look at a partition file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// No file at the path.
+    Missing,
+    /// The file is the expected partition (meta checked, `inspect` ran).
+    Checked,
+    /// The file was not closed cleanly: redb must repair it (read-write) before its meta
+    /// can be read. The meta is checked after that repair.
+    NeedsRepair,
+}
+
+fn already_open(path: &Path) -> Error {
+    Error::Config(format!(
+        "{} is already open (by this or another process)",
+        path.display()
+    ))
+}
+
+/// Checks an existing partition file through a read-only open: a file that is not the
+/// expected partition is rejected byte-for-byte untouched. `inspect` may read more from
+/// the same snapshot (the global partition's catalog).
+pub(crate) fn probe(
     storage: &dyn Storage,
     path: &Path,
-    name: &str,
-    cache: usize,
     expect: &Expect,
-) -> Result<Option<Partition>> {
+    inspect: impl FnOnce(&ReadTransaction) -> Result<()>,
+) -> Result<Probe> {
     let Some(ro) = storage.open(path, true).map_err(|e| storage_io(path, e))? else {
-        return Ok(None);
+        return Ok(Probe::Missing);
     };
     let len = ro.len().map_err(|e| storage_io(path, e))?;
     if len == 0 {
@@ -204,22 +219,27 @@ pub(crate) fn open_existing(
                 .begin_read()
                 .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
             read_meta(path, &txn, expect)?;
+            inspect(&txn)?;
+            Ok(Probe::Checked)
         }
-        // Not closed cleanly: redb repairs it on a read-write open; check the meta after.
-        Err(redb::DatabaseError::RepairAborted) => {}
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-            return Err(Error::Config(format!(
-                "{} is already open (by this or another process)",
-                path.display()
-            )));
-        }
-        Err(e) => {
-            return Err(Error::mismatch(
-                path,
-                format!("not a readable redb file: {e}"),
-            ));
-        }
+        Err(redb::DatabaseError::RepairAborted) => Ok(Probe::NeedsRepair),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(already_open(path)),
+        Err(e) => Err(Error::mismatch(
+            path,
+            format!("not a readable redb file: {e}"),
+        )),
     }
+}
+
+/// Opens an existing partition file read-write (repairing it if a crash left it so) and
+/// checks its meta. Call [`probe`] first so that a wrong file is refused untouched.
+pub(crate) fn open_rw(
+    storage: &dyn Storage,
+    path: &Path,
+    name: &str,
+    cache: usize,
+    expect: &Expect,
+) -> Result<Partition> {
     let rw = storage
         .open(path, false)
         .map_err(|e| storage_io(path, e))?
@@ -227,10 +247,7 @@ pub(crate) fn open_existing(
     let db = redb_builder(cache)
         .create_with_backend(DynBackend(rw))
         .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Config(format!(
-                "{} is already open (by this or another process)",
-                path.display()
-            )),
+            redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
             e => Error::mismatch(path, format!("cannot open: {e}")),
         })?;
     let txn = db
@@ -238,11 +255,11 @@ pub(crate) fn open_existing(
         .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
     read_meta(path, &txn, expect)?;
     drop(txn);
-    Ok(Some(Partition {
+    Ok(Partition {
         name: name.to_owned(),
         db,
         poisoned: AtomicBool::new(false),
-    }))
+    })
 }
 
 /// Creates a new partition file atomically: it is built and synced under a temporary name,
