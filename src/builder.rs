@@ -269,6 +269,9 @@ pub(crate) fn region_usage(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)
     Ok(v)
 }
 
+/// Record counts per account of one region: (account, records).
+type AccountCounts = Vec<(u64, u64)>;
+
 /// Changes to the catalog made by one open, written in one synced global commit before
 /// any region file is created.
 #[derive(Default)]
@@ -278,7 +281,7 @@ struct CatalogChanges {
     default: Option<String>,
     /// Regions disabled now, with the record counts read from their files (None: the
     /// file could not be read, counts unknown).
-    frozen: Vec<(u16, Option<Vec<(u64, u64)>>)>,
+    frozen: Vec<(u16, Option<AccountCounts>)>,
     /// Regions enabled again: their frozen counts are dropped.
     thawed: Vec<u16>,
 }
