@@ -269,6 +269,8 @@ impl Write {
                 region: self.region.part.name.clone(),
             });
         }
+        // ... and the region may have been disabled since.
+        inner.region(self.region.id)?;
         let region = &*self.region;
         let part = &region.part;
         let acct = account.id().0;
@@ -395,9 +397,10 @@ impl Write {
                     .iter()
                     .find(|r| set.usage_unknown.contains(&r.get()))
                 {
-                    let name = set.by_id[r.get() as usize]
-                        .as_ref()
-                        .map_or_else(|| r.to_string(), |(n, _)| n.clone());
+                    let name = match set.by_id.get(r.get() as usize) {
+                        Some(Some((n, _))) => n.clone(),
+                        _ => r.to_string(),
+                    };
                     return Err(Error::RegionDisabled(name));
                 }
             }

@@ -985,8 +985,12 @@ fn write_opened_before_runtime_disable_does_not_reach_the_region() {
     w.insert(&NOTES, b"late", b"written after disable?")
         .unwrap();
     db.disable_region("eu").unwrap();
-    // Either refused, or (if it went through) it must be visible after re-enabling.
+    // A write opened before the region was disabled is refused at commit.
     let committed = w.commit();
+    assert!(
+        matches!(committed, Err(Error::RegionDisabled(ref r)) if r == "eu"),
+        "{committed:?}"
+    );
     db.close().unwrap();
     let db = open_us_eu(dir.path());
     let r = db.read(eu_tenant).unwrap();
