@@ -714,6 +714,9 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
 pub(crate) fn bump_next_account(global: &Partition, w: &redb::WriteTransaction) -> Result<u64> {
     let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
     let id = get_u64(&meta, META_NEXT_ACCOUNT)?;
-    put_u64(&mut meta, META_NEXT_ACCOUNT, id + 1).map_err(|e| global.err(e))?;
+    let next = id
+        .checked_add(1)
+        .ok_or_else(|| Error::corrupt("global", "account id counter exhausted"))?;
+    put_u64(&mut meta, META_NEXT_ACCOUNT, next).map_err(|e| global.err(e))?;
     Ok(id)
 }

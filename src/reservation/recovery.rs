@@ -88,7 +88,9 @@ pub(crate) fn recover(
     }
     report.markers = markers.len();
     let open: Vec<u16> = regions.iter().map(|r| r.id.0).collect();
-    let new_epoch = old_epoch + 1;
+    let new_epoch = old_epoch
+        .checked_add(1)
+        .ok_or_else(|| Error::corrupt(&global.name, "epoch counter exhausted"))?;
 
     // 2. Replay, roll back, bump the epoch: one synced global commit.
     let w = global.begin_write()?;
