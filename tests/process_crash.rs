@@ -25,7 +25,7 @@ fn open(dir: &str) -> Db {
 
 /// The child: writes forever (until killed), printing `ACK <round> <i>` after each
 /// successful commit. Values collide across rounds on purpose: round r claims
-/// `v-{i % 300}` and may meet a value taken earlier.
+/// `v-{(7i + 13r) % 4000}` and may meet a value taken earlier.
 fn child(dir: &str, round: u32) {
     let db = open(dir);
     let accounts: Vec<_> = REGIONS
@@ -33,10 +33,15 @@ fn child(dir: &str, round: u32) {
         .map(|r| db.account_id(&format!("acct-{r}")).unwrap().unwrap())
         .collect();
     let mut out = std::io::stdout();
+    {
+        use std::io::Write as _;
+        writeln!(out, "READY").unwrap();
+        out.flush().unwrap();
+    }
     for i in 0u64.. {
         let acct = accounts[(i % 3) as usize];
         let key = format!("r{round}-{i}");
-        let value = format!("v-{}", (i * 7 + round as u64 * 13) % 300);
+        let value = format!("v-{}", (i * 7 + round as u64 * 13) % 4000);
         let mut w = db.write(acct).unwrap();
         w.insert_unique(
             &T,
@@ -98,10 +103,14 @@ fn sigkill_at_random_moments() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                if line.ends_with("READY") {
+                    let _ = ready_tx.send(());
+                }
                 if let Some(rest) = line.strip_prefix("ACK ") {
                     let (k, v) = rest.split_once(' ').unwrap();
                     lines.push((k.to_owned(), v.to_owned()));
@@ -109,7 +118,12 @@ fn sigkill_at_random_moments() {
             }
             lines
         });
-        // Let the child get past its open before the clock starts.
+        // Odd rounds: the clock starts at spawn, so the kill may land inside the open
+        // (and its recovery). Even rounds: it starts once the child is writing, so the
+        // kill lands among commits even on a slow, loaded machine.
+        if round % 2 == 0 {
+            let _ = ready_rx.recv_timeout(Duration::from_secs(60));
+        }
         let start = Instant::now();
         std::thread::sleep(Duration::from_millis(*delay));
         child.kill().unwrap(); // SIGKILL
