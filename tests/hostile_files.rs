@@ -1,0 +1,1346 @@
+//! Hostile files (issue 4, part 2): damaged, foreign and misplaced partition files.
+//!
+//! A small store (3 regions, 4 accounts, plain and unique records) is built once on the
+//! in-memory [`SimStorage`]; every case plants its files, one of them damaged (truncated,
+//! a page zeroed, a byte flipped, replaced by another file, ...), and then:
+//! - opens the store and, if that succeeds, runs every read (`get`, `get_in`, `scan`,
+//!   `find_unique`, `scan_all`, `audit`) and a small write: each returns `Ok` or an
+//!   `Error`, never panics; every `Ok` read returns exactly the seeded data;
+//! - if the open is refused: no file was modified (bytes compared before and after, and
+//!   no file created or removed);
+//! - if the damaged file is a region: the store opened with that region disabled works in
+//!   the other regions (reads and writes) and leaves the damaged file as it was.
+//!
+//! Each case runs on its own thread inside `catch_unwind`, with a time limit, so that one
+//! test reports every case that panicked or hung (with the phase it was in) instead of
+//! stopping at the first. Real files are used only where a case needs them (a directory
+//! at a file's path, file permissions).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use redb::ReadableTable;
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Raw, SimStorage, Table, Unique};
+
+const DIR: &str = "/hostile";
+const REGIONS: [&str; 3] = ["us", "eu", "ap"];
+const NOTES: Table<Raw> = Table::new("notes");
+const NS: &str = "email";
+const PAGE: usize = 4096;
+/// A case that takes longer than this is reported as hung.
+const CASE_LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// The seeded store and its model
+// ---------------------------------------------------------------------------------------
+
+/// Account i: (name, home, other allowed regions).
+const ACCOUNTS: [(&str, &str, &[&str]); 4] = [
+    ("a0", "us", &["eu"]),
+    ("a1", "eu", &["ap"]),
+    ("a2", "ap", &["us", "eu"]),
+    ("a3", "us", &[]),
+];
+
+#[derive(Clone, Debug)]
+struct Acct {
+    id: AccountId,
+    home: &'static str,
+    allowed: Vec<&'static str>,
+}
+
+/// What the seeded store holds.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    accounts: Vec<Acct>,
+    /// (account, region, key) -> value.
+    rows: BTreeMap<(AccountId, &'static str, Vec<u8>), Vec<u8>>,
+    /// unique value -> owning (account, region, key).
+    owners: BTreeMap<String, (AccountId, &'static str, Vec<u8>)>,
+}
+
+/// File path -> bytes, for every file of a store.
+type Files = BTreeMap<PathBuf, Vec<u8>>;
+
+#[derive(Clone)]
+struct Seed {
+    files: Files,
+    model: Model,
+}
+
+fn path_of(part: &str) -> PathBuf {
+    match part {
+        "global" => PathBuf::from(DIR).join("global.redb"),
+        r => PathBuf::from(DIR).join("regions").join(format!("{r}.redb")),
+    }
+}
+
+fn builder() -> Builder {
+    let mut b = Db::builder();
+    for r in REGIONS {
+        b = b.region(r);
+    }
+    b.default_region("us")
+}
+
+/// Deterministic pseudo-random numbers (xorshift64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn value_for(acct: usize, region: &str, i: usize) -> Vec<u8> {
+    // Sizes from empty to several KiB, so records span pages and overflow pages exist.
+    let len = [0, 1, 17, 100, 700, 3000, 5000, 40][i % 8];
+    let tag = format!("{acct}/{region}/{i}:");
+    tag.bytes().cycle().take(len).collect()
+}
+
+/// Builds the seed store. Two seeds differ only in their random store id (the second is
+/// "another store"); the digest key is fixed so that the layout of the unique index, and
+/// with it what each damaged byte hits, is the same on every run.
+fn build_seed() -> Seed {
+    let sim = SimStorage::new();
+    let db = builder()
+        .digest_key([0x5A; 32])
+        .storage(sim.clone())
+        .open(DIR)
+        .expect("seed open");
+    let mut model = Model::default();
+    for (name, home, others) in ACCOUNTS {
+        let mut new = NewAccount::new(name, home);
+        for o in others {
+            new = new.allow(*o);
+        }
+        let id = db.create_account(new).expect("create account");
+        let mut allowed = vec![home];
+        allowed.extend_from_slice(others);
+        model.accounts.push(Acct { id, home, allowed });
+    }
+    for (ai, a) in model.accounts.clone().iter().enumerate() {
+        for &region in &a.allowed {
+            // Several commits per region: more redb transactions, more pages.
+            for batch in 0..3 {
+                let mut w = db.write_in(a.id, region).expect("write_in");
+                for j in 0..4 {
+                    let i = batch * 4 + j;
+                    let key = format!("k{i:02}").into_bytes();
+                    let value = value_for(ai, region, i);
+                    if i % 3 == 0 {
+                        let u = format!("u{ai}-{region}-{i}@example.com");
+                        w.insert_unique(&NOTES, &key, &value, &[Unique::new(NS, &u)])
+                            .expect("insert_unique");
+                        model.owners.insert(u, (a.id, region, key.clone()));
+                    } else {
+                        w.insert(&NOTES, &key, &value).expect("insert");
+                    }
+                    model.rows.insert((a.id, region, key), value);
+                }
+                w.commit().expect("seed commit");
+            }
+        }
+    }
+    // A record and its value removed again: freed pages and tombstones in the files.
+    let a0 = model.accounts[0].id;
+    let mut w = db.write(a0).unwrap();
+    w.insert_unique(
+        &NOTES,
+        b"gone",
+        b"x",
+        &[Unique::new(NS, "gone@example.com")],
+    )
+    .unwrap();
+    w.commit().unwrap();
+    let mut w = db.write(a0).unwrap();
+    w.remove(&NOTES, b"gone").unwrap();
+    w.commit().unwrap();
+    assert!(db.audit().unwrap().is_clean(), "seed store audits clean");
+    db.close().expect("seed close");
+    let files = sim
+        .paths()
+        .into_iter()
+        .map(|p| {
+            let b = sim.live_bytes(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    Seed { files, model }
+}
+
+/// One seed per test binary run; every case starts from a copy of it.
+fn seed() -> &'static Seed {
+    static SEED: std::sync::OnceLock<Seed> = std::sync::OnceLock::new();
+    SEED.get_or_init(build_seed)
+}
+
+/// A second, unrelated store built the same way (another store id).
+fn other_seed() -> &'static Seed {
+    static SEED: std::sync::OnceLock<Seed> = std::sync::OnceLock::new();
+    SEED.get_or_init(build_seed)
+}
+
+// ---------------------------------------------------------------------------------------
+// Panic capture
+// ---------------------------------------------------------------------------------------
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Panics on case threads are recorded (message, location, backtrace if RUST_BACKTRACE is
+/// set) instead of printed; panics elsewhere go to the default hook.
+fn install_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let on_case = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("case:"));
+            if !on_case {
+                return default(info);
+            }
+            let bt = std::backtrace::Backtrace::capture();
+            let mut msg = info.to_string();
+            if bt.status() == std::backtrace::BacktraceStatus::Captured {
+                // Only the frames of redb and regionkv: where it panicked, and on which path.
+                let frames: Vec<String> = bt
+                    .to_string()
+                    .lines()
+                    .filter(|l| l.contains("redb::") || l.contains("regionkv::"))
+                    .take(16)
+                    .map(|l| format!("    {}", l.trim()))
+                    .collect();
+                msg.push_str(&format!("\n  backtrace:\n{}", frames.join("\n")));
+            }
+            if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+                eprintln!("panic on a case thread: {msg}");
+            }
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(msg));
+        }));
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Where a case's files live
+// ---------------------------------------------------------------------------------------
+
+/// The files of one case: simulated, or real files in a temporary directory.
+enum Env {
+    Sim(SimStorage),
+    Real(tempfile::TempDir),
+}
+
+/// What a path holds, for before/after comparisons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File(Vec<u8>),
+}
+
+impl Env {
+    fn sim(files: &Files) -> Env {
+        let sim = SimStorage::new();
+        for (p, b) in files {
+            sim.set_bytes(p, b.clone());
+        }
+        Env::Sim(sim)
+    }
+
+    fn real(files: &Files) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, b) in files {
+            let to = dir.path().join(p.strip_prefix(DIR).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, b).unwrap();
+        }
+        Env::Real(dir)
+    }
+
+    fn root(&self) -> PathBuf {
+        match self {
+            Env::Sim(_) => PathBuf::from(DIR),
+            Env::Real(d) => d.path().to_owned(),
+        }
+    }
+
+    /// The path of a partition file in this environment.
+    fn path(&self, part: &str) -> PathBuf {
+        self.root().join(path_of(part).strip_prefix(DIR).unwrap())
+    }
+
+    fn open(&self, b: Builder) -> Result<Db, Error> {
+        match self {
+            Env::Sim(sim) => b.storage(sim.clone()).open(DIR),
+            Env::Real(d) => b.open(d.path()),
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<PathBuf, Node> {
+        let mut out = BTreeMap::new();
+        match self {
+            Env::Sim(sim) => {
+                for p in sim.paths() {
+                    let b = sim.live_bytes(&p).unwrap();
+                    out.insert(p, Node::File(b));
+                }
+            }
+            Env::Real(d) => walk(d.path(), &mut out),
+        }
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            out.insert(p.clone(), Node::Dir);
+            walk(&p, out);
+        } else {
+            out.insert(p.clone(), Node::File(std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+fn diff(before: &BTreeMap<PathBuf, Node>, after: &BTreeMap<PathBuf, Node>) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    for k in keys {
+        match (before.get(k), after.get(k)) {
+            (Some(_), None) => out.push(format!("{} removed", k.display())),
+            (None, Some(_)) => out.push(format!("{} created", k.display())),
+            (Some(Node::File(a)), Some(Node::File(b))) if a != b => {
+                let first = a.iter().zip(b).position(|(x, y)| x != y);
+                out.push(format!(
+                    "{} changed (len {} -> {}, first difference at {first:?})",
+                    k.display(),
+                    a.len(),
+                    b.len()
+                ));
+            }
+            (Some(x), Some(y)) if x != y => out.push(format!("{} changed kind", k.display())),
+            _ => {}
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// One case
+// ---------------------------------------------------------------------------------------
+
+/// How a case's files are planted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Medium {
+    Sim,
+    Real,
+}
+
+/// Extra set-up on real files (after the files are written).
+type Prepare = fn(&Env) -> Option<String>;
+
+struct Case {
+    name: String,
+    /// The partition that was damaged (`global` or a region name).
+    part: &'static str,
+    files: Files,
+    medium: Medium,
+    prepare: Option<Prepare>,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    name: String,
+    /// Message, location (and backtrace) of a panic, with the phase it happened in.
+    panicked: Option<String>,
+    hung: Option<String>,
+    /// The open's error, if it was refused.
+    refused: Option<String>,
+    /// Files a refused open (or an open with the damaged region disabled) modified.
+    modified: Vec<String>,
+    /// Reads that returned data other than the seeded data.
+    wrong: Vec<String>,
+    /// Reads of seeded data that returned `Ok(None)`: a silent wrong answer.
+    missing: Vec<String>,
+    /// Reads that returned an error.
+    read_errors: usize,
+    /// What `audit()` said: `Some(n)` findings, or `None` if it failed or did not run.
+    audit_findings: Option<usize>,
+    /// Whether the store opened with the damaged region disabled worked; `None` if not run.
+    disabled: Option<Result<(), String>>,
+    /// A note from the case's set-up (e.g. root ignoring permissions).
+    note: Option<String>,
+}
+
+/// The phase a case is in, for panic and hang reports.
+#[derive(Clone, Default)]
+struct Phase(Arc<Mutex<String>>);
+
+impl Phase {
+    fn set(&self, p: impl Into<String>) {
+        *self.0.lock().unwrap() = p.into();
+    }
+    fn get(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn region_name(db: &Db, id: regionkv::RegionId) -> Option<&'static str> {
+    let n = db.region_name(id)?;
+    REGIONS.iter().copied().find(|r| *r == n)
+}
+
+/// Runs every read against the model. Returns (wrong, missing, errors).
+fn exercise(db: &Db, model: &Model, phase: &Phase, out: &mut Outcome) {
+    for a in &model.accounts {
+        phase.set(format!("read({})", a.id));
+        let r = match db.read(a.id) {
+            Ok(r) => r,
+            Err(_) => {
+                out.read_errors += 1;
+                continue;
+            }
+        };
+        for ((acct, region, key), want) in model.rows.range((a.id, "", vec![])..) {
+            if *acct != a.id {
+                break;
+            }
+            phase.set(format!("get {} {region} {:?}", a.id, bstr(key)));
+            let got = if *region == a.home {
+                r.get(&NOTES, key)
+            } else {
+                r.get_in(region, &NOTES, key)
+            };
+            match got {
+                Ok(Some(rec)) if &*rec == want.as_slice() => {}
+                Ok(Some(rec)) => out.wrong.push(format!(
+                    "get {} {region} {:?}: {} bytes, expected {}",
+                    a.id,
+                    bstr(key),
+                    rec.len(),
+                    want.len()
+                )),
+                Ok(None) => {
+                    out.missing
+                        .push(format!("get {} {region} {:?}: None", a.id, bstr(key)))
+                }
+                Err(_) => out.read_errors += 1,
+            }
+        }
+        phase.set(format!("get absent key {}", a.id));
+        match r.get(&NOTES, b"never-written") {
+            Ok(Some(_)) => out
+                .wrong
+                .push(format!("get {} of an absent key: Some", a.id)),
+            Ok(None) => {}
+            Err(_) => out.read_errors += 1,
+        }
+        phase.set(format!("scan {}", a.id));
+        match r.scan(&NOTES) {
+            Ok(rows) => {
+                for row in rows.take(10_000) {
+                    match row {
+                        Ok(row) => {
+                            if row.account() != a.id {
+                                out.wrong.push(format!(
+                                    "scan of {} yielded a row of {}",
+                                    a.id,
+                                    row.account()
+                                ));
+                                continue;
+                            }
+                            check_row(db, model, &row, "scan", out);
+                        }
+                        Err(_) => out.read_errors += 1,
+                    }
+                }
+            }
+            Err(_) => out.read_errors += 1,
+        }
+    }
+    for (value, (acct, region, key)) in &model.owners {
+        phase.set(format!("find_unique {value}"));
+        match db.find_unique(&NOTES, NS, value) {
+            Ok(Some(hit)) => {
+                let want = &model.rows[&(*acct, *region, key.clone())];
+                if hit.account() != *acct
+                    || region_name(db, hit.region()) != Some(region)
+                    || hit.key() != key.as_slice()
+                    || &**hit.record() != want.as_slice()
+                {
+                    out.wrong.push(format!(
+                        "find_unique {value}: {:?}, expected {acct} {region} {:?}",
+                        hit,
+                        bstr(key)
+                    ));
+                }
+            }
+            Ok(None) => out.missing.push(format!("find_unique {value}: None")),
+            Err(_) => out.read_errors += 1,
+        }
+    }
+    phase.set("find_unique of a released value");
+    match db.find_unique(&NOTES, NS, "gone@example.com") {
+        Ok(Some(h)) => out
+            .wrong
+            .push(format!("find_unique of a released value: {h:?}")),
+        Ok(None) => {}
+        Err(_) => out.read_errors += 1,
+    }
+    phase.set("scan_all");
+    match db.scan_all(&NOTES) {
+        Ok(rows) => {
+            for row in rows.take(10_000) {
+                match row {
+                    Ok(row) => check_row(db, model, &row, "scan_all", out),
+                    Err(_) => out.read_errors += 1,
+                }
+            }
+        }
+        Err(_) => out.read_errors += 1,
+    }
+    phase.set("audit");
+    match db.audit() {
+        Ok(report) => out.audit_findings = Some(report.findings().len()),
+        Err(_) => out.read_errors += 1,
+    }
+    // A small write per account: Ok or an error, never a panic (its data is not checked:
+    // the damaged store is thrown away).
+    for a in &model.accounts {
+        phase.set(format!("write {}", a.id));
+        if let Ok(mut w) = db.write(a.id) {
+            let _ = w.insert(&NOTES, b"after-damage", b"w");
+            let _ = w.insert_unique(
+                &NOTES,
+                b"after-damage-u",
+                b"u",
+                &[Unique::new(NS, format!("after-{}", a.id).as_str())],
+            );
+            let _ = w.commit();
+        }
+    }
+}
+
+/// A scanned row must be a seeded row with its seeded value.
+fn check_row(db: &Db, model: &Model, row: &regionkv::Row<Raw>, what: &str, out: &mut Outcome) {
+    let Some(region) = region_name(db, row.region()) else {
+        out.wrong
+            .push(format!("{what}: row in unknown region {}", row.region()));
+        return;
+    };
+    match model.rows.get(&(row.account(), region, row.key().to_vec())) {
+        Some(want) if &**row.record() == want.as_slice() => {}
+        Some(want) => out.wrong.push(format!(
+            "{what}: {} {region} {:?}: {} bytes, expected {}",
+            row.account(),
+            bstr(row.key()),
+            row.record().len(),
+            want.len()
+        )),
+        None => out.wrong.push(format!(
+            "{what}: unexpected row {} {region} {:?}",
+            row.account(),
+            bstr(row.key())
+        )),
+    }
+}
+
+fn bstr(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The store opened with region `damaged` disabled: the other regions must work, and the
+/// damaged file must stay as it was.
+fn disabled_check(
+    env: &Env,
+    damaged: &'static str,
+    model: &Model,
+    phase: &Phase,
+    keep: &mut Vec<Db>,
+) -> Result<(), String> {
+    let damaged_path = env.path(damaged);
+    let before = env.snapshot().get(&damaged_path).cloned();
+    let mut b = Db::builder();
+    for r in REGIONS.iter().filter(|r| **r != damaged) {
+        b = b.region(*r);
+    }
+    let default = REGIONS.iter().copied().find(|r| *r != damaged).unwrap();
+    b = b.disable_region(damaged).default_region(default);
+    phase.set(format!("open with {damaged} disabled"));
+    let db = env
+        .open(b)
+        .map_err(|e| format!("open with {damaged} disabled: {e}"))?;
+    keep.push(db.clone());
+    let mut errs = Vec::new();
+    for a in &model.accounts {
+        phase.set(format!("disabled: reads of {}", a.id));
+        let r = db.read(a.id).map_err(|e| format!("read({}): {e}", a.id))?;
+        for ((acct, region, key), want) in &model.rows {
+            if *acct != a.id {
+                continue;
+            }
+            let got = r.get_in(region, &NOTES, key);
+            match (got, *region == damaged) {
+                (Ok(Some(rec)), false) if &*rec == want.as_slice() => {}
+                (Err(Error::RegionDisabled(_)), true) => {}
+                (got, _) => errs.push(format!(
+                    "get_in {} {region} {:?}: {:?}",
+                    a.id,
+                    bstr(key),
+                    got.map(|o| o.map(|r| r.len()))
+                )),
+            }
+        }
+        drop(r);
+        for &region in &a.allowed {
+            phase.set(format!("disabled: write {} in {region}", a.id));
+            let w = db.write_in(a.id, region);
+            if region == damaged {
+                if !matches!(w, Err(Error::RegionDisabled(_))) {
+                    errs.push(format!("write_in {} {region}: {:?}", a.id, w.map(|_| ())));
+                }
+                continue;
+            }
+            let fresh = format!("fresh-{}-{region}@example.com", a.id);
+            let done = (|| -> Result<(), Error> {
+                let mut w = w?;
+                w.insert(&NOTES, b"after-disable", b"plain")?;
+                w.insert_unique(
+                    &NOTES,
+                    b"after-disable-u",
+                    b"uniq",
+                    &[Unique::new(NS, &fresh)],
+                )?;
+                w.commit()?;
+                let r = db.read(a.id)?;
+                let plain = r.get_in(region, &NOTES, b"after-disable")?;
+                if plain.as_deref() != Some(b"plain".as_slice()) {
+                    return Err(Error::InvalidArgument("written row not read back".into()));
+                }
+                let hit = db.find_unique(&NOTES, NS, &fresh)?;
+                if hit.map(|h| h.account()) != Some(a.id) {
+                    return Err(Error::InvalidArgument("claimed value not found".into()));
+                }
+                Ok(())
+            })();
+            if let Err(e) = done {
+                errs.push(format!("write in {region} by {}: {e}", a.id));
+            }
+        }
+    }
+    phase.set("disabled: find_unique");
+    for (value, (acct, region, key)) in &model.owners {
+        match (db.find_unique(&NOTES, NS, value), *region == damaged) {
+            (Ok(Some(h)), false) if h.account() == *acct && h.key() == key.as_slice() => {}
+            (Err(Error::RegionDisabled(_)), true) => {}
+            (got, _) => errs.push(format!(
+                "find_unique {value}: {:?}",
+                got.map(|h| h.map(|h| h.account()))
+            )),
+        }
+    }
+    phase.set("disabled: audit");
+    match db.audit() {
+        Ok(rep) if rep.is_clean() => {}
+        Ok(rep) => errs.push(format!(
+            "audit with {damaged} disabled: {:?}",
+            rep.findings()
+        )),
+        Err(e) => errs.push(format!("audit with {damaged} disabled: {e}")),
+    }
+    phase.set("disabled: close");
+    if let Err(e) = db.close() {
+        errs.push(format!("close: {e}"));
+    }
+    let after = env.snapshot().get(&damaged_path).cloned();
+    if before != after {
+        errs.push(format!(
+            "the disabled region's file {} was modified",
+            damaged_path.display()
+        ));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.join("; "))
+    }
+}
+
+/// Every `Db` a case opens is also pushed to `keep`, which lives outside `catch_unwind`:
+/// after a panic inside redb its mutexes are poisoned and dropping the database would
+/// panic again while unwinding (an abort), so the caller leaks them instead.
+fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) {
+    let env = match case.medium {
+        Medium::Sim => Env::sim(&case.files),
+        Medium::Real => Env::real(&case.files),
+    };
+    if let Some(prep) = case.prepare {
+        phase.set("prepare");
+        out.note = prep(&env);
+    }
+    let model = &seed().model;
+    let before = env.snapshot();
+    phase.set("open");
+    match env.open(builder()) {
+        Ok(db) => {
+            keep.push(db.clone());
+            exercise(&db, model, phase, out);
+            phase.set("close");
+            let _ = db.close();
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(!msg.is_empty());
+            out.refused = Some(msg);
+            out.modified = diff(&before, &env.snapshot());
+        }
+    }
+    let is_region = REGIONS.contains(&case.part);
+    if is_region && (out.refused.is_some() || out.read_errors > 0) {
+        // Start again from the planted files (a successful open above may have written).
+        let env = match case.medium {
+            Medium::Sim => Env::sim(&case.files),
+            Medium::Real => Env::real(&case.files),
+        };
+        if let Some(prep) = case.prepare {
+            prep(&env);
+        }
+        out.disabled = Some(disabled_check(&env, case.part, model, phase, keep));
+        if let Env::Real(d) = &env {
+            restore_permissions(d.path());
+        }
+    }
+    // Restore permissions so the temporary directory can be removed.
+    if let Env::Real(d) = &env {
+        restore_permissions(d.path());
+    }
+}
+
+fn restore_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut all = BTreeMap::new();
+    walk(dir, &mut all);
+    for (p, n) in all {
+        let mode = if n == Node::Dir { 0o755 } else { 0o644 };
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    }
+}
+
+/// Runs one case on its own thread, catching panics and hangs.
+fn run_case(case: Case) -> Outcome {
+    install_hook();
+    if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+        eprintln!("case: {}", case.name);
+    }
+    let phase = Phase::default();
+    let (tx, rx) = mpsc::channel();
+    let name = case.name.clone();
+    let p = phase.clone();
+    std::thread::Builder::new()
+        .name(format!("case:{name}"))
+        .spawn(move || {
+            let mut out = Outcome {
+                name: case.name.clone(),
+                ..Default::default()
+            };
+            let mut keep = Vec::new();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                run_inner(&case, &p, &mut out, &mut keep)
+            }));
+            if r.is_err() {
+                let msg = LAST_PANIC
+                    .with(|l| l.borrow_mut().take())
+                    .unwrap_or_default();
+                out.panicked = Some(format!("in phase `{}`: {msg}", p.get()));
+                std::mem::forget(keep);
+            } else {
+                drop(keep);
+            }
+            let _ = tx.send(out);
+        })
+        .unwrap();
+    match rx.recv_timeout(CASE_LIMIT) {
+        Ok(out) => out,
+        // The thread is left running; the case is reported.
+        Err(_) => Outcome {
+            name: name.clone(),
+            hung: Some(format!(
+                "no result after {CASE_LIMIT:?}, phase `{}`",
+                phase.get()
+            )),
+            ..Default::default()
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+// ---------------------------------------------------------------------------------------
+
+/// One broken rule, for the grouped report.
+struct Failure {
+    rule: &'static str,
+    case: String,
+    /// What the failures of one group share (panic location, error kind, ...).
+    signature: String,
+    detail: String,
+}
+
+/// Replaces every run of digits by `#`, so failures that differ only in numbers group.
+fn shape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_num = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            if !in_num {
+                out.push('#');
+            }
+            in_num = true;
+        } else {
+            out.push(c);
+            in_num = false;
+        }
+    }
+    out
+}
+
+fn failures_of(o: &Outcome) -> Vec<Failure> {
+    let mut v = Vec::new();
+    let mut push = |rule, signature: String, detail: String| {
+        v.push(Failure {
+            rule,
+            case: o.name.clone(),
+            signature,
+            detail,
+        })
+    };
+    if let Some(p) = &o.panicked {
+        // "in phase `get #3 ...`: panicked at <file:line:col>:\n<message>..."
+        let phase = p
+            .split('`')
+            .nth(1)
+            .unwrap_or("")
+            .split(' ')
+            .next()
+            .unwrap_or("");
+        let at = p
+            .split("panicked at ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?");
+        let at = at.rsplit("/src/").next().unwrap_or(at);
+        push("PANIC", format!("in `{phase}` at {at}"), p.clone());
+    }
+    if let Some(h) = &o.hung {
+        push("HUNG", shape(h), h.clone());
+    }
+    if !o.modified.is_empty() {
+        let err = o.refused.as_deref().unwrap_or("");
+        let detail = format!("refused with `{err}`; {}", o.modified.join("; "));
+        let kind = err.split(':').take(3).collect::<Vec<_>>().join(":");
+        push("MODIFIED BY A REFUSED OPEN", shape(&kind), detail);
+    }
+    let audit = match o.audit_findings {
+        Some(n) => format!("(audit found {n} problems)"),
+        None => "(audit failed)".to_owned(),
+    };
+    for w in &o.wrong {
+        push(
+            "WRONG DATA",
+            w.split(' ').next().unwrap_or("").to_owned(),
+            format!("{w} {audit}"),
+        );
+    }
+    for m in &o.missing {
+        let op = m.split(' ').next().unwrap_or("");
+        push(
+            "SEEDED DATA READ AS ABSENT",
+            op.to_owned(),
+            format!("{m} {audit}"),
+        );
+    }
+    if let Some(Err(e)) = &o.disabled {
+        push("DISABLED REGION CHECK", shape(e), e.clone());
+    }
+    v
+}
+
+/// Runs every case; prints the counts (the number of cases goes into the issue report)
+/// and fails with every broken rule, grouped by rule and signature.
+fn run_all(group: &str, cases: Vec<Case>) -> Vec<Outcome> {
+    let n = cases.len();
+    let outs: Vec<Outcome> = cases.into_iter().map(run_case).collect();
+    let count = |f: &dyn Fn(&Outcome) -> bool| outs.iter().filter(|o| f(o)).count();
+    let refused = count(&|o| o.refused.is_some());
+    let opened = count(&|o| o.refused.is_none() && o.panicked.is_none() && o.hung.is_none());
+    let with_errors = count(&|o| o.refused.is_none() && o.read_errors > 0);
+    let disabled_runs = count(&|o| o.disabled.is_some());
+    eprintln!(
+        "hostile files [{group}]: {n} cases: {refused} refused, {opened} opened ({with_errors} \
+         of them with read errors), {} panicked; {disabled_runs} re-opened with the damaged \
+         region disabled",
+        count(&|o| o.panicked.is_some())
+    );
+    for o in &outs {
+        if let Some(note) = &o.note {
+            eprintln!("  note [{}]: {note}", o.name);
+        }
+    }
+    let failures: Vec<Failure> = outs.iter().flat_map(failures_of).collect();
+    let mut groups: BTreeMap<(&str, &str), Vec<&Failure>> = BTreeMap::new();
+    for f in &failures {
+        groups.entry((f.rule, &f.signature)).or_default().push(f);
+    }
+    let mut report = String::new();
+    for ((rule, sig), fs) in &groups {
+        let cases: BTreeSet<&str> = fs.iter().map(|f| f.case.as_str()).collect();
+        let examples: Vec<&str> = cases.iter().take(4).copied().collect();
+        report.push_str(&format!(
+            "\n{rule}: {} cases ({} findings), {sig}\n  cases e.g.: {}\n  first: {}\n",
+            cases.len(),
+            fs.len(),
+            examples.join(" | "),
+            fs[0].detail.replace('\n', "\n    ")
+        ));
+    }
+    if std::env::var_os("HOSTILE_VERBOSE").is_some() {
+        for f in &failures {
+            eprintln!("{} [{}]: {}", f.rule, f.case, f.detail);
+        }
+    }
+    let broken: BTreeSet<&str> = failures.iter().map(|f| f.case.as_str()).collect();
+    assert!(
+        failures.is_empty(),
+        "[{group}] {} of {n} cases broke a rule (HOSTILE_VERBOSE=1 lists every finding, \
+         RUST_BACKTRACE=1 adds redb/regionkv frames to panics):{report}",
+        broken.len()
+    );
+    outs
+}
+
+fn with_file(part: &'static str, bytes: Vec<u8>) -> Files {
+    let mut files = seed().files.clone();
+    files.insert(path_of(part), bytes);
+    files
+}
+
+fn sim_case(name: String, part: &'static str, files: Files) -> Case {
+    Case {
+        name,
+        part,
+        files,
+        medium: Medium::Sim,
+        prepare: None,
+    }
+}
+
+const PARTS: [&str; 4] = ["global", "us", "eu", "ap"];
+
+fn original(part: &str) -> &'static [u8] {
+    &seed().files[&path_of(part)]
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn the_seed_store_opens_and_reads_correctly() {
+    let outs = run_all(
+        "control",
+        vec![sim_case("pristine".into(), "global", seed().files.clone())],
+    );
+    let o = &outs[0];
+    assert!(o.refused.is_none(), "{:?}", o.refused);
+    assert_eq!((o.read_errors, o.missing.len()), (0, 0));
+}
+
+#[test]
+fn truncated_files() {
+    let mut cases = Vec::new();
+    for part in PARTS {
+        let b = original(part);
+        let len = b.len();
+        let mut lens: BTreeSet<usize> = [
+            0,
+            1,
+            8,
+            64,
+            511,
+            512,
+            1024,
+            PAGE - 1,
+            PAGE,
+            PAGE + 1,
+            2 * PAGE,
+            len / 4,
+            len / 2,
+            3 * len / 4,
+            len.saturating_sub(PAGE), // last page missing
+            len.saturating_sub(2 * PAGE),
+            len - 1,
+        ]
+        .into_iter()
+        .filter(|&l| l < len)
+        .collect();
+        // Every page boundary of the file, too.
+        lens.extend((1..len / PAGE).map(|p| p * PAGE));
+        for l in lens {
+            cases.push(sim_case(
+                format!("{part} truncated to {l} of {len} bytes"),
+                part,
+                with_file(part, b[..l].to_vec()),
+            ));
+        }
+    }
+    run_all("truncated", cases);
+}
+
+#[test]
+fn zeroed_pages() {
+    let mut cases = Vec::new();
+    for part in PARTS {
+        let b = original(part);
+        for p in 0..b.len().div_ceil(PAGE) {
+            let mut d = b.to_vec();
+            let end = ((p + 1) * PAGE).min(d.len());
+            d[p * PAGE..end].fill(0);
+            if d == b {
+                continue; // the page was zero already: not a damaged file
+            }
+            cases.push(sim_case(
+                format!("{part} page {p} zeroed"),
+                part,
+                with_file(part, d),
+            ));
+        }
+    }
+    run_all("zeroed pages", cases);
+}
+
+#[test]
+fn byte_flips() {
+    let mut cases = Vec::new();
+    for (i, part) in PARTS.into_iter().enumerate() {
+        let b = original(part);
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
+        let mut offsets = BTreeSet::new();
+        // The header and first page, where redb keeps its commit slots...
+        while offsets.len() < 60 {
+            offsets.insert(rng.below(PAGE.min(b.len())));
+        }
+        // ...and the whole file.
+        while offsets.len() < 200 {
+            offsets.insert(rng.below(b.len()));
+        }
+        for off in offsets {
+            let mask = (rng.next() as u8) | 1;
+            let mut d = b.to_vec();
+            d[off] ^= mask;
+            cases.push(sim_case(
+                format!("{part} byte {off} xor {mask:#04x}"),
+                part,
+                with_file(part, d),
+            ));
+        }
+    }
+    run_all("byte flips", cases);
+}
+
+/// Rewrites a partition's bytes through redb itself (a real temporary file).
+fn edit_with_redb(bytes: &[u8], edit: impl FnOnce(&redb::Database)) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.redb");
+    std::fs::write(&p, bytes).unwrap();
+    {
+        let db = redb::Database::open(&p).unwrap();
+        edit(&db);
+    }
+    std::fs::read(&p).unwrap()
+}
+
+fn set_meta(bytes: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
+    edit_with_redb(bytes, |db| {
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("_meta"))
+                .unwrap();
+            assert!(t.get(key).unwrap().is_some(), "meta key {key} exists");
+            t.insert(key, value).unwrap();
+        }
+        w.commit().unwrap();
+    })
+}
+
+fn plain_redb_file() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("plain.redb");
+    {
+        let db = redb::Database::create(&p).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("other"))
+                .unwrap();
+            t.insert("k", b"v".as_slice()).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    std::fs::read(&p).unwrap()
+}
+
+#[test]
+fn foreign_misplaced_and_newer_files() {
+    let other = other_seed();
+    assert_ne!(other.files, seed().files, "two stores differ");
+    let newer = (regionkv::FORMAT_VERSION + 1).to_le_bytes();
+    let mut cases = Vec::new();
+    for part in PARTS {
+        let own = original(part);
+        cases.push(sim_case(
+            format!("{part}: empty file"),
+            part,
+            with_file(part, Vec::new()),
+        ));
+        cases.push(sim_case(
+            format!("{part}: another store's {part}"),
+            part,
+            with_file(part, other.files[&path_of(part)].clone()),
+        ));
+        cases.push(sim_case(
+            format!("{part}: newer format version"),
+            part,
+            with_file(part, set_meta(own, "format_version", &newer)),
+        ));
+        cases.push(sim_case(
+            format!("{part}: format version 0"),
+            part,
+            with_file(part, set_meta(own, "format_version", &0u32.to_le_bytes())),
+        ));
+        cases.push(sim_case(
+            format!("{part}: a plain redb file without meta"),
+            part,
+            with_file(part, plain_redb_file()),
+        ));
+        let mut rng = Rng(part.len() as u64 * 7919 + 1);
+        cases.push(sim_case(
+            format!("{part}: random bytes"),
+            part,
+            with_file(part, (0..own.len()).map(|_| rng.next() as u8).collect()),
+        ));
+        cases.push(sim_case(
+            format!("{part}: only the first page"),
+            part,
+            with_file(part, own[..PAGE.min(own.len())].to_vec()),
+        ));
+        let mut doubled = own.to_vec();
+        doubled.extend_from_slice(own);
+        cases.push(sim_case(
+            format!("{part}: file followed by a copy of itself"),
+            part,
+            with_file(part, doubled),
+        ));
+        let mut padded = own.to_vec();
+        padded.resize(own.len() + 3 * PAGE + 17, 0xA5);
+        cases.push(sim_case(
+            format!("{part}: trailing garbage"),
+            part,
+            with_file(part, padded),
+        ));
+        if part != "global" {
+            cases.push(sim_case(
+                format!("{part}: the global file given as region {part}"),
+                part,
+                with_file(part, original("global").to_vec()),
+            ));
+            cases.push(sim_case(
+                format!("{part}: another store's global file as region {part}"),
+                part,
+                with_file(part, other.files[&path_of("global")].clone()),
+            ));
+            cases.push(sim_case(
+                format!("{part}: region id changed in meta"),
+                part,
+                with_file(part, set_meta(own, "region_id", &99u16.to_le_bytes())),
+            ));
+            cases.push(sim_case(
+                format!("{part}: store id changed in meta"),
+                part,
+                with_file(part, set_meta(own, "db_uuid", &[7u8; 16])),
+            ));
+            let mut files = seed().files.clone();
+            files.remove(&path_of(part));
+            cases.push(sim_case(format!("{part}: file missing"), part, files));
+            for from in REGIONS.iter().filter(|r| **r != part) {
+                cases.push(sim_case(
+                    format!("{part}: this store's {from} file as {part}"),
+                    part,
+                    with_file(part, original(from).to_vec()),
+                ));
+                cases.push(sim_case(
+                    format!("{part}: another store's {from} file as {part}"),
+                    part,
+                    with_file(part, other.files[&path_of(from)].clone()),
+                ));
+            }
+        } else {
+            for from in REGIONS {
+                cases.push(sim_case(
+                    format!("global: region file {from} given as the global file"),
+                    part,
+                    with_file(part, original(from).to_vec()),
+                ));
+            }
+            cases.push(sim_case(
+                "global: partition kind changed to region".into(),
+                part,
+                with_file(part, set_meta(own, "kind", &[2])),
+            ));
+            cases.push(sim_case(
+                "global: digest key changed".into(),
+                part,
+                with_file(part, set_meta(own, "digest_key", &[9u8; 32])),
+            ));
+        }
+    }
+    run_all("foreign, misplaced and newer files", cases);
+}
+
+fn dir_instead_of(env: &Env, part: &str) -> Option<String> {
+    let p = env.path(part);
+    std::fs::remove_file(&p).unwrap();
+    std::fs::create_dir(&p).unwrap();
+    std::fs::write(p.join("inside"), b"x").unwrap();
+    None
+}
+
+/// Makes a file read-only. Tests may run as root, whom permission bits do not stop: then
+/// the open may legitimately succeed, and the note says so.
+fn read_only(env: &Env, part: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = env.path(part);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+    if std::fs::OpenOptions::new().write(true).open(&p).is_ok() {
+        Some(format!(
+            "{part} is mode 0444 but this user (root?) can still write it: the open may succeed"
+        ))
+    } else {
+        None
+    }
+}
+
+fn read_only_dir(env: &Env, _part: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let regions = env.root().join("regions");
+    std::fs::set_permissions(&regions, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(env.root(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    None
+}
+
+#[test]
+fn real_files_directories_and_permissions() {
+    let mut cases = Vec::new();
+    macro_rules! real {
+        ($name:expr, $part:expr, $prep:expr) => {
+            cases.push(Case {
+                name: $name.to_string(),
+                part: $part,
+                files: seed().files.clone(),
+                medium: Medium::Real,
+                prepare: Some($prep),
+            })
+        };
+    }
+    real!("global: a directory at global.redb", "global", |e| {
+        dir_instead_of(e, "global")
+    });
+    real!("us: a directory at us.redb", "us", |e| dir_instead_of(
+        e, "us"
+    ));
+    real!("eu: a directory at eu.redb", "eu", |e| dir_instead_of(
+        e, "eu"
+    ));
+    real!("ap: a directory at ap.redb", "ap", |e| dir_instead_of(
+        e, "ap"
+    ));
+    real!("global: read-only file", "global", |e| read_only(
+        e, "global"
+    ));
+    real!("us: read-only file", "us", |e| read_only(e, "us"));
+    real!("eu: read-only file", "eu", |e| read_only(e, "eu"));
+    real!("ap: read-only file", "ap", |e| read_only(e, "ap"));
+    real!(
+        "global: read-only store and regions directories",
+        "global",
+        |e| read_only_dir(e, "global")
+    );
+    let outs = run_all("real files", cases);
+    // Without root, a read-only partition is refused with an error (writes would fail);
+    // as root, whatever happened was no panic and left no wrong data (checked above).
+    for o in &outs {
+        if o.name.contains("read-only file") && o.note.is_none() {
+            assert!(o.refused.is_some(), "[{}] opened a read-only file", o.name);
+        }
+        if o.name.contains("directory at") {
+            assert!(o.refused.is_some(), "[{}] opened", o.name);
+        }
+    }
+}
+
+/// A global file whose digest key was changed (as one flipped byte in its meta would):
+/// the store must refuse it, or go on finding every owned value and refusing a second
+/// claim. Silently forgetting every claim would let a value get two owners (I1).
+#[test]
+fn changed_digest_key_must_not_allow_a_second_owner() {
+    let files = with_file(
+        "global",
+        set_meta(original("global"), "digest_key", &[9u8; 32]),
+    );
+    let env = Env::sim(&files);
+    let db = match env.open(builder()) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("refused: {e}");
+            return;
+        }
+    };
+    let model = &seed().model;
+    let (value, (owner, _, _)) = model.owners.iter().next().unwrap();
+    let thief = model.accounts.iter().find(|a| a.id != *owner).unwrap();
+    let found = db
+        .find_unique(&NOTES, NS, value)
+        .map(|h| h.map(|h| h.account()));
+    let mut w = db.write(thief.id).unwrap();
+    w.insert_unique(&NOTES, b"thief", b"x", &[Unique::new(NS, value)])
+        .unwrap();
+    let second_claim = w.commit();
+    let audit = db.audit().unwrap();
+    assert!(
+        matches!(found, Ok(Some(a)) if a == *owner) && second_claim.is_err(),
+        "value {value} owned by {owner}: find_unique -> {found:?}; a claim by {} -> {:?}; \
+         audit afterwards: {:?}",
+        thief.id,
+        second_claim,
+        audit.findings()
+    );
+}
