@@ -14,6 +14,7 @@ use crate::backends::{FileStorage, Storage};
 use crate::db::{Db, Inner, Options, Region, RegionSet, RegionSlot, Usage};
 use crate::error::{Error, Result};
 use crate::partition::global::{CatalogEntry, get_u64, put_u64};
+use crate::partition::region::decode_owned;
 use crate::partition::{self, Expect, Partition, Probe};
 use crate::reservation::coordinator::{CheckpointBudget, Coordinator};
 use crate::reservation::recovery;
@@ -48,6 +49,7 @@ pub struct Builder {
     checkpoint_interval: Duration,
     digest_key: Option<[u8; 32]>,
     storage: Option<Arc<dyn Storage>>,
+    verify_on_open: bool,
 }
 
 impl Default for Builder {
@@ -61,6 +63,7 @@ impl Default for Builder {
             checkpoint_interval: Duration::from_secs(1),
             digest_key: None,
             storage: None,
+            verify_on_open: true,
         }
     }
 }
@@ -140,6 +143,16 @@ impl Builder {
     /// existing store with a different key is an error.
     pub fn digest_key(mut self, key: [u8; 32]) -> Self {
         self.digest_key = Some(key);
+        self
+    }
+
+    /// Whether every partition file's page checksums are verified when the store opens
+    /// (default: true). redb does not verify checksums on ordinary reads, and a damaged
+    /// page can make it panic; with verification a damaged file is refused at open with
+    /// [`Error::Corrupt`]. It reads every file once per open: a store of many GiB on
+    /// trusted media may turn it off to open faster.
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
         self
     }
 
@@ -353,6 +366,40 @@ pub(crate) fn persist_disable(
     )
 }
 
+/// Recomputes the digests of a few unique values a region owns with the store's digest
+/// key: a changed or damaged key would make every value look free and let it be claimed
+/// twice, so it is refused before anything is opened for writing.
+fn check_digest_key(txn: &redb::ReadTransaction, key: &[u8; 32], region: &str) -> Result<()> {
+    let bad = |what: String| Error::corrupt("global", what);
+    let t = match txn.open_table(OWNED) {
+        Ok(t) => t,
+        Err(e) if partition::missing_table(&e) => return Ok(()),
+        Err(e) => return Err(Error::corrupt(region, e.to_string())),
+    };
+    for row in t
+        .iter()
+        .map_err(|e| Error::corrupt(region, e.to_string()))?
+        .take(4)
+    {
+        let (_, v) = row.map_err(|e| Error::corrupt(region, e.to_string()))?;
+        // An undecodable row is damage of its own (audit names it); it says nothing
+        // about the key.
+        let Some(list) = decode_owned(v.value()) else {
+            continue;
+        };
+        if list
+            .iter()
+            .any(|o| crate::table::digest(key, &o.ns, &o.value) != o.digest)
+        {
+            return Err(bad(format!(
+                "the digest key does not match the unique values of region `{region}` \
+                 (the key in global.redb was changed or damaged)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn default_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("regions").join(format!("{name}.redb"))
 }
@@ -396,9 +443,11 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         move |e| Error::Io { path, source: e }
     };
 
-    // Phase 1: look, read-only. Nothing below writes a byte until every file has been
-    // checked, so a refused open leaves every file as it was. (The one exception: a file a
-    // crash left unrepaired must be repaired by redb before its meta can be read.)
+    // Phase 1: look, read-only. Every existing file is checked through a copy-on-write view
+    // (meta, catalog, page checksums; a crash-left file is repaired in the view), and
+    // nothing writes a byte until every file passed, so a refused open leaves every file
+    // as it was.
+    let verify = b.verify_on_open;
     let global_path = dir.join("global.redb");
     let expect_global = Expect {
         kind: KIND_GLOBAL,
@@ -406,8 +455,7 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
         region: None,
     };
     let mut state: Option<GlobalState> = None;
-    let mut repaired_global: Option<Partition> = None;
-    match partition::probe(&*storage, &global_path, &expect_global, |txn| {
+    match partition::probe(&*storage, &global_path, &expect_global, verify, |txn| {
         state = Some(read_global(txn)?);
         Ok(())
     })? {
@@ -434,11 +482,6 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
             if let Some(name) = disabled.first() {
                 return Err(Error::RegionUnknown(name.clone()));
             }
-        }
-        Probe::NeedsRepair => {
-            let p = partition::open_rw(&*storage, &global_path, "global", cache, &expect_global)?;
-            state = Some(read_global(&p.begin_read()?)?);
-            repaired_global = Some(p);
         }
     }
     if let (Some(k), Some(st)) = (b.digest_key, &state)
@@ -477,7 +520,11 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
                     uuid: state.as_ref().map(|s| s.uuid),
                     region: Some((name.clone(), e.id)),
                 };
-                let found = partition::probe(&*storage, path, &expect, |_| Ok(()))?;
+                let key = state.as_ref().map(|s| s.digest_key);
+                let found = partition::probe(&*storage, path, &expect, verify, |txn| match key {
+                    Some(key) => check_digest_key(txn, &key, name),
+                    None => Ok(()),
+                })?;
                 if found == Probe::Missing && e.created {
                     return Err(Error::Config(format!(
                         "the file of region `{name}` is missing at {} (it was created \
@@ -532,7 +579,7 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
                 uuid: state.as_ref().map(|s| s.uuid),
                 region: Some((name.clone(), e.id)),
             };
-            let _ = partition::probe(&*storage, &path, &expect, |txn| {
+            let _ = partition::probe(&*storage, &path, &expect, false, |txn| {
                 counts = Some(region_usage(txn)?);
                 Ok(())
             });
@@ -562,12 +609,11 @@ fn open(b: Builder, dir: &Path) -> Result<Db> {
     }
 
     // Phase 2: every check passed. Open read-write, record the catalog, create what is new.
-    let global = match repaired_global {
-        Some(p) => p,
-        None if state.is_some() => {
+    let global = match () {
+        () if state.is_some() => {
             partition::open_rw(&*storage, &global_path, "global", cache, &expect_global)?
         }
-        None => {
+        () => {
             let uuid = random_bytes::<16>()?;
             let key = match b.digest_key {
                 Some(k) => k,

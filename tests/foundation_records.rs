@@ -220,9 +220,25 @@ fn crc_corruption_in_the_file_is_detected() {
     );
     std::fs::write(&eu, &bytes).unwrap();
 
-    let db = open_us_eu(dir.path());
+    // By default the open verifies redb's page checksums and refuses the damaged file.
+    let refused = try_open_us_eu(dir.path());
+    assert!(matches!(refused, Err(Error::Corrupt { .. })), "{refused:?}");
+    // Without that check, the record's own CRC catches it at read time.
+    let db = open_unverified(dir.path());
     check_corruption_reported(&db, a);
     db.close().unwrap();
+}
+
+/// A store opened without page-checksum verification, so that the envelope CRC is what
+/// detects a damaged value.
+fn open_unverified(dir: &Path) -> Db {
+    Db::builder()
+        .region("us")
+        .region("eu")
+        .default_region("us")
+        .verify_on_open(false)
+        .open(dir)
+        .unwrap()
 }
 
 #[test]
@@ -234,6 +250,7 @@ fn crc_corruption_detected_through_sim_storage() {
             .region("us")
             .region("eu")
             .storage(sim.clone())
+            .verify_on_open(false)
             .open(root)
             .unwrap()
     };
@@ -271,7 +288,7 @@ fn corrupt_envelope_header_is_detected() {
         bytes[o - 1] ^= 0xFF;
     }
     std::fs::write(&eu, &bytes).unwrap();
-    let db = open_us_eu(dir.path());
+    let db = open_unverified(dir.path());
     let r = db.read(a).unwrap();
     assert_corrupt(r.get(&NOTES, b"bad-raw"), "notes", "bad-raw");
 }

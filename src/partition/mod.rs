@@ -182,9 +182,6 @@ pub(crate) enum Probe {
     Missing,
     /// The file is the expected partition (meta checked, `inspect` ran).
     Checked,
-    /// The file was not closed cleanly: redb must repair it (read-write) before its meta
-    /// can be read. The meta is checked after that repair.
-    NeedsRepair,
 }
 
 fn already_open(path: &Path) -> Error {
@@ -194,45 +191,138 @@ fn already_open(path: &Path) -> Error {
     ))
 }
 
-/// Checks an existing partition file through a read-only open: a file that is not the
-/// expected partition is rejected byte-for-byte untouched. `inspect` may read more from
-/// the same snapshot (the global partition's catalog).
+/// A copy-on-write view of a file: reads see the file with this view's own writes laid
+/// over it; writes, length changes and syncs never reach the file. redb can then open it
+/// read-write — repair a file a crash left unclean, verify every page checksum — while the
+/// file stays byte-for-byte as it was.
+#[derive(Debug)]
+struct Overlay {
+    base: Box<dyn redb::StorageBackend>,
+    base_len: u64,
+    len: parking_lot::Mutex<u64>,
+    writes: parking_lot::Mutex<Vec<(u64, Vec<u8>)>>,
+}
+
+impl redb::StorageBackend for Overlay {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(*self.len.lock())
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(out.len() as u64)
+            .filter(|&e| e <= *self.len.lock())
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past end")
+            })?;
+        out.fill(0);
+        let from_base = self.base_len.min(end).saturating_sub(offset) as usize;
+        if from_base > 0 {
+            self.base.read(offset, &mut out[..from_base])?;
+        }
+        for (o, data) in self.writes.lock().iter() {
+            let (lo, hi) = ((*o).max(offset), (o + data.len() as u64).min(end));
+            if lo < hi {
+                out[(lo - offset) as usize..(hi - offset) as usize]
+                    .copy_from_slice(&data[(lo - o) as usize..(hi - o) as usize]);
+            }
+        }
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let mut cur = self.len.lock();
+        if len < *cur {
+            // Bytes cut off read back as zeros if the length grows again.
+            self.writes
+                .lock()
+                .push((len, vec![0; (*cur - len) as usize]));
+        }
+        *cur = len;
+        Ok(())
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let end = offset + data.len() as u64;
+        let mut len = self.len.lock();
+        *len = (*len).max(end);
+        self.writes.lock().push((offset, data.to_vec()));
+        Ok(())
+    }
+}
+
+/// Checks an existing partition file without modifying it: redb opens a copy-on-write view
+/// of it read-write (repairing it if a crash left it unclean and, with `verify`, checking
+/// every page checksum), then its meta is compared with `expect` and `inspect` may read
+/// more from the same snapshot. A file that is not the expected partition, or is damaged,
+/// is refused with every byte as it was.
 pub(crate) fn probe(
     storage: &dyn Storage,
     path: &Path,
     expect: &Expect,
+    verify: bool,
     inspect: impl FnOnce(&ReadTransaction) -> Result<()>,
 ) -> Result<Probe> {
     let Some(ro) = storage.open(path, true).map_err(|e| storage_io(path, e))? else {
         return Ok(Probe::Missing);
     };
-    let len = ro.len().map_err(|e| storage_io(path, e))?;
-    if len == 0 {
+    let base_len = ro.len().map_err(|e| storage_io(path, e))?;
+    if base_len == 0 {
         return Err(Error::mismatch(
             path,
             "empty file: not a regionkv partition",
         ));
     }
-    match redb_builder(1 << 20).open_read_only_with_backend(DynBackend(ro)) {
-        Ok(db) => {
-            let txn = db
-                .begin_read()
-                .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
-            read_meta(path, &txn, expect)?;
-            inspect(&txn)?;
-            Ok(Probe::Checked)
+    let view = Overlay {
+        base: ro,
+        base_len,
+        len: parking_lot::Mutex::new(base_len),
+        writes: parking_lot::Mutex::new(Vec::new()),
+    };
+    // redb trusts the pages it reads unless it verifies them, and a damaged page can make
+    // it panic. A panic here becomes an error; the database and snapshot are leaked rather
+    // than dropped while unwinding, because dropping them after such a panic panics again.
+    let look = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut builder = redb_builder(1 << 20);
+        builder.set_check_integrity_on_open(verify);
+        match builder.create_with_backend(view) {
+            Ok(db) => {
+                let db = std::mem::ManuallyDrop::new(db);
+                let txn = std::mem::ManuallyDrop::new(
+                    db.begin_read()
+                        .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?,
+                );
+                read_meta(path, &txn, expect)?;
+                inspect(&txn)?;
+                drop(std::mem::ManuallyDrop::into_inner(txn));
+                drop(std::mem::ManuallyDrop::into_inner(db));
+                Ok(Probe::Checked)
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(already_open(path)),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(what))) => {
+                Err(Error::Corrupt {
+                    partition: path.display().to_string(),
+                    what,
+                })
+            }
+            Err(e) => Err(Error::mismatch(
+                path,
+                format!("not a readable redb file: {e}"),
+            )),
         }
-        Err(redb::DatabaseError::RepairAborted) => Ok(Probe::NeedsRepair),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(already_open(path)),
-        Err(e) => Err(Error::mismatch(
-            path,
-            format!("not a readable redb file: {e}"),
-        )),
+    }));
+    match look {
+        Ok(r) => r,
+        Err(_) => Err(Error::Corrupt {
+            partition: path.display().to_string(),
+            what: "damaged redb pages (redb panicked while reading them)".into(),
+        }),
     }
 }
 
 /// Opens an existing partition file read-write (repairing it if a crash left it so) and
-/// checks its meta. Call [`probe`] first so that a wrong file is refused untouched.
+/// checks its meta. Call [`probe`] first, so that a wrong or damaged file is refused
+/// untouched (the probe also ran redb's page-checksum check).
 pub(crate) fn open_rw(
     storage: &dyn Storage,
     path: &Path,
@@ -248,6 +338,10 @@ pub(crate) fn open_rw(
         .create_with_backend(DynBackend(rw))
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => Error::Corrupt {
+                partition: name.to_owned(),
+                what: format!("{}: {what}", path.display()),
+            },
             e => Error::mismatch(path, format!("cannot open: {e}")),
         })?;
     let txn = db
