@@ -60,6 +60,10 @@ pub enum FindingKind {
     /// An internal row that cannot be decoded (unique entry, owned values, marker, account,
     /// catalog row, malformed key) or an internal table of the wrong type.
     Undecodable,
+    /// A value a record owns whose stored digest is not the digest of its plaintext under
+    /// the store's digest key (the key or the row was changed): uniqueness of that value
+    /// is not enforced. Names the `_owned` row.
+    DigestMismatch,
 }
 
 impl fmt::Display for FindingKind {
@@ -74,6 +78,7 @@ impl fmt::Display for FindingKind {
             FindingKind::Checksum => "checksum",
             FindingKind::InFlight => "in flight",
             FindingKind::Undecodable => "undecodable",
+            FindingKind::DigestMismatch => "digest mismatch",
         })
     }
 }
@@ -677,6 +682,18 @@ impl Db {
                         key: ukey_user.to_vec(),
                     };
                     for o in &list {
+                        if inner.digest(&o.ns, &o.value) != o.digest {
+                            a.find(
+                                FindingKind::DigestMismatch,
+                                &part_name,
+                                Some(OWNED.name()),
+                                Some(okey),
+                                format!(
+                                    "a value in namespace `{}` does not hash to its stored digest",
+                                    o.ns
+                                ),
+                            );
+                        }
                         let ukey = unique_key(&o.ns, &o.digest);
                         let entry = match get_entry(&ukey)? {
                             // Reported by the scan of the unique index.

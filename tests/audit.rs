@@ -636,3 +636,60 @@ fn report_display_names_each_finding() {
     assert!(text.contains("[counter] eu/_usage"), "{text}");
     assert!(text.contains("42"), "{text}");
 }
+
+#[test]
+fn changed_digest_key_is_refused_at_open_and_a_wrong_digest_is_a_finding() {
+    // The key itself changed: every value would look free. Refused at open.
+    let s = build();
+    let meta: TableDefinition<&str, &[u8]> = TableDefinition::new("_meta");
+    patch(&s.global(), |w| {
+        w.open_table(meta)
+            .unwrap()
+            .insert("digest_key", [7u8; 32].as_slice())
+            .unwrap();
+    });
+    let refused = Db::builder()
+        .region("us")
+        .region("eu")
+        .default_region("us")
+        .open(&s.path);
+    assert!(
+        matches!(refused, Err(Error::Corrupt { ref partition, .. }) if partition == "global"),
+        "{refused:?}"
+    );
+
+    // One owned row's digest changed, past the rows sampled at open: audit names it.
+    let s = build();
+    {
+        let db = s.open();
+        for i in 0..8u8 {
+            let v = format!("zz-{i}@example.com");
+            commit(&db, s.acme, None, |w| {
+                w.insert_unique(&USERS, &[b'z', i], b"x", &[Unique::new("email", &v)])
+                    .unwrap()
+            });
+        }
+        db.close().unwrap();
+    }
+    let okey = owned_key("users", s.acme, &[b'z', 7]);
+    let row = raw_get(&s.region("eu"), OWNED, &okey).expect("owned row");
+    let mut bad = row.clone();
+    // Layout: [n u32][ns len u32][ns][digest 16][value]: flip a digest byte.
+    let ns_len = u32::from_le_bytes(bad[4..8].try_into().unwrap()) as usize;
+    bad[8 + ns_len] ^= 0x55;
+    patch(&s.region("eu"), |w| {
+        w.open_table(OWNED)
+            .unwrap()
+            .insert(okey.as_slice(), bad.as_slice())
+            .unwrap();
+    });
+    let db = s.open();
+    let report = db.audit().unwrap();
+    let f = report
+        .findings()
+        .iter()
+        .find(|f| f.kind == FindingKind::DigestMismatch)
+        .unwrap_or_else(|| panic!("no digest finding: {report}"));
+    assert_eq!(f.partition, "eu");
+    assert_eq!(f.key.as_deref(), Some(okey.as_slice()));
+}
