@@ -84,7 +84,12 @@ struct Snap {
 
 impl Snap {
     fn table(&mut self, name: &'static str) -> Result<Option<&DataTable>> {
-        let idx = match self.tables.iter().position(|(n, _)| *n == name) {
+        // Table names are `&'static str` consts: the same pointer almost always.
+        let idx = match self
+            .tables
+            .iter()
+            .position(|(n, _)| std::ptr::eq(*n, name) || *n == name)
+        {
             Some(i) => i,
             None => {
                 check_table_name(name)?;

@@ -59,8 +59,9 @@ where
     T: rkyv::Archive
         + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rkyv::rancor::Error>>
         + 'static,
-    T::Archived:
-        rkyv::Portable + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, BoxedError>>,
+    T::Archived: rkyv::Portable
+        + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, BoxedError>>
+        + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, rkyv::rancor::Failure>>,
 {
     type View = T::Archived;
     type Input = T;
@@ -72,7 +73,15 @@ where
     }
     #[inline]
     fn view(payload: &[u8]) -> Result<&T::Archived, String> {
-        rkyv::access::<T::Archived, BoxedError>(payload).map_err(|e| e.to_string())
+        // The hot path validates with `Failure` (no allocation, no message); only a
+        // rejected payload is validated again to say why.
+        match rkyv::access::<T::Archived, rkyv::rancor::Failure>(payload) {
+            Ok(v) => Ok(v),
+            Err(_) => match rkyv::access::<T::Archived, BoxedError>(payload) {
+                Err(e) => Err(e.to_string()),
+                Ok(_) => Err("payload rejected by validation".to_owned()),
+            },
+        }
     }
     #[inline]
     unsafe fn view_unchecked(payload: &[u8]) -> &T::Archived {
