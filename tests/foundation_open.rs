@@ -309,6 +309,22 @@ impl Modified {
         err
     }
 
+    /// Replaces the bytes of `file`, expects the default open to be refused with an error
+    /// accepted by `check`, then puts the original bytes back.
+    fn expect_rejected_with(
+        &mut self,
+        dir: &Path,
+        file: &Path,
+        bytes: &[u8],
+        what: &str,
+        check: impl FnOnce(&Error) -> bool,
+    ) {
+        let saved = std::fs::read(file).unwrap();
+        std::fs::write(file, bytes).unwrap();
+        self.expect_rejected(dir, what, || try_open_us_eu(dir), check);
+        std::fs::write(file, saved).unwrap();
+    }
+
     /// Fails if any rejected open modified a file.
     fn assert_none(self) {
         assert!(
@@ -631,27 +647,15 @@ fn empty_file_where_a_region_file_should_be_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_path(dir.path(), "eu");
-    let saved = std::fs::read(&eu).unwrap();
-    std::fs::write(&eu, b"").unwrap();
-    m.expect_rejected(
-        dir.path(),
-        "empty eu.redb",
-        || try_open_us_eu(dir.path()),
-        |e| matches!(e, Error::PartitionMismatch { .. }),
-    );
-    std::fs::write(&eu, saved).unwrap();
+    m.expect_rejected_with(dir.path(), &eu, b"", "empty eu.redb", |e| {
+        matches!(e, Error::PartitionMismatch { .. })
+    });
 
     // An empty global.redb.
     let g = global_path(dir.path());
-    let saved = std::fs::read(&g).unwrap();
-    std::fs::write(&g, b"").unwrap();
-    m.expect_rejected(
-        dir.path(),
-        "empty global.redb",
-        || try_open_us_eu(dir.path()),
-        |e| matches!(e, Error::PartitionMismatch { .. }),
-    );
-    std::fs::write(&g, saved).unwrap();
+    m.expect_rejected_with(dir.path(), &g, b"", "empty global.redb", |e| {
+        matches!(e, Error::PartitionMismatch { .. })
+    });
     assert_seed_intact(dir.path(), seeded);
     m.assert_none();
 }
@@ -720,39 +724,26 @@ fn garbage_bytes_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_path(dir.path(), "eu");
-    let saved = std::fs::read(&eu).unwrap();
-    for (i, len) in [1usize, 7, 512, 4096, 65_536, saved.len()]
-        .into_iter()
-        .enumerate()
-    {
-        std::fs::write(&eu, garbage(len, 0x9E37_79B9 + i as u64)).unwrap();
-        m.expect_rejected(
-            dir.path(),
-            &format!("{len} garbage bytes at eu.redb"),
-            || try_open_us_eu(dir.path()),
-            |e| matches!(e, Error::PartitionMismatch { .. }),
-        );
+    let full = std::fs::metadata(&eu).unwrap().len() as usize;
+    let mismatch = |e: &Error| matches!(e, Error::PartitionMismatch { .. });
+    for (i, len) in [1usize, 7, 512, 4096, 65_536, full].into_iter().enumerate() {
+        let bytes = garbage(len, 0x9E37_79B9 + i as u64);
+        let what = format!("{len} garbage bytes at eu.redb");
+        m.expect_rejected_with(dir.path(), &eu, &bytes, &what, mismatch);
     }
     // Text that is not a database.
-    std::fs::write(&eu, b"this is not a redb file\n".repeat(100)).unwrap();
-    m.expect_rejected(
-        dir.path(),
-        "text at eu.redb",
-        || try_open_us_eu(dir.path()),
-        |e| matches!(e, Error::PartitionMismatch { .. }),
-    );
-    std::fs::write(&eu, saved).unwrap();
+    let text = b"this is not a redb file\n".repeat(100);
+    m.expect_rejected_with(dir.path(), &eu, &text, "text at eu.redb", mismatch);
 
     let g = global_path(dir.path());
-    let saved = std::fs::read(&g).unwrap();
-    std::fs::write(&g, garbage(saved.len(), 42)).unwrap();
-    m.expect_rejected(
+    let len = std::fs::metadata(&g).unwrap().len() as usize;
+    m.expect_rejected_with(
         dir.path(),
+        &g,
+        &garbage(len, 42),
         "garbage global.redb",
-        || try_open_us_eu(dir.path()),
         |e| matches!(e, Error::PartitionMismatch { .. }),
     );
-    std::fs::write(&g, saved).unwrap();
     assert_seed_intact(dir.path(), seeded);
     m.assert_none();
 }
