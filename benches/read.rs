@@ -159,7 +159,13 @@ fn build(dir: &Path) -> (Db, redb::Database, AccountId) {
             let mut t = txn.open_table(RAW).expect("raw table");
             for i in start..end {
                 let r = rec(i);
-                let bytes = regionkv::encode_value::<Rec>(&r).expect("encode");
+                let bytes = regionkv::encode_value::<Rec>(
+                    "recs",
+                    regionkv::AccountId::from_raw(0),
+                    b"bench",
+                    &r,
+                )
+                .expect("encode");
                 t.insert(raw_key(acct, i).as_slice(), bytes.as_slice())
                     .expect("raw insert");
                 w.insert(&RECS, &i.to_be_bytes(), &r).expect("insert");
@@ -260,7 +266,13 @@ fn benches(c: &mut Criterion) {
                     let k = &keys[n & mask];
                     n = n.wrapping_add(1);
                     let v = raw_t.get(black_box(k.as_slice())).unwrap().unwrap();
-                    let rec = regionkv::decode_value::<Rec>(v.value()).unwrap();
+                    let rec = regionkv::decode_value::<Rec>(
+                        "recs",
+                        regionkv::AccountId::from_raw(0),
+                        b"bench",
+                        v.value(),
+                    )
+                    .unwrap();
                     black_box(rec.seats.to_native())
                 })
             });
@@ -279,10 +291,22 @@ fn benches(c: &mut Criterion) {
         g.bench_function("record_validated", |b| {
             b.iter(|| black_box(black_box(&held).validated().unwrap().seats.to_native()))
         });
-        let buf = regionkv::encode_value::<Rec>(&rec(123_456)).unwrap();
+        let buf = regionkv::encode_value::<Rec>(
+            "recs",
+            regionkv::AccountId::from_raw(0),
+            b"bench",
+            &rec(123_456),
+        )
+        .unwrap();
         g.bench_function("decode_value", |b| {
             b.iter(|| {
-                let v = regionkv::decode_value::<Rec>(black_box(&buf)).unwrap();
+                let v = regionkv::decode_value::<Rec>(
+                    "recs",
+                    regionkv::AccountId::from_raw(0),
+                    b"bench",
+                    black_box(&buf),
+                )
+                .unwrap();
                 black_box(v.seats.to_native())
             })
         });

@@ -216,12 +216,19 @@ fn hex16(d: &[u8; 16]) -> String {
 /// Why a stored value's envelope is rejected, if it is. Either codec (raw or rkyv) is
 /// accepted: the table's value type is not known here, so the payload itself is not
 /// validated, only its header and checksum.
-fn envelope_problem(v: &[u8]) -> Option<String> {
+fn envelope_problem(v: &[u8], table: &str, data_key: &[u8]) -> Option<String> {
     let codec = match v.get(1) {
         Some(&c) if c <= 1 => c,
         _ => 0,
     };
-    match envelope::unseal(v, codec) {
+    let table = table
+        .strip_prefix(crate::schema::USER_TABLE_PREFIX)
+        .unwrap_or(table);
+    let binding = envelope::Binding {
+        table,
+        key: data_key,
+    };
+    match envelope::unseal(v, codec, &binding) {
         Ok(_) => None,
         Err(EnvelopeError::Codec { found, .. }) => Some(format!("unknown codec byte {found}")),
         Err(e) => Some(e.to_string()),
@@ -566,7 +573,7 @@ impl Db {
                         ),
                         Some(_) => {}
                     }
-                    if let Some(why) = envelope_problem(value) {
+                    if let Some(why) = envelope_problem(value, tname, key) {
                         a.find(
                             FindingKind::Checksum,
                             &part_name,
@@ -965,26 +972,30 @@ mod tests {
 
     #[test]
     fn envelope_problems() {
-        let good = seal::<Raw>(b"hello");
-        assert_eq!(envelope_problem(&good), None);
+        let dkey = b"\0\0\0\0\0\0\0\x01k";
+        let at = envelope::Binding {
+            table: "t",
+            key: dkey,
+        };
+        let problem = |v: &[u8]| envelope_problem(v, "t/t", dkey);
+        let good = seal::<Raw>(&at, b"hello");
+        assert_eq!(problem(&good), None);
         let mut rkyv_codec = good.clone();
-        rkyv_codec[1] = 1; // the CRC covers the payload only: codec 1 is accepted
-        assert_eq!(envelope_problem(&rkyv_codec), None);
+        rkyv_codec[1] = 1; // the CRC does not cover the codec byte: codec 1 is accepted
+        assert_eq!(problem(&rkyv_codec), None);
         let mut bad = good.clone();
         bad[1] = 9;
-        assert!(
-            envelope_problem(&bad)
-                .unwrap()
-                .contains("unknown codec byte 9")
-        );
+        assert!(problem(&bad).unwrap().contains("unknown codec byte 9"));
         let mut bad = good.clone();
         bad[7] ^= 1;
-        assert!(envelope_problem(&bad).unwrap().contains("checksum"));
-        assert!(envelope_problem(&good[..3]).is_some());
-        assert!(envelope_problem(&[]).is_some());
+        assert!(problem(&bad).unwrap().contains("checksum"));
+        assert!(problem(&good[..3]).is_some());
+        assert!(problem(&[]).is_some());
+        // The same bytes under another row.
+        assert!(envelope_problem(&good, "t/t", b"\0\0\0\0\0\0\0\x02k").is_some());
         let mut bad = good;
         bad[0] = 2;
-        assert!(envelope_problem(&bad).unwrap().contains("version"));
+        assert!(problem(&bad).unwrap().contains("version"));
     }
 
     #[test]

@@ -446,7 +446,7 @@ impl Db {
         let Some(guard) = data.get(dkey.as_slice()).map_err(|e| region.part.err(e))? else {
             return Ok(None);
         };
-        let record = Record::new(guard, &region.part.name, table.name(), &loc.key)?;
+        let record = Record::new(guard, &region.part.name, table.name(), &dkey)?;
         Ok(Some(Hit {
             account: AccountId(loc.account),
             region: region.id,
@@ -612,17 +612,24 @@ pub(crate) fn check_value<V: Value>(
     bytes: &[u8],
     partition: &str,
     table: &str,
-    key: &[u8],
+    data_key: &[u8],
 ) -> Result<()> {
-    envelope::decode::<V>(bytes).map(|_| ()).map_err(|e| {
-        Error::corrupt(
-            partition,
-            format!(
-                "table `{table}`, key {:?}: {e}",
-                String::from_utf8_lossy(key)
-            ),
-        )
-    })
+    let binding = envelope::Binding {
+        table,
+        key: data_key,
+    };
+    envelope::decode::<V>(bytes, &binding)
+        .map(|_| ())
+        .map_err(|e| {
+            let key = data_key.get(8..).unwrap_or_default();
+            Error::corrupt(
+                partition,
+                format!(
+                    "table `{table}`, key {:?}: {e}",
+                    String::from_utf8_lossy(key)
+                ),
+            )
+        })
 }
 
 #[allow(dead_code)]

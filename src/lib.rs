@@ -79,15 +79,32 @@ pub use write::Write;
 /// `Archive` and `Serialize` through it with `#[rkyv(crate = regionkv::rkyv)]`.
 pub use rkyv;
 
-/// Decodes a stored value (envelope + payload) as `V` without a store: checks the
-/// header and CRC, then validates the payload. Total: any input gives `Ok` or
-/// [`Error::Corrupt`]. For tools and fuzzing.
-pub fn decode_value<V: Value>(bytes: &[u8]) -> Result<&V::View> {
-    codec::envelope::decode::<V>(bytes).map_err(|e| Error::corrupt("<bytes>", e.to_string()))
+/// Decodes a value as stored under `key` of `account` in `table` (envelope + payload)
+/// without a store: checks the header and the CRC (which covers the row's table and key
+/// too), then validates the payload. Total: any input gives `Ok` or [`Error::Corrupt`].
+/// For tools and fuzzing.
+pub fn decode_value<'v, V: Value>(
+    table: &str,
+    account: AccountId,
+    key: &[u8],
+    bytes: &'v [u8],
+) -> Result<&'v V::View> {
+    let dkey = partition::region::data_key(account.get(), key);
+    let binding = codec::envelope::Binding { table, key: &dkey };
+    codec::envelope::decode::<V>(bytes, &binding)
+        .map_err(|e| Error::corrupt("<bytes>", e.to_string()))
 }
 
-/// Encodes a value as regionkv stores it (envelope + payload). For tools and fuzzing.
-pub fn encode_value<V: Value>(value: &V::Input) -> Result<Vec<u8>> {
+/// Encodes a value exactly as regionkv stores it under `key` of `account` in `table`
+/// (envelope + payload). For tools and fuzzing.
+pub fn encode_value<V: Value>(
+    table: &str,
+    account: AccountId,
+    key: &[u8],
+    value: &V::Input,
+) -> Result<Vec<u8>> {
     let payload = V::encode(value).map_err(Error::InvalidArgument)?;
-    Ok(codec::envelope::seal::<V>(&payload))
+    let dkey = partition::region::data_key(account.get(), key);
+    let binding = codec::envelope::Binding { table, key: &dkey };
+    Ok(codec::envelope::seal::<V>(&binding, &payload))
 }

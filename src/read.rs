@@ -9,7 +9,7 @@ use std::sync::Arc;
 use redb::{AccessGuard, ReadOnlyTable, ReadTransaction, TableDefinition};
 
 use crate::account::Account;
-use crate::codec::envelope::{self, HEADER_LEN};
+use crate::codec::envelope::HEADER_LEN;
 use crate::codec::value::Value;
 use crate::db::{Db, Inner, Region, check_value};
 use crate::error::{Error, Result};
@@ -32,13 +32,14 @@ pub struct Record<V: Value> {
 }
 
 impl<V: Value> Record<V> {
+    /// `data_key`: the row's key, `account ++ user key` (the envelope's CRC covers it).
     pub(crate) fn new(
         guard: AccessGuard<'static, Bytes>,
         partition: &str,
         table: &str,
-        key: &[u8],
+        data_key: &[u8],
     ) -> Result<Self> {
-        check_value::<V>(guard.value(), partition, table, key)?;
+        check_value::<V>(guard.value(), partition, table, data_key)?;
         Ok(Record {
             guard,
             _value: PhantomData,
@@ -50,10 +51,10 @@ impl<V: Value> Record<V> {
         &self.guard.value()[HEADER_LEN..]
     }
 
-    /// The value through rkyv's validated access again (what `Deref` returns, checked
-    /// once more); mostly for tests.
+    /// The value through validated access again (what `Deref` returns, checked once
+    /// more by rkyv); mostly for tests.
     pub fn validated(&self) -> Result<&V::View> {
-        envelope::decode::<V>(self.guard.value()).map_err(|e| Error::corrupt("?", e.to_string()))
+        V::view(self.payload()).map_err(|e| Error::corrupt("?", e))
     }
 }
 
@@ -211,7 +212,7 @@ impl Read {
             };
             match t.get(full).map_err(|e| snap.region.part.err(e))? {
                 Some(guard) => {
-                    Record::new(guard, &snap.region.part.name, table.name(), key).map(Some)
+                    Record::new(guard, &snap.region.part.name, table.name(), full).map(Some)
                 }
                 None => Ok(None),
             }
@@ -350,7 +351,7 @@ impl<V: Value> Iterator for Rows<V> {
                         }
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
-                        return Some(Record::new(v, name, self.table, &key).map(|record| Row {
+                        return Some(Record::new(v, name, self.table, full).map(|record| Row {
                             region: *region,
                             account: AccountId(account),
                             key,

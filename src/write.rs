@@ -133,7 +133,7 @@ impl Write {
         Ok(())
     }
 
-    fn encode<V: Value>(&self, value: &V::Input) -> Result<Vec<u8>> {
+    fn encode<V: Value>(&self, table: &str, key: &[u8], value: &V::Input) -> Result<Vec<u8>> {
         let payload =
             V::encode(value).map_err(|e| Error::invalid(format!("cannot encode value: {e}")))?;
         let max = self.db.inner.opts.max_value;
@@ -143,7 +143,11 @@ impl Write {
                 payload.len()
             )));
         }
-        Ok(envelope::seal::<V>(&payload))
+        let dkey = data_key(self.account.id().0, key);
+        Ok(envelope::seal::<V>(
+            &envelope::Binding { table, key: &dkey },
+            &payload,
+        ))
     }
 
     /// Inserts or replaces a record. A replaced record keeps the unique values it owns
@@ -160,7 +164,7 @@ impl Write {
     ) -> Result<()> {
         check_table_name(table.name())?;
         Self::check_key(key)?;
-        let value = self.encode::<V>(value)?;
+        let value = self.encode::<V>(table.name(), key, value)?;
         let slot = (table.name(), key.to_vec());
         // After a remove in the same write the record starts afresh, without values.
         let uniques = match self.ops.get(&slot) {
@@ -204,7 +208,7 @@ impl Write {
                 value: u.value.to_vec(),
             });
         }
-        let value = self.encode::<V>(value)?;
+        let value = self.encode::<V>(table.name(), key, value)?;
         self.ops.insert(
             (table.name(), key.to_vec()),
             Op::Put {

@@ -401,13 +401,18 @@ fn deleted_data_row_is_an_orphan_entry() {
 fn row_outside_the_placement_policy_and_of_an_unknown_account() {
     let s = build();
     // carol may only store data in eu; account 999 does not exist.
-    let value = regionkv::encode_value::<Raw>(b"misplaced").unwrap();
+    let encode = |account: u64, key: &[u8]| {
+        regionkv::encode_value::<Raw>("notes", AccountId::from_raw(account), key, b"misplaced")
+            .unwrap()
+    };
+    let value = encode(s.carol, b"p1");
+    let other = encode(999, b"x");
     let k1 = data_key(s.carol, b"p1");
     let k2 = data_key(999, b"x");
     patch(&s.region("us"), |w| {
         let mut t = w.open_table(data("t/notes")).unwrap();
         t.insert(k1.as_slice(), value.as_slice()).unwrap();
-        t.insert(k2.as_slice(), value.as_slice()).unwrap();
+        t.insert(k2.as_slice(), other.as_slice()).unwrap();
         let mut usage = w.open_table(USAGE).unwrap();
         usage.insert(s.carol, (1, value.len() as u64)).unwrap();
         usage.insert(999, (1, value.len() as u64)).unwrap();

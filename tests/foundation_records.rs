@@ -476,10 +476,13 @@ proptest! {
         let db = open_us_eu(dir.path());
         check(&db, a, &docs);
         // encode_value / decode_value agree with what the store returns.
-        for d in docs.values() {
-            let bytes = regionkv::encode_value::<Doc>(d).unwrap();
-            let view = regionkv::decode_value::<Doc>(&bytes).unwrap();
+        for (k, d) in &docs {
+            let t = DOCS.name();
+            let bytes = regionkv::encode_value::<Doc>(t, a, k, d).unwrap();
+            let view = regionkv::decode_value::<Doc>(t, a, k, &bytes).unwrap();
             assert_doc(view, d);
+            // Bound to its row: the same bytes under another key fail their check.
+            assert!(regionkv::decode_value::<Doc>(t, a, &[0u8; 40], &bytes).is_err());
         }
     }
 }

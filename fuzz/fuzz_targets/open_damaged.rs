@@ -154,13 +154,21 @@ struct Base {
 
 fn value_spans(files: &Files) -> Vec<Vec<(usize, usize)>> {
     let mut needles: Vec<Vec<u8>> = Vec::new();
-    for (name, home, allow) in ACCOUNTS {
+    // Accounts are created in ACCOUNTS order on a fresh store: ids 1, 2, 3. Stored values
+    // are bound to their row (the CRC covers table and key), so each needle names its row.
+    for (i, (name, home, allow)) in ACCOUNTS.into_iter().enumerate() {
+        let id = AccountId::from_raw(i as u64 + 1);
         for region in [REGIONS[home], REGIONS[allow]] {
             for k in 0..KEYS {
+                let rk = key(k);
                 needles.push(
-                    regionkv::encode_value::<Raw>(&raw_value(name, region, k)).expect("encode"),
+                    regionkv::encode_value::<Raw>(RAW.name(), id, &rk, &raw_value(name, region, k))
+                        .expect("encode"),
                 );
-                needles.push(regionkv::encode_value::<Doc>(&doc(name, region, k)).expect("encode"));
+                needles.push(
+                    regionkv::encode_value::<Doc>(DOCS.name(), id, &rk, &doc(name, region, k))
+                        .expect("encode"),
+                );
             }
         }
     }

@@ -12,7 +12,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use regionkv::rkyv;
-use regionkv::{Raw, decode_value, encode_value};
+use regionkv::{AccountId, Raw, decode_value, encode_value};
 
 #[derive(Debug, PartialEq, Arbitrary, rkyv::Archive, rkyv::Serialize)]
 #[rkyv(crate = regionkv::rkyv)]
@@ -52,27 +52,29 @@ fn same(a: &ArchivedRec, r: &Rec) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     // 1. The bytes as a stored value.
-    if let Ok(a) = decode_value::<Rec>(data) {
+    if let Ok(a) = decode_value::<Rec>("t", AccountId::from_raw(1), b"k", data) {
         std::hint::black_box(touch(a));
     }
-    if let Ok(raw) = decode_value::<Raw>(data) {
+    if let Ok(raw) = decode_value::<Raw>("t", AccountId::from_raw(1), b"k", data) {
         // A Raw value is the payload after the header: never longer than the input.
         assert!(raw.len() <= data.len());
         std::hint::black_box(raw.iter().map(|&b| u64::from(b)).sum::<u64>());
     }
 
     // 2. The bytes as a payload behind a valid envelope. `encode_value::<Raw>` seals the
-    //    payload with a CRC over the payload only; switching the codec byte to the typed
+    //    payload with a CRC over the row and payload (not the codec byte); switching the codec byte to the typed
     //    codec gives a well-formed typed envelope around arbitrary bytes. (If the envelope
     //    layout ever changes this only makes the path less effective, never a false alarm.)
-    let sealed = encode_value::<Raw>(data).expect("Raw encoding is total");
-    let back = decode_value::<Raw>(&sealed).expect("a sealed Raw value decodes");
+    let sealed = encode_value::<Raw>("t", AccountId::from_raw(1), b"k", data)
+        .expect("Raw encoding is total");
+    let back = decode_value::<Raw>("t", AccountId::from_raw(1), b"k", &sealed)
+        .expect("a sealed Raw value decodes");
     assert_eq!(back, data, "Raw round trip");
     if sealed.len() >= 2 {
         for codec in [1u8, sealed[1].wrapping_add(1)] {
             let mut typed = sealed.clone();
             typed[1] = codec;
-            if let Ok(a) = decode_value::<Rec>(&typed) {
+            if let Ok(a) = decode_value::<Rec>("t", AccountId::from_raw(1), b"k", &typed) {
                 std::hint::black_box(touch(a));
             }
         }
@@ -81,18 +83,20 @@ fuzz_target!(|data: &[u8]| {
     // 3. A structured record: encode then decode must round-trip exactly.
     let mut u = Unstructured::new(data);
     if let Ok(rec) = Rec::arbitrary(&mut u) {
-        let bytes = encode_value::<Rec>(&rec).expect("encoding a record");
-        let a = decode_value::<Rec>(&bytes).expect("decoding what encode_value produced");
+        let bytes = encode_value::<Rec>("t", AccountId::from_raw(1), b"k", &rec)
+            .expect("encoding a record");
+        let a = decode_value::<Rec>("t", AccountId::from_raw(1), b"k", &bytes)
+            .expect("decoding what encode_value produced");
         assert!(same(a, &rec), "round trip changed the record: {rec:?}");
         // The typed value must not pass as Raw with the same bytes (codec is checked).
         assert!(
-            decode_value::<Raw>(&bytes).is_err(),
+            decode_value::<Raw>("t", AccountId::from_raw(1), b"k", &bytes).is_err(),
             "typed value accepted as Raw"
         );
         // Truncations of a valid value: an error or (for a prefix that still validates) a
         // readable record, never a panic.
         for cut in [0, 1, bytes.len() / 2, bytes.len().saturating_sub(1)] {
-            if let Ok(a) = decode_value::<Rec>(&bytes[..cut]) {
+            if let Ok(a) = decode_value::<Rec>("t", AccountId::from_raw(1), b"k", &bytes[..cut]) {
                 std::hint::black_box(touch(a));
             }
         }

@@ -1,5 +1,11 @@
 //! The stored value envelope: `[version u8][codec u8][crc32 u32 LE][payload]`.
 //!
+//! The CRC covers the row the value is stored under as well as the payload:
+//! `crc32([table_len u8][table][key_len u32 LE][data key][payload])`, where the data key is
+//! `account ++ user key`. Value bytes copied (by damage) under another key, account or
+//! table fail the check, so a damaged file can never make one account's value read back
+//! as another's.
+//!
 //! The payload starts at byte 6. rkyv's format is pinned to alignment 1 (see Cargo.toml),
 //! so the payload can be read in place at any offset of redb's unaligned value slice.
 
@@ -42,19 +48,42 @@ impl std::fmt::Display for EnvelopeError {
     }
 }
 
-/// Wraps an encoded payload in an envelope.
-pub(crate) fn seal<V: Value + ?Sized>(payload: &[u8]) -> Vec<u8> {
+/// The row a value is stored under: its user table and its data key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding<'a> {
+    pub table: &'a str,
+    /// `account u64 BE ++ user key`.
+    pub key: &'a [u8],
+}
+
+#[inline]
+fn crc(b: &Binding<'_>, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[b.table.len() as u8]);
+    h.update(b.table.as_bytes());
+    h.update(&(b.key.len() as u32).to_le_bytes());
+    h.update(b.key);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Wraps an encoded payload in an envelope bound to its row.
+pub(crate) fn seal<V: Value + ?Sized>(b: &Binding<'_>, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.push(ENVELOPE_VERSION);
     out.push(V::CODEC);
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&crc(b, payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
 
 /// Checks header and CRC and returns the payload. Total: any input gives `Ok` or `Err`.
 #[inline]
-pub(crate) fn unseal(bytes: &[u8], expected_codec: u8) -> Result<&[u8], EnvelopeError> {
+pub(crate) fn unseal<'v>(
+    bytes: &'v [u8],
+    expected_codec: u8,
+    b: &Binding<'_>,
+) -> Result<&'v [u8], EnvelopeError> {
     if bytes.len() < HEADER_LEN {
         return Err(EnvelopeError::Short(bytes.len()));
     }
@@ -69,7 +98,7 @@ pub(crate) fn unseal(bytes: &[u8], expected_codec: u8) -> Result<&[u8], Envelope
     }
     let stored = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
     let payload = &bytes[HEADER_LEN..];
-    let computed = crc32fast::hash(payload);
+    let computed = crc(b, payload);
     if stored != computed {
         return Err(EnvelopeError::Crc { stored, computed });
     }
@@ -78,8 +107,11 @@ pub(crate) fn unseal(bytes: &[u8], expected_codec: u8) -> Result<&[u8], Envelope
 
 /// Checks the envelope and validates the payload for `V`, returning the in-place view.
 #[inline]
-pub(crate) fn decode<V: Value + ?Sized>(bytes: &[u8]) -> Result<&V::View, EnvelopeError> {
-    let payload = unseal(bytes, V::CODEC)?;
+pub(crate) fn decode<'v, V: Value + ?Sized>(
+    bytes: &'v [u8],
+    b: &Binding<'_>,
+) -> Result<&'v V::View, EnvelopeError> {
+    let payload = unseal(bytes, V::CODEC, b)?;
     V::view(payload).map_err(EnvelopeError::Invalid)
 }
 
@@ -88,24 +120,52 @@ mod tests {
     use super::*;
     use crate::codec::value::Raw;
 
+    const AT: Binding<'static> = Binding {
+        table: "t",
+        key: b"\0\0\0\0\0\0\0\x01k",
+    };
+
     #[test]
     fn seal_unseal_round_trip_and_every_flip_detected() {
-        let sealed = seal::<Raw>(b"payload bytes");
-        assert_eq!(decode::<Raw>(&sealed).unwrap(), b"payload bytes");
+        let sealed = seal::<Raw>(&AT, b"payload bytes");
+        assert_eq!(decode::<Raw>(&sealed, &AT).unwrap(), b"payload bytes");
         for i in 0..sealed.len() {
             for bit in 0..8 {
                 let mut bad = sealed.clone();
                 bad[i] ^= 1 << bit;
                 assert!(
-                    decode::<Raw>(&bad).is_err(),
+                    decode::<Raw>(&bad, &AT).is_err(),
                     "flip at byte {i} bit {bit} undetected"
                 );
             }
         }
         for cut in 0..HEADER_LEN {
             assert_eq!(
-                unseal(&sealed[..cut], Raw::CODEC),
+                unseal(&sealed[..cut], Raw::CODEC, &AT),
                 Err(EnvelopeError::Short(cut))
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_read_under_another_row_fails_its_check() {
+        let sealed = seal::<Raw>(&AT, b"payload bytes");
+        let other_account = Binding {
+            table: "t",
+            key: b"\0\0\0\0\0\0\0\x02k",
+        };
+        let other_key = Binding {
+            table: "t",
+            key: b"\0\0\0\0\0\0\0\x01j",
+        };
+        let other_table = Binding {
+            table: "u",
+            key: AT.key,
+        };
+        for b in [other_account, other_key, other_table] {
+            assert!(
+                matches!(decode::<Raw>(&sealed, &b), Err(EnvelopeError::Crc { .. })),
+                "{b:?}"
             );
         }
     }
