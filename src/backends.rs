@@ -22,10 +22,44 @@ use redb::{BackendError, StorageBackend};
 ///
 /// The default is [`FileStorage`]. Implement it to put partitions somewhere else, or use
 /// [`SimStorage`] in tests.
+///
+/// # Exclusive access
+///
+/// A partition file must have one writer at a time. The engine keeps a per-process registry
+/// of the files its open stores hold (keyed by [`Storage::instance_key`] and
+/// [`Storage::resolve`]), so a second `open` of the same store in one process is refused
+/// whatever the backend does. Across processes, exclusivity is the backend's job: a
+/// backend handed out by `open(path, false)` or `create_new` should fail, or make redb's
+/// lock calls fail, while another process holds the same file ([`FileStorage`] relies on
+/// redb's file locks; [`SimStorage`] refuses a second read-write open of a file until the
+/// first backend is dropped or the simulated process crashes).
 pub trait Storage: Send + Sync + Debug + 'static {
     /// Opens an existing file; `Ok(None)` if there is none at `path`. With `read_only` the
     /// returned backend must not be able to modify the file.
     fn open(&self, path: &Path, read_only: bool) -> io::Result<Option<Box<dyn StorageBackend>>>;
+
+    /// The path in the form that names one file: two paths that resolve to the same value
+    /// are the same file. Used to refuse two regions (or a region and the global file) on
+    /// one file, and as the key of the per-process registry. The default makes the path
+    /// absolute and resolves `.` and `..` lexically.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(lexical_absolute(path))
+    }
+
+    /// Whether a file could be created at `path` (its folders included), checked before an
+    /// open writes anything so that an open that cannot finish is refused untouched. The
+    /// default says yes.
+    fn check_creatable(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Ok(())
+    }
+
+    /// Storages that return the same key see the same files (the registry of open stores
+    /// is keyed by it). The default is this value's address, which is right for a storage
+    /// that is not cloned.
+    fn instance_key(&self) -> (usize, u64) {
+        (self as *const Self as *const () as usize, 0)
+    }
     /// Creates a new, empty file (its parent folders too); fails if the file exists.
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageBackend>>;
     /// Atomically renames `from` to `to` (durably, where the medium allows).
@@ -81,6 +115,88 @@ impl Storage for FileStorage {
             _ => Ok(()),
         }
     }
+
+    /// Resolves symbolic links in the part of the path that exists.
+    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        let abs = lexical_absolute(path);
+        let mut existing = abs.as_path();
+        let mut rest = Vec::new();
+        loop {
+            if let Ok(real) = std::fs::canonicalize(existing) {
+                let mut out = real;
+                for part in rest.iter().rev() {
+                    out.push(part);
+                }
+                return Ok(out);
+            }
+            match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return Ok(abs),
+            }
+        }
+    }
+
+    /// The nearest existing ancestor must be a folder that is not read-only, and nothing
+    /// in between may exist as a non-folder.
+    fn check_creatable(&self, path: &Path) -> io::Result<()> {
+        let abs = lexical_absolute(path);
+        let mut cur = abs.parent();
+        while let Some(dir) = cur {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {
+                    if m.permissions().readonly() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("{} is read-only", dir.display()),
+                        ));
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{} exists and is not a folder", dir.display()),
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => cur = dir.parent(),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn instance_key(&self) -> (usize, u64) {
+        // One file system.
+        (0, 0)
+    }
+}
+
+/// `path` made absolute (against the current folder) with `.` and `..` resolved lexically.
+pub(crate) fn lexical_absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let joined;
+    let path = if path.is_absolute() {
+        path
+    } else {
+        joined = std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path);
+        &joined
+    };
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 fn file_backend(file: File) -> io::Result<FileBackend> {
@@ -187,6 +303,9 @@ struct SimFile {
     live: RwLock<Vec<u8>>,
     durable: Mutex<Vec<u8>>,
     syncs: AtomicU64,
+    /// The generation of the simulated process whose read-write backend holds the file,
+    /// if one does (the model of an exclusive file lock).
+    writer: Mutex<Option<u64>>,
 }
 
 #[derive(Debug)]
@@ -196,6 +315,17 @@ struct SimBackend {
     storage: Arc<SimInner>,
     generation: u64,
     read_only: bool,
+}
+
+impl Drop for SimBackend {
+    fn drop(&mut self) {
+        if !self.read_only {
+            let mut w = self.file.writer.lock();
+            if *w == Some(self.generation) {
+                *w = None;
+            }
+        }
+    }
 }
 
 fn sim_err(what: &str) -> io::Error {
@@ -377,21 +507,47 @@ impl SimStorage {
         v
     }
 
-    fn backend(&self, path: &Path, file: Arc<SimFile>, read_only: bool) -> Box<dyn StorageBackend> {
-        Box::new(SimBackend {
+    fn backend(
+        &self,
+        path: &Path,
+        file: Arc<SimFile>,
+        read_only: bool,
+    ) -> io::Result<Box<dyn StorageBackend>> {
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        if !read_only {
+            // One read-write holder at a time, as a file lock gives; a crashed process's
+            // lock is gone with it.
+            let mut w = file.writer.lock();
+            if *w == Some(generation) {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is already open for writing", path.display()),
+                ));
+            }
+            *w = Some(generation);
+        }
+        Ok(Box::new(SimBackend {
             file,
             path: path.to_owned(),
             storage: self.inner.clone(),
-            generation: self.inner.generation.load(Ordering::SeqCst),
+            generation,
             read_only,
-        })
+        }))
     }
 }
 
 impl Storage for SimStorage {
     fn open(&self, path: &Path, read_only: bool) -> io::Result<Option<Box<dyn StorageBackend>>> {
         let file = self.inner.files.lock().get(path).cloned();
-        Ok(file.map(|f| self.backend(path, f, read_only)))
+        file.map(|f| self.backend(path, f, read_only)).transpose()
+    }
+
+    fn instance_key(&self) -> (usize, u64) {
+        // Clones share the disk; a simulated crash ends the process that held it.
+        (
+            Arc::as_ptr(&self.inner) as usize,
+            self.inner.generation.load(Ordering::SeqCst),
+        )
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn StorageBackend>> {
@@ -403,7 +559,7 @@ impl Storage for SimStorage {
         let file = Arc::new(SimFile::default());
         files.insert(path.to_owned(), file.clone());
         drop(files);
-        Ok(self.backend(path, file, false))
+        self.backend(path, file, false)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

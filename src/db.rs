@@ -28,6 +28,20 @@ use crate::write::Write;
 pub(crate) struct Region {
     pub id: RegionId,
     pub part: Partition,
+    /// Whether writes may commit here. A commit holds this shared from its region check to
+    /// its last step; `Db::disable_region` takes it exclusively, so it waits for (drains)
+    /// every write in flight before it freezes the region's record counts.
+    pub writable: RwLock<bool>,
+}
+
+impl Region {
+    pub fn new(id: RegionId, part: Partition) -> Region {
+        Region {
+            id,
+            part,
+            writable: RwLock::new(true),
+        }
+    }
 }
 
 pub(crate) enum RegionSlot {
@@ -45,6 +59,24 @@ pub(crate) struct RegionSet {
     /// Disabled regions whose record counts are unknown (disabled at open with an
     /// unreadable file): accounts with a record limit that are allowed there cannot grow.
     pub usage_unknown: std::collections::HashSet<u16>,
+}
+
+impl RegionSet {
+    /// An open region, or why not. Takes no lock: the caller holds the set.
+    pub fn get(&self, id: RegionId) -> Result<Arc<Region>> {
+        match self.by_id.get(id.0 as usize) {
+            Some(Some((_, RegionSlot::Open(r)))) => Ok(r.clone()),
+            Some(Some((name, RegionSlot::Disabled))) => Err(Error::RegionDisabled(name.clone())),
+            _ => Err(Error::RegionUnknown(id.to_string())),
+        }
+    }
+
+    pub fn name(&self, id: u16) -> String {
+        match self.by_id.get(id as usize) {
+            Some(Some((n, _))) => n.clone(),
+            _ => id.to_string(),
+        }
+    }
 }
 
 /// Records an account holds (all regions) and records reserved by writes in flight.
@@ -71,7 +103,14 @@ pub(crate) struct Inner {
     pub coord: crate::reservation::coordinator::Coordinator,
     pub opts: Options,
     pub closed: AtomicBool,
+    /// Every operation that writes (commit, create_account, disable_region,
+    /// forfeit_unsettled, the checkpoint timer) holds this shared from its `closed` check
+    /// to its end; `close` takes it exclusively, so it waits for them, and none starts after.
+    pub writers: RwLock<()>,
+    pub timer: crate::reservation::timer::Timer,
     pub recovery: RecoveryReport,
+    /// Holds this store's paths in the process-wide registry of open stores until drop.
+    pub _registration: crate::open::Registration,
 }
 
 /// A region as listed by [`Db::regions`].
@@ -174,12 +213,7 @@ impl Inner {
     /// An open region, or why not.
     #[inline]
     pub fn region(&self, id: RegionId) -> Result<Arc<Region>> {
-        let set = self.regions.read();
-        match set.by_id.get(id.0 as usize) {
-            Some(Some((_, RegionSlot::Open(r)))) => Ok(r.clone()),
-            Some(Some((name, RegionSlot::Disabled))) => Err(Error::RegionDisabled(name.clone())),
-            _ => Err(Error::RegionUnknown(id.to_string())),
-        }
+        self.regions.read().get(id)
     }
 
     pub fn region_id(&self, name: &str) -> Result<RegionId> {
@@ -236,6 +270,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.timer.stop();
         // Best effort: make the last unsynced global commits durable. Never fails, never
         // panics; if it cannot run, recovery at the next open rebuilds the same state.
         if !self.closed.load(Ordering::Acquire) && !self.global.is_poisoned() {
@@ -268,6 +303,7 @@ impl Db {
     /// for an empty or over-long name (1 to 128 bytes).
     pub fn create_account(&self, new: NewAccount) -> Result<AccountId> {
         let inner = &*self.inner;
+        let _store_gate = inner.writers.read();
         inner.check_open()?;
         if new.name.is_empty() || new.name.len() > 128 {
             return Err(Error::invalid("account name must be 1 to 128 bytes"));
@@ -292,7 +328,7 @@ impl Db {
             {
                 return Err(Error::AccountNameTaken(new.name));
             }
-            let id = AccountId(crate::builder::bump_next_account(global, &w)?);
+            let id = AccountId(crate::open::bump_next_account(global, &w)?);
             let account = Account {
                 id,
                 name: new.name.clone(),
@@ -408,51 +444,47 @@ impl Db {
         inner.check_open()?;
         check_table_name(table.name())?;
         let value = value.as_ref();
-        let Some(entry) = inner.unique_entry(namespace, value)? else {
-            return Ok(None);
-        };
-        if entry.state == State::Tombstone || entry.loc.table != table.name() {
-            return Ok(None);
+        // The global entry names the owner; the region is the truth. During a change of
+        // owner (a transfer between two records of one account, committed in one region
+        // commit), the entry is in flight and names the receiver, its `prev` the current
+        // owner: exactly one of them owns the value at any region snapshot. If neither
+        // does, the entry moved on meanwhile: read it again.
+        for _ in 0..3 {
+            let Some(entry) = inner.unique_entry(namespace, value)? else {
+                inner.coord.check_settled()?;
+                return Ok(None);
+            };
+            if entry.state == State::Tombstone {
+                inner.coord.check_settled()?;
+                return Ok(None);
+            }
+            let mut candidates = vec![&entry.loc];
+            if entry.state == State::Pending
+                && let Some(prev) = entry.prev.as_deref()
+                && prev.state == State::Committed
+            {
+                candidates.push(&prev.loc);
+            }
+            candidates.retain(|l| l.table == table.name());
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            let region = inner.region(RegionId(candidates[0].region))?;
+            let txn = region.part.begin_read()?;
+            for loc in candidates {
+                if loc.region != region.id.0 {
+                    continue;
+                }
+                if let Some(hit) = owner_at(&region, &txn, table, loc, namespace, value)? {
+                    return Ok(Some(hit));
+                }
+            }
+            if !entry.state.in_flight() {
+                // A settled entry whose record does not own the value: audit reports it.
+                return Ok(None);
+            }
         }
-        let loc = &entry.loc;
-        let region = inner.region(RegionId(loc.region))?;
-        let txn = region.part.begin_read()?;
-        // The region is the truth: the record must still own this exact value.
-        let owned = match txn.open_table(OWNED) {
-            Ok(t) => t,
-            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
-            Err(e) => return Err(region.part.err(e)),
-        };
-        let okey = owned_key(&loc.table, loc.account, &loc.key);
-        let Some(list) = owned.get(okey.as_slice()).map_err(|e| region.part.err(e))? else {
-            return Ok(None);
-        };
-        let list = decode_owned(list.value())
-            .ok_or_else(|| Error::corrupt(&region.part.name, "undecodable owned-values row"))?;
-        if !list
-            .iter()
-            .any(|o| o.ns == namespace && o.value.as_slice() == value)
-        {
-            return Ok(None);
-        }
-        let data = match txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new(
-            &user_table_name(table.name()),
-        )) {
-            Ok(t) => t,
-            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
-            Err(e) => return Err(region.part.err(e)),
-        };
-        let dkey = crate::partition::region::data_key(loc.account, &loc.key);
-        let Some(guard) = data.get(dkey.as_slice()).map_err(|e| region.part.err(e))? else {
-            return Ok(None);
-        };
-        let record = Record::new(guard, &region.part.name, table.name(), &dkey)?;
-        Ok(Some(Hit {
-            account: AccountId(loc.account),
-            region: region.id,
-            key: loc.key.clone(),
-            record,
-        }))
+        Ok(None)
     }
 
     /// Whether `value` is owned (or being claimed) in `namespace`: one global point read.
@@ -461,10 +493,15 @@ impl Db {
     /// [`Error::InvalidArgument`] for an empty or over-long namespace or value.
     pub fn is_taken(&self, namespace: &str, value: impl AsRef<[u8]>) -> Result<bool> {
         self.inner.check_open()?;
-        Ok(self
+        let taken = self
             .inner
             .unique_entry(namespace, value.as_ref())?
-            .is_some_and(|e| e.state != State::Tombstone))
+            .is_some_and(|e| e.state != State::Tombstone);
+        if !taken {
+            // "Free" is an answer only a settled store can give.
+            self.inner.coord.check_settled()?;
+        }
+        Ok(taken)
     }
 
     /// Every row of `table` in every enabled region, each tagged with its region and
@@ -525,6 +562,7 @@ impl Db {
     /// [`Error::RegionUnknown`]; [`Error::Config`] for the default region.
     pub fn disable_region(&self, name: &str) -> Result<()> {
         let inner = &*self.inner;
+        let _store_gate = inner.writers.read();
         inner.check_open()?;
         let id = inner.region_id(name)?;
         if id.0 == inner.regions.read().default {
@@ -537,22 +575,67 @@ impl Db {
             Err(Error::RegionDisabled(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        // Settle what can be settled before its markers become invisible.
+        // Waits for every commit in flight in this region; later ones see it disabled.
+        let mut writable = region.writable.write();
+        if !*writable {
+            return Ok(());
+        }
+        // Settle what can be settled before its markers become invisible: after this
+        // checkpoint the global file durably covers every unique write of the region.
         inner.checkpoint()?;
-        // Its record counts stay counted against account limits while it is disabled.
-        let counts = crate::builder::region_usage(&region.part.begin_read()?)?;
+        // Its record counts, with every write acknowledged so far, stay counted against
+        // account limits while it is disabled.
+        let counts = crate::open::region_usage(&region.part.begin_read()?)?;
+        let entry = crate::open::catalog_entry(&inner.global, name)?;
         let entry = CatalogEntry {
-            id: id.0,
             enabled: false,
-            created: true,
+            ..entry
         };
-        crate::builder::persist_disable(&inner.global, name, entry, counts)?;
+        crate::open::persist_disable(&inner.global, name, &entry, counts)?;
         inner.coord.drop_tombstones.store(false, Ordering::Release);
+        *writable = false;
+        drop(writable);
         let mut set = inner.regions.write();
         if let Some(Some((_, slot))) = set.by_id.get_mut(id.0 as usize) {
             *slot = RegionSlot::Disabled;
         }
         Ok(())
+    }
+
+    /// Gives up the unique claims a disabled region may hold unsettled after a crash, so
+    /// that the rest of the store can claim values and call them free again (see
+    /// [`Error::RegionUnsettled`]). Its in-flight reservations are rolled back too.
+    ///
+    /// This is the operator's decision that the region's last unsynced claims may be lost:
+    /// when the region is enabled again, recovery replays its markers, and a claim whose
+    /// value another record took meanwhile is taken off the region's record and listed in
+    /// [`RecoveryReport::claims_lost`] of that open. Nothing is lost for values nobody
+    /// took.
+    ///
+    /// # Errors
+    /// [`Error::RegionUnknown`]; [`Error::Config`] for an enabled region (it has nothing
+    /// unsettled); storage errors.
+    pub fn forfeit_unsettled(&self, name: &str) -> Result<ForfeitReport> {
+        let inner = &*self.inner;
+        let _store_gate = inner.writers.read();
+        inner.check_open()?;
+        let id = inner.region_id(name)?;
+        match inner.region(id) {
+            Err(Error::RegionDisabled(_)) => {}
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "region `{name}` is enabled: its claims are settled, nothing to forfeit"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+        let was_unsettled = inner.coord.is_unsettled(id.0);
+        let rolled_back = inner.coord.forfeit(&inner.global, id.0)?;
+        Ok(ForfeitReport {
+            region: name.to_owned(),
+            was_unsettled,
+            in_flight_rolled_back: rolled_back,
+        })
     }
 
     /// Runs a checkpoint now: one synced global commit, after which the applied markers it
@@ -597,6 +680,10 @@ impl Db {
     /// Storage errors from the final checkpoint; the store is closed either way.
     pub fn close(self) -> Result<()> {
         let inner = &*self.inner;
+        // The timer takes `writers` shared: stop it before waiting for the writers.
+        inner.timer.stop_and_join();
+        // Waits for every write in flight; none starts after.
+        let _no_writers = inner.writers.write();
         if inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -607,7 +694,65 @@ impl Db {
     }
 }
 
-/// Validates a stored value for `V` and returns a zero-copy record.
+/// What [`Db::forfeit_unsettled`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ForfeitReport {
+    /// The region whose claims were given up.
+    pub region: String,
+    /// Whether it was unsettled (a crash left claims that could not be replayed).
+    pub was_unsettled: bool,
+    /// Its in-flight reservations rolled back.
+    pub in_flight_rolled_back: usize,
+}
+
+/// The record at `loc` in `region`'s snapshot `txn`, if it owns `value` in `namespace`.
+fn owner_at<V: Value>(
+    region: &Region,
+    txn: &redb::ReadTransaction,
+    table: &Table<V>,
+    loc: &crate::reservation::state::Loc,
+    namespace: &str,
+    value: &[u8],
+) -> Result<Option<Hit<V>>> {
+    let owned = match txn.open_table(OWNED) {
+        Ok(t) => t,
+        Err(e) if crate::partition::missing_table(&e) => return Ok(None),
+        Err(e) => return Err(region.part.err(e)),
+    };
+    let okey = owned_key(&loc.table, loc.account, &loc.key);
+    let Some(list) = owned.get(okey.as_slice()).map_err(|e| region.part.err(e))? else {
+        return Ok(None);
+    };
+    let list = decode_owned(list.value())
+        .ok_or_else(|| Error::corrupt(&region.part.name, "undecodable owned-values row"))?;
+    if !list
+        .iter()
+        .any(|o| o.ns == namespace && o.value.as_slice() == value)
+    {
+        return Ok(None);
+    }
+    let data = match txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new(
+        &user_table_name(table.name()),
+    )) {
+        Ok(t) => t,
+        Err(e) if crate::partition::missing_table(&e) => return Ok(None),
+        Err(e) => return Err(region.part.err(e)),
+    };
+    let dkey = crate::partition::region::data_key(loc.account, &loc.key);
+    let Some(guard) = data.get(dkey.as_slice()).map_err(|e| region.part.err(e))? else {
+        return Ok(None);
+    };
+    let record = Record::new(guard, &region.part.name, table.name(), &dkey)?;
+    Ok(Some(Hit {
+        account: AccountId(loc.account),
+        region: region.id,
+        key: loc.key.clone(),
+        record,
+    }))
+}
+
+/// Validates a stored value for `V` (envelope CRC bound to the row, then the payload).
 pub(crate) fn check_value<V: Value>(
     bytes: &[u8],
     partition: &str,

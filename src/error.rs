@@ -47,6 +47,16 @@ pub enum Error {
     /// The region is disabled: its file is not opened, its data stays untouched.
     #[error("region `{0}` is disabled")]
     RegionDisabled(String),
+    /// A disabled region may hold unique claims that a crash left unsettled (its applied
+    /// markers could not be replayed). Until it is enabled again, or an operator gives its
+    /// claims up with [`Db::forfeit_unsettled`](crate::Db::forfeit_unsettled), no unique
+    /// value can be claimed or reported free: the region might own it.
+    #[error(
+        "region `{0}` is disabled and may hold unique claims a crash left unsettled: no unique \
+         value can be claimed or reported free until it is enabled again (or \
+         Db::forfeit_unsettled gives its claims up)"
+    )]
+    RegionUnsettled(String),
     /// No account with that id exists.
     #[error("unknown account {0}")]
     AccountUnknown(AccountId),

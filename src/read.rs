@@ -297,6 +297,8 @@ pub struct Rows<V: Value> {
 impl<V: Value> Rows<V> {
     pub(crate) fn all(inner: &Inner, table: &'static str) -> Self {
         let mut parts = VecDeque::new();
+        // One read of the region set, and no other lock taken while it is held (a second
+        // `regions.read()` here would deadlock against a waiting `disable_region`).
         let set: Vec<(RegionId, Result<Arc<Region>>)> = {
             let regions = inner.regions.read();
             regions
@@ -304,7 +306,7 @@ impl<V: Value> Rows<V> {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, s)| s.as_ref().map(|_| RegionId(i as u16)))
-                .map(|id| (id, inner.region(id)))
+                .map(|id| (id, regions.get(id)))
                 .collect()
         };
         for (id, region) in set {

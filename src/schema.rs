@@ -42,6 +42,14 @@ pub(crate) const INFLIGHT: TableDefinition<&[u8], ()> = TableDefinition::new("_i
 /// simply removed.
 pub(crate) const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("_tombstones");
 
+/// Regions that may hold applied markers the durable global state does not cover:
+/// region -> epoch of the marking. Set (synced) by the first unique write in a region after
+/// each checkpoint; cleared by the next checkpoint, or by the recovery that replays that
+/// region's markers. A recovery that finds a row for a disabled region cannot settle its
+/// claims: the store refuses to call any value free until the region returns or an
+/// operator forfeits its claims.
+pub(crate) const DIRTY: TableDefinition<u16, u64> = TableDefinition::new("_dirty");
+
 /// Record counts of disabled regions: (region, account) -> records, recorded when the
 /// region was disabled (its file is not read while disabled). A row with account
 /// [`FROZEN_SENTINEL`] marks a region whose counts were recorded.

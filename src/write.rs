@@ -260,9 +260,18 @@ impl Write {
     /// Every error but `OutcomeUnknown` means nothing was written.
     pub fn commit(self) -> Result<()> {
         let inner = &*self.db.inner;
-        inner.check_open()?;
         if self.ops.is_empty() {
+            inner.check_open()?;
             return Ok(());
+        }
+        // Held to the end: `Db::close` waits for this commit, or this commit sees it closed.
+        let _store_gate = inner.writers.read();
+        inner.check_open()?;
+        // Held to the end too: `Db::disable_region` waits for this commit (so the counts it
+        // freezes include it), or this commit sees the region disabled.
+        let writable = self.region.writable.read();
+        if !*writable {
+            return Err(Error::RegionDisabled(self.region.part.name.clone()));
         }
         // The account may have changed since this write was opened.
         let account = inner.route(self.account.id())?;
@@ -340,6 +349,8 @@ impl Write {
                         releases.push(ReleaseReq {
                             ns: o.ns.clone(),
                             digest: o.digest,
+                            table: tname.to_string(),
+                            key: key.clone(),
                         });
                     }
                 }
@@ -401,11 +412,7 @@ impl Write {
                     .iter()
                     .find(|r| set.usage_unknown.contains(&r.get()))
                 {
-                    let name = match set.by_id.get(r.get() as usize) {
-                        Some(Some((n, _))) => n.clone(),
-                        _ => r.to_string(),
-                    };
-                    return Err(Error::RegionDisabled(name));
+                    return Err(Error::RegionDisabled(set.name(r.get())));
                 }
             }
             let mut usage = inner.usage.lock();
@@ -502,7 +509,9 @@ impl Write {
                             key: c.key.clone(),
                         })
                         .collect(),
-                    releases: releases.iter().map(|r| (r.ns.clone(), r.digest)).collect(),
+                    // Only the releases Reserve applied: a value whose entry names
+                    // another record is not this record's to release.
+                    releases: res.released.clone(),
                 };
                 let mut markers = w.open_table(MARKERS).map_err(|e| part.err(e))?;
                 markers

@@ -6,28 +6,43 @@ use crate::codec::bin::{Dec, Enc};
 use crate::error::{Error, Result};
 
 /// A region as the catalog records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CatalogEntry {
     pub id: u16,
     pub enabled: bool,
     /// Set once the region's file has been created; a created region whose file is missing
-    /// is an error (a lost file), not a region to create anew.
+    /// is an error (a lost file), not a region to create anew. An entry not yet created is
+    /// a plan an interrupted open left: it names no data, and an open that does not list
+    /// the region ignores it.
     pub created: bool,
+    /// The file's path when it was given with `Builder::region_at` (`None`: the default
+    /// `<dir>/regions/<name>.redb`), as of the last open that listed the region: where a
+    /// region disabled at open is read for its record counts.
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl CatalogEntry {
+    /// `[id u16][enabled u8][created u8]`, then `[path: len32 + UTF-8]` if a path is set
+    /// (rows written before paths were recorded have none).
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new();
         e.u16(self.id).u8(self.enabled as u8).u8(self.created as u8);
+        if let Some(p) = self.path.as_ref().and_then(|p| p.to_str()) {
+            e.bytes(p.as_bytes());
+        }
         e.finish()
     }
     pub fn decode(b: &[u8]) -> Option<Self> {
         let mut d = Dec(b);
-        let c = CatalogEntry {
+        let mut c = CatalogEntry {
             id: d.u16()?,
             enabled: d.u8()? != 0,
             created: d.u8()? != 0,
+            path: None,
         };
+        if d.end().is_none() {
+            c.path = Some(std::path::PathBuf::from(d.string()?));
+        }
         d.end()?;
         Some(c)
     }

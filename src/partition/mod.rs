@@ -2,7 +2,8 @@
 //! poison flag that refuses writes after an I/O failure.
 //!
 //! This is the one internal interface the protocol talks to; a network-backed partition
-//! could replace it without touching the protocol (DESIGN.md section 9).
+//! (the global partition on a shared database, for one process per region site) could
+//! replace it without touching the protocol.
 
 pub(crate) mod global;
 pub(crate) mod region;
@@ -287,16 +288,20 @@ pub(crate) fn probe(
         builder.set_check_integrity_on_open(verify);
         match builder.create_with_backend(view) {
             Ok(db) => {
+                // Leaked only if a panic unwinds through here; every return drops both
+                // (and with them the file's descriptor).
                 let db = std::mem::ManuallyDrop::new(db);
-                let txn = std::mem::ManuallyDrop::new(
-                    db.begin_read()
-                        .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?,
-                );
-                read_meta(path, &txn, expect)?;
-                inspect(&txn)?;
-                drop(std::mem::ManuallyDrop::into_inner(txn));
+                let looked = match db.begin_read() {
+                    Ok(txn) => {
+                        let txn = std::mem::ManuallyDrop::new(txn);
+                        let r = read_meta(path, &txn, expect).and_then(|()| inspect(&txn));
+                        drop(std::mem::ManuallyDrop::into_inner(txn));
+                        r
+                    }
+                    Err(e) => Err(Error::mismatch(path, format!("cannot read: {e}"))),
+                };
                 drop(std::mem::ManuallyDrop::into_inner(db));
-                Ok(Probe::Checked)
+                looked.map(|()| Probe::Checked)
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(already_open(path)),
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(what))) => {

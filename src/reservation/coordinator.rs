@@ -4,18 +4,18 @@
 //! point; what the global partition loses in a crash, recovery rebuilds from the region's
 //! applied markers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::ReadableTable;
 
 use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{split_txn_key, txn_key, unique_key};
 use crate::reservation::state::{self, Change, Conflict, Entry, Loc, State};
-use crate::schema::{INFLIGHT, MARKERS, TOMBSTONES, UNIQUE};
+use crate::schema::{DIRTY, INFLIGHT, MARKERS, TOMBSTONES, UNIQUE};
 use crate::types::TxnId;
 
 /// A value a write claims.
@@ -29,11 +29,14 @@ pub(crate) struct ClaimReq {
     pub transfer: bool,
 }
 
-/// A value a write releases.
+/// A value a write releases from the record `table`/`key` (of the write's account and
+/// region) that lists it as owned.
 #[derive(Debug, Clone)]
 pub(crate) struct ReleaseReq {
     pub ns: String,
     pub digest: [u8; 16],
+    pub table: String,
+    pub key: Vec<u8>,
 }
 
 /// A reservation made by Reserve; settled by Confirm or Abort.
@@ -43,6 +46,8 @@ pub(crate) struct Reservation {
     pub region: u16,
     /// Unique keys this txn put in flight.
     keys: Vec<Vec<u8>>,
+    /// The releases Reserve applied (the entry named the releasing record), for the marker.
+    pub released: Vec<(String, [u8; 16])>,
 }
 
 /// When a checkpoint runs.
@@ -67,6 +72,12 @@ pub(crate) struct Coordinator {
     /// must then be kept, as a hidden marker may still need them.
     pub drop_tombstones: AtomicBool,
     pub budget: CheckpointBudget,
+    /// Regions whose `_dirty` row is durable and not yet cleared by a checkpoint. Read and
+    /// changed only under the global write lock (inside a global write transaction).
+    dirty: Mutex<HashSet<u16>>,
+    /// Disabled regions that may hold unsettled claims (a `_dirty` row a recovery could not
+    /// clear): (id, name). While any is listed, no value may be claimed or reported free.
+    unsettled: RwLock<Vec<(u16, String)>>,
 }
 
 fn conflict_err(c: Conflict, ns: &str) -> Error {
@@ -84,8 +95,53 @@ fn decode_entry(global: &Partition, bytes: &[u8]) -> Result<Entry> {
     Entry::decode(bytes).ok_or_else(|| Error::corrupt(&global.name, "undecodable unique entry"))
 }
 
+/// Applies one state-machine change to the unique index, with the tombstone row a new
+/// tombstone needs: the one write of an entry, shared by Confirm, Abort and recovery.
+pub(crate) fn apply_change(
+    global: &Partition,
+    unique: &mut redb::Table<&'static [u8], &'static [u8]>,
+    tombstones: &mut redb::Table<&'static [u8], ()>,
+    key: &[u8],
+    change: Change,
+) -> Result<()> {
+    match change {
+        Change::Keep => {}
+        Change::Delete => {
+            unique.remove(key).map_err(|e| global.err(e))?;
+        }
+        Change::Put(e) => {
+            if e.state == State::Tombstone {
+                tombstones
+                    .insert(txn_key(e.txn.to_u128(), key).as_slice(), ())
+                    .map_err(|e| global.err(e))?;
+            }
+            unique
+                .insert(key, e.encode().as_slice())
+                .map_err(|e| global.err(e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The entry of unique key `k`, if any.
+pub(crate) fn get_entry(
+    global: &Partition,
+    unique: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    k: &[u8],
+) -> Result<Option<Entry>> {
+    match unique.get(k).map_err(|e| global.err(e))? {
+        Some(g) => decode_entry(global, g.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
 impl Coordinator {
-    pub fn new(epoch: u64, budget: CheckpointBudget, drop_tombstones: bool) -> Self {
+    pub fn new(
+        epoch: u64,
+        budget: CheckpointBudget,
+        drop_tombstones: bool,
+        unsettled: Vec<(u16, String)>,
+    ) -> Self {
         Coordinator {
             epoch,
             seq: AtomicU64::new(1),
@@ -95,7 +151,63 @@ impl Coordinator {
             checkpoint_lock: Mutex::new(()),
             drop_tombstones: AtomicBool::new(drop_tombstones),
             budget,
+            dirty: Mutex::new(HashSet::new()),
+            unsettled: RwLock::new(unsettled),
         }
+    }
+
+    /// `Err(RegionUnsettled)` while a disabled region may hold unsettled claims: a value
+    /// that looks free might be owned there.
+    pub fn check_settled(&self) -> Result<()> {
+        match self.unsettled.read().first() {
+            Some((_, name)) => Err(Error::RegionUnsettled(name.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether region `id` is listed as unsettled.
+    pub fn is_unsettled(&self, id: u16) -> bool {
+        self.unsettled.read().iter().any(|(r, _)| *r == id)
+    }
+
+    /// Gives up the unsettled claims of disabled region `id`: its `_dirty` row is removed
+    /// and every in-flight entry of it rolled back, in one synced global commit. Returns the
+    /// number of entries rolled back.
+    pub fn forfeit(&self, global: &Partition, id: u16) -> Result<usize> {
+        let w = global.begin_write()?;
+        let mut rolled_back = 0;
+        {
+            let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
+            dirty.remove(id).map_err(|e| global.err(e))?;
+            let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
+            let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
+            let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
+            let mut rows = Vec::new();
+            for row in inflight.iter().map_err(|e| global.err(e))? {
+                let (k, _) = row.map_err(|e| global.err(e))?;
+                rows.push(k.value().to_vec());
+            }
+            for row in rows {
+                let Some((t, ukey)) = split_txn_key(&row) else {
+                    continue;
+                };
+                let t = TxnId::from_u128(t);
+                let cur = get_entry(global, &unique, ukey)?;
+                if let Some(e) = &cur
+                    && e.txn == t
+                    && e.state.in_flight()
+                    && e.loc.region == id
+                {
+                    let change = state::rollback(cur.as_ref(), t);
+                    apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
+                    inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
+                    rolled_back += 1;
+                }
+            }
+        }
+        global.commit(w)?;
+        self.unsettled.write().retain(|(r, _)| *r != id);
+        Ok(rolled_back)
     }
 
     /// Reserve: one unsynced global txn that puts every claim in Pending and every release
@@ -111,22 +223,40 @@ impl Coordinator {
         releases: &[ReleaseReq],
         quota: impl FnOnce() -> Result<()>,
     ) -> Result<Reservation> {
-        let w = global.begin_write_unsynced()?;
+        let mut w = global.begin_write()?;
+        // Under the global write lock from here on. The first unique write in a region
+        // after a checkpoint marks the region dirty, durably (this Reserve is synced):
+        // from now until the next checkpoint its markers may hold claims the global file
+        // would lose in a crash, and a recovery that cannot read them must know that.
+        // Every other Reserve is unsynced.
+        let mark_dirty = self.dirty.lock().insert(region);
+        if !mark_dirty {
+            w.set_durability(redb::Durability::None)
+                .map_err(|e| global.err(e))?;
+        }
         // Allocated inside the global write lock: TxnId order is the order of reservations.
         let txn = TxnId {
             epoch: self.epoch,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
         let mut keys = Vec::with_capacity(claims.len() + releases.len());
-        {
+        let mut released = Vec::new();
+        let reserved = (|| -> Result<()> {
+            if mark_dirty {
+                let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
+                dirty
+                    .insert(region, self.epoch)
+                    .map_err(|e| global.err(e))?;
+            }
             let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
             let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
             for c in claims {
                 let k = unique_key(&c.ns, &c.digest);
-                let cur = match unique.get(k.as_slice()).map_err(|e| global.err(e))? {
-                    Some(g) => Some(decode_entry(global, g.value())?),
-                    None => None,
-                };
+                let cur = get_entry(global, &unique, &k)?;
+                if cur.as_ref().is_none_or(|e| e.state == State::Tombstone) {
+                    // Free as far as this index knows; an unsettled region might own it.
+                    self.check_settled()?;
+                }
                 let loc = Loc {
                     account,
                     region,
@@ -145,12 +275,15 @@ impl Coordinator {
             }
             for r in releases {
                 let k = unique_key(&r.ns, &r.digest);
-                let cur = match unique.get(k.as_slice()).map_err(|e| global.err(e))? {
-                    Some(g) => Some(decode_entry(global, g.value())?),
-                    None => None,
+                let cur = get_entry(global, &unique, &k)?;
+                let owner = Loc {
+                    account,
+                    region,
+                    table: r.table.clone(),
+                    key: r.key.clone(),
                 };
                 if let Some(next) =
-                    state::release(cur.as_ref(), txn).map_err(|x| conflict_err(x, &r.ns))?
+                    state::release(cur.as_ref(), txn, &owner).map_err(|x| conflict_err(x, &r.ns))?
                 {
                     unique
                         .insert(k.as_slice(), next.encode().as_slice())
@@ -159,16 +292,32 @@ impl Coordinator {
                         .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
                         .map_err(|e| global.err(e))?;
                     keys.push(k);
+                    released.push((r.ns.clone(), r.digest));
                 }
             }
+            Ok(())
+        })()
+        .and_then(|()| quota());
+        if let Err(e) = reserved {
+            if mark_dirty {
+                // Nothing was committed: the row this Reserve would have written is not there.
+                self.dirty.lock().remove(&region);
+            }
+            return Err(e);
         }
-        quota()?;
         self.live.lock().insert(txn, region);
         // On failure the outcome is unknown only in the global partition, which recovery
         // rebuilds; the region has not been touched. `txn` stays live: its entries may be
-        // on disk.
+        // on disk. (A failed commit poisons the global partition: no later write reaches
+        // the region through this coordinator, so a dirty flag that may be missing on
+        // disk does no harm.)
         global.commit(w)?;
-        Ok(Reservation { txn, region, keys })
+        Ok(Reservation {
+            txn,
+            region,
+            keys,
+            released,
+        })
     }
 
     fn settle(
@@ -183,26 +332,9 @@ impl Coordinator {
             let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
             let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
             for k in &res.keys {
-                let cur = match unique.get(k.as_slice()).map_err(|e| global.err(e))? {
-                    Some(g) => Some(decode_entry(global, g.value())?),
-                    None => None,
-                };
-                match step(cur.as_ref(), res.txn) {
-                    Change::Keep => {}
-                    Change::Delete => {
-                        unique.remove(k.as_slice()).map_err(|e| global.err(e))?;
-                    }
-                    Change::Put(e) => {
-                        if e.state == State::Tombstone {
-                            tombstones
-                                .insert(txn_key(e.txn.to_u128(), k).as_slice(), ())
-                                .map_err(|e| global.err(e))?;
-                        }
-                        unique
-                            .insert(k.as_slice(), e.encode().as_slice())
-                            .map_err(|e| global.err(e))?;
-                    }
-                }
+                let cur = get_entry(global, &unique, k)?;
+                let change = step(cur.as_ref(), res.txn);
+                apply_change(global, &mut unique, &mut tombstones, k, change)?;
                 inflight
                     .remove(txn_key(res.txn.to_u128(), k).as_slice())
                     .map_err(|e| global.err(e))?;
@@ -233,6 +365,12 @@ impl Coordinator {
                 || self.last_checkpoint.lock().elapsed() >= self.budget.interval)
     }
 
+    /// Whether the time budget is spent with work to checkpoint (the timer's test).
+    pub fn checkpoint_overdue(&self) -> bool {
+        (!self.confirmed.lock().is_empty() || !self.dirty.lock().is_empty())
+            && self.last_checkpoint.lock().elapsed() >= self.budget.interval
+    }
+
     /// Checkpoint: one synced global commit, then the markers it covers are deleted from
     /// their regions, then tombstones older than every remaining marker are dropped (at the
     /// next checkpoint). `region` maps a region id to its open partition, if any.
@@ -244,17 +382,34 @@ impl Coordinator {
         let _one_at_a_time = self.checkpoint_lock.lock();
         let w = global.begin_write()?;
         // Taken while holding the global write lock: every txn in `covered` was confirmed
-        // by a global commit that precedes this one.
+        // by a global commit that precedes this one, and every region in `clean` had its
+        // last Reserve before it: this synced commit makes their global state durable, so
+        // their dirty rows go in the same commit.
         let covered = std::mem::take(&mut *self.confirmed.lock());
-        if self.drop_tombstones.load(Ordering::Acquire) {
-            let low = self.live.lock().keys().next().copied();
-            if let Err(e) = drop_tombstones(global, &w, low) {
-                self.confirmed.lock().extend(covered);
-                return Err(e);
+        let clean = std::mem::take(&mut *self.dirty.lock());
+        let restore = |this: &Self, covered: Vec<(u16, TxnId)>, clean: HashSet<u16>| {
+            this.confirmed.lock().extend(covered);
+            this.dirty.lock().extend(clean);
+        };
+        let staged = (|| -> Result<()> {
+            if !clean.is_empty() {
+                let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
+                for r in &clean {
+                    dirty.remove(*r).map_err(|e| global.err(e))?;
+                }
             }
+            if self.drop_tombstones.load(Ordering::Acquire) {
+                let low = self.live.lock().keys().next().copied();
+                drop_tombstones(global, &w, low)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = staged {
+            restore(self, covered, clean);
+            return Err(e);
         }
         if let Err(e) = global.commit(w) {
-            self.confirmed.lock().extend(covered);
+            restore(self, covered, clean);
             return Err(e);
         }
         *self.last_checkpoint.lock() = Instant::now();

@@ -1,7 +1,8 @@
-//! The two-phase reservation protocol (DESIGN.md section 4): the pure entry state machine,
+//! The two-phase reservation protocol (see docs/design.md): the pure entry state machine,
 //! the coordinator that runs Reserve / Confirm / Abort / Checkpoint against the global
-//! partition, and recovery at open.
+//! partition, the checkpoint timer, and recovery at open.
 
 pub(crate) mod coordinator;
 pub(crate) mod recovery;
 pub(crate) mod state;
+pub(crate) mod timer;

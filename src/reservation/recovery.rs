@@ -1,8 +1,9 @@
 //! Recovery at open: rebuild the global unique index from the regions' applied markers.
 //!
-//! The global partition is at its last synced commit (a checkpoint). Every region's
-//! markers are replayed in TxnId order (idempotent: entries carry their last-change txn),
-//! in-flight entries whose txn left no marker are rolled back, the epoch is bumped, and the
+//! The global partition is at its last synced commit (a checkpoint, or a dirty-marking
+//! Reserve). Every open region's markers are replayed in TxnId order (idempotent: entries
+//! carry their last-change txn), in-flight entries whose txn left no marker are rolled
+//! back, the dirty rows of the open regions are cleared, the epoch is bumped, and the
 //! result is synced. Only then are the markers deleted, and only after that (and only when
 //! every region's markers were visible) are tombstones dropped. A crash at any point of
 //! this leaves a state the next recovery handles the same way.
@@ -15,15 +16,16 @@ use redb::ReadableTable;
 use crate::db::Region;
 use crate::error::{Error, Result};
 use crate::partition::Partition;
-use crate::partition::global::{put_u64, split_txn_key, txn_key, unique_key};
-use crate::partition::region::Marker;
-use crate::reservation::coordinator::drop_tombstones;
-use crate::reservation::state::{self, Change, Entry, Loc, State};
-use crate::schema::{INFLIGHT, MARKERS, META, META_EPOCH, TOMBSTONES, UNIQUE};
+use crate::partition::global::{put_u64, split_txn_key, unique_key};
+use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
+use crate::reservation::coordinator::{apply_change, drop_tombstones, get_entry};
+use crate::reservation::state::{self, Loc};
+use crate::schema::{DIRTY, INFLIGHT, MARKERS, META, META_EPOCH, OWNED, TOMBSTONES, UNIQUE};
 use crate::types::TxnId;
 
 /// What recovery did (for logs and tests).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Markers found in the regions.
     pub markers: usize,
@@ -31,42 +33,51 @@ pub struct RecoveryReport {
     pub rolled_back: usize,
     /// In-flight entries left alone because their region is disabled.
     pub left_in_flight: usize,
+    /// Disabled regions that may hold claims a crash left unsettled (their markers could
+    /// not be read): until each is enabled again or forfeited
+    /// ([`Db::forfeit_unsettled`](crate::Db::forfeit_unsettled)), no unique value can be
+    /// claimed or reported free.
+    pub unsettled: Vec<String>,
+    /// Claims replayed from a region's markers that another record owns by now (possible
+    /// only after an operator forfeited that region's unsettled claims): the region's
+    /// record no longer owns the value. (region, table, record key, namespace).
+    pub claims_lost: Vec<LostClaim>,
 }
 
-fn apply(
-    global: &Partition,
-    unique: &mut redb::Table<&'static [u8], &'static [u8]>,
-    tombstones: &mut redb::Table<&'static [u8], ()>,
-    key: &[u8],
-    change: Change,
-) -> Result<()> {
-    match change {
-        Change::Keep => {}
-        Change::Delete => {
-            unique.remove(key).map_err(|e| global.err(e))?;
-        }
-        Change::Put(e) => {
-            if e.state == State::Tombstone {
-                tombstones
-                    .insert(txn_key(e.txn.to_u128(), key).as_slice(), ())
-                    .map_err(|e| global.err(e))?;
-            }
-            unique
-                .insert(key, e.encode().as_slice())
-                .map_err(|e| global.err(e))?;
-        }
-    }
-    Ok(())
+/// A claim a returning region lost to another owner; see [`RecoveryReport::claims_lost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostClaim {
+    /// The region of the record that lost the value.
+    pub region: String,
+    /// The record's account.
+    pub account: crate::AccountId,
+    /// The record's table.
+    pub table: String,
+    /// The record's key.
+    pub key: Vec<u8>,
+    /// The namespace of the value (the value itself stays in the region's `_owned` row
+    /// no longer: it was removed from it).
+    pub namespace: String,
+}
+
+/// What recovery returns to the open sequence.
+pub(crate) struct Recovered {
+    pub epoch: u64,
+    pub report: RecoveryReport,
+    /// Disabled regions with a dirty row: (id, name).
+    pub unsettled: Vec<(u16, String)>,
 }
 
 /// Runs recovery. `all_regions_open`: every catalog region is open (none disabled), so
-/// tombstones can be dropped once the markers are gone. Returns the new epoch.
+/// tombstones can be dropped once the markers are gone. `region_name` names a region id
+/// for the report.
 pub(crate) fn recover(
     global: &Partition,
     regions: &[Arc<Region>],
     old_epoch: u64,
     all_regions_open: bool,
-) -> Result<(u64, RecoveryReport)> {
+    region_name: impl Fn(u16) -> String,
+) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
     // 1. Collect the markers of every open region.
     let mut markers: BTreeMap<TxnId, (u16, Marker)> = BTreeMap::new();
@@ -92,25 +103,17 @@ pub(crate) fn recover(
         .checked_add(1)
         .ok_or_else(|| Error::corrupt(&global.name, "epoch counter exhausted"))?;
 
-    // 2. Replay, roll back, bump the epoch: one synced global commit.
+    // 2. Replay, roll back, clear the open regions' dirty rows, bump the epoch: one synced
+    //    global commit.
+    let mut unsettled = Vec::new();
     let w = global.begin_write()?;
     {
         let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
         let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
-        let get = |unique: &redb::Table<&'static [u8], &'static [u8]>,
-                   k: &[u8]|
-         -> Result<Option<Entry>> {
-            match unique.get(k).map_err(|e| global.err(e))? {
-                Some(g) => Entry::decode(g.value())
-                    .map(Some)
-                    .ok_or_else(|| Error::corrupt(&global.name, "undecodable unique entry")),
-                None => Ok(None),
-            }
-        };
         for (&txn, (region, m)) in &markers {
             for c in &m.claims {
                 let k = unique_key(&c.ns, &c.digest);
-                let cur = get(&unique, &k)?;
+                let cur = get_entry(global, &unique, &k)?;
                 let loc = Loc {
                     account: m.account,
                     region: *region,
@@ -118,13 +121,13 @@ pub(crate) fn recover(
                     key: c.key.clone(),
                 };
                 let change = state::replay_claim(cur.as_ref(), txn, loc);
-                apply(global, &mut unique, &mut tombstones, &k, change)?;
+                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
             }
             for (ns, d) in &m.releases {
                 let k = unique_key(ns, d);
-                let cur = get(&unique, &k)?;
-                let change = state::replay_release(cur.as_ref(), txn);
-                apply(global, &mut unique, &mut tombstones, &k, change)?;
+                let cur = get_entry(global, &unique, &k)?;
+                let change = state::replay_release(cur.as_ref(), txn, m.account, *region);
+                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
             }
         }
         let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
@@ -139,7 +142,7 @@ pub(crate) fn recover(
                 continue;
             };
             let t = TxnId::from_u128(t);
-            let cur = get(&unique, ukey)?;
+            let cur = get_entry(global, &unique, ukey)?;
             match &cur {
                 Some(e) if e.txn == t && e.state.in_flight() => {
                     if !open.contains(&e.loc.region) {
@@ -150,31 +153,109 @@ pub(crate) fn recover(
                     }
                     // Replay settled every txn that has a marker; this one has none.
                     let change = state::rollback(cur.as_ref(), t);
-                    apply(global, &mut unique, &mut tombstones, ukey, change)?;
+                    apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
                     report.rolled_back += 1;
                 }
                 _ => {}
             }
             inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
         }
+        let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
+        let mut rows = Vec::new();
+        for row in dirty.iter().map_err(|e| global.err(e))? {
+            rows.push(row.map_err(|e| global.err(e))?.0.value());
+        }
+        for r in rows {
+            if open.contains(&r) {
+                // Its markers were replayed above.
+                dirty.remove(r).map_err(|e| global.err(e))?;
+            } else {
+                unsettled.push((r, region_name(r)));
+            }
+        }
         let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
         put_u64(&mut meta, META_EPOCH, new_epoch).map_err(|e| global.err(e))?;
     }
     global.commit(w)?;
+    report.unsettled = unsettled.iter().map(|(_, n)| n.clone()).collect();
 
-    // 3. The global state now covers every marker: delete them, durably.
+    // 3. The global state now covers every marker: delete them, durably. In the same
+    //    region commit, a replayed claim whose value another record owns by now is taken
+    //    off its record's owned values (a forfeited region's claim that lost the value).
+    let settled = global.begin_read()?;
+    let unique = match settled.open_table(UNIQUE) {
+        Ok(t) => Some(t),
+        Err(e) if crate::partition::missing_table(&e) => None,
+        Err(e) => return Err(global.err(e)),
+    };
     for r in regions {
-        let has = markers.values().any(|(id, _)| *id == r.id.0);
-        if !has {
+        let mine: Vec<&Marker> = markers
+            .values()
+            .filter(|(id, _)| *id == r.id.0)
+            .map(|(_, m)| m)
+            .collect();
+        if mine.is_empty() {
             continue;
         }
         let w = r.part.begin_write()?;
         {
+            let mut owned = w.open_table(OWNED).map_err(|e| r.part.err(e))?;
+            for m in &mine {
+                for c in &m.claims {
+                    let k = unique_key(&c.ns, &c.digest);
+                    let entry = match &unique {
+                        Some(t) => get_entry(global, t, &k)?,
+                        None => None,
+                    };
+                    let names_record = entry.as_ref().is_some_and(|e| {
+                        e.state.in_flight()
+                            || (e.loc.account == m.account
+                                && e.loc.region == r.id.0
+                                && e.loc.table == c.table
+                                && e.loc.key == c.key)
+                    });
+                    if names_record {
+                        continue;
+                    }
+                    let okey = owned_key(&c.table, m.account, &c.key);
+                    let Some(list) = owned
+                        .get(okey.as_slice())
+                        .map_err(|e| r.part.err(e))?
+                        .and_then(|g| decode_owned(g.value()))
+                    else {
+                        continue;
+                    };
+                    let before = list.len();
+                    let kept: Vec<_> = list
+                        .into_iter()
+                        .filter(|o| !(o.ns == c.ns && o.digest == c.digest))
+                        .collect();
+                    if kept.len() == before {
+                        continue;
+                    }
+                    if kept.is_empty() {
+                        owned.remove(okey.as_slice()).map_err(|e| r.part.err(e))?;
+                    } else {
+                        owned
+                            .insert(okey.as_slice(), encode_owned(&kept).as_slice())
+                            .map_err(|e| r.part.err(e))?;
+                    }
+                    report.claims_lost.push(LostClaim {
+                        region: r.part.name.clone(),
+                        account: crate::AccountId::from_raw(m.account),
+                        table: c.table.clone(),
+                        key: c.key.clone(),
+                        namespace: c.ns.clone(),
+                    });
+                }
+            }
             let mut t = w.open_table(MARKERS).map_err(|e| r.part.err(e))?;
             t.retain(|_, _| false).map_err(|e| r.part.err(e))?;
         }
         r.part.commit(w)?;
     }
+    drop(unique);
+    drop(settled);
 
     // 4. No marker is left anywhere: every tombstone has done its job.
     if all_regions_open {
@@ -182,5 +263,9 @@ pub(crate) fn recover(
         drop_tombstones(global, &w, None)?;
         global.commit(w)?;
     }
-    Ok((new_epoch, report))
+    Ok(Recovered {
+        epoch: new_epoch,
+        report,
+        unsettled,
+    })
 }

@@ -184,12 +184,20 @@ pub(crate) fn claim(
     })
 }
 
-/// Reserve step for a release. `Ok(None)`: nothing is held, nothing to do.
-pub(crate) fn release(cur: Option<&Entry>, txn: TxnId) -> Result<Option<Entry>, Conflict> {
+/// Reserve step for a release by the record at `owner`. `Ok(None)`: nothing to do — the
+/// value is free, or its entry names another record (the releasing record's list of owned
+/// values is stale: it never owned this value, or lost it; freeing it would free a value
+/// someone else owns).
+pub(crate) fn release(
+    cur: Option<&Entry>,
+    txn: TxnId,
+    owner: &Loc,
+) -> Result<Option<Entry>, Conflict> {
     match cur {
         None => Ok(None),
         Some(e) => match e.state {
             State::Tombstone => Ok(None),
+            State::Committed if e.loc != *owner => Ok(None),
             State::Committed => Ok(Some(Entry {
                 state: State::Releasing,
                 txn,
@@ -233,10 +241,18 @@ pub(crate) fn replay_claim(cur: Option<&Entry>, txn: TxnId, loc: Loc) -> Change 
     }
 }
 
-/// Recovery: the marker of `txn` says it released this value.
-pub(crate) fn replay_release(cur: Option<&Entry>, txn: TxnId) -> Change {
+/// Recovery: the marker of `txn`, written by `account` in `region`, says it released this
+/// value. Reserve only lets a record release a value its entry names, so an entry that
+/// names another account or region is not the one this marker released: it stays.
+pub(crate) fn replay_release(cur: Option<&Entry>, txn: TxnId, account: u64, region: u16) -> Change {
     match cur {
         Some(e) if !e.older_than(txn) => Change::Keep,
+        Some(e)
+            if e.state == State::Committed
+                && (e.loc.account != account || e.loc.region != region) =>
+        {
+            Change::Keep
+        }
         _ => Change::Put(Entry::tombstone(txn)),
     }
 }
@@ -270,7 +286,7 @@ mod tests {
         let c = put(confirm(Some(&p), t(1)));
         assert_eq!(c, Entry::committed(t(1), loc(7)));
         assert_eq!(claim(Some(&c), t(2), loc(8), false), Err(Conflict::Taken));
-        let r = release(Some(&c), t(3)).unwrap().unwrap();
+        let r = release(Some(&c), t(3), &loc(7)).unwrap().unwrap();
         assert_eq!(r.state, State::Releasing);
         assert_eq!(claim(Some(&r), t(4), loc(8), false), Err(Conflict::Busy));
         let tomb = put(confirm(Some(&r), t(3)));
@@ -282,13 +298,30 @@ mod tests {
     #[test]
     fn rollback_restores_previous() {
         let c = Entry::committed(t(1), loc(7));
-        let r = release(Some(&c), t(2)).unwrap().unwrap();
+        let r = release(Some(&c), t(2), &loc(7)).unwrap().unwrap();
         assert_eq!(put(rollback(Some(&r), t(2))), c);
         let p = claim(None, t(3), loc(7), false).unwrap();
         assert_eq!(rollback(Some(&p), t(3)), Change::Delete);
         // Someone else's txn is left alone.
         assert_eq!(rollback(Some(&p), t(4)), Change::Keep);
         assert_eq!(confirm(Some(&p), t(4)), Change::Keep);
+    }
+
+    #[test]
+    fn a_release_never_frees_another_records_value() {
+        let c = Entry::committed(t(1), loc(7));
+        // Another account, or another record of the same account: not its to release.
+        assert_eq!(release(Some(&c), t(2), &loc(8)), Ok(None));
+        let mut other_key = loc(7);
+        other_key.key = b"other".to_vec();
+        assert_eq!(release(Some(&c), t(2), &other_key), Ok(None));
+        // Replaying a release marker of another account or region leaves the owner.
+        assert_eq!(replay_release(Some(&c), t(3), 8, 1), Change::Keep);
+        assert_eq!(replay_release(Some(&c), t(3), 7, 2), Change::Keep);
+        assert_eq!(
+            put(replay_release(Some(&c), t(3), 7, 1)),
+            Entry::tombstone(t(3))
+        );
     }
 
     #[test]
@@ -303,7 +336,7 @@ mod tests {
         let c = Entry::committed(t(5), loc(7));
         // An older marker never overrides a newer state.
         assert_eq!(replay_claim(Some(&c), t(4), loc(9)), Change::Keep);
-        assert_eq!(replay_release(Some(&c), t(5)), Change::Keep);
+        assert_eq!(replay_release(Some(&c), t(5), 7, 1), Change::Keep);
         // Replaying the same marker twice gives the same entry.
         let once = put(replay_claim(None, t(6), loc(9)));
         assert_eq!(replay_claim(Some(&once), t(6), loc(9)), Change::Keep);
@@ -313,14 +346,17 @@ mod tests {
             put(replay_claim(Some(&p), t(7), loc(9))).state,
             State::Committed
         );
-        let r = release(Some(&once), t(8)).unwrap().unwrap();
-        assert_eq!(put(replay_release(Some(&r), t(8))), Entry::tombstone(t(8)));
+        let r = release(Some(&once), t(8), &loc(9)).unwrap().unwrap();
+        assert_eq!(
+            put(replay_release(Some(&r), t(8), 9, 1)),
+            Entry::tombstone(t(8))
+        );
     }
 
     #[test]
     fn encoding_round_trips_and_rejects_garbage() {
         let c = Entry::committed(t(1), loc(7));
-        let r = release(Some(&c), t(2)).unwrap().unwrap();
+        let r = release(Some(&c), t(2), &loc(7)).unwrap().unwrap();
         for e in [c, r, Entry::tombstone(t(3))] {
             assert_eq!(Entry::decode(&e.encode()), Some(e.clone()));
             let bytes = e.encode();

@@ -1,0 +1,220 @@
+//! Phase 2 of open: carry out an [`OpenPlan`] in steps that a crash or an I/O error can
+//! interrupt anywhere, then run recovery.
+//!
+//! 1. Open the global file read-write (or create a new store's), then every existing
+//!    region file: each takes its lock before anything is written to the catalog.
+//! 2. Record the ids of new regions as rows not yet created (synced).
+//! 3. Create each new region file (built under `<path>.creating`, synced, renamed).
+//! 4. Record the rest in one synced commit: created and enabled flags, paths, frozen
+//!    counts, the default.
+//! 5. Recovery.
+//!
+//! Interrupted before 4, the store still opens with its previous configuration (rows not
+//! created are ignored unless listed) and the new one completes at its next open (a file
+//! made in step 3 is adopted: its meta names this store, region and id). After 4, the new
+//! configuration is the store's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::plan::{FileStep, OpenPlan};
+use super::{read_global, region_usage, write_catalog};
+use crate::account::RoutingCache;
+use crate::builder::Builder;
+use crate::db::{Db, Inner, Options, Region, RegionSet, RegionSlot, Usage};
+use crate::error::{Error, Result};
+use crate::partition::{self, Expect};
+use crate::reservation::coordinator::{CheckpointBudget, Coordinator};
+use crate::reservation::recovery;
+use crate::schema::*;
+use crate::types::RegionId;
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| Error::Io {
+        path: std::path::PathBuf::from("<random>"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(b)
+}
+
+pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
+    let OpenPlan {
+        storage,
+        dir,
+        global_path,
+        cache,
+        state,
+        regions: planned,
+        reserve,
+        finish,
+        catalog,
+        default,
+        registration,
+    } = plan;
+    let expect_global = Expect {
+        kind: KIND_GLOBAL,
+        uuid: None,
+        region: None,
+    };
+
+    // 1. The global file, then the existing region files.
+    let (global, state) = match state {
+        Some(state) => (
+            partition::open_rw(&*storage, &global_path, "global", cache, &expect_global)?,
+            state,
+        ),
+        None => {
+            let uuid = random_bytes::<16>()?;
+            let key = match b.digest_key {
+                Some(k) => k,
+                None => random_bytes::<32>()?,
+            };
+            let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
+            meta.push((META_DIGEST_KEY, key.to_vec()));
+            meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
+            meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
+            meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
+            let p = partition::create_new(&*storage, &global_path, "global", cache, &meta)?;
+            let state = read_global(&p.begin_read()?)?;
+            (p, state)
+        }
+    };
+    let expect = |name: &str, id: u16| Expect {
+        kind: KIND_REGION,
+        uuid: Some(state.uuid),
+        region: Some((name.to_owned(), id)),
+    };
+    let mut parts: HashMap<String, crate::partition::Partition> = HashMap::new();
+    for r in planned.iter().filter(|r| r.step != FileStep::Create) {
+        let p = partition::open_rw(
+            &*storage,
+            &r.path,
+            &r.name,
+            cache,
+            &expect(&r.name, r.entry.id),
+        )?;
+        parts.insert(r.name.clone(), p);
+    }
+
+    // 2. Ids of new regions, durable before their files exist: ids are assigned once.
+    if !reserve.is_empty() {
+        write_catalog(&global, &reserve)?;
+    }
+
+    // 3. New region files.
+    for r in planned.iter().filter(|r| r.step == FileStep::Create) {
+        let mut meta = partition::base_meta(state.uuid, KIND_REGION);
+        meta.push((META_REGION_NAME, r.name.as_bytes().to_vec()));
+        meta.push((META_REGION_ID, r.entry.id.to_le_bytes().to_vec()));
+        let p = partition::create_new(&*storage, &r.path, &r.name, cache, &meta)?;
+        parts.insert(r.name.clone(), p);
+    }
+
+    // 4. The rest of the catalog.
+    if !finish.is_empty() {
+        write_catalog(&global, &finish)?;
+    }
+    let mut frozen = state.frozen.clone();
+    let mut frozen_known = state.frozen_known.clone();
+    for (r, counts) in &finish.frozen {
+        frozen.retain(|(fr, _), _| fr != r);
+        frozen_known.remove(r);
+        if let Some(counts) = counts {
+            frozen_known.insert(*r);
+            for (a, n) in counts {
+                frozen.insert((*r, *a), *n);
+            }
+        }
+    }
+    for r in &finish.thawed {
+        frozen.retain(|(fr, _), _| fr != r);
+        frozen_known.remove(r);
+    }
+
+    let mut regions: Vec<Arc<Region>> = Vec::new();
+    for r in &planned {
+        let Some(part) = parts.remove(&r.name) else {
+            return Err(Error::corrupt(&r.name, "region partition not opened"));
+        };
+        regions.push(Arc::new(Region::new(RegionId(r.entry.id), part)));
+    }
+
+    // 5. Recovery.
+    let names: HashMap<u16, String> = catalog.iter().map(|(n, e)| (e.id, n.clone())).collect();
+    let all_open = catalog.values().all(|e| e.enabled);
+    let recovered = recovery::recover(&global, &regions, state.epoch, all_open, |id| {
+        names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+    })?;
+
+    // Usage counters, for limits that span regions: open regions from their files,
+    // disabled ones from the counts recorded when they were disabled.
+    let mut usage: HashMap<u64, Usage> = HashMap::new();
+    for r in &regions {
+        let txn = r.part.begin_read()?;
+        for (account, records) in region_usage(&txn)? {
+            usage.entry(account).or_default().records += records;
+        }
+    }
+    let mut usage_unknown = std::collections::HashSet::new();
+    for e in catalog.values().filter(|e| !e.enabled) {
+        if !frozen_known.contains(&e.id) {
+            usage_unknown.insert(e.id);
+        }
+    }
+    for ((r, account), records) in &frozen {
+        if catalog.values().any(|e| e.id == *r && !e.enabled) {
+            usage.entry(*account).or_default().records += records;
+        }
+    }
+
+    let mut set = RegionSet::default();
+    for (name, e) in &catalog {
+        set.names.insert(name.clone(), e.id);
+        let slot = match regions.iter().find(|r| r.id.0 == e.id) {
+            Some(r) => RegionSlot::Open(r.clone()),
+            None => RegionSlot::Disabled,
+        };
+        let idx = e.id as usize;
+        if set.by_id.len() <= idx {
+            set.by_id.resize_with(idx + 1, || None);
+        }
+        set.by_id[idx] = Some((name.clone(), slot));
+    }
+    set.default = catalog[&default].id;
+    set.usage_unknown = usage_unknown;
+
+    let inner = Arc::new(Inner {
+        dir,
+        uuid: state.uuid,
+        digest_key: state.digest_key,
+        global,
+        regions: RwLock::new(set),
+        accounts: RoutingCache::default(),
+        usage: Mutex::new(usage),
+        coord: Coordinator::new(
+            recovered.epoch,
+            CheckpointBudget {
+                every: b.checkpoint_every,
+                interval: b.checkpoint_interval,
+            },
+            all_open,
+            recovered.unsettled,
+        ),
+        opts: Options {
+            max_value: b.max_value,
+        },
+        closed: AtomicBool::new(false),
+        writers: RwLock::new(()),
+        timer: Default::default(),
+        recovery: recovered.report,
+        _registration: registration,
+    });
+    inner
+        .timer
+        .start(Arc::downgrade(&inner), b.checkpoint_interval);
+    Ok(Db { inner })
+}

@@ -1,0 +1,289 @@
+//! The open sequence: [`plan`] looks at every file and checks every choice without
+//! writing a byte (a refused open changes nothing), then [`apply`] carries the plan out in
+//! crash-safe steps and runs recovery.
+//!
+//! Also here: what the open sequence and the running store share about the catalog (its
+//! reads and writes, the account-id counter, frozen record counts) and the per-process
+//! registry of open stores.
+
+mod apply;
+mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
+use redb::ReadableTable;
+
+use crate::backends::Storage;
+use crate::builder::Builder;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::partition::global::{CatalogEntry, get_u64, put_u64};
+use crate::partition::{self, Partition};
+use crate::schema::*;
+
+/// Opens (or creates) the store in `dir` as `b` describes.
+pub(crate) fn open(b: Builder, dir: &Path) -> Result<Db> {
+    let plan = plan::plan(&b, dir)?;
+    apply::apply(plan, &b)
+}
+
+/// `<dir>/regions/<name>.redb`.
+pub(crate) fn default_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("regions").join(format!("{name}.redb"))
+}
+
+// ---- the per-process registry of open stores ----
+
+type RegistryKey = ((usize, u64), PathBuf);
+
+static OPEN_FILES: LazyLock<Mutex<HashSet<RegistryKey>>> =
+    LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// The files one open store holds in the registry; released on drop.
+#[derive(Debug, Default)]
+pub(crate) struct Registration {
+    keys: Vec<RegistryKey>,
+}
+
+impl Registration {
+    /// Registers every path (already resolved) of one store, or none: `Err` names a path
+    /// another open store of this process holds.
+    fn acquire(storage: &dyn Storage, paths: &[PathBuf]) -> Result<Registration> {
+        let scope = storage.instance_key();
+        let mut open = OPEN_FILES.lock();
+        for p in paths {
+            if open.contains(&(scope, p.clone())) {
+                return Err(Error::Config(format!(
+                    "{} is already open in this process: use the open Db (it is Clone) or \
+                     close it first",
+                    p.display()
+                )));
+            }
+        }
+        let keys: Vec<RegistryKey> = paths.iter().map(|p| (scope, p.clone())).collect();
+        open.extend(keys.iter().cloned());
+        Ok(Registration { keys })
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut open = OPEN_FILES.lock();
+        for k in &self.keys {
+            open.remove(k);
+        }
+    }
+}
+
+// ---- the catalog and counters of the global partition ----
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::corrupt("global", what.to_string())
+}
+
+/// The catalog and counters of the global partition.
+pub(crate) struct GlobalState {
+    pub uuid: [u8; 16],
+    pub digest_key: [u8; 32],
+    pub epoch: u64,
+    pub next_region: u16,
+    pub catalog: HashMap<String, CatalogEntry>,
+    pub default_region: Option<String>,
+    /// Record counts of disabled regions, per (region, account), recorded when they were
+    /// disabled.
+    pub frozen: HashMap<(u16, u64), u64>,
+    /// The disabled regions whose counts were recorded.
+    pub frozen_known: HashSet<u16>,
+}
+
+/// Reads the catalog and counters of the global partition from a snapshot (read-only or
+/// read-write open alike).
+pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
+    let meta = txn.open_table(META).map_err(corrupt)?;
+    let get = |k: &str| -> Result<Option<Vec<u8>>> {
+        Ok(meta.get(k).map_err(corrupt)?.map(|v| v.value().to_vec()))
+    };
+    let uuid = get(META_DB_UUID)?
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| corrupt("store id missing"))?;
+    let digest_key = get(META_DIGEST_KEY)?
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| corrupt("digest key missing"))?;
+    let epoch = get_u64(&meta, META_EPOCH)?;
+    let next_region = get(META_NEXT_REGION)?
+        .and_then(|v| <[u8; 2]>::try_from(v.as_slice()).ok())
+        .map(u16::from_le_bytes)
+        .unwrap_or(1);
+    let default_region = get(META_DEFAULT_REGION)?.and_then(|v| String::from_utf8(v).ok());
+    let mut catalog = HashMap::new();
+    match txn.open_table(REGIONS) {
+        Ok(t) => {
+            for row in t.iter().map_err(corrupt)? {
+                let (k, v) = row.map_err(corrupt)?;
+                let entry = CatalogEntry::decode(v.value())
+                    .ok_or_else(|| corrupt("undecodable region catalog row"))?;
+                catalog.insert(k.value().to_owned(), entry);
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(corrupt(e)),
+    }
+    let mut frozen = HashMap::new();
+    let mut frozen_known = HashSet::new();
+    match txn.open_table(FROZEN_USAGE) {
+        Ok(t) => {
+            for row in t.iter().map_err(corrupt)? {
+                let (k, v) = row.map_err(corrupt)?;
+                let (region, account) = k.value();
+                if account == FROZEN_SENTINEL {
+                    frozen_known.insert(region);
+                } else {
+                    frozen.insert((region, account), v.value());
+                }
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(corrupt(e)),
+    }
+    Ok(GlobalState {
+        uuid,
+        digest_key,
+        epoch,
+        next_region,
+        catalog,
+        default_region,
+        frozen,
+        frozen_known,
+    })
+}
+
+/// The catalog row of region `name`, as stored.
+pub(crate) fn catalog_entry(global: &Partition, name: &str) -> Result<CatalogEntry> {
+    let txn = global.begin_read()?;
+    let t = txn.open_table(REGIONS).map_err(|e| global.err(e))?;
+    let row = t
+        .get(name)
+        .map_err(|e| global.err(e))?
+        .ok_or_else(|| corrupt(format!("region `{name}` missing from the catalog")))?;
+    CatalogEntry::decode(row.value()).ok_or_else(|| corrupt("undecodable region catalog row"))
+}
+
+/// Record counts per account of a region, from its USAGE table.
+pub(crate) fn region_usage(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)>> {
+    let err = |e: &dyn std::fmt::Display| Error::corrupt("region", e.to_string());
+    let mut v = Vec::new();
+    match txn.open_table(USAGE) {
+        Ok(t) => {
+            for row in t.iter().map_err(|e| err(&e))? {
+                let (k, u) = row.map_err(|e| err(&e))?;
+                v.push((k.value(), u.value().0));
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(err(&e)),
+    }
+    Ok(v)
+}
+
+/// Record counts per account of one region: (account, records).
+pub(crate) type AccountCounts = Vec<(u64, u64)>;
+
+/// Changes to the catalog, written in one synced global commit.
+#[derive(Default)]
+pub(crate) struct CatalogChanges {
+    pub rows: Vec<(String, CatalogEntry)>,
+    pub next_region: Option<u16>,
+    pub default: Option<String>,
+    /// Regions disabled now, with the record counts read from their files (None: the
+    /// file could not be read, counts unknown).
+    pub frozen: Vec<(u16, Option<AccountCounts>)>,
+    /// Regions enabled again: their frozen counts are dropped.
+    pub thawed: Vec<u16>,
+}
+
+impl CatalogChanges {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+            && self.next_region.is_none()
+            && self.default.is_none()
+            && self.frozen.is_empty()
+            && self.thawed.is_empty()
+    }
+}
+
+pub(crate) fn write_catalog(global: &Partition, c: &CatalogChanges) -> Result<()> {
+    let w = global.begin_write()?;
+    {
+        let mut t = w.open_table(REGIONS).map_err(|e| global.err(e))?;
+        for (name, entry) in &c.rows {
+            t.insert(name.as_str(), entry.encode().as_slice())
+                .map_err(|e| global.err(e))?;
+        }
+        let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
+        if let Some(n) = c.next_region {
+            meta.insert(META_NEXT_REGION, n.to_le_bytes().as_slice())
+                .map_err(|e| global.err(e))?;
+        }
+        if let Some(d) = &c.default {
+            meta.insert(META_DEFAULT_REGION, d.as_bytes())
+                .map_err(|e| global.err(e))?;
+        }
+        let mut frozen = w.open_table(FROZEN_USAGE).map_err(|e| global.err(e))?;
+        for r in c.thawed.iter().chain(c.frozen.iter().map(|(r, _)| r)) {
+            frozen
+                .retain_in((*r, 0)..=(*r, u64::MAX), |_, _| false)
+                .map_err(|e| global.err(e))?;
+        }
+        for (r, counts) in &c.frozen {
+            if let Some(counts) = counts {
+                for (account, records) in counts {
+                    frozen
+                        .insert((*r, *account), *records)
+                        .map_err(|e| global.err(e))?;
+                }
+                frozen
+                    .insert((*r, FROZEN_SENTINEL), 1)
+                    .map_err(|e| global.err(e))?;
+            }
+        }
+    }
+    global.commit(w)
+}
+
+/// Marks a region disabled in the catalog, recording its record counts, in one synced
+/// global commit (used by `Db::disable_region`).
+pub(crate) fn persist_disable(
+    global: &Partition,
+    name: &str,
+    entry: &CatalogEntry,
+    counts: AccountCounts,
+) -> Result<()> {
+    write_catalog(
+        global,
+        &CatalogChanges {
+            rows: vec![(name.to_owned(), entry.clone())],
+            frozen: vec![(entry.id, Some(counts))],
+            ..Default::default()
+        },
+    )
+}
+
+pub(crate) fn bump_next_account(global: &Partition, w: &redb::WriteTransaction) -> Result<u64> {
+    let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
+    let id = get_u64(&meta, META_NEXT_ACCOUNT)?;
+    let next = id
+        .checked_add(1)
+        .ok_or_else(|| Error::corrupt("global", "account id counter exhausted"))?;
+    put_u64(&mut meta, META_NEXT_ACCOUNT, next).map_err(|e| global.err(e))?;
+    Ok(id)
+}
+
+/// The storage a builder names, or ordinary files.
+pub(crate) fn storage_of(b: &Builder) -> Arc<dyn Storage> {
+    b.storage
+        .clone()
+        .unwrap_or_else(|| Arc::new(crate::backends::FileStorage))
+}

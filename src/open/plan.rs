@@ -1,0 +1,392 @@
+//! Phase 1 of open: look at every file and decide everything, writing nothing.
+//!
+//! Every check that can refuse an open runs here: names, paths (the same file given twice,
+//! the global file's path, a folder that cannot be created), the catalog against the
+//! builder's list, the default region, the identity and integrity of every existing file
+//! (through a copy-on-write view: see `partition::probe`), the digest key, and exclusive
+//! access. Storage is only read; the result is an [`OpenPlan`] that `apply` carries out.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::ReadableTable;
+
+use super::{CatalogChanges, GlobalState, Registration, default_path, read_global, region_usage};
+use crate::backends::Storage;
+use crate::builder::{Builder, RegionSpec, check_region_name};
+use crate::error::{Error, Result};
+use crate::partition::global::CatalogEntry;
+use crate::partition::region::decode_owned;
+use crate::partition::{self, Expect, Probe};
+use crate::schema::*;
+
+/// What to do with a region file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FileStep {
+    /// It exists and the catalog knows it: open it.
+    Open,
+    /// It exists, made by an open that was interrupted before the catalog recorded it as
+    /// created: open it and record it.
+    Adopt,
+    /// Create it.
+    Create,
+}
+
+/// One region this open will have open.
+pub(super) struct RegionPlan {
+    pub name: String,
+    pub path: PathBuf,
+    /// The catalog row after this open.
+    pub entry: CatalogEntry,
+    pub step: FileStep,
+}
+
+/// Everything an open will do, decided before anything is written.
+pub(super) struct OpenPlan {
+    pub storage: Arc<dyn Storage>,
+    pub dir: PathBuf,
+    pub global_path: PathBuf,
+    /// Page cache per partition.
+    pub cache: usize,
+    /// The global partition as found; `None` for a new store.
+    pub state: Option<GlobalState>,
+    /// The regions to open, in the builder's order.
+    pub regions: Vec<RegionPlan>,
+    /// Written (synced) before any region file is created: the ids of new regions, as
+    /// rows not yet created. An open interrupted after this leaves only these plans,
+    /// which an open that does not list those regions ignores.
+    pub reserve: CatalogChanges,
+    /// Written (synced) once every region file exists: created flags, enabled flags,
+    /// frozen counts, paths, the default.
+    pub finish: CatalogChanges,
+    /// The catalog after this open, of regions that exist (created, or created now).
+    pub catalog: HashMap<String, CatalogEntry>,
+    pub default: String,
+    pub registration: Registration,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Io {
+        path: path.to_owned(),
+        source: e,
+    }
+}
+
+/// Recomputes the digests of a few unique values a region owns with the store's digest
+/// key: a changed or damaged key would make every value look free and let it be claimed
+/// twice, so it is refused before anything is opened for writing.
+fn check_digest_key(txn: &redb::ReadTransaction, key: &[u8; 32], region: &str) -> Result<()> {
+    let t = match txn.open_table(OWNED) {
+        Ok(t) => t,
+        Err(e) if partition::missing_table(&e) => return Ok(()),
+        Err(e) => return Err(Error::corrupt(region, e.to_string())),
+    };
+    for row in t
+        .iter()
+        .map_err(|e| Error::corrupt(region, e.to_string()))?
+        .take(4)
+    {
+        let (_, v) = row.map_err(|e| Error::corrupt(region, e.to_string()))?;
+        // An undecodable row is damage of its own (audit names it); it says nothing
+        // about the key.
+        let Some(list) = decode_owned(v.value()) else {
+            continue;
+        };
+        if list
+            .iter()
+            .any(|o| crate::table::digest(key, &o.ns, &o.value) != o.digest)
+        {
+            return Err(Error::corrupt(
+                "global",
+                format!(
+                    "the digest key does not match the unique values of region `{region}` \
+                     (the key in global.redb was changed or damaged)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The builder's region list, validated: (name, configured path or `None`) of the enabled
+/// ones, and the names of the disabled ones.
+type Listed = (Vec<(String, Option<PathBuf>)>, Vec<String>);
+
+fn listed(b: &Builder) -> Result<Listed> {
+    let mut seen = std::collections::HashSet::new();
+    let mut open = Vec::new();
+    let mut disabled = Vec::new();
+    for spec in &b.regions {
+        let name = match spec {
+            RegionSpec::Open { name, .. } | RegionSpec::Disabled { name } => name,
+        };
+        check_region_name(name)?;
+        if !seen.insert(name.clone()) {
+            return Err(Error::Config(format!("region `{name}` is listed twice")));
+        }
+        match spec {
+            RegionSpec::Open { name, path } => {
+                if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err(Error::invalid(format!(
+                        "region `{name}` is given an empty path"
+                    )));
+                }
+                open.push((name.clone(), path.clone()));
+            }
+            RegionSpec::Disabled { name } => disabled.push(name.clone()),
+        }
+    }
+    Ok((open, disabled))
+}
+
+pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid("the store's folder is an empty path"));
+    }
+    let storage = super::storage_of(b);
+    let (open_specs, disabled) = listed(b)?;
+    let global_path = dir.join("global.redb");
+    let path_of = |name: &str, given: &Option<PathBuf>| {
+        given.clone().unwrap_or_else(|| default_path(dir, name))
+    };
+
+    // Paths: one file each, none the global file's; then hold them in this process.
+    let resolve = |p: &Path| storage.resolve(p).map_err(io(p));
+    let mut resolved: Vec<(String, PathBuf)> =
+        vec![("the global file".into(), resolve(&global_path)?)];
+    for (name, given) in &open_specs {
+        let p = resolve(&path_of(name, given))?;
+        if let Some((other, _)) = resolved.iter().find(|(_, q)| *q == p) {
+            return Err(Error::Config(format!(
+                "region `{name}` and {} are given the same file {}",
+                if other == "the global file" {
+                    other.clone()
+                } else {
+                    format!("region `{other}`")
+                },
+                p.display()
+            )));
+        }
+        resolved.push((name.clone(), p));
+    }
+    let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
+    let registration = Registration::acquire(&*storage, &all_paths)?;
+
+    // The global partition, read-only.
+    let verify = b.verify_on_open;
+    let expect_global = Expect {
+        kind: KIND_GLOBAL,
+        uuid: None,
+        region: None,
+    };
+    let mut state: Option<GlobalState> = None;
+    let found = partition::probe(&*storage, &global_path, &expect_global, verify, |txn| {
+        state = Some(read_global(txn)?);
+        Ok(())
+    })?;
+    if found == Probe::Missing {
+        if open_specs.is_empty() {
+            return Err(Error::Config(
+                "a new store needs at least one region (Builder::region)".into(),
+            ));
+        }
+        if let Some(name) = disabled.first() {
+            return Err(Error::RegionUnknown(name.clone()));
+        }
+        storage
+            .check_creatable(&global_path)
+            .map_err(io(&global_path))?;
+    }
+    if let (Some(k), Some(st)) = (b.digest_key, &state)
+        && k != st.digest_key
+    {
+        return Err(Error::Config(
+            "digest key differs from the one this store was created with".into(),
+        ));
+    }
+    let empty = HashMap::new();
+    let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
+
+    // The catalog against the builder's list.
+    for (name, entry) in stored {
+        let listed = open_specs.iter().any(|(n, _)| n == name) || disabled.contains(name);
+        if !listed && entry.enabled && entry.created {
+            return Err(Error::Config(format!(
+                "region `{name}` is in the store's catalog but not configured: list it with \
+                 Builder::region or disable it with Builder::disable_region"
+            )));
+        }
+    }
+    for name in &disabled {
+        if !stored.get(name).is_some_and(|e| e.created) {
+            return Err(Error::RegionUnknown(name.clone()));
+        }
+    }
+
+    let mut reserve = CatalogChanges::default();
+    let mut finish = CatalogChanges::default();
+    let mut catalog: HashMap<String, CatalogEntry> = stored
+        .iter()
+        .filter(|(_, e)| e.created)
+        .map(|(n, e)| (n.clone(), e.clone()))
+        .collect();
+    let mut next = state.as_ref().map_or(1, |s| s.next_region);
+    let mut regions = Vec::new();
+    for (name, given) in &open_specs {
+        let path = path_of(name, given);
+        let (id, step) = match stored.get(name) {
+            Some(e) => {
+                let expect = Expect {
+                    kind: KIND_REGION,
+                    uuid: state.as_ref().map(|s| s.uuid),
+                    region: Some((name.clone(), e.id)),
+                };
+                let key = state.as_ref().map(|s| s.digest_key);
+                let found = partition::probe(&*storage, &path, &expect, verify, |txn| match key {
+                    Some(key) => check_digest_key(txn, &key, name),
+                    None => Ok(()),
+                })?;
+                let step = match (found, e.created) {
+                    (Probe::Checked, true) => FileStep::Open,
+                    (Probe::Checked, false) => FileStep::Adopt,
+                    (Probe::Missing, false) => {
+                        storage.check_creatable(&path).map_err(io(&path))?;
+                        FileStep::Create
+                    }
+                    (Probe::Missing, true) => {
+                        return Err(Error::Config(format!(
+                            "the file of region `{name}` is missing at {} (it was created \
+                             before); restore it, give its path with Builder::region_at, or \
+                             disable the region",
+                            path.display()
+                        )));
+                    }
+                };
+                if !e.enabled {
+                    finish.thawed.push(e.id);
+                }
+                (e.id, step)
+            }
+            None => {
+                // A region new to this store has no file yet: one found there belongs to
+                // something else.
+                if storage.open(&path, true).map_err(io(&path))?.is_some() {
+                    let why = match &state {
+                        // A region file without its global partition belongs to another
+                        // store (or to one whose global file was lost): never adopt it.
+                        None => format!(
+                            "region `{name}` file exists but {} does not",
+                            global_path.display()
+                        ),
+                        Some(_) => {
+                            format!("region `{name}` is new to this store, but a file exists there")
+                        }
+                    };
+                    return Err(Error::mismatch(&path, why));
+                }
+                storage.check_creatable(&path).map_err(io(&path))?;
+                if next == u16::MAX {
+                    return Err(Error::Config("no region ids left".into()));
+                }
+                let id = next;
+                next += 1;
+                reserve.next_region = Some(next);
+                reserve.rows.push((
+                    name.clone(),
+                    CatalogEntry {
+                        id,
+                        enabled: true,
+                        created: false,
+                        path: given.clone(),
+                    },
+                ));
+                (id, FileStep::Create)
+            }
+        };
+        let entry = CatalogEntry {
+            id,
+            enabled: true,
+            created: true,
+            path: given.clone(),
+        };
+        if stored.get(name) != Some(&entry) {
+            finish.rows.push((name.clone(), entry.clone()));
+        }
+        catalog.insert(name.clone(), entry.clone());
+        regions.push(RegionPlan {
+            name: name.clone(),
+            path,
+            entry,
+            step,
+        });
+    }
+    for name in &disabled {
+        let e = stored[name].clone();
+        if e.enabled {
+            // Disabled now: record its record counts (for limits that span regions) if its
+            // file can be read; otherwise limited accounts allowed there cannot grow.
+            let path = e.path.clone().unwrap_or_else(|| default_path(dir, name));
+            let mut counts = None;
+            let expect = Expect {
+                kind: KIND_REGION,
+                uuid: state.as_ref().map(|s| s.uuid),
+                region: Some((name.clone(), e.id)),
+            };
+            let _ = partition::probe(&*storage, &path, &expect, false, |txn| {
+                counts = Some(region_usage(txn)?);
+                Ok(())
+            });
+            let e = CatalogEntry {
+                enabled: false,
+                ..e
+            };
+            finish.rows.push((name.clone(), e.clone()));
+            finish.frozen.push((e.id, counts));
+            catalog.insert(name.clone(), e);
+        }
+    }
+
+    // The default region: always one that is enabled after this open.
+    let stored_default = state.as_ref().and_then(|s| s.default_region.clone());
+    let enabled = |n: &str| open_specs.iter().any(|(o, _)| o == n);
+    let default = match (&b.default_region, &stored_default) {
+        (Some(d), _) if enabled(d) => d.clone(),
+        (Some(d), _) if disabled.contains(d) => {
+            return Err(Error::Config(format!(
+                "region `{d}` cannot be both the default region and disabled"
+            )));
+        }
+        (Some(d), _) => return Err(Error::RegionUnknown(d.clone())),
+        (None, Some(d)) if enabled(d) => d.clone(),
+        (None, Some(d)) if disabled.contains(d) => {
+            return Err(Error::Config(format!(
+                "region `{d}` is the store's default region and cannot be disabled: name \
+                 another default with Builder::default_region"
+            )));
+        }
+        _ => match open_specs.first() {
+            Some((n, _)) => n.clone(),
+            None => return Err(Error::Config("no region is enabled".into())),
+        },
+    };
+    if stored_default.as_deref() != Some(default.as_str()) {
+        finish.default = Some(default.clone());
+    }
+
+    let partitions = 1 + regions.len();
+    let cache = (b.cache_bytes / partitions).max(1 << 20);
+    Ok(OpenPlan {
+        storage,
+        dir: dir.to_owned(),
+        global_path,
+        cache,
+        state,
+        regions,
+        reserve,
+        finish,
+        catalog,
+        default,
+        registration,
+    })
+}
