@@ -69,7 +69,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn region_name(acct: usize, region: usize) -> &'static str {
+    pub fn region_name(acct: usize, region: usize) -> &'static str {
         let a = allowed(acct);
         a[region % a.len()]
     }
@@ -480,4 +480,151 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
         }
     }
     ops
+}
+
+/// What the store may answer while some regions are disabled.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Disabled regions (by name).
+    pub disabled: Vec<&'static str>,
+    /// Some disabled region may hold claims a crash left unsettled: "free" answers may be
+    /// refused with `RegionUnsettled` (or `Busy` for an in-flight entry left behind).
+    pub unsettled: bool,
+}
+
+impl Catalog {
+    pub fn is_disabled(&self, region: &str) -> bool {
+        self.disabled.contains(&region)
+    }
+}
+
+/// Like [`check_some`], with disabled regions: rows there read as `RegionDisabled`; a value
+/// owned there is taken (and `find_unique` says `RegionDisabled`); while `unsettled`, a
+/// value the model calls free may be refused but never handed to a second owner.
+pub fn check_catalog(
+    db: &Db,
+    ids: &[Option<AccountId>],
+    model: &Model,
+    cat: &Catalog,
+) -> Result<(), String> {
+    for (acct, id) in ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let r = db.read(*id).map_err(|e| format!("read({acct}): {e}"))?;
+        for region in allowed(acct) {
+            for key in 0..KEYS {
+                let got = r.get_in(region, &T, &[key]);
+                if cat.is_disabled(region) {
+                    if !matches!(got, Err(Error::RegionDisabled(_))) {
+                        return Err(format!(
+                            "get a{acct} {region} k{key} in a disabled region: {:?}",
+                            got.map(|o| o.map(|r| r.to_vec()))
+                        ));
+                    }
+                    continue;
+                }
+                let got = got
+                    .map_err(|e| format!("get a{acct} {region} k{key}: {e}"))?
+                    .map(|rec| rec.to_vec());
+                let want = model
+                    .rows
+                    .get(&(acct, region, key))
+                    .map(|r| r.value.clone());
+                if got != want {
+                    return Err(format!(
+                        "row a{acct} {region} k{key}: store {got:?}, model {want:?}"
+                    ));
+                }
+            }
+        }
+    }
+    for ns in NAMESPACES {
+        for v in 0..VALUES {
+            let value = unique_value(v);
+            let want = model
+                .owners
+                .get(&(ns.to_string(), value.clone()))
+                .map(|(a, r, k)| (*a, r.to_string(), vec![*k]));
+            let hit = db.find_unique(&T, ns, &value);
+            let taken = db.is_taken(ns, &value);
+            match &want {
+                Some((_, region, _)) if cat.is_disabled(region) => {
+                    if !matches!(
+                        hit,
+                        Err(Error::RegionDisabled(_)) | Err(Error::RegionUnsettled(_))
+                    ) {
+                        return Err(format!(
+                            "find_unique {ns}/{value} owned in disabled {region}: {:?}",
+                            hit.map(|h| h.map(|h| h.account()))
+                        ));
+                    }
+                    match taken {
+                        Ok(true) => {}
+                        Err(Error::RegionUnsettled(_)) if cat.unsettled => {}
+                        other => {
+                            return Err(format!(
+                                "is_taken {ns}/{value} owned in disabled {region}: {other:?}"
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                None if cat.unsettled => {
+                    // May be refused; must never name an owner the model does not know.
+                    match hit {
+                        // An entry left in flight by the crash names the disabled region.
+                        Ok(None)
+                        | Err(Error::RegionUnsettled(_))
+                        | Err(Error::RegionDisabled(_)) => {}
+                        Ok(Some(h)) => {
+                            return Err(format!(
+                                "find_unique {ns}/{value}: owner {:?}, model none",
+                                h.account()
+                            ));
+                        }
+                        Err(e) => return Err(format!("find_unique {ns}/{value}: {e}")),
+                    }
+                    if let Err(e) = &taken
+                        && !matches!(e, Error::RegionUnsettled(_))
+                    {
+                        return Err(format!("is_taken {ns}/{value}: {e}"));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let got = hit
+                .map_err(|e| format!("find_unique {ns}/{value}: {e}"))?
+                .map(|h| {
+                    let acct = ids
+                        .iter()
+                        .position(|i| *i == Some(h.account()))
+                        .expect("known account");
+                    let region = db.region_name(h.region()).unwrap();
+                    (acct, region, h.key().to_vec())
+                });
+            if got != want {
+                return Err(format!(
+                    "owner of {ns}/{value}: store {got:?}, model {want:?}"
+                ));
+            }
+            let taken = taken.map_err(|e| format!("is_taken {ns}/{value}: {e}"))?;
+            if taken != want.is_some() {
+                return Err(format!(
+                    "is_taken {ns}/{value}: {taken}, model owner {want:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The region an op writes to, if it writes.
+pub fn op_region(op: &Op) -> Option<&'static str> {
+    match op {
+        Op::Insert { acct, region, .. }
+        | Op::InsertUnique { acct, region, .. }
+        | Op::Pair { acct, region, .. }
+        | Op::Remove { acct, region, .. } => Some(Op::region_name(*acct, *region)),
+        Op::Checkpoint => None,
+    }
 }
