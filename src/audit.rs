@@ -1,5 +1,5 @@
 //! `Db::audit`: an offline-style consistency check of every partition against the
-//! invariants of DESIGN.md (I1 uniqueness, I2 no orphans, I4 placement), the per-account
+//! invariants of docs/design.md (I1 uniqueness, I2 no orphans, I4 placement), the per-account
 //! counters, the checksum of every stored value, and leftovers of the reservation protocol.
 //!
 //! Audit reads one snapshot of the global partition and one of each open region, after a

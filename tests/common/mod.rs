@@ -1,7 +1,7 @@
 //! Shared harness for the protocol tests: a small workload over 3 regions, an in-memory
 //! model of what the store must contain, and a checker that compares a live store with it.
 //!
-//! Spaces are small on purpose (STYLE.md #12): few accounts, few keys, few unique values,
+//! Spaces are small on purpose: few accounts, few keys, few unique values,
 //! so claims collide.
 
 #![allow(dead_code)]
