@@ -6,10 +6,25 @@
 //! drop + reopen, and crashes: a fault is armed with `SimStorage::fail_after`, one step
 //! runs under it, then the power is cut (`SimStorage::crash`) and the store is reopened.
 //!
+//! Operator paths: reopen with regions disabled (or enabled again, or a fourth region
+//! `sa` added) after a clean close or after a power loss, `Db::disable_region` at run time
+//! (also under a fault), an open with a new configuration interrupted by a fault and a
+//! crash (the previous or the new configuration must open), refused opens (the default
+//! region disabled, a region neither listed nor disabled) that must change no file byte,
+//! a scan racing `disable_region`, and reads of a unique value racing its transfers
+//! between two records. The first input byte also decides whether `eu` lives at a custom
+//! path (`Builder::region_at`) for the whole run.
+//!
 //! After every step the whole store is compared with the model: every row (point reads
 //! with `get_in`, the account's `scan`, and `scan_all`), every account, and for every
 //! unique value `find_unique` and `is_taken` (I1: one owner, I2: the owner's record exists
-//! where the index says); after every reopen `audit()` must be clean. Crash semantics (I3):
+//! where the index says); after every reopen with every region enabled `audit()` must be
+//! clean. Disabled regions: reads and writes there fail with `RegionDisabled`, scans skip
+//! them (`scan_all`) or yield one `RegionDisabled` item (`Read::scan`), a value owned
+//! there stays taken. A region disabled at an open after a power loss while it was
+//! enabled before may be left *unsettled*: until it is enabled again, a value the model
+//! calls free may be refused (`RegionUnsettled`, `Busy`), but an owned value never gets a
+//! second owner; otherwise `RegionUnsettled` must never appear. Crash semantics (I3):
 //! - a write whose `commit()` returned `Ok` survives the crash;
 //! - a write that failed with any error but `Error::OutcomeUnknown` leaves no trace;
 //! - after `OutcomeUnknown` (and for account creation, whose synced global commit has no
