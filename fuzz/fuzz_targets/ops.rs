@@ -38,16 +38,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use regionkv::{
-    AccountId, Db, Error, FaultOn, NewAccount, Raw, RegionId, SimStorage, Table, Unique,
+    AccountId, Builder, Db, Error, FaultOn, NewAccount, Raw, RegionId, SimStorage, Table, Unique,
 };
 
+/// The regions accounts use; `us` (the first listed when the store was created) is the
+/// default region and can never be disabled.
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];
+/// `REGIONS` plus `sa`, a region no account uses, added at some opens (then known to the
+/// store for the rest of the run).
+const ALL_REGIONS: [&str; 4] = ["us", "eu", "ap", "sa"];
+const SA: u8 = 3;
+/// Where `eu` lives when the first input byte asks for `Builder::region_at`.
+const EU_PATH: &str = "/fuzz-eu/eu.redb";
+/// A thread of the concurrent steps that has not finished by then is stuck.
+const WATCHDOG: Duration = Duration::from_secs(20);
+/// Scans of `ScanDuringDisable`, transfers of `ReadDuringTransfer`.
+const SCANS: usize = 50;
+const TRANSFERS: usize = 20;
 const TABLES: [Table<Raw>; 2] = [Table::new("t0"), Table::new("t1")];
 const NAMES: u8 = 4;
 const KEYS: u8 = 4;
@@ -146,6 +160,54 @@ enum Step {
     DropReopen,
     /// Crash with no step under a fault: only what was synced survives.
     Nothing,
+    /// `close()`, then reopen with another configuration: bits 0..=2 of `disable_bits`
+    /// disable eu, ap, sa; bit 3 omits from the builder the regions that were disabled
+    /// already; `extra` (1 in 4) adds `sa`. The refused variants are tried first: the
+    /// default region disabled, and only `us` listed while another region is enabled;
+    /// both must fail with `Error::Config` and change no file byte.
+    ReopenWith { disable_bits: u8, extra: u8 },
+    /// Power loss, then reopen with another configuration (a region disabled now that was
+    /// enabled before may be left unsettled).
+    CrashReopenWith { disable_bits: u8, extra: u8 },
+    /// `Db::disable_region(ALL_REGIONS[region % 4])` at run time.
+    DisableNow { region: u8 },
+    /// `close()`, then an open with another configuration under
+    /// `fail_after(fail_after, on)`, a crash; then the previous configuration must open,
+    /// or else the new one.
+    FaultyOpen {
+        fail_after: u8,
+        on: On,
+        disable_bits: u8,
+        extra: u8,
+    },
+    /// A thread runs `scan_all(t0)` `SCANS` times while `disable_region` runs.
+    ScanDuringDisable { region: u8 },
+    /// A thread moves one unique value between two records of one account `TRANSFERS`
+    /// times (one write each) while `find_unique` and `is_taken` must keep finding it.
+    ReadDuringTransfer {
+        account: u8,
+        region: u8,
+        table: bool,
+        key: u8,
+        value: u8,
+        uvalue: u8,
+    },
+}
+
+impl Step {
+    /// The operator steps: they reopen or race on their own, and ignore an `Op::Crash`
+    /// around them (except `DisableNow`, which runs under the fault).
+    fn is_operator(&self) -> bool {
+        matches!(
+            self,
+            Step::ReopenWith { .. }
+                | Step::CrashReopenWith { .. }
+                | Step::DisableNow { .. }
+                | Step::FaultyOpen { .. }
+                | Step::ScanDuringDisable { .. }
+                | Step::ReadDuringTransfer { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -160,10 +222,15 @@ enum Op {
 }
 
 // Weighted by hand: a reopen costs as much as dozens of writes (every redb file is closed
-// and opened again), so writes are frequent and reopens and crashes rarer.
+// and opened again), so writes are frequent and reopens and crashes rarer. One byte
+// picks the step: 0..=31 as the first version of this target had it (seeds stay valid),
+// 32..=57 again the creates, writes and batches of 0..=25, and one value each for the
+// operator steps (each about 1 in 64).
 impl<'a> Arbitrary<'a> for Step {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(match u.int_in_range(0u8..=31)? {
+        let pick = u.int_in_range(0u8..=63)?;
+        let pick = if (32..=57).contains(&pick) { pick - 32 } else { pick };
+        Ok(match pick {
             0..=2 => Step::CreateAccount {
                 name: u.arbitrary()?,
                 home: u.arbitrary()?,
@@ -184,7 +251,35 @@ impl<'a> Arbitrary<'a> for Step {
             27..=28 => Step::Checkpoint,
             29 => Step::Reopen,
             30 => Step::DropReopen,
-            _ => Step::Nothing,
+            31 => Step::Nothing,
+            58 => Step::ReopenWith {
+                disable_bits: u.arbitrary()?,
+                extra: u.arbitrary()?,
+            },
+            59 => Step::CrashReopenWith {
+                disable_bits: u.arbitrary()?,
+                extra: u.arbitrary()?,
+            },
+            60 => Step::DisableNow {
+                region: u.arbitrary()?,
+            },
+            61 => Step::FaultyOpen {
+                fail_after: u.arbitrary()?,
+                on: u.arbitrary()?,
+                disable_bits: u.arbitrary()?,
+                extra: u.arbitrary()?,
+            },
+            62 => Step::ScanDuringDisable {
+                region: u.arbitrary()?,
+            },
+            _ => Step::ReadDuringTransfer {
+                account: u.arbitrary()?,
+                region: u.arbitrary()?,
+                table: u.arbitrary()?,
+                key: u.arbitrary()?,
+                value: u.arbitrary()?,
+                uvalue: u.arbitrary()?,
+            },
         })
     }
 }
@@ -206,7 +301,8 @@ impl<'a> Arbitrary<'a> for Op {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    /// Checkpoint every N unique writes (0 -> the default of 1,024).
+    /// Bits 0..=2: checkpoint every N unique writes (0 and 4..=7: the default of 1,024).
+    /// Bit 3: `eu` lives at `EU_PATH` (`Builder::region_at`) for the whole run.
     budget: u8,
     ops: Vec<Op>,
 }

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use redb::ReadableTable;
 
 use crate::backends::Storage;
@@ -39,8 +39,12 @@ pub(crate) fn default_path(dir: &Path, name: &str) -> PathBuf {
 
 type RegistryKey = ((usize, u64), PathBuf);
 
-static OPEN_FILES: LazyLock<Mutex<HashSet<RegistryKey>>> =
-    LazyLock::new(|| Mutex::new(HashSet::new()));
+static OPEN_FILES: LazyLock<(Mutex<HashSet<RegistryKey>>, Condvar)> =
+    LazyLock::new(|| (Mutex::new(HashSet::new()), Condvar::new()));
+
+/// How long an open waits for another handle of the same store that is being dropped (its
+/// last reference may be held for a moment by its checkpoint thread) before refusing.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The files one open store holds in the registry; released on drop.
 #[derive(Debug, Default)]
@@ -53,12 +57,14 @@ impl Registration {
     /// another open store of this process holds.
     fn acquire(storage: &dyn Storage, paths: &[PathBuf]) -> Result<Registration> {
         let scope = storage.instance_key();
-        let mut open = OPEN_FILES.lock();
-        for p in paths {
-            if open.contains(&(scope, p.clone())) {
+        let (lock, released) = &*OPEN_FILES;
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        let mut open = lock.lock();
+        while let Some(p) = paths.iter().find(|p| open.contains(&(scope, (*p).clone()))) {
+            if released.wait_until(&mut open, deadline).timed_out() {
                 return Err(Error::Config(format!(
                     "{} is already open in this process: use the open Db (it is Clone) or \
-                     close it first",
+                     close it and drop every handle first",
                     p.display()
                 )));
             }
@@ -71,10 +77,12 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut open = OPEN_FILES.lock();
+        let (lock, released) = &*OPEN_FILES;
+        let mut open = lock.lock();
         for k in &self.keys {
             open.remove(k);
         }
+        released.notify_all();
     }
 }
 
