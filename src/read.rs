@@ -250,10 +250,10 @@ impl Read {
                     None => t.range::<&[u8]>(lo.as_slice()..),
                 }
                 .map_err(|e| snap.region.part.err(e))?;
-                Ok(Some((snap.region.part.name.clone(), range)))
+                Ok(Some((snap.region.clone(), range)))
             });
             parts.push_back(match part {
-                Ok(Some((name, range))) => Ok((region, name, range)),
+                Ok(Some((r, range))) => Ok(RangePart { region: r, range }),
                 Ok(None) => continue,
                 Err(e) => Err(e),
             });
@@ -283,7 +283,12 @@ fn prefix_bounds(account: u64, prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
     (lo, None)
 }
 
-type RangePart = (RegionId, String, redb::Range<'static, Bytes, Bytes>);
+/// One region's range of a scan. It holds its region: a region disabled meanwhile keeps
+/// its file open until the scan is dropped (redb fails reads of a closed database).
+struct RangePart {
+    region: Arc<Region>,
+    range: redb::Range<'static, Bytes, Bytes>,
+}
 
 /// Rows from one or more regions: `Read::scan` (one account) or `Db::scan_all` (every
 /// account). Yields `Result<Row<V>>`.
@@ -299,17 +304,16 @@ impl<V: Value> Rows<V> {
         let mut parts = VecDeque::new();
         // One read of the region set, and no other lock taken while it is held (a second
         // `regions.read()` here would deadlock against a waiting `disable_region`).
-        let set: Vec<(RegionId, Result<Arc<Region>>)> = {
+        let set: Vec<Result<Arc<Region>>> = {
             let regions = inner.regions.read();
             regions
                 .by_id
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.as_ref().map(|_| RegionId(i as u16)))
-                .map(|id| (id, regions.get(id)))
+                .filter_map(|(i, s)| s.as_ref().map(|_| regions.get(RegionId(i as u16))))
                 .collect()
         };
-        for (id, region) in set {
+        for region in set {
             let part = region.and_then(|r| {
                 let txn = r.part.begin_read()?;
                 let tname = user_table_name(table);
@@ -317,7 +321,10 @@ impl<V: Value> Rows<V> {
                 match txn.open_table(def) {
                     Ok(t) => {
                         let range = t.range::<&[u8]>(..).map_err(|e| r.part.err(e))?;
-                        Ok(Some((id, r.part.name.clone(), range)))
+                        Ok(Some(RangePart {
+                            region: r.clone(),
+                            range,
+                        }))
                     }
                     Err(e) if crate::partition::missing_table(&e) => Ok(None),
                     Err(e) => Err(r.part.err(e)),
@@ -344,7 +351,8 @@ impl<V: Value> Iterator for Rows<V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((region, name, range)) = &mut self.current {
+            if let Some(RangePart { region, range }) = &mut self.current {
+                let name = &region.part.name;
                 match range.next() {
                     Some(Ok((k, v))) => {
                         let full = k.value();
@@ -354,19 +362,16 @@ impl<V: Value> Iterator for Rows<V> {
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
                         return Some(Record::new(v, name, self.table, full).map(|record| Row {
-                            region: *region,
+                            region: region.id,
                             account: AccountId(account),
                             key,
                             record,
                         }));
                     }
                     Some(Err(e)) => {
-                        let name = name.clone();
+                        let err = region.part.err(e);
                         self.current = None;
-                        return Some(Err(Error::Storage {
-                            partition: name,
-                            source: Box::new(e.into()),
-                        }));
+                        return Some(Err(err));
                     }
                     None => self.current = None,
                 }

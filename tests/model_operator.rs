@@ -22,6 +22,8 @@ use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, SimStorage};
 const DIR: &str = "/opmodel";
 /// A region no account uses, added at open by some cases (then listed or disabled).
 const EXTRA: &str = "sa";
+/// Where `ap` lives (`Builder::region_at`).
+const AP_PATH: &str = "/opmodel-volume/ap.redb";
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -39,6 +41,10 @@ enum Step {
     },
     /// `Db::disable_region` at run time.
     DisableNow(usize),
+    /// `Db::disable_region` of eu or ap while writer threads commit there, a scanner runs
+    /// `scan_all` and a reader runs `find_unique`: writes acknowledged before the disable
+    /// returned must stay, none may be acknowledged after, and nothing may deadlock.
+    DisableUnderLoad(usize),
     /// Close cleanly, then open with a new configuration under a fault at storage
     /// operation `n`, crash, and check that the old or the new configuration opens.
     FaultyReopen {
@@ -77,6 +83,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u8..8, any::<bool>()).prop_map(|(disable, extra)| Step::Reopen { disable, extra }),
         2 => (0u8..8, any::<bool>()).prop_map(|(disable, extra)| Step::CrashReopen { disable, extra }),
         1 => (0usize..4).prop_map(Step::DisableNow),
+        1 => (1usize..3).prop_map(Step::DisableUnderLoad),
         1 => (0u8..60, 0u8..8, any::<bool>())
             .prop_map(|(n, disable, extra)| Step::FaultyReopen { n, disable, extra }),
         1 => (0u8..40, op()).prop_map(|(n, op)| Step::FaultThenCrash(n, op)),
@@ -117,6 +124,9 @@ impl Config {
             }
             b = if self.disabled.contains(r) {
                 b.disable_region(r)
+            } else if r == REGIONS[2] {
+                // ap lives on its own volume: a region_at placement, also when disabled.
+                b.region_at(r, AP_PATH)
             } else {
                 b.region(r)
             };
@@ -333,6 +343,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            Step::DisableUnderLoad(r) => {
+                let name = REGIONS[r];
+                if s.config.disabled.contains(name) {
+                    continue;
+                }
+                disable_under_load(&mut s, i, name)?;
+            }
             Step::FaultyReopen { n, disable, extra } => {
                 let next = Config::from_bits(disable, extra, s.config.extra);
                 let prev = s.config.clone();
@@ -444,6 +461,108 @@ impl State {
         self.config = config;
         self.audit_if_all_enabled()
     }
+}
+
+/// One writer thread per account allowed in `region` (disjoint accounts, so the model can
+/// apply each thread's acknowledged writes in its own order), a scanner and a reader, all
+/// while the main thread disables `region`. A watchdog ends the process on a hang: a
+/// deadlock must fail the suite, not stall it.
+fn disable_under_load(
+    s: &mut State,
+    step: usize,
+    region: &'static str,
+) -> Result<(), TestCaseError> {
+    use std::sync::mpsc;
+    let writers: Vec<(usize, AccountId)> = (0..3)
+        .filter(|a| allowed(*a).contains(&region))
+        .filter_map(|a| s.ids[a].map(|id| (a, id)))
+        .collect();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        // Disconnected: the step panicked (a finding, reported by the test itself).
+        if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(Duration::from_secs(60))
+        {
+            eprintln!("step {step}: disable_region under load did not finish in 60 s: deadlock");
+            std::process::exit(101);
+        }
+    });
+    let disabled_flag = &std::sync::atomic::AtomicBool::new(false);
+    let results = std::thread::scope(|scope| {
+        let db = &s.db;
+        let mut handles = Vec::new();
+        for (acct, id) in &writers {
+            let (acct, id) = (*acct, *id);
+            handles.push(scope.spawn(move || {
+                let mut acked = Vec::new();
+                let mut refused = false;
+                for round in 0..3u8 {
+                    for key in 0..KEYS {
+                        let val = round.wrapping_mul(3).wrapping_add(key);
+                        let r = db.write_in(id, region).and_then(|mut w| {
+                            w.insert(&T, &[key], &record_value(val))?;
+                            let late = disabled_flag.load(std::sync::atomic::Ordering::SeqCst);
+                            w.commit().inspect(|()| {
+                                assert!(
+                                    !late,
+                                    "a commit begun after disable_region returned succeeded"
+                                )
+                            })
+                        });
+                        match r {
+                            Ok(()) => {
+                                assert!(!refused, "a write acknowledged after one was refused");
+                                acked.push(Op::Insert {
+                                    acct,
+                                    region: allowed(acct)
+                                        .iter()
+                                        .position(|r| *r == region)
+                                        .unwrap(),
+                                    key,
+                                    val,
+                                });
+                            }
+                            Err(Error::RegionDisabled(_)) => refused = true,
+                            Err(e) => panic!("write under load: {e}"),
+                        }
+                    }
+                }
+                acked
+            }));
+        }
+        let scanner = scope.spawn(move || {
+            for _ in 0..20 {
+                for row in db.scan_all(&T).expect("scan_all") {
+                    row.expect("scan row");
+                }
+            }
+        });
+        let reader = scope.spawn(move || {
+            for v in 0..VALUES {
+                let _ = db.find_unique(&T, NAMESPACES[0], unique_value(v));
+                let _ = db.is_taken(NAMESPACES[1], unique_value(v));
+            }
+        });
+        let disabled = db.disable_region(region);
+        disabled_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        scanner.join().expect("scanner");
+        reader.join().expect("reader");
+        let acked: Vec<Vec<Op>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect();
+        (disabled, acked)
+    });
+    let _ = done_tx.send(());
+    watchdog.join().expect("watchdog");
+    let (disabled, acked) = results;
+    disabled.map_err(|e| TestCaseError::fail(format!("step {step}: disable {region}: {e}")))?;
+    for ops in acked {
+        for op in ops {
+            prop_assert_eq!(s.model.apply(&op), Outcome::Ok);
+        }
+    }
+    s.config.disabled.insert(region);
+    Ok(())
 }
 
 fn op_account(op: &Op) -> Option<usize> {
