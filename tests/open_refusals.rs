@@ -1,0 +1,541 @@
+//! Issue 7, finding 8 (a refused open leaks file descriptors) and issue 16 (an open that is
+//! refused changes nothing; the default region stays enabled; one handle per store).
+//!
+//! The tests of this file take one lock: the descriptor count of the process is only
+//! meaningful while no other test of the binary opens files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use common::T;
+use regionkv::{Builder, Db, Error, FaultOn, NewAccount, SimStorage, Unique};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every file under `dir` (recursively) with its bytes; directories are not listed.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.insert(path, bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
+}
+
+fn diff(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in before.keys().filter(|p| !after.contains_key(*p)) {
+        out.push(format!("{} was removed", p.display()));
+    }
+    for p in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("{} was created", p.display()));
+    }
+    for (p, b) in before {
+        if let Some(a) = after.get(p)
+            && a != b
+        {
+            out.push(format!("{} changed", p.display()));
+        }
+    }
+    out
+}
+
+fn three() -> Builder {
+    Db::builder().region("us").region("eu").region("ap")
+}
+
+/// A closed store with regions us, eu, ap, an account in each and a claimed value.
+fn make_store(dir: &Path) {
+    let db = three().open(dir).unwrap();
+    for (i, r) in ["us", "eu", "ap"].into_iter().enumerate() {
+        let a = db
+            .create_account(NewAccount::new(format!("a{i}"), r))
+            .unwrap();
+        let mut w = db.write(a).unwrap();
+        w.insert_unique(
+            &T,
+            b"k",
+            b"v",
+            &[Unique::new("email", format!("{r}@example.com").as_str())],
+        )
+        .unwrap();
+        w.commit().unwrap();
+    }
+    db.close().unwrap();
+}
+
+/// The configuration the store was made with still opens, with its data.
+fn old_config_opens(dir: &Path) -> Result<(), String> {
+    let db = three()
+        .open(dir)
+        .map_err(|e| format!("the old configuration does not open: {e}"))?;
+    let report = db.audit().map_err(|e| e.to_string())?;
+    if !report.is_clean() {
+        return Err(format!("old configuration: {report}"));
+    }
+    for r in ["us", "eu", "ap"] {
+        if !db.is_taken("email", format!("{r}@example.com")).unwrap() {
+            return Err(format!("old configuration: {r}'s value is not taken"));
+        }
+    }
+    db.close().map_err(|e| e.to_string())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 7.8: every refused open leaks file descriptors.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn refused_opens_do_not_leak_file_descriptors() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let other = tmp.path().join("other");
+    make_store(&dir);
+    make_store(&other);
+    // eu's file replaced by the eu file of another store.
+    let eu = dir.join("regions").join("eu.redb");
+    let eu_bytes = std::fs::read(&eu).unwrap();
+    std::fs::copy(other.join("regions").join("eu.redb"), &eu).unwrap();
+    let foreign = || three().open(&dir);
+    // A region given a copy of another region's file (the same path twice is refused
+    // before any file is looked at; a copy reaches the meta check).
+    let us_copy = tmp.path().join("us-copy.redb");
+    std::fs::copy(dir.join("regions").join("us.redb"), &us_copy).unwrap();
+    let misplaced = || {
+        Db::builder()
+            .region("us")
+            .region_at("eu", &us_copy)
+            .region("ap")
+            .open(&dir)
+    };
+    for _ in 0..3 {
+        assert!(foreign().is_err());
+        assert!(misplaced().is_err());
+    }
+    let before = open_fds();
+    for _ in 0..100 {
+        match foreign() {
+            Err(Error::PartitionMismatch { .. }) => {}
+            other => panic!("open with another store's eu file: {:?}", other.map(|_| ())),
+        }
+        match misplaced() {
+            Err(Error::PartitionMismatch { .. }) => {}
+            other => panic!("open with us's file as eu: {:?}", other.map(|_| ())),
+        }
+    }
+    let after = open_fds();
+    assert!(
+        after <= before + 5,
+        "200 refused opens: {before} descriptors open before, {after} after"
+    );
+    std::fs::write(&eu, eu_bytes).unwrap();
+    old_config_opens(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 16.1: a refused open of an existing store changes nothing.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn two_new_regions_on_one_path_are_refused_and_change_nothing() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    make_store(&dir);
+    let p = tmp.path().join("elsewhere").join("shared.redb");
+    let before = files(tmp.path());
+    let r = three()
+        .region_at("sa", &p)
+        .region_at("af", &p)
+        .open(&dir)
+        .map(drop);
+    let after = files(tmp.path());
+    let mut problems = diff(&before, &after);
+    match &r {
+        Ok(()) => problems.push("the open succeeded".into()),
+        Err(e @ (Error::Config(_) | Error::InvalidArgument(_))) => {
+            if e.to_string().contains("another process") {
+                problems.push(format!("the error blames another process: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!(
+            "refused with {e:?}; expected Error::Config or Error::InvalidArgument"
+        )),
+    }
+    if p.exists() {
+        problems.push(format!("{} exists", p.display()));
+    }
+    if let Err(e) = old_config_opens(&dir) {
+        problems.push(e);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn region_whose_folder_cannot_be_created_is_refused_and_changes_nothing() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    make_store(&dir);
+    let afile = tmp.path().join("afile");
+    std::fs::write(&afile, b"a regular file").unwrap();
+    let mut problems = Vec::new();
+    // Under a regular file: looking for the file already fails (ENOTDIR). And a folder
+    // that does not exist and cannot be made (no mkdir in /proc, even for root): the file
+    // looks merely missing until the open tries to create it.
+    let cases = [
+        afile.join("sub").join("sa.redb"),
+        PathBuf::from("/proc/self/regionkv-no-such-folder/sa.redb"),
+    ];
+    for path in cases {
+        let before = files(tmp.path());
+        let r = three().region_at("sa", &path).open(&dir).map(drop);
+        for d in diff(&before, &files(tmp.path())) {
+            problems.push(format!("{}: {d} ({r:?})", path.display()));
+        }
+        if r.is_ok() {
+            problems.push(format!("{}: the open succeeded", path.display()));
+        }
+        if let Err(e) = old_config_opens(&dir) {
+            problems.push(format!("{}: {e}", path.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 16.2: a refused first open leaves the directory empty.
+// ---------------------------------------------------------------------------------------
+
+fn refused_first_open(case: &str, b: impl FnOnce(&Path) -> Builder) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let r = b(&dir).open(&dir).map(drop);
+    let mut problems = Vec::new();
+    if r.is_ok() {
+        problems.push(format!("{case}: the first open succeeded"));
+    }
+    for p in files(tmp.path()).keys() {
+        problems.push(format!("{case}: {} was left behind ({r:?})", p.display()));
+    }
+    problems
+}
+
+#[test]
+fn refused_first_open_leaves_the_directory_empty() {
+    let _serial = serial();
+    let mut problems = Vec::new();
+    problems.extend(refused_first_open("two regions, one file", |dir| {
+        let p = dir.join("regions").join("shared.redb");
+        Db::builder().region_at("us", &p).region_at("eu", p)
+    }));
+    problems.extend(refused_first_open("a region at the global file", |dir| {
+        Db::builder()
+            .region("us")
+            .region_at("eu", dir.join("global.redb"))
+    }));
+
+    // An empty path, which today resolves to the process's current directory.
+    let cwd_tmp = std::env::current_dir().unwrap().join(".creating");
+    let existed = cwd_tmp.exists();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let r = Db::builder()
+        .region("us")
+        .region_at("eu", "")
+        .open(&dir)
+        .map(drop);
+    if !matches!(r, Err(Error::InvalidArgument(_))) {
+        problems.push(format!(
+            "empty path: {r:?}, expected Error::InvalidArgument"
+        ));
+    }
+    for p in files(tmp.path()).keys() {
+        problems.push(format!("empty path: {} was left behind", p.display()));
+    }
+    if !existed && cwd_tmp.exists() {
+        let _ = std::fs::remove_file(&cwd_tmp);
+        problems.push(format!("empty path: {} was created", cwd_tmp.display()));
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 16.3: the default region stays enabled, and so does at least one region.
+// ---------------------------------------------------------------------------------------
+
+/// Disables every region but the default through the open handle; at least one must stay
+/// enabled whatever was refused.
+fn enabled_after_disabling_everything(db: &Db) -> usize {
+    for r in db.regions() {
+        let _ = db.disable_region(&r.name);
+    }
+    db.regions().iter().filter(|r| r.enabled).count()
+}
+
+fn default_is_enabled(db: &Db) -> bool {
+    let d = db.default_region();
+    db.regions().iter().any(|r| r.id == d && r.enabled)
+}
+
+#[test]
+fn default_region_cannot_be_disabled_at_open() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    Db::builder()
+        .region("us")
+        .region("eu")
+        .open(&dir)
+        .unwrap()
+        .close()
+        .unwrap();
+    let before = files(&dir);
+    let r = Db::builder()
+        .region("us")
+        .disable_region("eu")
+        .default_region("eu")
+        .open(&dir);
+    let mut problems = diff(&before, &files(&dir));
+    match r {
+        Err(_) => {}
+        Ok(db) => {
+            problems.push(format!(
+                "opened with the default region eu disabled (default enabled: {})",
+                default_is_enabled(&db)
+            ));
+            let n = enabled_after_disabling_everything(&db);
+            if n == 0 {
+                problems.push("every region could then be disabled".into());
+            }
+            drop(db);
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn disabling_the_stored_default_at_open_keeps_an_enabled_default() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .default_region("eu")
+        .open(&dir)
+        .unwrap();
+    assert_eq!(db.region_name(db.default_region()).as_deref(), Some("eu"));
+    db.close().unwrap();
+    let before = files(&dir);
+    // No default given: the stored one, eu, is being disabled.
+    match Db::builder().region("us").disable_region("eu").open(&dir) {
+        Err(e) => {
+            // Refused: then nothing changed.
+            let changes = diff(&before, &files(&dir));
+            assert!(changes.is_empty(), "refused ({e}) but {changes:?}");
+        }
+        Ok(db) => {
+            let default = db.region_name(db.default_region());
+            assert!(
+                default_is_enabled(&db),
+                "opened with eu disabled and the default region {default:?} disabled"
+            );
+            let n = enabled_after_disabling_everything(&db);
+            assert!(n >= 1, "every region could be disabled");
+            db.close().unwrap();
+        }
+    }
+}
+
+#[test]
+fn at_least_one_region_stays_enabled() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    make_store(&dir);
+    for default in ["us", "eu", "ap"] {
+        let db = three().default_region(default).open(&dir).unwrap();
+        let n = enabled_after_disabling_everything(&db);
+        assert!(n >= 1, "default {default}: every region could be disabled");
+        assert!(default_is_enabled(&db), "default {default} stays enabled");
+        db.close().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 16.4: one handle per store.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn second_handle_on_one_sim_store_is_refused() {
+    let _serial = serial();
+    let sim = SimStorage::new();
+    let open = || {
+        Db::builder()
+            .storage(sim.clone())
+            .region("us")
+            .region("eu")
+            .open("/store")
+    };
+    let first = open().unwrap();
+    let a = first.create_account(NewAccount::new("a", "us")).unwrap();
+    let second = open();
+    assert!(
+        second.is_err(),
+        "a second handle opened while the first is alive"
+    );
+    drop(second);
+    // The first handle still works.
+    let mut w = first.write(a).unwrap();
+    w.insert(&T, b"k", b"v").unwrap();
+    w.commit().unwrap();
+    first.close().unwrap();
+    // Once it is closed and dropped, the store opens again.
+    let again = open().expect("open after the first handle closed");
+    again.close().unwrap();
+}
+
+#[test]
+fn second_handle_on_one_file_store_is_refused() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let first = three().open(&dir).unwrap();
+    let before_fds = open_fds();
+    let second = three().open(&dir);
+    assert!(
+        second.is_err(),
+        "a second handle opened while the first is alive"
+    );
+    drop(second);
+    assert!(
+        open_fds() <= before_fds + 1,
+        "the refused open leaked files"
+    );
+    first.close().unwrap();
+    three().open(&dir).unwrap().close().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 16: a crash in the middle of an open that changes the configuration.
+// ---------------------------------------------------------------------------------------
+
+fn sim_files(sim: &SimStorage) -> BTreeMap<PathBuf, Vec<u8>> {
+    sim.paths()
+        .into_iter()
+        .filter_map(|p| sim.live_bytes(&p).map(|b| (p, b)))
+        .collect()
+}
+
+/// For every crash point of the open `new` (on a store made with `old`): the new
+/// configuration opens afterwards with a clean audit, and if the crash left every file as
+/// it was, the old configuration opens too.
+fn crash_mid_open_sweep(old: fn(Builder) -> Builder, new: fn(Builder) -> Builder) -> usize {
+    const DIR: &str = "/store";
+    let mut points = 0;
+    for n in 0..1000u64 {
+        let sim = SimStorage::new();
+        let b = || Db::builder().storage(sim.clone()).digest_key([3; 32]);
+        {
+            let db = old(b()).open(DIR).unwrap();
+            for (i, r) in ["us", "eu"].into_iter().enumerate() {
+                let a = db
+                    .create_account(NewAccount::new(format!("a{i}"), r))
+                    .unwrap();
+                let mut w = db.write(a).unwrap();
+                w.insert_unique(
+                    &T,
+                    b"k",
+                    b"v",
+                    &[Unique::new("email", format!("{r}@example.com").as_str())],
+                )
+                .unwrap();
+                w.commit().unwrap();
+            }
+            db.close().unwrap();
+        }
+        let before = sim_files(&sim);
+        sim.fail_after(n, FaultOn::Any);
+        let r = new(b()).open(DIR);
+        let tripped = sim.fault_tripped();
+        drop(r);
+        sim.crash();
+        points += 1;
+        let untouched = sim_files(&sim) == before;
+        let old_opens = match old(b()).open(DIR) {
+            Ok(db) => {
+                db.close().unwrap();
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if untouched && let Err(e) = &old_opens {
+            panic!(
+                "n={n}: the crash left every file as it was, but the old configuration is refused: {e}"
+            );
+        }
+        let db = new(b()).open(DIR).unwrap_or_else(|e| {
+            panic!("n={n}: the new configuration does not open: {e} (old: {old_opens:?})")
+        });
+        let report = db.audit().unwrap();
+        assert!(report.is_clean(), "n={n}: {report}");
+        for r in ["us", "eu"] {
+            let taken = db.is_taken("email", format!("{r}@example.com"));
+            assert!(
+                !matches!(taken, Ok(false)),
+                "n={n}: {r}'s value is free after the crash"
+            );
+        }
+        db.close().unwrap();
+        if !tripped {
+            break;
+        }
+    }
+    points
+}
+
+#[test]
+fn crash_while_adding_a_region_leaves_a_store_that_opens() {
+    let _serial = serial();
+    let points = crash_mid_open_sweep(
+        |b| b.region("us").region("eu"),
+        |b| b.region("us").region("eu").region("sa"),
+    );
+    assert!(points > 1);
+}
+
+#[test]
+fn crash_while_adding_a_region_and_disabling_one_leaves_a_store_that_opens() {
+    let _serial = serial();
+    let points = crash_mid_open_sweep(
+        |b| b.region("us").region("eu"),
+        |b| b.region("us").region("sa").disable_region("eu"),
+    );
+    assert!(points > 1);
+}
