@@ -448,14 +448,19 @@ impl Db {
         // owner (a transfer between two records of one account, committed in one region
         // commit), the entry is in flight and names the receiver, its `prev` the current
         // owner: exactly one of them owns the value at any region snapshot. If neither
-        // does, the entry moved on meanwhile: read it again.
-        for _ in 0..3 {
+        // does, the entry moved on between the two reads: read it again, until two reads
+        // agree (then the answer is stable: nobody owns it at that snapshot).
+        let mut last: Option<Entry> = None;
+        for _ in 0..16 {
             let Some(entry) = inner.unique_entry(namespace, value)? else {
                 inner.coord.check_settled()?;
                 return Ok(None);
             };
             if entry.state == State::Tombstone {
                 inner.coord.check_settled()?;
+                return Ok(None);
+            }
+            if last.as_ref() == Some(&entry) {
                 return Ok(None);
             }
             let mut candidates = vec![&entry.loc];
@@ -479,12 +484,11 @@ impl Db {
                     return Ok(Some(hit));
                 }
             }
-            if !entry.state.in_flight() {
-                // A settled entry whose record does not own the value: audit reports it.
-                return Ok(None);
-            }
+            last = Some(entry);
         }
-        Ok(None)
+        Err(Error::Busy(format!(
+            "the owner of a value in namespace `{namespace}` kept changing during the lookup"
+        )))
     }
 
     /// Whether `value` is owned (or being claimed) in `namespace`: one global point read.

@@ -194,7 +194,10 @@ fn wait_for(counter: &AtomicUsize, n: usize) {
 
 fn count_records(db: &Db, acct: AccountId) -> usize {
     let r = db.read(acct).unwrap();
-    r.scan(&T).unwrap().map(|row| row.unwrap()).count()
+    r.scan(&T)
+        .unwrap()
+        .inspect(|row| assert!(row.is_ok(), "{row:?}"))
+        .count()
 }
 
 #[test]

@@ -250,38 +250,64 @@ fn find_unique_sees_an_owner_throughout_a_transfer() {
 // an acknowledged claim.
 // ---------------------------------------------------------------------------------------
 
+/// Runs one claim of `values` values with the global file failing after `n` writes; returns
+/// the store, the account, whether the commit was acknowledged and whether the fault fired.
+fn claim_with_global_fault(
+    vals: &[String],
+    n: u64,
+) -> (SimStorage, Db, AccountId, Result<(), Error>, bool) {
+    let global = format!("{DIR}/global.redb");
+    let sim = SimStorage::new();
+    let db = sim_builder(&sim)
+        .digest_key([7; 32])
+        // A small cache, so that even unsynced global commits reach the file.
+        .cache_size(1 << 20)
+        .region("us")
+        .open(DIR)
+        .unwrap();
+    let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+    // The first unique write of a checkpoint interval has a synced Reserve (it marks the
+    // region dirty): warm up, so the swept write's global commits are unsynced ones.
+    claim(&db, a, b"warm", "warm@example.com").unwrap();
+    sim.fail_file_after(&global, n, FaultOn::Writes);
+    let mut w = db.write(a).unwrap();
+    let uniques: Vec<Unique> = vals.iter().map(|v| Unique::new("email", v)).collect();
+    w.insert_unique(&T, b"ka", b"rec", &uniques).unwrap();
+    let committed = w.commit();
+    let tripped = sim.fault_tripped();
+    (sim, db, a, committed, tripped)
+}
+
 #[test]
 fn acknowledged_claim_stays_visible_after_a_failed_confirm() {
     // Reserve and Confirm are unsynced global commits: the fault trips in Confirm only
-    // when Confirm has to touch the file (today: it grows the fresh global file), so the
-    // sweep runs over a few write sizes and needs at least one such point.
-    let global = format!("{DIR}/global.redb");
+    // when Confirm has to write the file. Writes fail from fault point n on, so for small n
+    // the commit fails (in Reserve), for large n nothing trips; in between, if Confirm
+    // writes at all, the commit is acknowledged with the global partition failed. Find the
+    // smallest n that acknowledges (binary search), then check the window above it.
     let mut cases = Vec::new();
     let mut problems = Vec::new();
-    for values in [1usize, 8, 24] {
+    for values in [24usize, 3000] {
         let vals: Vec<String> = (0..values).map(|i| format!("v{i}@example.com")).collect();
-        for n in 0..200u64 {
-            let sim = SimStorage::new();
-            let db = sim_builder(&sim)
-                .digest_key([7; 32])
-                .region("us")
-                .open(DIR)
-                .unwrap();
-            let a = db.create_account(NewAccount::new("a", "us")).unwrap();
-            sim.fail_file_after(&global, n, FaultOn::Writes);
-            let mut w = db.write(a).unwrap();
-            let uniques: Vec<Unique> = vals.iter().map(|v| Unique::new("email", v)).collect();
-            w.insert_unique(&T, b"ka", b"rec", &uniques).unwrap();
-            let committed = w.commit();
-            let tripped = sim.fault_tripped();
-            match (&committed, tripped) {
-                (Ok(()), false) => break, // the fault lies beyond this write
-                (Err(_), _) => continue,  // refused before the commit point
-                (Ok(()), true) => {}
+        let (mut lo, mut hi) = (0u64, 1 << 20);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (_, db, _, committed, _) = claim_with_global_fault(&vals, mid);
+            drop(db);
+            if committed.is_ok() {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        for n in lo..lo + 3 {
+            let (sim, db, a, committed, tripped) = claim_with_global_fault(&vals, n);
+            if committed.is_err() || !tripped {
+                continue;
             }
             // Acknowledged, with the global partition failed after the region commit.
             cases.push((values, n));
-            for v in &vals {
+            for v in vals.iter().step_by((values / 8).max(1)) {
                 match owner(&db, v) {
                     Ok(Some(o)) if o == (a, b"ka".to_vec()) => {}
                     Err(_) => {}
@@ -300,11 +326,11 @@ fn acknowledged_claim_stays_visible_after_a_failed_confirm() {
                     vals[0]
                 ));
             }
-            // Guard: recovery settles the write as acknowledged.
+            // Recovery settles the write as acknowledged.
             drop(db);
             sim.crash();
             let db = sim_builder(&sim).region("us").open(DIR).unwrap();
-            for v in &vals {
+            for v in vals.iter().step_by((values / 8).max(1)) {
                 match owner(&db, v) {
                     Ok(Some(o)) if o == (a, b"ka".to_vec()) => {}
                     other => problems.push(format!(

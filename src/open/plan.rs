@@ -170,6 +170,40 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         }
         resolved.push((name.clone(), p));
     }
+    // A file inside another (its folder would be the other file), or at another's
+    // temporary name (`<path>.creating`, removed when a partition is created there).
+    let who = |n: &str| {
+        if n == "the global file" {
+            n.to_owned()
+        } else {
+            format!("region `{n}`")
+        }
+    };
+    for (a, pa) in &resolved {
+        for (b, pb) in &resolved {
+            if a == b {
+                continue;
+            }
+            if pb.starts_with(pa) {
+                return Err(Error::Config(format!(
+                    "{}'s file {} would be inside {}'s file {}",
+                    who(b),
+                    pb.display(),
+                    who(a),
+                    pa.display()
+                )));
+            }
+            if *pb == partition::creating_path(pa) {
+                return Err(Error::Config(format!(
+                    "{}'s file {} is the temporary name of {}'s file {}",
+                    who(b),
+                    pb.display(),
+                    who(a),
+                    pa.display()
+                )));
+            }
+        }
+    }
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
     let registration = Registration::acquire(&*storage, &all_paths)?;
 

@@ -361,6 +361,13 @@ pub(crate) fn open_rw(
     })
 }
 
+/// The temporary name a partition file is built under: `<path>.creating`.
+pub(crate) fn creating_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".creating");
+    PathBuf::from(tmp)
+}
+
 /// Creates a new partition file atomically: it is built and synced under a temporary name,
 /// then renamed into place, so a crash never leaves a half-made partition at `path`.
 pub(crate) fn create_new(
@@ -370,9 +377,9 @@ pub(crate) fn create_new(
     cache: usize,
     meta: &[(&str, Vec<u8>)],
 ) -> Result<Partition> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".creating");
-    let tmp = PathBuf::from(tmp);
+    let tmp = creating_path(path);
+    // A crash-left attempt of this same creation (the open plan refuses any partition
+    // whose own path is this name).
     storage.remove(&tmp).map_err(|e| storage_io(&tmp, e))?;
     {
         let backend = storage.create_new(&tmp).map_err(|e| storage_io(&tmp, e))?;

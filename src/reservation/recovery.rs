@@ -1,9 +1,9 @@
 //! Recovery at open: rebuild the global unique index from the regions' applied markers.
 //!
 //! The global partition is at its last synced commit (a checkpoint, or a dirty-marking
-//! Reserve). Every open region's markers are replayed in TxnId order (idempotent: entries
-//! carry their last-change txn), in-flight entries whose txn left no marker are rolled
-//! back, the dirty rows of the open regions are cleared, the epoch is bumped, and the
+//! Reserve). In-flight entries whose txn left no marker are rolled back, then every open
+//! region's markers are replayed in TxnId order (idempotent: entries carry their
+//! last-change txn), the dirty rows of the open regions are cleared, the epoch is bumped, and the
 //! result is synced. Only then are the markers deleted, and only after that (and only when
 //! every region's markers were visible) are tombstones dropped. A crash at any point of
 //! this leaves a state the next recovery handles the same way.
@@ -110,26 +110,9 @@ pub(crate) fn recover(
     {
         let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
         let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
-        for (&txn, (region, m)) in &markers {
-            for c in &m.claims {
-                let k = unique_key(&c.ns, &c.digest);
-                let cur = get_entry(global, &unique, &k)?;
-                let loc = Loc {
-                    account: m.account,
-                    region: *region,
-                    table: c.table.clone(),
-                    key: c.key.clone(),
-                };
-                let change = state::replay_claim(cur.as_ref(), txn, loc);
-                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
-            }
-            for (ns, d) in &m.releases {
-                let k = unique_key(ns, d);
-                let cur = get_entry(global, &unique, &k)?;
-                let change = state::replay_release(cur.as_ref(), txn, m.account, *region);
-                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
-            }
-        }
+        // Roll back first: an in-flight entry whose txn left no marker did not happen,
+        // and what it replaced must be visible to the replay below (a marker older than
+        // it would otherwise be masked by an entry that is about to disappear).
         let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
         let mut rows = Vec::new();
         for row in inflight.iter().map_err(|e| global.err(e))? {
@@ -151,14 +134,36 @@ pub(crate) fn recover(
                         report.left_in_flight += 1;
                         continue;
                     }
-                    // Replay settled every txn that has a marker; this one has none.
-                    let change = state::rollback(cur.as_ref(), t);
-                    apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
-                    report.rolled_back += 1;
+                    if !markers.contains_key(&t) {
+                        let change = state::rollback(cur.as_ref(), t);
+                        apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
+                        report.rolled_back += 1;
+                    }
+                    // With a marker, the replay below settles it.
                 }
                 _ => {}
             }
             inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
+        }
+        for (&txn, (region, m)) in &markers {
+            for c in &m.claims {
+                let k = unique_key(&c.ns, &c.digest);
+                let cur = get_entry(global, &unique, &k)?;
+                let loc = Loc {
+                    account: m.account,
+                    region: *region,
+                    table: c.table.clone(),
+                    key: c.key.clone(),
+                };
+                let change = state::replay_claim(cur.as_ref(), txn, loc);
+                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
+            }
+            for (ns, d) in &m.releases {
+                let k = unique_key(ns, d);
+                let cur = get_entry(global, &unique, &k)?;
+                let change = state::replay_release(cur.as_ref(), txn, m.account, *region);
+                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
+            }
         }
         let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
         let mut rows = Vec::new();
@@ -207,12 +212,15 @@ pub(crate) fn recover(
                         Some(t) => get_entry(global, t, &k)?,
                         None => None,
                     };
+                    // Only an entry that names this very record keeps the value with it
+                    // (an in-flight entry left by a disabled region names its own record:
+                    // it was claimed elsewhere after this region's claims were forfeited).
                     let names_record = entry.as_ref().is_some_and(|e| {
-                        e.state.in_flight()
-                            || (e.loc.account == m.account
-                                && e.loc.region == r.id.0
-                                && e.loc.table == c.table
-                                && e.loc.key == c.key)
+                        e.state != crate::reservation::state::State::Tombstone
+                            && e.loc.account == m.account
+                            && e.loc.region == r.id.0
+                            && e.loc.table == c.table
+                            && e.loc.key == c.key
                     });
                     if names_record {
                         continue;
