@@ -80,21 +80,23 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (0usize..3).prop_map(Step::Create),
         14 => op().prop_map(Step::Op),
-        2 => (0u8..8, any::<bool>()).prop_map(|(disable, extra)| Step::Reopen { disable, extra }),
-        2 => (0u8..8, any::<bool>()).prop_map(|(disable, extra)| Step::CrashReopen { disable, extra }),
+        2 => (0u8..64, any::<bool>()).prop_map(|(disable, extra)| Step::Reopen { disable, extra }),
+        2 => (0u8..64, any::<bool>()).prop_map(|(disable, extra)| Step::CrashReopen { disable, extra }),
         1 => (0usize..4).prop_map(Step::DisableNow),
         1 => (1usize..3).prop_map(Step::DisableUnderLoad),
-        1 => (0u8..60, 0u8..8, any::<bool>())
+        1 => (0u8..60, 0u8..64, any::<bool>())
             .prop_map(|(n, disable, extra)| Step::FaultyReopen { n, disable, extra }),
         1 => (0u8..40, op()).prop_map(|(n, op)| Step::FaultThenCrash(n, op)),
     ]
 }
 
-/// A configuration: which of us/eu/ap/sa are disabled, whether sa exists.
+/// A configuration: which of us/eu/ap/sa are disabled, whether sa exists, and the
+/// default region it names (`None`: keep the store's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Config {
     disabled: BTreeSet<&'static str>,
     extra: bool,
+    default: Option<&'static str>,
 }
 
 fn all_regions() -> [&'static str; 4] {
@@ -102,22 +104,41 @@ fn all_regions() -> [&'static str; 4] {
 }
 
 impl Config {
-    /// `bits` picks regions to disable among eu, ap and sa (never us: the default).
-    fn from_bits(bits: u8, extra: bool, had_extra: bool) -> Config {
+    /// `bits` 0-3 pick regions to disable among us, eu, ap, sa; bits 4-5 the default to
+    /// name (us, eu, ap, or none). The default in force (named, else `stored`) is never
+    /// disabled: that is the refused case, tried separately.
+    fn from_bits(bits: u8, extra: bool, had_extra: bool, stored: &'static str) -> Config {
         let extra = extra || had_extra;
+        let default = match (bits >> 4) & 3 {
+            3 => None,
+            d => Some(REGIONS[d as usize]),
+        };
         let mut disabled = BTreeSet::new();
-        for (i, r) in [REGIONS[1], REGIONS[2], EXTRA].into_iter().enumerate() {
+        for (i, r) in all_regions().into_iter().enumerate() {
             if bits & (1 << i) != 0 && (r != EXTRA || had_extra) {
                 disabled.insert(r);
             }
         }
-        Config { disabled, extra }
+        disabled.remove(default.unwrap_or(stored));
+        Config {
+            disabled,
+            extra,
+            default,
+        }
+    }
+
+    /// The default region after an open with this configuration.
+    fn effective_default(&self, stored: &'static str) -> &'static str {
+        self.default.unwrap_or(stored)
     }
 
     fn builder(&self, sim: &SimStorage) -> regionkv::Builder {
         let mut b = Db::builder()
             .storage(sim.clone())
             .checkpoint_budget(4, Duration::from_secs(3600));
+        if let Some(d) = self.default {
+            b = b.default_region(d);
+        }
         for r in all_regions() {
             if r == EXTRA && !self.extra {
                 continue;
@@ -141,6 +162,8 @@ struct State {
     model: Model,
     ids: Vec<Option<AccountId>>,
     config: Config,
+    /// The store's default region.
+    default: &'static str,
     /// Disabled regions that were disabled at an open after a power loss: they may hold
     /// unsettled claims until they are enabled again.
     unsettled: BTreeSet<&'static str>,
@@ -193,6 +216,9 @@ impl State {
                 self.unsettled.insert(r);
             }
         }
+        self.default = next.effective_default(self.default);
+        let named = self.db.region_name(self.db.default_region());
+        prop_assert_eq!(named.as_deref(), Some(self.default));
         self.config = next;
         self.audit_if_all_enabled()
     }
@@ -269,6 +295,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let config = Config {
         disabled: BTreeSet::new(),
         extra: false,
+        default: None,
     };
     let db = config.builder(&sim).open(DIR).expect("open");
     let mut s = State {
@@ -277,6 +304,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         model: Model::default(),
         ids: vec![None; 3],
         config,
+        default: REGIONS[0],
         unsettled: BTreeSet::new(),
     };
     for (i, step) in steps.into_iter().enumerate() {
@@ -304,12 +332,15 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 s.run_op(i, &op)?;
             }
             Step::Reopen { disable, extra } => {
-                let next = Config::from_bits(disable, extra, s.config.extra);
+                let next = Config::from_bits(disable, extra, s.config.extra, s.default);
                 s.close()?;
                 // The default region disabled: refused, nothing changed.
                 let mut bad = next.clone();
-                bad.disabled.insert(REGIONS[0]);
+                bad.disabled.insert(next.effective_default(s.default));
                 s.refused_open_changes_nothing(bad.builder(&s.sim))?;
+                // Two regions on one file: refused, nothing changed.
+                let dup = next.builder(&s.sim).region_at("dup", AP_PATH);
+                s.refused_open_changes_nothing(dup)?;
                 // A region the store has enabled, neither listed nor disabled: refused too.
                 let enabled_other = all_regions()[1..]
                     .iter()
@@ -321,7 +352,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 s.open(next, false)?;
             }
             Step::CrashReopen { disable, extra } => {
-                let next = Config::from_bits(disable, extra, s.config.extra);
+                let next = Config::from_bits(disable, extra, s.config.extra, s.default);
                 s.sim.crash();
                 drop(std::mem::replace(&mut s.db, placeholder()));
                 s.open(next, true)?;
@@ -331,9 +362,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let known = name != EXTRA || s.config.extra;
                 let res = s.db.disable_region(name);
                 match res {
-                    Err(Error::Config(_)) if r == 0 => {}
+                    Err(Error::Config(_)) if name == s.default => {}
                     Err(Error::RegionUnknown(_)) if !known => {}
-                    Ok(()) if r != 0 && known => {
+                    Ok(()) if name != s.default && known => {
                         s.config.disabled.insert(name);
                     }
                     other => {
@@ -345,14 +376,17 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::DisableUnderLoad(r) => {
                 let name = REGIONS[r];
-                if s.config.disabled.contains(name) {
+                if s.config.disabled.contains(name) || name == s.default {
                     continue;
                 }
                 disable_under_load(&mut s, i, name)?;
             }
             Step::FaultyReopen { n, disable, extra } => {
-                let next = Config::from_bits(disable, extra, s.config.extra);
-                let prev = s.config.clone();
+                let next = Config::from_bits(disable, extra, s.config.extra, s.default);
+                let prev = Config {
+                    default: Some(s.default),
+                    ..s.config.clone()
+                };
                 s.close()?;
                 s.sim.fail_after(n as u64, FaultOn::Any);
                 let r = next.builder(&s.sim).open(DIR);
@@ -433,6 +467,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let all = Config {
         disabled: BTreeSet::new(),
         extra: s.config.extra,
+        default: None,
     };
     s.open(all, false)?;
     s.check("after enabling every region")?;
@@ -458,6 +493,21 @@ impl State {
                 self.unsettled.insert(r);
             }
         }
+        // Whichever configuration opened names its default, or the store kept one that
+        // is enabled.
+        let named = self.db.region_name(self.db.default_region());
+        prop_assert!(
+            named
+                .as_deref()
+                .is_some_and(|d| !config.disabled.contains(d)),
+            "default {:?} with {:?} disabled",
+            named,
+            config.disabled
+        );
+        self.default = all_regions()
+            .into_iter()
+            .find(|r| Some(*r) == named.as_deref())
+            .unwrap_or(self.default);
         self.config = config;
         self.audit_if_all_enabled()
     }
