@@ -123,6 +123,19 @@ pub(crate) fn apply_change(
     Ok(())
 }
 
+/// Every row of `_inflight` (`[txn u128 BE][unique key]`), copied out so the table can
+/// be changed while they are walked.
+pub(crate) fn inflight_rows(
+    global: &Partition,
+    inflight: &impl ReadableTable<&'static [u8], ()>,
+) -> Result<Vec<Vec<u8>>> {
+    let mut rows = Vec::new();
+    for row in inflight.iter().map_err(|e| global.err(e))? {
+        rows.push(row.map_err(|e| global.err(e))?.0.value().to_vec());
+    }
+    Ok(rows)
+}
+
 /// The entry of unique key `k`, if any.
 pub(crate) fn get_entry(
     global: &Partition,
@@ -182,12 +195,7 @@ impl Coordinator {
             let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
             let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
             let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
-            let mut rows = Vec::new();
-            for row in inflight.iter().map_err(|e| global.err(e))? {
-                let (k, _) = row.map_err(|e| global.err(e))?;
-                rows.push(k.value().to_vec());
-            }
-            for row in rows {
+            for row in inflight_rows(global, &inflight)? {
                 let Some((t, ukey)) = split_txn_key(&row) else {
                     continue;
                 };

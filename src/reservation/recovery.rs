@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{put_u64, split_txn_key, unique_key};
 use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
-use crate::reservation::coordinator::{apply_change, drop_tombstones, get_entry};
+use crate::reservation::coordinator::{apply_change, drop_tombstones, get_entry, inflight_rows};
 use crate::reservation::state::{self, Loc};
 use crate::schema::{DIRTY, INFLIGHT, MARKERS, META, META_EPOCH, OWNED, TOMBSTONES, UNIQUE};
 use crate::types::TxnId;
@@ -114,12 +114,7 @@ pub(crate) fn recover(
         // and what it replaced must be visible to the replay below (a marker older than
         // it would otherwise be masked by an entry that is about to disappear).
         let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
-        let mut rows = Vec::new();
-        for row in inflight.iter().map_err(|e| global.err(e))? {
-            let (k, _) = row.map_err(|e| global.err(e))?;
-            rows.push(k.value().to_vec());
-        }
-        for row in rows {
+        for row in inflight_rows(global, &inflight)? {
             let Some((t, ukey)) = split_txn_key(&row) else {
                 inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
                 continue;

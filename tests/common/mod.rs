@@ -344,59 +344,7 @@ pub fn check(db: &Db, ids: &[AccountId], model: &Model) -> Result<(), String> {
 
 /// Like [`check`], for a workload in which some accounts do not exist yet (`None`).
 pub fn check_some(db: &Db, ids: &[Option<AccountId>], model: &Model) -> Result<(), String> {
-    for (acct, id) in ids.iter().enumerate() {
-        let Some(id) = id else { continue };
-        let r = db.read(*id).map_err(|e| format!("read({acct}): {e}"))?;
-        for region in allowed(acct) {
-            for key in 0..KEYS {
-                let got = r
-                    .get_in(region, &T, &[key])
-                    .map_err(|e| format!("get a{acct} {region} k{key}: {e}"))?
-                    .map(|rec| rec.to_vec());
-                let want = model
-                    .rows
-                    .get(&(acct, region, key))
-                    .map(|r| r.value.clone());
-                if got != want {
-                    return Err(format!(
-                        "row a{acct} {region} k{key}: store {got:?}, model {want:?}"
-                    ));
-                }
-            }
-        }
-    }
-    for ns in NAMESPACES {
-        for v in 0..VALUES {
-            let value = unique_value(v);
-            let hit = db
-                .find_unique(&T, ns, &value)
-                .map_err(|e| format!("find_unique {ns}/{value}: {e}"))?;
-            let got = hit.map(|h| {
-                let acct = ids
-                    .iter()
-                    .position(|i| *i == Some(h.account()))
-                    .expect("known account");
-                let region = db.region_name(h.region()).unwrap();
-                (acct, region, h.key().to_vec())
-            });
-            let want = model
-                .owners
-                .get(&(ns.to_string(), value.clone()))
-                .map(|(a, r, k)| (*a, r.to_string(), vec![*k]));
-            if got != want {
-                return Err(format!(
-                    "owner of {ns}/{value}: store {got:?}, model {want:?}"
-                ));
-            }
-            let taken = db.is_taken(ns, &value).map_err(|e| e.to_string())?;
-            if taken != want.is_some() {
-                return Err(format!(
-                    "is_taken {ns}/{value}: {taken}, model owner {want:?}"
-                ));
-            }
-        }
-    }
-    Ok(())
+    check_catalog(db, ids, model, &Catalog::default())
 }
 
 /// xorshift: deterministic, dependency-free.
