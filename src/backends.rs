@@ -139,10 +139,16 @@ impl Storage for FileStorage {
         }
     }
 
-    /// The nearest existing ancestor must be a folder that is not read-only, and nothing
-    /// in between may exist as a non-folder.
+    /// The file name must fit the usual 255-byte limit, the nearest existing ancestor must
+    /// be a folder that is not read-only, and nothing in between may exist as a non-folder.
     fn check_creatable(&self, path: &Path) -> io::Result<()> {
         let abs = lexical_absolute(path);
+        if abs.file_name().is_some_and(|n| n.len() > 255) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidFilename,
+                "file name longer than 255 bytes",
+            ));
+        }
         let mut cur = abs.parent();
         while let Some(dir) = cur {
             match std::fs::metadata(dir) {

@@ -140,47 +140,31 @@ fn listed(b: &Builder) -> Result<Listed> {
     Ok((open, disabled))
 }
 
-pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
-    if dir.as_os_str().is_empty() {
-        return Err(Error::invalid("the store's folder is an empty path"));
-    }
-    let storage = super::storage_of(b);
-    let (open_specs, disabled) = listed(b)?;
-    let global_path = dir.join("global.redb");
-    let path_of = |name: &str, given: &Option<PathBuf>| {
-        given.clone().unwrap_or_else(|| default_path(dir, name))
-    };
+const GLOBAL_FILE: &str = "the global file";
 
-    // Paths: one file each, none the global file's; then hold them in this process.
-    let resolve = |p: &Path| storage.resolve(p).map_err(io(p));
-    let mut resolved: Vec<(String, PathBuf)> =
-        vec![("the global file".into(), resolve(&global_path)?)];
-    for (name, given) in &open_specs {
-        let p = resolve(&path_of(name, given))?;
-        if let Some((other, _)) = resolved.iter().find(|(_, q)| *q == p) {
-            return Err(Error::Config(format!(
-                "region `{name}` and {} are given the same file {}",
-                if other == "the global file" {
-                    other.clone()
-                } else {
-                    format!("region `{other}`")
-                },
-                p.display()
-            )));
-        }
-        resolved.push((name.clone(), p));
-    }
-    // A file inside another (its folder would be the other file), or at another's
-    // temporary name (`<path>.creating`, removed when a partition is created there).
+/// Refuses two partitions on one file, a file inside another (its folder would be the
+/// other file), and a file at another's temporary name (`<path>.creating`, which creating
+/// that other partition removes).
+fn check_paths(resolved: &[(String, PathBuf)]) -> Result<()> {
     let who = |n: &str| {
-        if n == "the global file" {
+        if n == GLOBAL_FILE {
             n.to_owned()
         } else {
             format!("region `{n}`")
         }
     };
-    for (a, pa) in &resolved {
-        for (b, pb) in &resolved {
+    for (i, (a, pa)) in resolved.iter().enumerate() {
+        for (b, pb) in &resolved[i + 1..] {
+            if pa == pb {
+                return Err(Error::Config(format!(
+                    "{} and {} are given the same file {}",
+                    who(b),
+                    who(a),
+                    pa.display()
+                )));
+            }
+        }
+        for (b, pb) in resolved {
             if a == b {
                 continue;
             }
@@ -204,6 +188,45 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
             }
         }
     }
+    Ok(())
+}
+
+/// A partition can be created at `path`: its folders can be made, and so can its
+/// temporary file `<path>.creating`, which must not exist unless `resume` (an earlier
+/// attempt at this same creation left it; creating removes it).
+fn check_creatable(storage: &dyn Storage, path: &Path, resume: bool) -> Result<()> {
+    let tmp = partition::creating_path(path);
+    storage.check_creatable(path).map_err(io(path))?;
+    storage.check_creatable(&tmp).map_err(io(&tmp))?;
+    if !resume && storage.open(&tmp, true).map_err(io(&tmp))?.is_some() {
+        return Err(Error::Config(format!(
+            "{} exists: it is the temporary name for creating {}, and this store did not \
+             make it (another store's file?); move it away",
+            tmp.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::invalid("the store's folder is an empty path"));
+    }
+    let storage = super::storage_of(b);
+    let (open_specs, disabled) = listed(b)?;
+    let global_path = dir.join("global.redb");
+    let path_of = |name: &str, given: &Option<PathBuf>| {
+        given.clone().unwrap_or_else(|| default_path(dir, name))
+    };
+
+    // Paths: one file each, none the global file's; then hold them in this process.
+    let resolve = |p: &Path| storage.resolve(p).map_err(io(p));
+    let mut resolved: Vec<(String, PathBuf)> = vec![(GLOBAL_FILE.into(), resolve(&global_path)?)];
+    for (name, given) in &open_specs {
+        resolved.push((name.clone(), resolve(&path_of(name, given))?));
+    }
+    check_paths(&resolved)?;
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
     let registration = Registration::acquire(&*storage, &all_paths)?;
 
@@ -228,9 +251,9 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         if let Some(name) = disabled.first() {
             return Err(Error::RegionUnknown(name.clone()));
         }
-        storage
-            .check_creatable(&global_path)
-            .map_err(io(&global_path))?;
+        // `global.redb.creating` in the store's own folder can only be a crash-left
+        // attempt at creating this store.
+        check_creatable(&*storage, &global_path, true)?;
     }
     if let (Some(k), Some(st)) = (b.digest_key, &state)
         && k != st.digest_key
@@ -257,6 +280,16 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
             return Err(Error::RegionUnknown(name.clone()));
         }
     }
+
+    // The files of regions not opened now (disabled) are this store's too: no region may
+    // be given one of them, or a name that collides with one.
+    for (name, e) in stored {
+        if e.created && !open_specs.iter().any(|(n, _)| n == name) {
+            let p = e.path.clone().unwrap_or_else(|| default_path(dir, name));
+            resolved.push((name.clone(), resolve(&p)?));
+        }
+    }
+    check_paths(&resolved)?;
 
     let mut reserve = CatalogChanges::default();
     let mut finish = CatalogChanges::default();
@@ -285,7 +318,9 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
                     (Probe::Checked, true) => FileStep::Open,
                     (Probe::Checked, false) => FileStep::Adopt,
                     (Probe::Missing, false) => {
-                        storage.check_creatable(&path).map_err(io(&path))?;
+                        // This open resumes the creation an earlier one planned: a
+                        // `.creating` file there is that attempt's.
+                        check_creatable(&*storage, &path, e.path == *given)?;
                         FileStep::Create
                     }
                     (Probe::Missing, true) => {
@@ -319,7 +354,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
                     };
                     return Err(Error::mismatch(&path, why));
                 }
-                storage.check_creatable(&path).map_err(io(&path))?;
+                check_creatable(&*storage, &path, false)?;
                 if next == u16::MAX {
                     return Err(Error::Config("no region ids left".into()));
                 }
