@@ -300,7 +300,8 @@ impl Db {
     /// # Errors
     /// [`Error::AccountNameTaken`]; [`Error::RegionUnknown`] or [`Error::RegionDisabled`]
     /// for the home region (an allowed region may be disabled); [`Error::InvalidArgument`]
-    /// for an empty or over-long name (1 to 128 bytes).
+    /// for an empty or over-long name (1 to 128 bytes); [`Error::OutcomeUnknown`] if the
+    /// synced commit failed (the account may exist after a reopen: look it up by name).
     pub fn create_account(&self, new: NewAccount) -> Result<AccountId> {
         let inner = &*self.inner;
         let _store_gate = inner.writers.read();
@@ -346,7 +347,7 @@ impl Db {
                 .map_err(|e| global.err(e))?;
             account
         };
-        global.commit(w)?;
+        global.commit_settled(w)?;
         let id = account.id;
         inner.accounts.put(Arc::new(account));
         Ok(id)
@@ -557,13 +558,27 @@ impl Db {
         RegionId(self.inner.regions.read().default)
     }
 
-    /// Disables a region while the store is open: the choice is recorded in the catalog,
-    /// later reads and writes to it return [`Error::RegionDisabled`], and its file is
-    /// released once the last read or write using it ends. Re-enable it by listing it
-    /// with [`Builder::region`] at the next open.
+    /// Disables a region while the store is open: it waits for the region's writes in
+    /// flight, runs a checkpoint, records the choice and the region's record counts in the
+    /// catalog; later reads and writes to it return [`Error::RegionDisabled`], and its file
+    /// is released once the last read, scan or write using it ends. Re-enable it by
+    /// listing it with [`Builder::region`] at the next open.
+    ///
+    /// ```
+    /// # use regionkv::{Db, Error, NewAccount};
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Db::builder().region("us").region("eu").open(dir.path())?;
+    /// let acme = db.create_account(NewAccount::new("acme", "us").allow("eu"))?;
+    /// db.disable_region("eu")?;
+    /// assert!(matches!(db.write_in(acme, "eu"), Err(Error::RegionDisabled(_))));
+    /// assert!(matches!(db.disable_region("us"), Err(Error::Config(_)))); // the default
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
-    /// [`Error::RegionUnknown`]; [`Error::Config`] for the default region.
+    /// [`Error::RegionUnknown`]; [`Error::Config`] for the default region;
+    /// [`Error::OutcomeUnknown`] if the catalog commit failed: the region refuses writes in
+    /// this process anyway, and may or may not be disabled after a reopen.
     pub fn disable_region(&self, name: &str) -> Result<()> {
         let inner = &*self.inner;
         let _store_gate = inner.writers.read();
@@ -588,14 +603,28 @@ impl Db {
         // checkpoint the global file durably covers every unique write of the region.
         inner.checkpoint()?;
         // Its record counts, with every write acknowledged so far, stay counted against
-        // account limits while it is disabled.
-        let counts = crate::open::region_usage(&region.part.begin_read()?)?;
+        // account limits while it is disabled. After a write whose outcome is unknown
+        // (the partition is poisoned) the counts are unknown too: limited accounts allowed
+        // there cannot grow until it returns.
+        let counts = if region.part.is_poisoned() {
+            None
+        } else {
+            Some(crate::open::region_usage(&region.part.begin_read()?)?)
+        };
         let entry = crate::open::catalog_entry(&inner.global, name)?;
         let entry = CatalogEntry {
             enabled: false,
             ..entry
         };
-        crate::open::persist_disable(&inner.global, name, &entry, counts)?;
+        let persisted = crate::open::persist_disable(&inner.global, name, &entry, counts.clone());
+        if let Err(e) = &persisted
+            && !matches!(e, Error::OutcomeUnknown { .. })
+        {
+            // Nothing was written: the region stays enabled.
+            return persisted;
+        }
+        // Disabled (or, if the catalog commit failed, perhaps disabled: the region refuses
+        // writes from now on either way, so the counts recorded stay right).
         inner.coord.drop_tombstones.store(false, Ordering::Release);
         *writable = false;
         drop(writable);
@@ -603,7 +632,10 @@ impl Db {
         if let Some(Some((_, slot))) = set.by_id.get_mut(id.0 as usize) {
             *slot = RegionSlot::Disabled;
         }
-        Ok(())
+        if counts.is_none() {
+            set.usage_unknown.insert(id.0);
+        }
+        persisted
     }
 
     /// Gives up the unique claims a disabled region may hold unsettled after a crash, so

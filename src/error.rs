@@ -123,10 +123,12 @@ pub enum Error {
     /// reopened (recovery then settles any transaction whose outcome was unknown).
     #[error("partition `{0}` refuses writes after an earlier I/O failure; reopen the store")]
     Poisoned(String),
-    /// The region commit failed inside its commit: the write may or may not be durable.
-    /// The region is poisoned; reopening the store settles the outcome consistently in every
-    /// partition.
-    #[error("outcome unknown: commit in region `{region}` failed: {source}")]
+    /// A commit failed inside its commit: the change may or may not be durable (redb may
+    /// have written it before the failing sync). `region` names the partition: a region
+    /// (a write; reopening the store settles it consistently in every partition) or
+    /// `global` (account creation, a catalog change such as `disable_region`, a forfeit:
+    /// look after reopening, e.g. `Db::account_id`). The partition is poisoned.
+    #[error("outcome unknown: commit in partition `{region}` failed: {source}")]
     OutcomeUnknown {
         /// The region.
         region: String,

@@ -1,9 +1,9 @@
 //! Adversarial review, round 2: region paths against the files of DISABLED regions.
 //!
-//! FAILS: `new_region_at_p_destroys_the_disabled_region_living_at_p_creating`
-//! FAILS: `new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creating`
-//! FAILS: `new_region_at_the_catalog_path_of_a_disabled_region_is_accepted`
-//! FAILS: `region_path_whose_temporary_name_is_too_long_fails_after_writing`
+//! found (fixed since): `new_region_at_p_destroys_the_disabled_region_living_at_p_creating`
+//! found (fixed since): `new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creating`
+//! found (fixed since): `new_region_at_the_catalog_path_of_a_disabled_region_is_accepted`
+//! found (fixed since): `region_path_whose_temporary_name_is_too_long_fails_after_writing`
 
 use regionkv::{Db, NewAccount, Raw, SimStorage, Table};
 

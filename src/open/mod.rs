@@ -258,7 +258,7 @@ pub(crate) fn write_catalog(global: &Partition, c: &CatalogChanges) -> Result<()
             }
         }
     }
-    global.commit(w)
+    global.commit_settled(w)
 }
 
 /// Marks a region disabled in the catalog, recording its record counts, in one synced
@@ -267,13 +267,13 @@ pub(crate) fn persist_disable(
     global: &Partition,
     name: &str,
     entry: &CatalogEntry,
-    counts: AccountCounts,
+    counts: Option<AccountCounts>,
 ) -> Result<()> {
     write_catalog(
         global,
         &CatalogChanges {
             rows: vec![(name.to_owned(), entry.clone())],
-            frozen: vec![(entry.id, Some(counts))],
+            frozen: vec![(entry.id, counts)],
             ..Default::default()
         },
     )

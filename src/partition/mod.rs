@@ -91,6 +91,19 @@ impl Partition {
         w.commit().map_err(|e| self.err(e))
     }
 
+    /// Commits a change that no later step rebuilds (account creation, catalog changes):
+    /// a failed commit may still be durable (redb may have written it before the failing
+    /// sync), so its failure is [`Error::OutcomeUnknown`], never "nothing was written".
+    pub fn commit_settled(&self, w: WriteTransaction) -> Result<()> {
+        w.commit().map_err(|e| {
+            let _ = self.err(redb::Error::PreviousIo); // poison, as for any I/O failure
+            Error::OutcomeUnknown {
+                region: self.name.clone(),
+                source: Box::new(e.into()),
+            }
+        })
+    }
+
     pub fn begin_read(&self) -> Result<ReadTransaction> {
         self.db.begin_read().map_err(|e| self.err(e))
     }

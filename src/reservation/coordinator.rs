@@ -213,7 +213,7 @@ impl Coordinator {
                 }
             }
         }
-        global.commit(w)?;
+        global.commit_settled(w)?;
         self.unsettled.write().retain(|(r, _)| *r != id);
         Ok(rolled_back)
     }
