@@ -19,6 +19,10 @@ pub(crate) const META_EPOCH: &str = "epoch"; // u64 LE (global), bumped and sync
 pub(crate) const META_NEXT_ACCOUNT: &str = "next_account"; // u64 LE (global)
 pub(crate) const META_NEXT_REGION: &str = "next_region"; // u16 LE (global)
 pub(crate) const META_DEFAULT_REGION: &str = "default_region"; // utf-8 (global)
+/// Region partitions: u128 LE, the TxnId of the last unique write applied there (written
+/// with its marker). A file whose value is below what the global partition has seen of
+/// the region (`_region_seen`) is an older copy of the region: refused at open.
+pub(crate) const META_LAST_TXN: &str = "last_txn";
 
 pub(crate) const KIND_GLOBAL: u8 = 1;
 pub(crate) const KIND_REGION: u8 = 2;
@@ -49,6 +53,12 @@ pub(crate) const TOMBSTONES: TableDefinition<&[u8], ()> = TableDefinition::new("
 /// claims: the store refuses to call any value free until the region returns or an
 /// operator forfeits its claims.
 pub(crate) const DIRTY: TableDefinition<u16, u64> = TableDefinition::new("_dirty");
+
+/// The newest unique write of each region that the global partition durably reflects:
+/// region -> TxnId (u128), raised by every checkpoint (the txns it covers) and every
+/// recovery (the markers it replayed). A region file whose `last_txn` is older was
+/// restored from an older copy: the index describes writes it does not hold.
+pub(crate) const REGION_SEEN: TableDefinition<u16, u128> = TableDefinition::new("_region_seen");
 
 /// Record counts of disabled regions: (region, account) -> records, recorded when the
 /// region was disabled (its file is not read while disabled). A row with account

@@ -517,6 +517,9 @@ impl Write {
                 markers
                     .insert(res.txn.to_u128(), marker.encode().as_slice())
                     .map_err(|e| part.err(e))?;
+                let mut meta = w.open_table(META).map_err(|e| part.err(e))?;
+                meta.insert(META_LAST_TXN, res.txn.to_u128().to_le_bytes().as_slice())
+                    .map_err(|e| part.err(e))?;
             }
             Ok(())
         })();

@@ -105,6 +105,8 @@ pub(crate) struct GlobalState {
     pub frozen: HashMap<(u16, u64), u64>,
     /// The disabled regions whose counts were recorded.
     pub frozen_known: HashSet<u16>,
+    /// The newest unique write of each region the global partition reflects.
+    pub seen: HashMap<u16, u128>,
 }
 
 /// Reads the catalog and counters of the global partition from a snapshot (read-only or
@@ -156,6 +158,17 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
         Err(e) if partition::missing_table(&e) => {}
         Err(e) => return Err(corrupt(e)),
     }
+    let mut seen = HashMap::new();
+    match txn.open_table(REGION_SEEN) {
+        Ok(t) => {
+            for row in t.iter().map_err(corrupt)? {
+                let (k, v) = row.map_err(corrupt)?;
+                seen.insert(k.value(), v.value());
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(corrupt(e)),
+    }
     Ok(GlobalState {
         uuid,
         digest_key,
@@ -165,6 +178,7 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
         default_region,
         frozen,
         frozen_known,
+        seen,
     })
 }
 

@@ -109,6 +109,40 @@ fn check_digest_key(txn: &redb::ReadTransaction, key: &[u8; 32], region: &str) -
     Ok(())
 }
 
+/// Refuses a region file older than what the global index has seen of it: its last
+/// unique write (`last_txn` in its meta) must be at least the newest the index reflects.
+/// An older copy (a volume restored from a backup) would leave the index naming records
+/// the file does not hold, or values it released.
+fn check_not_stale(
+    txn: &redb::ReadTransaction,
+    path: &Path,
+    name: &str,
+    seen: Option<u128>,
+) -> Result<()> {
+    let Some(seen) = seen else { return Ok(()) };
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| Error::corrupt(name, e.to_string()))?;
+    let last = meta
+        .get(META_LAST_TXN)
+        .map_err(|e| Error::corrupt(name, e.to_string()))?
+        .and_then(|v| <[u8; 16]>::try_from(v.value()).ok())
+        .map_or(0, u128::from_le_bytes);
+    if last < seen {
+        return Err(Error::mismatch(
+            path,
+            format!(
+                "the file of region `{name}` is older than the store's unique index (its last \
+                 unique write is txn {}, the index has seen txn {}): it was restored from an \
+                 older copy. Put the newer file back, or disable the region",
+                crate::types::TxnId::from_u128(last),
+                crate::types::TxnId::from_u128(seen)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The builder's region list, validated: (name, configured path or `None`) of the enabled
 /// ones, and the names of the disabled ones.
 type Listed = (Vec<(String, Option<PathBuf>)>, Vec<String>);
@@ -310,9 +344,13 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
                     region: Some((name.clone(), e.id)),
                 };
                 let key = state.as_ref().map(|s| s.digest_key);
-                let found = partition::probe(&*storage, &path, &expect, verify, |txn| match key {
-                    Some(key) => check_digest_key(txn, &key, name),
-                    None => Ok(()),
+                let seen = state.as_ref().and_then(|s| s.seen.get(&e.id)).copied();
+                let found = partition::probe(&*storage, &path, &expect, verify, |txn| {
+                    check_not_stale(txn, &path, name, seen)?;
+                    match key {
+                        Some(key) => check_digest_key(txn, &key, name),
+                        None => Ok(()),
+                    }
                 })?;
                 let step = match (found, e.created) {
                     (Probe::Checked, true) => FileStep::Open,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{split_txn_key, txn_key, unique_key};
 use crate::reservation::state::{self, Change, Conflict, Entry, Loc, State};
-use crate::schema::{DIRTY, INFLIGHT, MARKERS, TOMBSTONES, UNIQUE};
+use crate::schema::{DIRTY, INFLIGHT, MARKERS, REGION_SEEN, TOMBSTONES, UNIQUE};
 use crate::types::TxnId;
 
 /// A value a write claims.
@@ -410,6 +410,7 @@ impl Coordinator {
                 let low = self.live.lock().keys().next().copied();
                 drop_tombstones(global, &w, low)?;
             }
+            raise_seen(global, &w, covered.iter().map(|(r, t)| (*r, *t)))?;
             Ok(())
         })();
         if let Err(e) = staged {
@@ -454,6 +455,30 @@ impl Coordinator {
     pub fn counts(&self) -> (usize, usize) {
         (self.live.lock().len(), self.confirmed.lock().len())
     }
+}
+
+/// Raises `_region_seen` of each region to the newest of `txns` (region, txn) applied there.
+pub(crate) fn raise_seen(
+    global: &Partition,
+    w: &redb::WriteTransaction,
+    txns: impl Iterator<Item = (u16, TxnId)>,
+) -> Result<()> {
+    let mut newest: BTreeMap<u16, u128> = BTreeMap::new();
+    for (r, t) in txns {
+        let n = newest.entry(r).or_default();
+        *n = (*n).max(t.to_u128());
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut seen = w.open_table(REGION_SEEN).map_err(|e| global.err(e))?;
+    for (r, t) in newest {
+        let cur = seen.get(r).map_err(|e| global.err(e))?.map(|g| g.value());
+        if cur.is_none_or(|c| c < t) {
+            seen.insert(r, t).map_err(|e| global.err(e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Drops tombstones whose txn is older than `low` (every tombstone if `None`) and whose

@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{put_u64, split_txn_key, unique_key};
 use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
-use crate::reservation::coordinator::{apply_change, drop_tombstones, get_entry, inflight_rows};
+use crate::reservation::coordinator::{
+    apply_change, drop_tombstones, get_entry, inflight_rows, raise_seen,
+};
 use crate::reservation::state::{self, Loc};
 use crate::schema::{DIRTY, INFLIGHT, MARKERS, META, META_EPOCH, OWNED, TOMBSTONES, UNIQUE};
 use crate::types::TxnId;
@@ -176,6 +178,7 @@ pub(crate) fn recover(
         let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
         put_u64(&mut meta, META_EPOCH, new_epoch).map_err(|e| global.err(e))?;
     }
+    raise_seen(global, &w, markers.iter().map(|(t, (r, _))| (*r, *t)))?;
     global.commit(w)?;
     report.unsettled = unsettled.iter().map(|(_, n)| n.clone()).collect();
 
