@@ -476,7 +476,7 @@ impl Db {
                 return Ok(None);
             }
             let region = inner.region(RegionId(candidates[0].region))?;
-            let txn = region.part.begin_read()?;
+            let txn = Arc::new(region.part.begin_read()?);
             for loc in candidates {
                 if loc.region != region.id.0 {
                     continue;
@@ -745,7 +745,7 @@ pub struct ForfeitReport {
 /// The record at `loc` in `region`'s snapshot `txn`, if it owns `value` in `namespace`.
 fn owner_at<V: Value>(
     region: &Region,
-    txn: &redb::ReadTransaction,
+    txn: &crate::read::Snapshot,
     table: &Table<V>,
     loc: &crate::reservation::state::Loc,
     namespace: &str,
@@ -779,7 +779,7 @@ fn owner_at<V: Value>(
     let Some(guard) = data.get(dkey.as_slice()).map_err(|e| region.part.err(e))? else {
         return Ok(None);
     };
-    let record = Record::new(guard, &region.part.name, table.name(), &dkey)?;
+    let record = Record::new(guard, txn, &region.part.name, table.name(), &dkey)?;
     Ok(Some(Hit {
         account: AccountId(loc.account),
         region: region.id,

@@ -25,16 +25,25 @@ type DataTable = ReadOnlyTable<Bytes, Bytes>;
 /// [`Raw`](crate::Raw)) inside redb's page, with no copy and no deserialization. Its
 /// checksum and archive were validated when it was read.
 ///
-/// The record keeps its snapshot's pages alive; drop it when done.
+/// The record keeps its snapshot (and so the pages it points into) alive, also after the
+/// [`Read`], scan or lookup that produced it is dropped; drop it when done.
 pub struct Record<V: Value> {
+    // Field order is drop order: the page guard before the snapshot it was read from.
     guard: AccessGuard<'static, Bytes>,
+    _snapshot: Snapshot,
     _value: PhantomData<fn() -> V>,
 }
+
+/// A read transaction shared by the records read from it. redb frees and reuses the pages
+/// of a snapshot once its transaction ends, even while a page guard from it is alive (its
+/// debug builds assert against exactly that), so every record holds its snapshot.
+pub(crate) type Snapshot = Arc<ReadTransaction>;
 
 impl<V: Value> Record<V> {
     /// `data_key`: the row's key, `account ++ user key` (the envelope's CRC covers it).
     pub(crate) fn new(
         guard: AccessGuard<'static, Bytes>,
+        snapshot: &Snapshot,
         partition: &str,
         table: &str,
         data_key: &[u8],
@@ -42,6 +51,7 @@ impl<V: Value> Record<V> {
         check_value::<V>(guard.value(), partition, table, data_key)?;
         Ok(Record {
             guard,
+            _snapshot: snapshot.clone(),
             _value: PhantomData,
         })
     }
@@ -79,7 +89,7 @@ impl<V: Value> std::fmt::Debug for Record<V> {
 
 struct Snap {
     region: Arc<Region>,
-    txn: ReadTransaction,
+    txn: Snapshot,
     tables: Vec<(&'static str, Option<DataTable>)>,
 }
 
@@ -146,7 +156,7 @@ impl Read {
             Some(i) => i,
             None => {
                 let r = self.db.inner.region(region)?;
-                let txn = r.part.begin_read()?;
+                let txn = Arc::new(r.part.begin_read()?);
                 snaps.push(Snap {
                     region: r,
                     txn,
@@ -212,7 +222,8 @@ impl Read {
             };
             match t.get(full).map_err(|e| snap.region.part.err(e))? {
                 Some(guard) => {
-                    Record::new(guard, &snap.region.part.name, table.name(), full).map(Some)
+                    Record::new(guard, &snap.txn, &snap.region.part.name, table.name(), full)
+                        .map(Some)
                 }
                 None => Ok(None),
             }
@@ -250,10 +261,14 @@ impl Read {
                     None => t.range::<&[u8]>(lo.as_slice()..),
                 }
                 .map_err(|e| snap.region.part.err(e))?;
-                Ok(Some((snap.region.clone(), range)))
+                Ok(Some((snap.region.clone(), snap.txn.clone(), range)))
             });
             parts.push_back(match part {
-                Ok(Some((r, range))) => Ok(RangePart { region: r, range }),
+                Ok(Some((region, snapshot, range))) => Ok(RangePart {
+                    region,
+                    snapshot,
+                    range,
+                }),
                 Ok(None) => continue,
                 Err(e) => Err(e),
             });
@@ -287,6 +302,7 @@ fn prefix_bounds(account: u64, prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
 /// its file open until the scan is dropped (redb fails reads of a closed database).
 struct RangePart {
     region: Arc<Region>,
+    snapshot: Snapshot,
     range: redb::Range<'static, Bytes, Bytes>,
 }
 
@@ -315,7 +331,7 @@ impl<V: Value> Rows<V> {
         };
         for region in set {
             let part = region.and_then(|r| {
-                let txn = r.part.begin_read()?;
+                let txn = Arc::new(r.part.begin_read()?);
                 let tname = user_table_name(table);
                 let def = TableDefinition::<Bytes, Bytes>::new(&tname);
                 match txn.open_table(def) {
@@ -323,6 +339,7 @@ impl<V: Value> Rows<V> {
                         let range = t.range::<&[u8]>(..).map_err(|e| r.part.err(e))?;
                         Ok(Some(RangePart {
                             region: r.clone(),
+                            snapshot: txn.clone(),
                             range,
                         }))
                     }
@@ -351,7 +368,12 @@ impl<V: Value> Iterator for Rows<V> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some(RangePart { region, range }) = &mut self.current {
+            if let Some(RangePart {
+                region,
+                snapshot,
+                range,
+            }) = &mut self.current
+            {
                 let name = &region.part.name;
                 match range.next() {
                     Some(Ok((k, v))) => {
@@ -361,7 +383,7 @@ impl<V: Value> Iterator for Rows<V> {
                         }
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
-                        return Some(Record::new(v, name, self.table, full).map(|record| Row {
+                        return Some(Record::new(v, snapshot, name, self.table, full).map(|record| Row {
                             region: region.id,
                             account: AccountId(account),
                             key,

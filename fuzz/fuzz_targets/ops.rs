@@ -165,12 +165,20 @@ enum Step {
     /// already; `extra` (1 in 4) adds `sa`. The refused variants are tried first: the
     /// default region disabled, and only `us` listed while another region is enabled;
     /// both must fail with `Error::Config` and change no file byte.
-    ReopenWith { disable_bits: u8, extra: u8 },
+    ReopenWith {
+        disable_bits: u8,
+        extra: u8,
+    },
     /// Power loss, then reopen with another configuration (a region disabled now that was
     /// enabled before may be left unsettled).
-    CrashReopenWith { disable_bits: u8, extra: u8 },
+    CrashReopenWith {
+        disable_bits: u8,
+        extra: u8,
+    },
     /// `Db::disable_region(ALL_REGIONS[region % 4])` at run time.
-    DisableNow { region: u8 },
+    DisableNow {
+        region: u8,
+    },
     /// `close()`, then an open with another configuration under
     /// `fail_after(fail_after, on)`, a crash; then the previous configuration must open,
     /// or else the new one.
@@ -181,7 +189,9 @@ enum Step {
         extra: u8,
     },
     /// A thread runs `scan_all(t0)` `SCANS` times while `disable_region` runs.
-    ScanDuringDisable { region: u8 },
+    ScanDuringDisable {
+        region: u8,
+    },
     /// A thread moves one unique value between two records of one account `TRANSFERS`
     /// times (one write each) while `find_unique` and `is_taken` must keep finding it.
     ReadDuringTransfer {
@@ -229,7 +239,11 @@ enum Op {
 impl<'a> Arbitrary<'a> for Step {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let pick = u.int_in_range(0u8..=63)?;
-        let pick = if (32..=57).contains(&pick) { pick - 32 } else { pick };
+        let pick = if (32..=57).contains(&pick) {
+            pick - 32
+        } else {
+            pick
+        };
         Ok(match pick {
             0..=2 => Step::CreateAccount {
                 name: u.arbitrary()?,
@@ -341,6 +355,8 @@ enum Kind {
     Placement,
     Duplicate,
     Unique,
+    /// `RegionDisabled`: the write's region, or the new account's home, is disabled.
+    Disabled,
 }
 
 #[derive(Debug)]
@@ -408,13 +424,23 @@ impl Model {
         Some((*name, a.id?))
     }
 
-    fn create(&self, name: u8, home: u8, allow: u8) -> Result<Model, Kind> {
+    /// `disabled`: the regions disabled now (the home region is checked before the name).
+    fn create(
+        &self,
+        name: u8,
+        home: u8,
+        allow: u8,
+        disabled: &BTreeSet<u8>,
+    ) -> Result<Model, Kind> {
         let name = name % NAMES;
+        let home = home % 3;
+        if disabled.contains(&home) {
+            return Err(Kind::Disabled);
+        }
         if self.accounts.contains_key(&name) {
             return Err(Kind::NameTaken);
         }
         let mut m = self.clone();
-        let home = home % 3;
         m.accounts.insert(
             name,
             AccountM {
@@ -427,8 +453,14 @@ impl Model {
     }
 
     /// The effect of one commit of `items` by `account` in `region`, as the engine
-    /// documents it.
-    fn write(&self, account: u64, region: u8, items: &[Item]) -> Result<Model, Kind> {
+    /// documents it (`disabled`: the regions disabled now).
+    fn write(
+        &self,
+        account: u64,
+        region: u8,
+        items: &[Item],
+        disabled: &BTreeSet<u8>,
+    ) -> Result<Model, Kind> {
         let a = self
             .accounts
             .values()
@@ -436,6 +468,9 @@ impl Model {
             .expect("model account");
         if !a.allowed.contains(&region) {
             return Err(Kind::Placement);
+        }
+        if disabled.contains(&region) {
+            return Err(Kind::Disabled);
         }
         // Buffering, as `Write::insert*`/`remove` do.
         let mut slots: BTreeMap<(u8, u8), MOp> = BTreeMap::new();
@@ -563,16 +598,111 @@ impl Model {
 // ---------------------------------------------------------------------------------------
 // Engine
 
-fn open(sim: &SimStorage, budget: u64) -> regionkv::Result<Db> {
-    let mut b = Db::builder();
-    for r in REGIONS {
-        b = b.region(r);
+/// A configuration the store is opened with (region indices into `ALL_REGIONS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Config {
+    /// Disabled regions (never `us`).
+    disabled: BTreeSet<u8>,
+    /// Disabled regions left out of the builder (they were disabled already).
+    omitted: BTreeSet<u8>,
+    /// `sa` is listed (or disabled, or omitted): the store knows it once this opened.
+    extra: bool,
+}
+
+impl Config {
+    /// The configuration `bits` and `extra` ask for after this one (see `Step::ReopenWith`).
+    fn next(&self, bits: u8, extra: u8) -> Config {
+        let extra = extra % 4 == 0 || self.extra;
+        let mut disabled = BTreeSet::new();
+        for (bit, r) in [(0, 1u8), (1, 2), (2, SA)] {
+            // A region new to the store cannot be disabled (it has no file yet).
+            if bits & (1 << bit) != 0 && (r != SA || self.extra) {
+                disabled.insert(r);
+            }
+        }
+        let omitted = if bits & 8 != 0 {
+            disabled.intersection(&self.disabled).copied().collect()
+        } else {
+            BTreeSet::new()
+        };
+        Config {
+            disabled,
+            omitted,
+            extra,
+        }
     }
-    b.storage(sim.clone())
-        .digest_key([7; 32])
-        .cache_size(8 << 20)
-        .checkpoint_budget(budget, Duration::from_secs(3600))
-        .open(DIR)
+
+    /// Every region enabled (`sa` as known).
+    fn all_enabled(&self) -> Config {
+        Config {
+            extra: self.extra,
+            ..Config::default()
+        }
+    }
+
+    fn is_enabled(&self, r: u8) -> bool {
+        (r != SA || self.extra) && !self.disabled.contains(&r)
+    }
+}
+
+/// Options every open of a run shares: storage, digest key, cache, budget, eu's path.
+#[derive(Clone)]
+struct Env {
+    sim: SimStorage,
+    budget: u64,
+    eu_at: bool,
+}
+
+impl Env {
+    fn base(&self) -> Builder {
+        Db::builder()
+            .storage(self.sim.clone())
+            .digest_key([7; 32])
+            .cache_size(8 << 20)
+            .checkpoint_budget(self.budget, Duration::from_secs(3600))
+    }
+
+    fn listed(&self, b: Builder, r: u8) -> Builder {
+        let name = ALL_REGIONS[r as usize];
+        if r == 1 && self.eu_at {
+            b.region_at(name, EU_PATH)
+        } else {
+            b.region(name)
+        }
+    }
+
+    /// The builder of `cfg`; `us` first (the default region), then eu, ap, sa.
+    fn builder(&self, cfg: &Config) -> Builder {
+        let mut b = self.base();
+        for r in 0..ALL_REGIONS.len() as u8 {
+            if r == SA && !cfg.extra {
+                continue;
+            }
+            if cfg.disabled.contains(&r) {
+                if !cfg.omitted.contains(&r) {
+                    b = b.disable_region(ALL_REGIONS[r as usize]);
+                }
+            } else {
+                b = self.listed(b, r);
+            }
+        }
+        b
+    }
+
+    fn open(&self, cfg: &Config) -> regionkv::Result<Db> {
+        self.builder(cfg).open(DIR)
+    }
+}
+
+/// Every file's live bytes: a refused open must leave them all as they were.
+fn snapshot(sim: &SimStorage) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    sim.paths()
+        .into_iter()
+        .map(|p| {
+            let b = sim.live_bytes(&p);
+            (p, b)
+        })
+        .collect()
 }
 
 /// The engine's answer to a step, as far as the model cares.
@@ -589,8 +719,14 @@ fn kind_of(e: &Error) -> Option<Kind> {
         Error::PlacementDenied { .. } => Some(Kind::Placement),
         Error::DuplicateInWrite { .. } => Some(Kind::Duplicate),
         Error::UniqueViolation { .. } => Some(Kind::Unique),
+        Error::RegionDisabled(_) => Some(Kind::Disabled),
         _ => None,
     }
+}
+
+/// The refusals a write may meet while a disabled region may hold unsettled claims.
+fn unsettled_refusal(e: &Error) -> bool {
+    matches!(e, Error::RegionUnsettled(_) | Error::Busy(_))
 }
 
 fn run_write(db: &Db, account: u64, region: u8, items: &[Item]) -> regionkv::Result<()> {
@@ -635,11 +771,18 @@ fn run_write(db: &Db, account: u64, region: u8, items: &[Item]) -> regionkv::Res
 }
 
 struct Harness {
+    env: Env,
     sim: SimStorage,
-    budget: u64,
     db: Option<Db>,
     model: Model,
     region_ids: [RegionId; 3],
+    /// The configuration of the open store.
+    config: Config,
+    /// Disabled regions that were disabled at an open after a power loss while they were
+    /// enabled before: they may hold unsettled claims until they are enabled again.
+    unsettled: BTreeSet<u8>,
+    /// The regions the engine reported unsettled at the last open (`RecoveryReport`).
+    engine_unsettled: BTreeSet<String>,
     log: Vec<String>,
 }
 
@@ -666,6 +809,20 @@ enum Plan {
     Skip,
 }
 
+/// How an open relates to what was before it, for the unsettled bookkeeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// A clean close (or nothing) before: no region may become unsettled, and the ones
+    /// the engine reported stay reported while disabled.
+    Clean,
+    /// A power loss before: a region disabled now that was enabled may become unsettled.
+    Crash,
+    /// The open of `FaultyOpen` that follows the crash of an interrupted open (after a
+    /// clean close): nothing may become unsettled, but the interrupted open may have
+    /// settled a region it enabled.
+    InterruptedOpen,
+}
+
 impl Harness {
     fn db(&self) -> &Db {
         self.db.as_ref().expect("db is open")
@@ -677,9 +834,22 @@ impl Harness {
             let _ = writeln!(s, "  {i:3}: {l}");
         }
         panic!(
-            "DIVERGENCE: {what}\nops so far:\n{s}model: {:#?}",
-            self.model
+            "DIVERGENCE: {what}\nops so far:\n{s}config: {:?}, unsettled: {:?} (engine: {:?})\nmodel: {:#?}",
+            self.config, self.unsettled, self.engine_unsettled, self.model
         );
+    }
+
+    fn catalog(&self) -> Cat {
+        Cat {
+            disabled: self.config.disabled.clone(),
+            unsettled: !self.unsettled.is_empty(),
+        }
+    }
+
+    fn check_now(&self, when: &str) {
+        if let Err(e) = check(self.db(), &self.model, &self.region_ids, &self.catalog()) {
+            self.fail(format!("{when}: {e}"));
+        }
     }
 
     fn plan(&self, step: &Step) -> Plan {
@@ -688,7 +858,9 @@ impl Harness {
                 name: name % NAMES,
                 home: home % 3,
                 allow: allow % 3,
-                expect: self.model.create(*name, *home, *allow),
+                expect: self
+                    .model
+                    .create(*name, *home, *allow, &self.config.disabled),
             },
             Step::Write {
                 account,
@@ -709,6 +881,8 @@ impl Harness {
             Step::Reopen => Plan::Reopen { clean: true },
             Step::DropReopen => Plan::Reopen { clean: false },
             Step::Nothing => Plan::Nothing,
+            // Run by `operator_step`.
+            _ => Plan::Skip,
         }
     }
 
@@ -725,7 +899,7 @@ impl Harness {
             let allowed: Vec<u8> = self.model.accounts[&name].allowed.iter().copied().collect();
             allowed[(region as usize) % allowed.len()]
         };
-        let expect = self.model.write(id, region, &items);
+        let expect = self.model.write(id, region, &items, &self.config.disabled);
         Plan::Write {
             account: id,
             region,
@@ -764,26 +938,93 @@ impl Harness {
         }
     }
 
-    fn reopen_clean(&mut self, clean: bool) {
-        let db = self.db.take().expect("db is open");
-        if clean {
-            if let Err(e) = db.close() {
-                self.fail(format!("close failed without a fault: {e}"));
+    /// `self.db` was just opened with `next`: update the configuration and the unsettled
+    /// regions, compare the engine's recovery report with them, and audit if every region
+    /// is enabled.
+    fn opened(&mut self, next: Config, after: After) {
+        for r in 0..ALL_REGIONS.len() as u8 {
+            if !next.disabled.contains(&r) {
+                self.unsettled.remove(&r);
+            } else if after == After::Crash && self.config.is_enabled(r) {
+                self.unsettled.insert(r);
             }
-        } else {
-            // Without close(): the Db's drop runs its best-effort checkpoint.
-            drop(db);
         }
-        match open(&self.sim, self.budget) {
-            Ok(db) => self.db = Some(db),
-            Err(e) => self.fail(format!("reopen failed without a fault: {e}")),
+        let report = self.db().recovery_report();
+        let reported: BTreeSet<String> = report.unsettled.iter().cloned().collect();
+        let allowed: BTreeSet<String> = self
+            .unsettled
+            .iter()
+            .map(|&r| ALL_REGIONS[r as usize].to_owned())
+            .collect();
+        if !reported.is_subset(&allowed) {
+            self.config = next;
+            self.fail(format!(
+                "open reports unsettled regions {reported:?}; only {allowed:?} may be"
+            ));
         }
-        self.audit();
+        if after != After::InterruptedOpen {
+            // Unsettled persists while the region stays disabled.
+            let kept: BTreeSet<String> = self
+                .engine_unsettled
+                .iter()
+                .filter(|n| {
+                    let r = ALL_REGIONS.iter().position(|x| x == n).expect("region") as u8;
+                    next.disabled.contains(&r)
+                })
+                .cloned()
+                .collect();
+            if !kept.is_subset(&reported) {
+                self.config = next;
+                self.fail(format!(
+                    "regions {kept:?} were unsettled and are still disabled, but the open \
+                     reports only {reported:?}"
+                ));
+            }
+        }
+        if !report.claims_lost.is_empty() {
+            self.fail(format!(
+                "claims lost without a forfeit: {:?}",
+                report.claims_lost
+            ));
+        }
+        self.engine_unsettled = reported;
+        self.config = next;
+        self.audit_if_all_enabled();
     }
 
-    /// After every open: `audit()` (I1, I2, placement, counters, checksums, protocol
-    /// leftovers) must be clean.
-    fn audit(&self) {
+    /// Opens `next` (which must open); the old handle must be gone already.
+    fn open_with(&mut self, next: Config, after: After) {
+        match self.env.open(&next) {
+            Ok(db) => self.db = Some(db),
+            Err(e) => self.fail(format!("open {next:?} ({after:?}) failed: {e}")),
+        }
+        self.opened(next, after);
+    }
+
+    fn close(&mut self) {
+        let db = self.db.take().expect("db is open");
+        if let Err(e) = db.close() {
+            self.fail(format!("close failed without a fault: {e}"));
+        }
+    }
+
+    fn reopen_clean(&mut self, clean: bool) {
+        if clean {
+            self.close();
+        } else {
+            // Without close(): the Db's drop runs its best-effort checkpoint.
+            drop(self.db.take());
+        }
+        let cfg = self.config.clone();
+        self.open_with(cfg, After::Clean);
+    }
+
+    /// After every open with every region enabled: `audit()` (I1, I2, placement,
+    /// counters, checksums, protocol leftovers) must be clean.
+    fn audit_if_all_enabled(&self) {
+        if !self.config.disabled.is_empty() {
+            return;
+        }
         match self.db().audit() {
             Ok(report) if report.is_clean() => {}
             Ok(report) => self.fail(format!("audit after reopen: {report}")),
@@ -793,6 +1034,10 @@ impl Harness {
 
     /// Steps without a fault: the engine must do exactly what the model says.
     fn step(&mut self, step: &Step) {
+        if step.is_operator() {
+            self.operator_step(step);
+            return;
+        }
         let plan = self.plan(step);
         match &plan {
             Plan::Skip => return,
@@ -807,6 +1052,7 @@ impl Harness {
         if trace() {
             eprintln!("    -> {got:?}");
         }
+        let unsettled = !self.unsettled.is_empty();
         let next = match (&plan, got) {
             (
                 Plan::Create {
@@ -825,6 +1071,15 @@ impl Harness {
                 Plan::Create { expect: Err(k), .. } | Plan::Write { expect: Err(k), .. },
                 Got::Err(e),
             ) if kind_of(&e) == Some(*k) => self.model.clone(),
+            // A claim may be refused while a disabled region may hold unsettled claims
+            // (never accepted for a value the model says is owned: that arm is above).
+            (
+                Plan::Write {
+                    expect: Ok(_) | Err(Kind::Unique),
+                    ..
+                },
+                Got::Err(e),
+            ) if unsettled && unsettled_refusal(&e) => self.model.clone(),
             (Plan::Checkpoint | Plan::Reopen { .. } | Plan::Nothing, Got::Ok) => self.model.clone(),
             (Plan::Create { expect, .. } | Plan::Write { expect, .. }, got) => self.fail(format!(
                 "expected {:?}, engine gave {got:?}",
@@ -833,25 +1088,33 @@ impl Harness {
             (_, got) => self.fail(format!("unexpected result {got:?}")),
         };
         self.model = next;
-        if let Err(e) = check(self.db(), &self.model, &self.region_ids) {
-            self.fail(format!("after a step without fault: {e}"));
-        }
+        self.check_now("after a step without fault");
     }
 
     fn crash_and_reopen(&mut self) {
         // Crash first: the old Db's drop must not be able to write anything.
         self.sim.crash();
         drop(self.db.take());
-        match open(&self.sim, self.budget) {
+        let cfg = self.config.clone();
+        match self.env.open(&cfg) {
             Ok(db) => self.db = Some(db),
             Err(e) => self.fail(format!("reopen after a crash failed: {e}")),
         }
-        self.audit();
+        self.opened(cfg, After::Crash);
     }
 
     /// A step under an armed fault, then a crash and a reopen; the store must then match
     /// one of the models the step's result allows.
     fn crash_step(&mut self, fail_after: u8, on: On, step: &Step) {
+        match step {
+            Step::DisableNow { region } => {
+                self.disable_now(*region, Some((fail_after, on)));
+                self.check_now("after disable_region under a fault and a crash");
+                return;
+            }
+            s if s.is_operator() => return self.operator_step(s),
+            _ => {}
+        }
         let plan = self.plan(step);
         if matches!(plan, Plan::Skip) {
             return;
@@ -868,7 +1131,7 @@ impl Harness {
                     Ok(())
                 };
                 // Open (recovery included) under the same fault; it may fail.
-                if let Ok(db) = open(&self.sim, self.budget) {
+                if let Ok(db) = self.env.open(&self.config) {
                     self.db = Some(db);
                 }
                 match closed {
@@ -882,6 +1145,7 @@ impl Harness {
         if trace() {
             eprintln!("    -> {got:?} (fault tripped: {tripped}); crash");
         }
+        let unsettled = !self.unsettled.is_empty();
         self.crash_and_reopen();
 
         let write_unknown = |e: &Error| matches!(e, Error::OutcomeUnknown { .. });
@@ -906,6 +1170,13 @@ impl Harness {
             {
                 vec![pre.clone()]
             }
+            (
+                Plan::Write {
+                    expect: Ok(_) | Err(Kind::Unique),
+                    ..
+                },
+                Got::Err(e),
+            ) if unsettled && unsettled_refusal(&e) => vec![pre.clone()],
             (
                 Plan::Create {
                     name,
@@ -951,7 +1222,7 @@ impl Harness {
         };
         let mut why = Vec::new();
         for c in &candidates {
-            match check(self.db(), c, &self.region_ids) {
+            match check(self.db(), c, &self.region_ids, &self.catalog()) {
                 Ok(()) => {
                     if trace() && candidates.len() > 1 {
                         let which = if *c == pre {
@@ -972,14 +1243,497 @@ impl Harness {
             candidates.len()
         ));
     }
+
+    // -----------------------------------------------------------------------------------
+    // Operator steps
+
+    fn operator_step(&mut self, step: &Step) {
+        match *step {
+            Step::ReopenWith {
+                disable_bits,
+                extra,
+            } => self.reopen_with(disable_bits, extra),
+            Step::CrashReopenWith {
+                disable_bits,
+                extra,
+            } => {
+                let next = self.config.next(disable_bits, extra);
+                if trace() {
+                    eprintln!("    crash, then open {next:?}");
+                }
+                self.sim.crash();
+                drop(self.db.take());
+                self.open_with(next, After::Crash);
+            }
+            Step::DisableNow { region } => self.disable_now(region, None),
+            Step::FaultyOpen {
+                fail_after,
+                on,
+                disable_bits,
+                extra,
+            } => self.faulty_open(fail_after, on, disable_bits, extra),
+            Step::ScanDuringDisable { region } => self.scan_during_disable(region),
+            Step::ReadDuringTransfer {
+                account,
+                region,
+                table,
+                key,
+                value,
+                uvalue,
+            } => self.read_during_transfer(account, region, table, key, value, uvalue),
+            _ => unreachable!("not an operator step"),
+        }
+        self.check_now("after an operator step");
+    }
+
+    /// An open that must be refused with `Error::Config` and leave every byte as it was.
+    fn refused(&self, what: &str, b: Builder) {
+        let before = snapshot(&self.sim);
+        let r = b.open(DIR);
+        if trace() {
+            eprintln!("    refused open ({what}): {:?}", r.as_ref().err());
+        }
+        match r {
+            Err(Error::Config(_)) => {}
+            Err(e) => self.fail(format!("open with {what}: {e}, not Error::Config")),
+            Ok(_) => self.fail(format!("open with {what} was not refused")),
+        }
+        if snapshot(&self.sim) != before {
+            self.fail(format!("the refused open with {what} changed files"));
+        }
+    }
+
+    fn reopen_with(&mut self, bits: u8, extra: u8) {
+        let next = self.config.next(bits, extra);
+        if trace() {
+            eprintln!("    close, then open {next:?}");
+        }
+        self.close();
+        // The default region disabled: refused, nothing changed.
+        let mut bad = next.clone();
+        bad.disabled.insert(0);
+        bad.omitted.remove(&0);
+        self.refused("the default region disabled", self.env.builder(&bad));
+        // A region the store has enabled, neither listed nor disabled: refused too.
+        if (1..ALL_REGIONS.len() as u8).any(|r| self.config.is_enabled(r)) {
+            let b = self.env.base().region(REGIONS[0]);
+            self.refused("only `us` listed", b);
+        }
+        self.open_with(next, After::Clean);
+    }
+
+    /// `disable_region` at run time; under `fault`, then a crash and a reopen.
+    fn disable_now(&mut self, region: u8, fault: Option<(u8, On)>) {
+        let r = region % ALL_REGIONS.len() as u8;
+        let name = ALL_REGIONS[r as usize];
+        let known = r != SA || self.config.extra;
+        if let Some((n, on)) = fault {
+            self.sim.fail_after(u64::from(n), on.into());
+        }
+        let res = self.db().disable_region(name);
+        let tripped = fault.is_some() && self.sim.fault_tripped();
+        if trace() {
+            eprintln!("    disable {name} -> {res:?} (fault tripped: {tripped})");
+        }
+        match res {
+            Err(Error::Config(_)) if r == 0 => {}
+            Err(Error::RegionUnknown(_)) if !known => {}
+            Ok(()) if r != 0 && known => {
+                // Settled: `disable_region` checkpoints before it records the choice.
+                self.config.disabled.insert(r);
+            }
+            // Under a fault: not disabled; the reopen lists it, which enables it anyway.
+            Err(e) if tripped && kind_of(&e).is_none() => {}
+            other => self.fail(format!("disable_region({name}): {other:?}")),
+        }
+        if fault.is_some() {
+            self.crash_and_reopen();
+        }
+    }
+
+    fn faulty_open(&mut self, fail_after: u8, on: On, bits: u8, extra: u8) {
+        let prev = self.config.clone();
+        let next = prev.next(bits, extra);
+        self.close();
+        self.sim.fail_after(u64::from(fail_after), on.into());
+        let r = self.env.open(&next);
+        let tripped = self.sim.fault_tripped();
+        if trace() {
+            eprintln!(
+                "    open {next:?} under fault -> {:?} (tripped: {tripped}); crash",
+                r.as_ref().err()
+            );
+        }
+        self.sim.crash();
+        drop(r);
+        // The previous configuration opens, or the new one (it may have been completed,
+        // or it completes now).
+        match self.env.open(&prev) {
+            Ok(db) => {
+                if trace() {
+                    eprintln!("    the previous configuration opens");
+                }
+                self.db = Some(db);
+                self.opened(prev, After::InterruptedOpen);
+            }
+            Err(e1) => {
+                if trace() {
+                    eprintln!("    the previous configuration does not open: {e1}");
+                }
+                match self.env.open(&next) {
+                    Ok(db) => {
+                        self.db = Some(db);
+                        self.opened(next, After::InterruptedOpen);
+                    }
+                    Err(e2) => self.fail(format!(
+                        "after an open interrupted at storage op {fail_after} ({on:?}), neither \
+                         the previous configuration ({e1}) nor the new one {next:?} ({e2}) opens"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A scanning thread races `disable_region`: every scan must yield the enabled
+    /// regions' rows with or without the disabled one's (once without, always without),
+    /// and neither may block for good.
+    fn scan_during_disable(&mut self, region: u8) {
+        let targets: Vec<u8> = (1..ALL_REGIONS.len() as u8)
+            .filter(|&r| self.config.is_enabled(r))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let x = targets[region as usize % targets.len()];
+        let name = ALL_REGIONS[x as usize];
+        type Rows0 = BTreeMap<(u64, u8, Vec<u8>), Vec<u8>>;
+        let with: Rows0 = self
+            .model
+            .rows
+            .iter()
+            .filter(|((_, r, t, _), _)| *t == 0 && self.config.is_enabled(*r))
+            .map(|(&(a, r, _, k), row)| ((a, r, key(k)), value(row.value)))
+            .collect();
+        let without: Rows0 = with
+            .iter()
+            .filter(|((_, r, _), _)| *r != x)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ids = self.region_ids;
+        enum Msg {
+            Started,
+            Scans(Result<usize, String>),
+            Disabled(regionkv::Result<()>),
+        }
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let db = self.db().clone();
+        let txs = tx.clone();
+        let scanner = std::thread::spawn(move || {
+            let ridx = |id: RegionId| ids.iter().position(|&r| r == id).map(|i| i as u8);
+            let mut seen_without = 0;
+            let res = (|| {
+                for i in 0..SCANS {
+                    let mut got = Rows0::new();
+                    for row in db
+                        .scan_all(&TABLES[0])
+                        .map_err(|e| format!("scan_all: {e}"))?
+                    {
+                        let row = row.map_err(|e| format!("scan {i}: row: {e}"))?;
+                        let r = ridx(row.region()).ok_or("scan: unknown region")?;
+                        got.insert(
+                            (row.account().get(), r, row.key().to_vec()),
+                            row.record().to_vec(),
+                        );
+                    }
+                    if got == without {
+                        seen_without += 1;
+                    } else if got != with {
+                        return Err(format!(
+                            "scan {i} yields {:?}: neither every enabled region's rows nor \
+                             those without {name}",
+                            got.keys().collect::<Vec<_>>()
+                        ));
+                    } else if seen_without > 0 && with != without {
+                        return Err(format!(
+                            "scan {i} yields {name}'s rows again after a scan without them"
+                        ));
+                    }
+                    if i == 0 {
+                        let _ = txs.send(Msg::Started);
+                    }
+                }
+                Ok(seen_without)
+            })();
+            let _ = txs.send(Msg::Scans(res));
+        });
+        let deadline = Instant::now() + WATCHDOG;
+        let wait = |what: &str| -> Msg {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(m) => m,
+                Err(_) => panic!(
+                    "deadlock: ScanDuringDisable({name}) did not finish in {WATCHDOG:?} \
+                     (waiting for {what})\nops so far: {:#?}",
+                    self.log
+                ),
+            }
+        };
+        let mut scans = None;
+        let mut disabled = None;
+        let mut disabler = None;
+        while scans.is_none() || disabled.is_none() {
+            match wait(if scans.is_none() {
+                "the scans"
+            } else {
+                "disable_region"
+            }) {
+                Msg::Started => {
+                    let db = self.db().clone();
+                    let tx = tx.clone();
+                    disabler = Some(std::thread::spawn(move || {
+                        let _ = tx.send(Msg::Disabled(db.disable_region(name)));
+                    }));
+                }
+                Msg::Scans(r) => {
+                    if disabler.is_none() {
+                        // The first scan failed: nothing was started.
+                        disabled = Some(Ok(()));
+                        if r.is_ok() {
+                            self.fail("scans ended before the first one was reported".into());
+                        }
+                    }
+                    scans = Some(r);
+                }
+                Msg::Disabled(r) => disabled = Some(r),
+            }
+        }
+        scanner.join().expect("scanner thread");
+        if let Some(d) = disabler {
+            d.join().expect("disabler thread");
+        }
+        if trace() {
+            eprintln!("    scans during disable({name}): {scans:?}, disable -> {disabled:?}");
+        }
+        match scans.expect("scans") {
+            Ok(_) => {}
+            Err(e) => self.fail(format!("ScanDuringDisable({name}): {e}")),
+        }
+        match disabled.expect("disabled") {
+            Ok(()) => {
+                self.config.disabled.insert(x);
+            }
+            Err(e) => self.fail(format!("disable_region({name}) during scans: {e}")),
+        }
+    }
+
+    /// A thread moves one unique value between records A and B of one account (one write
+    /// each); meanwhile `is_taken` must say true and `find_unique` must name A or B.
+    fn read_during_transfer(
+        &mut self,
+        account: u8,
+        region: u8,
+        table: bool,
+        k: u8,
+        val: u8,
+        uv: u8,
+    ) {
+        if !self.unsettled.is_empty() {
+            // The first claim may be refused then.
+            return;
+        }
+        let Some((name, id)) = self.model.account_id(account) else {
+            return;
+        };
+        let allowed: Vec<u8> = self.model.accounts[&name]
+            .allowed
+            .iter()
+            .copied()
+            .filter(|r| !self.config.disabled.contains(r))
+            .collect();
+        if allowed.is_empty() {
+            return;
+        }
+        let r = allowed[region as usize % allowed.len()];
+        let t = table as u8;
+        let ka = k % KEYS;
+        let kb = (ka + 1 + (k / KEYS) % (KEYS - 1)) % KEYS;
+        let (rec_a, rec_b) = ((id, r, t, ka), (id, r, t, kb));
+        // A value that is free or owned by A or B.
+        let n = NAMESPACES.len() as u8 * UVALUES;
+        let Some(v) = (0..n)
+            .map(|i| (uv % n + i) % n)
+            .map(|c| (c / UVALUES, c % UVALUES))
+            .find(|v| {
+                self.model
+                    .owners
+                    .get(v)
+                    .is_none_or(|o| *o == rec_a || *o == rec_b)
+            })
+        else {
+            return;
+        };
+        let items = |a_owns: bool| -> Vec<Item> {
+            let set = |owns: bool| if owns { vec![v] } else { vec![] };
+            vec![
+                Item::UpdateUnique {
+                    table,
+                    key: ka,
+                    value: val,
+                    uniques: set(a_owns),
+                },
+                Item::UpdateUnique {
+                    table,
+                    key: kb,
+                    value: val,
+                    uniques: set(!a_owns),
+                },
+            ]
+        };
+        // First A owns it alone (B owns nothing): one write, checked like any other.
+        let first = items(true);
+        let Ok(mut m) = self.model.write(id, r, &first, &self.config.disabled) else {
+            return;
+        };
+        if let Err(e) = run_write(self.db(), id, r, &first) {
+            self.fail(format!("ReadDuringTransfer: the first write failed: {e}"));
+        }
+        self.model = m.clone();
+        // Then TRANSFERS moves, B, A, B, ...
+        let mut writes = Vec::new();
+        for i in 0..TRANSFERS {
+            let w = items(i % 2 == 1);
+            m = match m.write(id, r, &w, &self.config.disabled) {
+                Ok(m) => m,
+                Err(k) => self.fail(format!("model bug: transfer {i} refused: {k:?}")),
+            };
+            writes.push(w);
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let db = self.db().clone();
+        let flag = done.clone();
+        let mover = std::thread::spawn(move || {
+            let mut res = Ok(());
+            for (i, w) in writes.iter().enumerate() {
+                if let Err(e) = run_write(&db, id, r, w) {
+                    res = Err(format!("transfer {i}: {e}"));
+                    break;
+                }
+            }
+            flag.store(true, Ordering::Release);
+            res
+        });
+        let (nsn, uvs) = (NAMESPACES[v.0 as usize], uvalue(v.1));
+        let deadline = Instant::now() + WATCHDOG;
+        let mut reads = 0u32;
+        let mut bad = None;
+        loop {
+            let finished = done.load(Ordering::Acquire);
+            match self.db().is_taken(nsn, &uvs) {
+                Ok(true) => {}
+                other => bad = Some(format!("is_taken({nsn}, {uvs}) -> {other:?}")),
+            }
+            // The hit outlives nothing: it is checked and dropped, while commits run.
+            match self.db().find_unique(&TABLES[t as usize], nsn, &uvs) {
+                Ok(Some(h))
+                    if h.account().get() == id
+                        && h.region() == self.region_ids[r as usize]
+                        && (h.key() == key(ka) || h.key() == key(kb))
+                        && **h.record() == *value(val) => {}
+                Ok(Some(h)) => {
+                    bad = Some(format!(
+                        "find_unique({nsn}, {uvs}) -> {:?}/{:?}/{:?}, not record {ka} or {kb}",
+                        h.account(),
+                        h.region(),
+                        String::from_utf8_lossy(h.key())
+                    ))
+                }
+                other => {
+                    bad = Some(format!(
+                        "find_unique({nsn}, {uvs}) -> {:?}",
+                        other.map(|o| o.map(|h| h.account()))
+                    ))
+                }
+            }
+            reads += 1;
+            if bad.is_some() || finished {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "deadlock: ReadDuringTransfer did not finish in {WATCHDOG:?}\nops so far: {:#?}",
+                    self.log
+                );
+            }
+        }
+        // Let the mover finish (with a watchdog of its own) before judging.
+        while !done.load(Ordering::Acquire) {
+            if Instant::now() > deadline {
+                panic!(
+                    "deadlock: ReadDuringTransfer's writer did not finish in {WATCHDOG:?}\n\
+                     ops so far: {:#?}",
+                    self.log
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let moved = mover.join().expect("mover thread");
+        if trace() {
+            eprintln!(
+                "    {TRANSFERS} transfers of {nsn}/{uvs} between k{ka} and k{kb} in {}: {moved:?}, \
+                 {reads} reads during them",
+                REGIONS[r as usize],
+            );
+        }
+        if let Some(b) = bad {
+            self.fail(format!(
+                "during transfers between records {ka} and {kb} of account {id} in {}: {b}",
+                REGIONS[r as usize]
+            ));
+        }
+        if let Err(e) = moved {
+            self.fail(format!("ReadDuringTransfer: {e}"));
+        }
+        self.model = m;
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // The comparison
 
-fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3]) -> Result<(), String> {
+/// What the store may answer while some regions are disabled.
+#[derive(Debug, Clone, Default)]
+struct Cat {
+    /// Disabled regions (indices into `ALL_REGIONS`).
+    disabled: BTreeSet<u8>,
+    /// Some disabled region may hold claims a crash left unsettled: "free" answers may be
+    /// refused with `RegionUnsettled` (or an entry left in flight may name a disabled
+    /// region), but an owned value must stay taken and never get a second owner.
+    unsettled: bool,
+}
+
+impl Cat {
+    fn is_disabled(&self, r: u8) -> bool {
+        self.disabled.contains(&r)
+    }
+}
+
+fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3], cat: &Cat) -> Result<(), String> {
     let ridx = |id: RegionId| region_ids.iter().position(|&r| r == id).map(|i| i as u8);
     let e = |what: &str, err: Error| format!("{what}: {err}");
+    fn unsettled_err<T>(cat: &Cat, r: &regionkv::Result<T>) -> bool {
+        cat.unsettled && matches!(r, Err(Error::RegionUnsettled(_)))
+    }
+
+    // The catalog.
+    let regions = db.regions();
+    for (i, name) in REGIONS.iter().enumerate() {
+        let enabled = regions.iter().find(|r| r.name == *name).map(|r| r.enabled);
+        if enabled != Some(!cat.is_disabled(i as u8)) {
+            return Err(format!(
+                "region {name}: enabled {enabled:?} in the store, disabled {} in the model",
+                cat.is_disabled(i as u8)
+            ));
+        }
+    }
 
     // Accounts.
     for n in 0..NAMES {
@@ -1005,15 +1759,26 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3]) -> Result<(), String> {
         }
     }
 
-    // Rows, by point reads.
+    // Rows, by point reads (a disabled region's read as `RegionDisabled`).
     for (&(acct, r, t, k), row) in &m.rows {
         let read = db
             .read(AccountId::from_raw(acct))
             .map_err(|x| e("read", x))?;
-        let got = read
-            .get_in(REGIONS[r as usize], &TABLES[t as usize], &key(k))
-            .map_err(|x| e("get_in", x))?;
-        match got {
+        let got = read.get_in(REGIONS[r as usize], &TABLES[t as usize], &key(k));
+        if cat.is_disabled(r) {
+            match got {
+                Err(Error::RegionDisabled(_)) => continue,
+                other => {
+                    return Err(format!(
+                        "row {:?} in disabled {}: {:?}",
+                        (acct, r, t, k),
+                        REGIONS[r as usize],
+                        other.map(|o| o.map(|rec| rec.len()))
+                    ));
+                }
+            }
+        }
+        match got.map_err(|x| e("get_in", x))? {
             Some(rec) if *rec == *value(row.value) => {}
             Some(rec) => {
                 return Err(format!(
@@ -1033,11 +1798,13 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3]) -> Result<(), String> {
         }
     }
 
-    // Rows, by scans: exactly the model's rows, no more.
+    // Rows, by scans: exactly the model's rows of the enabled regions, no more.
     let expect_rows = |t: u8, acct: Option<u64>| -> BTreeMap<(u64, u8, Vec<u8>), Vec<u8>> {
         m.rows
             .iter()
-            .filter(|((a, _, tt, _), _)| *tt == t && acct.is_none_or(|x| x == *a))
+            .filter(|((a, r, tt, _), _)| {
+                *tt == t && acct.is_none_or(|x| x == *a) && !cat.is_disabled(*r)
+            })
             .map(|(&(a, r, _, k), row)| ((a, r, key(k)), value(row.value)))
             .collect()
     };
@@ -1066,8 +1833,19 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3]) -> Result<(), String> {
             let Some(id) = a.id else { continue };
             let read = db.read(AccountId::from_raw(id)).map_err(|x| e("read", x))?;
             let mut got = BTreeMap::new();
+            // One `RegionDisabled` item per disabled region the account may use.
+            let mut skipped = BTreeSet::new();
             for row in read.scan(&TABLES[t as usize]).map_err(|x| e("scan", x))? {
-                let row = row.map_err(|x| e("scan row", x))?;
+                let row = match row {
+                    Ok(row) => row,
+                    Err(Error::RegionDisabled(name)) => {
+                        if !skipped.insert(name.clone()) {
+                            return Err(format!("scan of account {id}: {name} skipped twice"));
+                        }
+                        continue;
+                    }
+                    Err(x) => return Err(e("scan row", x)),
+                };
                 if row.account().get() != id {
                     return Err(format!(
                         "scan of account {id} yielded a row of {}",
@@ -1085,6 +1863,18 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3]) -> Result<(), String> {
                     want.len()
                 ));
             }
+            let want_skipped: BTreeSet<String> = a
+                .allowed
+                .iter()
+                .filter(|&&r| cat.is_disabled(r))
+                .map(|&r| REGIONS[r as usize].to_owned())
+                .collect();
+            if skipped != want_skipped {
+                return Err(format!(
+                    "scan of account {id} t{t}: RegionDisabled items for {skipped:?}, disabled \
+                     regions it may use: {want_skipped:?}"
+                ));
+            }
         }
     }
 
@@ -1093,16 +1883,80 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3]) -> Result<(), String> {
         for v in 0..UVALUES {
             let owner = m.owners.get(&(ns, v));
             let (nsn, uv) = (NAMESPACES[ns as usize], uvalue(v));
-            let taken = db.is_taken(nsn, &uv).map_err(|x| e("is_taken", x))?;
+            let taken = db.is_taken(nsn, &uv);
+            let hits: Vec<_> = (0..TABLES.len())
+                .map(|t| db.find_unique(&TABLES[t], nsn, &uv))
+                .collect();
+            let show = |h: &regionkv::Result<Option<regionkv::Hit<Raw>>>| match h {
+                Ok(Some(h)) => format!(
+                    "Some({}, {}, {})",
+                    h.account(),
+                    h.region(),
+                    String::from_utf8_lossy(h.key())
+                ),
+                Ok(None) => "None".to_owned(),
+                Err(x) => format!("Err({x})"),
+            };
+            match owner {
+                // Owned in a disabled region: taken, and its owner cannot be read.
+                Some(&(_, r, ot, _)) if cat.is_disabled(r) => {
+                    if !(matches!(taken, Ok(true)) || unsettled_err(cat, &taken)) {
+                        return Err(format!(
+                            "is_taken({nsn}, {uv}) owned in disabled {}: {taken:?}",
+                            REGIONS[r as usize]
+                        ));
+                    }
+                    for (t, hit) in hits.iter().enumerate() {
+                        let ok = if t as u8 == ot {
+                            matches!(hit, Err(Error::RegionDisabled(_))) || unsettled_err(cat, hit)
+                        } else {
+                            matches!(hit, Ok(None)) || unsettled_err(cat, hit)
+                        };
+                        if !ok {
+                            return Err(format!(
+                                "find_unique({nsn}, {uv}) in t{t}, owned in t{ot} of disabled \
+                                 {}: {}",
+                                REGIONS[r as usize],
+                                show(hit)
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                // Free, while a disabled region may hold unsettled claims: may be refused,
+                // or taken by an entry left in flight there; never an owner.
+                None if cat.unsettled => {
+                    if let Err(x) = &taken
+                        && !matches!(x, Error::RegionUnsettled(_))
+                    {
+                        return Err(format!("is_taken({nsn}, {uv}): {x}"));
+                    }
+                    for (t, hit) in hits.iter().enumerate() {
+                        if !matches!(
+                            hit,
+                            Ok(None)
+                                | Err(Error::RegionUnsettled(_))
+                                | Err(Error::RegionDisabled(_))
+                        ) {
+                            return Err(format!(
+                                "find_unique({nsn}, {uv}) in t{t}: {}, the model has no owner",
+                                show(hit)
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let taken = taken.map_err(|x| e("is_taken", x))?;
             if taken != owner.is_some() {
                 return Err(format!(
                     "is_taken({nsn}, {uv}) = {taken}, model owner {owner:?}"
                 ));
             }
-            for t in 0..TABLES.len() as u8 {
-                let hit = db
-                    .find_unique(&TABLES[t as usize], nsn, &uv)
-                    .map_err(|x| e("find_unique", x))?;
+            for (t, hit) in hits.into_iter().enumerate() {
+                let t = t as u8;
+                let hit = hit.map_err(|x| e("find_unique", x))?;
                 let want = owner.filter(|o| o.2 == t);
                 match (hit, want) {
                     (None, None) => {}
@@ -1147,14 +2001,20 @@ fn trace() -> bool {
 /// writes are meaningful from the first operation; `CreateAccount` adds names 2 and 3.
 const INITIAL_ACCOUNTS: [(u8, u8, u8); 2] = [(0, 0, 1), (1, 1, 2)];
 
-/// A new store holding only `INITIAL_ACCOUNTS`. Created once per process and copied for
-/// each input: creating four redb files costs more than a whole short input under the
-/// fuzzer's instrumentation.
-fn fresh_store() -> SimStorage {
-    static FILES: OnceLock<Vec<(PathBuf, Vec<u8>)>> = OnceLock::new();
-    let files = FILES.get_or_init(|| {
-        let sim = SimStorage::new();
-        let db = open(&sim, 1024).expect("creating a store on a fresh SimStorage");
+/// A new store holding only `INITIAL_ACCOUNTS` (`eu` at `EU_PATH` if `eu_at`). Created
+/// once per process (and variant) and copied for each input: creating four redb files
+/// costs more than a whole short input under the fuzzer's instrumentation.
+fn fresh_store(eu_at: bool) -> SimStorage {
+    static FILES: [OnceLock<Vec<(PathBuf, Vec<u8>)>>; 2] = [OnceLock::new(), OnceLock::new()];
+    let files = FILES[eu_at as usize].get_or_init(|| {
+        let env = Env {
+            sim: SimStorage::new(),
+            budget: 1024,
+            eu_at,
+        };
+        let db = env
+            .open(&Config::default())
+            .expect("creating a store on a fresh SimStorage");
         for (name, home, allow) in INITIAL_ACCOUNTS {
             db.create_account(
                 NewAccount::new(account_name(name), REGIONS[home as usize])
@@ -1163,6 +2023,7 @@ fn fresh_store() -> SimStorage {
             .expect("creating an initial account");
         }
         db.close().expect("closing a fresh store");
+        let sim = env.sim;
         sim.paths()
             .into_iter()
             .map(|p| {
@@ -1185,8 +2046,15 @@ fuzz_target!(|input: Input| {
         n @ 1..=3 => u64::from(n),
         _ => 1024,
     };
-    let sim = fresh_store();
-    let db = open(&sim, budget).expect("opening a fresh store");
+    let eu_at = input.budget & 8 != 0;
+    let sim = fresh_store(eu_at);
+    let env = Env {
+        sim: sim.clone(),
+        budget,
+        eu_at,
+    };
+    let config = Config::default();
+    let db = env.open(&config).expect("opening a fresh store");
     let region_ids = REGIONS.map(|r| db.region_id(r).expect("configured region"));
     let mut model = Model::default();
     for (name, home, allow) in INITIAL_ACCOUNTS {
@@ -1204,13 +2072,22 @@ fuzz_target!(|input: Input| {
         );
     }
     let mut h = Harness {
+        env,
         sim,
-        budget,
         db: Some(db),
         model,
         region_ids,
+        config,
+        unsettled: BTreeSet::new(),
+        engine_unsettled: BTreeSet::new(),
         log: Vec::new(),
     };
+    if trace() {
+        eprintln!(
+            "budget {budget}, eu at {}",
+            if eu_at { EU_PATH } else { "its default path" }
+        );
+    }
     for op in input.ops.iter().take(MAX_OPS) {
         if trace() {
             eprintln!("op {}: {op:?}", h.log.len());
@@ -1225,9 +2102,21 @@ fuzz_target!(|input: Input| {
             } => h.crash_step(*fail_after, *on, step),
         }
     }
-    // The end: a clean close and reopen must show the same store.
-    h.reopen_clean(true);
-    if let Err(e) = check(h.db(), &h.model, &h.region_ids) {
-        h.fail(format!("after the final reopen: {e}"));
+    // The end: a clean close, then every region enabled again: nothing may be left
+    // unsettled, the store must equal the model exactly, and the audit must be clean.
+    h.log
+        .push("final: close, reopen with every region enabled".into());
+    h.close();
+    let all = h.config.all_enabled();
+    h.open_with(all, After::Clean);
+    h.check_now("after the final reopen with every region enabled");
+    let report = h.db().recovery_report();
+    if !report.unsettled.is_empty() {
+        h.fail(format!(
+            "every region is enabled, yet {:?} are unsettled",
+            report.unsettled
+        ));
     }
+    // Closed before the next input: its Drop would checkpoint anyway.
+    h.close();
 });
