@@ -383,12 +383,14 @@ impl<V: Value> Iterator for Rows<V> {
                         }
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
-                        return Some(Record::new(v, snapshot, name, self.table, full).map(|record| Row {
-                            region: region.id,
-                            account: AccountId(account),
-                            key,
-                            record,
-                        }));
+                        return Some(Record::new(v, snapshot, name, self.table, full).map(
+                            |record| Row {
+                                region: region.id,
+                                account: AccountId(account),
+                                key,
+                                record,
+                            },
+                        ));
                     }
                     Some(Err(e)) => {
                         let err = region.part.err(e);
