@@ -1,6 +1,6 @@
 //! Model-based test of the reservation protocol: random sequences of account creation,
 //! inserts, unique claims and changes, removes, checkpoints, clean reopens, power losses
-//! and injected I/O faults across 3 regions, compared after every step with an in-memory
+//! and injected I/O faults (followed by a power loss or by a plain restart) across 3 regions, compared after every step with an in-memory
 //! model: same reads, same owners, same errors.
 
 mod common;
@@ -17,8 +17,9 @@ enum Step {
     Reopen,
     /// Power loss between operations: every acknowledged write must survive.
     Crash,
-    /// The disk fails at storage operation `n` of the next op, then power loss.
-    FaultThenCrash(u8, Op),
+    /// The disk fails at storage operation `n` of the next op, then power loss (`true`)
+    /// or a restart with the disk back (`false`: what a failed sync wrote stays).
+    FaultThenCrash(u8, Op, bool),
 }
 
 fn uniques() -> impl Strategy<Value = Vec<(u8, u8)>> {
@@ -55,7 +56,7 @@ fn step() -> impl Strategy<Value = Step> {
         12 => op().prop_map(Step::Op),
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
-        1 => (0u8..40, op()).prop_map(|(n, op)| Step::FaultThenCrash(n, op)),
+        1 => (0u8..40, op(), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
     ]
 }
 
@@ -127,7 +128,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 drop(db);
                 db = open(&sim);
             }
-            Step::FaultThenCrash(n, op) => {
+            Step::FaultThenCrash(n, op, power_loss) => {
                 if op_account(&op).is_some_and(|a| ids[a].is_none()) {
                     continue;
                 }
@@ -138,7 +139,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 sim.fail_after(n as u64, FaultOn::Any);
                 let r = execute(&db, &idv, &op);
                 let tripped = sim.fault_tripped();
-                sim.crash();
+                if power_loss {
+                    sim.crash();
+                } else {
+                    sim.clear_fault();
+                }
                 drop(db);
                 db = open(&sim);
                 let mut with = model.clone();

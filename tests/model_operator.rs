@@ -52,8 +52,9 @@ enum Step {
         disable: u8,
         extra: bool,
     },
-    /// A crash in the middle of an op.
-    FaultThenCrash(u8, Op),
+    /// An I/O fault in the middle of an op, then a power loss (`true`) or a plain restart
+    /// with the disk back (`false`: what a failed sync left in the files stays there).
+    FaultThenCrash(u8, Op, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -86,7 +87,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1usize..3).prop_map(Step::DisableUnderLoad),
         1 => (0u8..60, 0u8..64, any::<bool>())
             .prop_map(|(n, disable, extra)| Step::FaultyReopen { n, disable, extra }),
-        1 => (0u8..40, op()).prop_map(|(n, op)| Step::FaultThenCrash(n, op)),
+        2 => (0u8..40, op(), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
     ]
 }
 
@@ -420,7 +421,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     }
                 }
             }
-            Step::FaultThenCrash(n, op) => {
+            Step::FaultThenCrash(n, op, power_loss) => {
                 if let Some(a) = op_account(&op)
                     && s.ids[a].is_none()
                 {
@@ -434,10 +435,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 s.sim.fail_after(n as u64, FaultOn::Any);
                 let r = execute(&s.db, &idv, &op);
                 let tripped = s.sim.fault_tripped();
-                s.sim.crash();
+                if power_loss {
+                    s.sim.crash();
+                } else {
+                    s.sim.clear_fault();
+                }
                 drop(std::mem::replace(&mut s.db, placeholder()));
                 let config = s.config.clone();
-                s.open(config, true)?;
+                s.open(config, power_loss)?;
                 let in_disabled = op_region(&op).is_some_and(|r| s.config.disabled.contains(r));
                 let mut with = s.model.clone();
                 let want = with.apply(&op);
