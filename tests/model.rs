@@ -1,7 +1,8 @@
 //! Model-based test of the reservation protocol: random sequences of account creation,
 //! inserts, unique claims and changes, removes, checkpoints, clean reopens, power losses
-//! and injected I/O faults (followed by a power loss or by a plain restart) across 3 regions, compared after every step with an in-memory
-//! model: same reads, same owners, same errors.
+//! and injected I/O faults (followed by a power loss or by a plain restart) across 3
+//! regions, compared after every step with an in-memory model: same reads, same owners,
+//! same errors.
 
 mod common;
 
