@@ -85,7 +85,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (0u8..64, any::<bool>()).prop_map(|(disable, extra)| Step::CrashReopen { disable, extra }),
         1 => (0usize..4).prop_map(Step::DisableNow),
         1 => (1usize..3).prop_map(Step::DisableUnderLoad),
-        1 => (0u8..60, 0u8..64, any::<bool>())
+        1 => (any::<u8>(), 0u8..64, any::<bool>())
             .prop_map(|(n, disable, extra)| Step::FaultyReopen { n, disable, extra }),
         2 => (0u8..40, op(), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
     ]
