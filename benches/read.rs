@@ -1,4 +1,4 @@
-//! Read path benchmarks (issue 2), on 1,000,000 records of ~100 bytes in one region.
+//! Read path benchmarks, on 1,000,000 records of ~100 bytes in one region.
 //!
 //! - `raw_redb_get/{hot,random}`: a get on an already-open redb `ReadOnlyTable` holding the
 //!   same stored bytes under the same 16-byte keys (`account BE ++ key`), touching only the

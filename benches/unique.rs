@@ -1,4 +1,4 @@
-//! Unique-value benchmarks (issue 3), on real files in a temporary folder.
+//! Unique-value benchmarks, on real files in a temporary folder.
 //!
 //! - `durable_insert/regionkv_unique`: one `insert_unique` per commit, a fresh value each
 //!   time: Reserve (global, unsynced) + Apply (region, synced) + Confirm (global,

@@ -1,4 +1,4 @@
-//! Sustained load (issue 4, part 4): writer and reader threads on a 3-region store with
+//! Sustained load: writer and reader threads on a 3-region store with
 //! unique-value contention, then a verification of every acknowledged write.
 //!
 //! Writers mix plain inserts, `insert_unique` claims on a small shared pool of values (so

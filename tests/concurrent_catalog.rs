@@ -1,4 +1,4 @@
-//! Issue 7, finding 3: `scan_all` racing `disable_region` must not deadlock.
+//! `scan_all` racing `disable_region` must not deadlock.
 //!
 //! `scan_all` reads the region set under its lock and, under that same read guard, asks
 //! for each region again; `disable_region` takes the write lock. With a fair lock the

@@ -1,4 +1,4 @@
-//! Issue 7, findings 1, 4 and 7: disabled regions must not lose acknowledged claims, must
+//! Disabled regions must not lose acknowledged claims, must
 //! not let acknowledged writes slip past `disable_region` / `close`, and must keep the
 //! record counts of a region opened at a custom path.
 
@@ -105,7 +105,7 @@ fn check_claim_protected_while_eu_disabled(
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.1: a crash, then an open with a region disabled, loses that region's claims.
+// A crash, then an open with a region disabled, loses that region's claims.
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -173,7 +173,7 @@ fn clean_close_then_open_with_region_disabled_keeps_claims_and_allows_new_ones()
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.4: `disable_region` and `close` do not wait for writes inside `commit`.
+// `disable_region` and `close` do not wait for writes inside `commit`.
 // ---------------------------------------------------------------------------------------
 
 /// Large values make each commit long, so that one is nearly always in flight.
@@ -398,7 +398,7 @@ fn close_waits_for_commits_in_flight() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.7: a region opened with `region_at`, disabled at open, gets its counts from the
+// A region opened with `region_at`, disabled at open, gets its counts from the
 // default path.
 // ---------------------------------------------------------------------------------------
 
@@ -455,10 +455,10 @@ fn region_at_disabled_at_open_keeps_its_record_counts() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Not in issue 7: a scan in progress when its region is disabled.
+// A scan in progress when its region is disabled.
 // ---------------------------------------------------------------------------------------
 
-/// Seen while writing concurrent_catalog.rs (not one of issue 7's findings): a scan started before
+/// Seen while writing concurrent_catalog.rs (not one of the original findings): a scan started before
 /// `disable_region` fails with "Database has been closed" when it reaches the disabled
 /// region, although `disable_region` promises to release the file only once the last read
 /// using it ends.

@@ -1,4 +1,4 @@
-//! Issue 2 (Foundation): accounts, placement policy and quotas across regions, through the
+//! Accounts, placement policy and quotas across regions, through the
 //! public API only.
 
 mod common_foundation;

@@ -1,4 +1,4 @@
-//! Issue 2 (Foundation): opening, reopening, the region catalog, wrong-partition files and
+//! Opening, reopening, the region catalog, wrong-partition files and
 //! disabled regions, through the public API only.
 
 mod common_foundation;

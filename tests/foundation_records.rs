@@ -1,4 +1,4 @@
-//! Issue 2 (Foundation): typed and raw records, zero-copy reads, checksums and argument
+//! Typed and raw records, zero-copy reads, checksums and argument
 //! checks, through the public API only.
 
 mod common_foundation;

@@ -1,4 +1,4 @@
-//! Hostile files (issue 4, part 2): damaged, foreign and misplaced partition files.
+//! Hostile files: damaged, foreign and misplaced partition files.
 //!
 //! A small store (3 regions, 4 accounts, plain and unique records) is built once on the
 //! in-memory [`SimStorage`]; every case plants its files, one of them damaged (truncated,

@@ -1,4 +1,4 @@
-//! I5 isolation (issue 4, part 3): no read reachable with one account's handle returns
+//! I5 isolation: no read reachable with one account's handle returns
 //! another account's data.
 //!
 //! A property test over random accounts (3 to 5, each with a random home and allowed

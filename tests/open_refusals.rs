@@ -1,5 +1,5 @@
-//! Issue 7, finding 8 (a refused open leaks file descriptors) and issue 16 (an open that is
-//! refused changes nothing; the default region stays enabled; one handle per store).
+//! A refused open changes nothing and leaks no file descriptor; the default region stays
+//! enabled; one handle per store.
 //!
 //! The tests of this file take one lock: the descriptor count of the process is only
 //! meaningful while no other test of the binary opens files.
@@ -104,7 +104,7 @@ fn open_fds() -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.8: every refused open leaks file descriptors.
+// Every refused open leaks file descriptors.
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -156,7 +156,7 @@ fn refused_opens_do_not_leak_file_descriptors() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 16.1: a refused open of an existing store changes nothing.
+// A refused open of an existing store changes nothing.
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -227,7 +227,7 @@ fn region_whose_folder_cannot_be_created_is_refused_and_changes_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 16.2: a refused first open leaves the directory empty.
+// A refused first open leaves the directory empty.
 // ---------------------------------------------------------------------------------------
 
 fn refused_first_open(case: &str, b: impl FnOnce(&Path) -> Builder) -> Vec<String> {
@@ -286,7 +286,7 @@ fn refused_first_open_leaves_the_directory_empty() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 16.3: the default region stays enabled, and so does at least one region.
+// The default region stays enabled, and so does at least one region.
 // ---------------------------------------------------------------------------------------
 
 /// Disables every region but the default through the open handle; at least one must stay
@@ -389,7 +389,7 @@ fn at_least_one_region_stays_enabled() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 16.4: one handle per store.
+// One handle per store.
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -443,7 +443,7 @@ fn second_handle_on_one_file_store_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 16: a crash in the middle of an open that changes the configuration.
+// A crash in the middle of an open that changes the configuration.
 // ---------------------------------------------------------------------------------------
 
 fn sim_files(sim: &SimStorage) -> BTreeMap<PathBuf, Vec<u8>> {

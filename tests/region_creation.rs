@@ -1,4 +1,4 @@
-//! Issue 7, finding 6: a crash during the open that creates a region must not leave the
+//! A crash during the open that creates a region must not leave the
 //! region's `created` flag false forever (a later loss of its file would then be answered
 //! by silently creating an empty region).
 

@@ -1,4 +1,4 @@
-//! Data residency (issue 2): a tenant's values, unique values included, are stored only in
+//! Data residency: a tenant's values, unique values included, are stored only in
 //! its region's file. Checked on the raw bytes of every partition file after the store is
 //! closed.
 

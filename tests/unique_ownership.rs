@@ -1,4 +1,4 @@
-//! Issue 7, findings 2, 5 and 9: who owns a unique value must never be lost: not by a
+//! Who owns a unique value must never be lost: not by a
 //! release from a record that does not own it, not during a transfer between two records
 //! of one account, not after a failed Confirm.
 
@@ -42,12 +42,12 @@ fn owner(db: &Db, value: &str) -> Result<Option<(AccountId, Vec<u8>)>, Error> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.2: releases do not check the owner.
+// Releases do not check the owner.
 // ---------------------------------------------------------------------------------------
 
-/// Finding 1's recipe (a crash, then an open with eu disabled) can leave two records that
+/// The recipe of the lost-claim test (a crash, then an open with eu disabled) can leave two records that
 /// list the same value: a's (stale, in eu) and b's. a's release must then not free b's
-/// value. If b's claim is refused (finding 1 fixed), a's release frees a's own value.
+/// value. If b's claim is refused (as it is now), a's release frees a's own value.
 #[test]
 fn release_by_a_record_that_no_longer_owns_the_value_keeps_the_owner() {
     let sim = SimStorage::new();
@@ -105,7 +105,7 @@ fn release_by_a_record_that_no_longer_owns_the_value_keeps_the_owner() {
     db.close().unwrap();
 }
 
-/// The same invariant without depending on finding 1: a record whose `_owned` row lists a
+/// The same invariant without depending on that recipe: a record whose `_owned` row lists a
 /// value that the global index says another record owns (planted with redb, as damage or a
 /// past bug would leave it). Removing that record must not free the other record's value.
 #[test]
@@ -184,7 +184,7 @@ fn release_of_a_planted_stale_owned_row_keeps_the_owner() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.5: `find_unique` reports no owner while a value moves between two records of
+// `find_unique` reports no owner while a value moves between two records of
 // one account.
 // ---------------------------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ fn find_unique_sees_an_owner_throughout_a_transfer() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 7.9: after a failed Confirm (global poisoned) `find_unique` may say nobody owns
+// After a failed Confirm (global poisoned) `find_unique` may say nobody owns
 // an acknowledged claim.
 // ---------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-//! Shared helpers for the foundation integration tests (issue 2).
+//! Shared helpers for the foundation integration tests.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
