@@ -143,7 +143,7 @@ impl Builder {
         self
     }
 
-    /// Where partition files live (default: [`FileStorage`], ordinary files).
+    /// Where partition files live (default: [`FileStorage`](crate::FileStorage), ordinary files).
     pub fn storage(mut self, storage: impl Storage) -> Self {
         self.storage = Some(Arc::new(storage));
         self
