@@ -71,6 +71,14 @@ impl RegionSet {
         }
     }
 
+    /// The name of region `id` if it is disabled.
+    pub fn disabled_name(&self, id: u16) -> Option<String> {
+        match self.by_id.get(id as usize) {
+            Some(Some((n, RegionSlot::Disabled))) => Some(n.clone()),
+            _ => None,
+        }
+    }
+
     pub fn name(&self, id: u16) -> String {
         match self.by_id.get(id as usize) {
             Some(Some((n, _))) => n.clone(),

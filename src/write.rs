@@ -442,6 +442,7 @@ impl Write {
                 acct,
                 &claims,
                 &releases,
+                &|id| inner.regions.read().disabled_name(id),
                 || quota(&mut ticket),
             )?)
         };

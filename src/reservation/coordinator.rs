@@ -80,14 +80,25 @@ pub(crate) struct Coordinator {
     unsettled: RwLock<Vec<(u16, String)>>,
 }
 
-fn conflict_err(c: Conflict, ns: &str) -> Error {
+/// The error for a conflict with entry `cur`. A value held in flight by a transaction of a
+/// disabled region stays held until that region returns (or is forfeited): not a
+/// retryable `Busy`, but `RegionUnsettled` naming the region.
+fn conflict_err(
+    c: Conflict,
+    ns: &str,
+    cur: Option<&Entry>,
+    disabled: &dyn Fn(u16) -> Option<String>,
+) -> Error {
     match c {
         Conflict::Taken => Error::UniqueViolation {
             namespace: ns.to_owned(),
         },
-        Conflict::Busy => Error::Busy(format!(
-            "a unique value in namespace `{ns}` is held by a transaction in flight"
-        )),
+        Conflict::Busy => match cur.and_then(|e| disabled(e.loc.region)) {
+            Some(region) => Error::RegionUnsettled(region),
+            None => Error::Busy(format!(
+                "a unique value in namespace `{ns}` is held by a transaction in flight"
+            )),
+        },
     }
 }
 
@@ -229,6 +240,7 @@ impl Coordinator {
         account: u64,
         claims: &[ClaimReq],
         releases: &[ReleaseReq],
+        disabled: &dyn Fn(u16) -> Option<String>,
         quota: impl FnOnce() -> Result<()>,
     ) -> Result<Reservation> {
         let mut w = global.begin_write()?;
@@ -272,7 +284,7 @@ impl Coordinator {
                     key: c.key.clone(),
                 };
                 let next = state::claim(cur.as_ref(), txn, loc, c.transfer)
-                    .map_err(|x| conflict_err(x, &c.ns))?;
+                    .map_err(|x| conflict_err(x, &c.ns, cur.as_ref(), disabled))?;
                 unique
                     .insert(k.as_slice(), next.encode().as_slice())
                     .map_err(|e| global.err(e))?;
@@ -290,8 +302,8 @@ impl Coordinator {
                     table: r.table.clone(),
                     key: r.key.clone(),
                 };
-                if let Some(next) =
-                    state::release(cur.as_ref(), txn, &owner).map_err(|x| conflict_err(x, &r.ns))?
+                if let Some(next) = state::release(cur.as_ref(), txn, &owner)
+                    .map_err(|x| conflict_err(x, &r.ns, cur.as_ref(), disabled))?
                 {
                     unique
                         .insert(k.as_slice(), next.encode().as_slice())

@@ -33,8 +33,12 @@ pub struct RecoveryReport {
     pub markers: usize,
     /// In-flight entries rolled back because their txn left no marker.
     pub rolled_back: usize,
-    /// In-flight entries left alone because their region is disabled.
+    /// In-flight entries left alone because their region is disabled: their values stay
+    /// held (claims of them return `Error::RegionUnsettled`) until the region returns or
+    /// is forfeited.
     pub left_in_flight: usize,
+    /// The disabled regions those entries belong to.
+    pub left_in_flight_regions: Vec<String>,
     /// Disabled regions that may hold claims a crash left unsettled (their markers could
     /// not be read): until each is enabled again or forfeited
     /// ([`Db::forfeit_unsettled`](crate::Db::forfeit_unsettled)), no unique value can be
@@ -129,6 +133,10 @@ pub(crate) fn recover(
                         // Its region is disabled: its marker cannot be seen, so its
                         // outcome cannot be settled yet. Keep it until the region returns.
                         report.left_in_flight += 1;
+                        let name = region_name(e.loc.region);
+                        if !report.left_in_flight_regions.contains(&name) {
+                            report.left_in_flight_regions.push(name);
+                        }
                         continue;
                     }
                     if !markers.contains_key(&t) {
