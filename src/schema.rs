@@ -60,6 +60,13 @@ pub(crate) const DIRTY: TableDefinition<u16, u64> = TableDefinition::new("_dirty
 /// restored from an older copy: the index describes writes it does not hold.
 pub(crate) const REGION_SEEN: TableDefinition<u16, u128> = TableDefinition::new("_region_seen");
 
+/// Regions with a commit whose outcome is unknown (it failed inside its commit): region
+/// -> (). Written (synced) when it happens. Such a file may hold, in its live image, a
+/// commit that a power loss undoes: its record counts cannot be frozen from it while it is
+/// disabled (they are unknown then). Cleared by the first open that has the region
+/// enabled, after a synced commit of the region has made its contents durable.
+pub(crate) const DOUBTFUL: TableDefinition<u16, ()> = TableDefinition::new("_doubtful");
+
 /// Record counts of disabled regions: (region, account) -> records, recorded when the
 /// region was disabled (its file is not read while disabled). A row with account
 /// [`FROZEN_SENTINEL`] marks a region whose counts were recorded.

@@ -536,6 +536,9 @@ impl Write {
         // The commit point: one fsync.
         if let Err(e) = w.commit() {
             part.poison();
+            // Best effort: if the global file fails too, a later disable-at-open may freeze
+            // counts from the commit's live image (docs/design.md, "doubtful regions").
+            let _ = crate::open::mark_doubtful(&inner.global, region.id.0);
             // The quota stays reserved: the records may exist. Reopen settles it.
             ticket.armed = false;
             return Err(Error::OutcomeUnknown {

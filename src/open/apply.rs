@@ -97,6 +97,12 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
             cache,
             &expect(&r.name, r.entry.id),
         )?;
+        if finish.settled_doubtful.contains(&r.entry.id) {
+            // A commit of unknown outcome may sit in the file's live image: one synced
+            // commit makes what the file holds durable before the global forgets it.
+            let w = p.begin_write()?;
+            p.commit(w)?;
+        }
         parts.insert(r.name.clone(), p);
     }
 

@@ -107,6 +107,8 @@ pub(crate) struct GlobalState {
     pub frozen_known: HashSet<u16>,
     /// The newest unique write of each region the global partition reflects.
     pub seen: HashMap<u16, u128>,
+    /// Regions with a commit of unknown outcome not yet made durable by a later open.
+    pub doubtful: HashSet<u16>,
 }
 
 /// Reads the catalog and counters of the global partition from a snapshot (read-only or
@@ -169,6 +171,16 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
         Err(e) if partition::missing_table(&e) => {}
         Err(e) => return Err(corrupt(e)),
     }
+    let mut doubtful = HashSet::new();
+    match txn.open_table(DOUBTFUL) {
+        Ok(t) => {
+            for row in t.iter().map_err(corrupt)? {
+                doubtful.insert(row.map_err(corrupt)?.0.value());
+            }
+        }
+        Err(e) if partition::missing_table(&e) => {}
+        Err(e) => return Err(corrupt(e)),
+    }
     Ok(GlobalState {
         uuid,
         digest_key,
@@ -179,6 +191,7 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
         frozen,
         frozen_known,
         seen,
+        doubtful,
     })
 }
 
@@ -224,6 +237,8 @@ pub(crate) struct CatalogChanges {
     pub frozen: Vec<(u16, Option<AccountCounts>)>,
     /// Regions enabled again: their frozen counts are dropped.
     pub thawed: Vec<u16>,
+    /// Doubtful regions whose contents this open made durable: their rows are removed.
+    pub settled_doubtful: Vec<u16>,
 }
 
 impl CatalogChanges {
@@ -233,6 +248,7 @@ impl CatalogChanges {
             && self.default.is_none()
             && self.frozen.is_empty()
             && self.thawed.is_empty()
+            && self.settled_doubtful.is_empty()
     }
 }
 
@@ -258,6 +274,12 @@ pub(crate) fn write_catalog(global: &Partition, c: &CatalogChanges) -> Result<()
             frozen
                 .retain_in((*r, 0)..=(*r, u64::MAX), |_, _| false)
                 .map_err(|e| global.err(e))?;
+        }
+        if !c.settled_doubtful.is_empty() {
+            let mut doubtful = w.open_table(DOUBTFUL).map_err(|e| global.err(e))?;
+            for r in &c.settled_doubtful {
+                doubtful.remove(*r).map_err(|e| global.err(e))?;
+            }
         }
         for (r, counts) in &c.frozen {
             if let Some(counts) = counts {
@@ -291,6 +313,16 @@ pub(crate) fn persist_disable(
             ..Default::default()
         },
     )
+}
+
+/// Records (synced) that a commit of region `id` failed inside its commit.
+pub(crate) fn mark_doubtful(global: &Partition, id: u16) -> Result<()> {
+    let w = global.begin_write()?;
+    w.open_table(DOUBTFUL)
+        .map_err(|e| global.err(e))?
+        .insert(id, ())
+        .map_err(|e| global.err(e))?;
+    global.commit(w)
 }
 
 pub(crate) fn bump_next_account(global: &Partition, w: &redb::WriteTransaction) -> Result<u64> {

@@ -373,6 +373,10 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
                 if !e.enabled {
                     finish.thawed.push(e.id);
                 }
+                if state.as_ref().is_some_and(|s| s.doubtful.contains(&e.id)) {
+                    // `apply` makes the file durable (a synced commit) before this row goes.
+                    finish.settled_doubtful.push(e.id);
+                }
                 (e.id, step)
             }
             None => {
@@ -440,10 +444,15 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
                 uuid: state.as_ref().map(|s| s.uuid),
                 region: Some((name.clone(), e.id)),
             };
-            let _ = partition::probe(&*storage, &path, &expect, false, |txn| {
-                counts = Some(region_usage(txn)?);
-                Ok(())
-            });
+            // A doubtful file's live image may hold a commit a power loss undoes: its
+            // counts are not what it durably holds, so they stay unknown.
+            let doubtful = state.as_ref().is_some_and(|s| s.doubtful.contains(&e.id));
+            if !doubtful {
+                let _ = partition::probe(&*storage, &path, &expect, false, |txn| {
+                    counts = Some(region_usage(txn)?);
+                    Ok(())
+                });
+            }
             let e = CatalogEntry {
                 enabled: false,
                 ..e
