@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::partition::region::{
     Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
 };
-use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation};
+use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation, ReserveReq};
 use crate::schema::*;
 use crate::table::{Table, Unique, check_table_name, check_unique};
 use crate::types::{AccountId, RegionId};
@@ -438,10 +438,12 @@ impl Write {
         } else {
             Some(inner.coord.reserve(
                 &inner.global,
-                region.id.0,
-                acct,
-                &claims,
-                &releases,
+                ReserveReq {
+                    region: region.id.0,
+                    account: acct,
+                    claims: &claims,
+                    releases: &releases,
+                },
                 &|id| inner.regions.read().disabled_name(id),
                 || quota(&mut ticket),
             )?)

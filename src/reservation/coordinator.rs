@@ -39,6 +39,15 @@ pub(crate) struct ReleaseReq {
     pub key: Vec<u8>,
 }
 
+/// What one write asks Reserve for: its region and account, the values it claims and
+/// the values it releases.
+pub(crate) struct ReserveReq<'a> {
+    pub region: u16,
+    pub account: u64,
+    pub claims: &'a [ClaimReq],
+    pub releases: &'a [ReleaseReq],
+}
+
 /// A reservation made by Reserve; settled by Confirm or Abort.
 #[derive(Debug)]
 pub(crate) struct Reservation {
@@ -232,17 +241,20 @@ impl Coordinator {
     /// Reserve: one unsynced global txn that puts every claim in Pending and every release
     /// in Releasing, or fails with nothing changed. `quota` runs inside the same global
     /// txn, after the unique checks, so that concurrent writes in several regions cannot
-    /// both pass a cross-region limit.
+    /// both pass a cross-region limit. `disabled` names a region if it is disabled.
     pub fn reserve(
         &self,
         global: &Partition,
-        region: u16,
-        account: u64,
-        claims: &[ClaimReq],
-        releases: &[ReleaseReq],
+        req: ReserveReq<'_>,
         disabled: &dyn Fn(u16) -> Option<String>,
         quota: impl FnOnce() -> Result<()>,
     ) -> Result<Reservation> {
+        let ReserveReq {
+            region,
+            account,
+            claims,
+            releases,
+        } = req;
         let mut w = global.begin_write()?;
         // Under the global write lock from here on. The first unique write in a region
         // after a checkpoint marks the region dirty, durably (this Reserve is synced):
