@@ -273,7 +273,48 @@ impl Write {
         if !*writable {
             return Err(Error::RegionDisabled(self.region.part.name.clone()));
         }
-        // The account may have changed since this write was opened.
+        let account = self.current_account()?;
+        let part = &self.region.part;
+
+        // One writer per region at a time: what `plan` reads cannot change under us.
+        let w = part.begin_write()?;
+        let plan = self.plan(&w)?;
+        let mut ticket = QuotaTicket {
+            inner,
+            account: self.account.id().0,
+            reserved: 0,
+            armed: true,
+        };
+        let reservation = self.reserve(&account, &plan, &mut ticket)?;
+        if let Err(e) = self.apply(&w, &plan, reservation.as_ref()) {
+            drop(w);
+            if let Some(res) = &reservation {
+                // If this fails the global partition is poisoned; recovery rolls back.
+                let _ = inner.coord.abort(&inner.global, res);
+            }
+            return Err(e);
+        }
+        // The commit point: one fsync. From here the quota stays reserved whatever happens
+        // (the records may exist; a reopen settles an unknown outcome).
+        ticket.armed = false;
+        if let Err(e) = w.commit() {
+            part.poison();
+            // Best effort: if the global file fails too, a later disable-at-open may freeze
+            // counts from the commit's live image (docs/design.md, "doubtful regions").
+            let _ = crate::open::mark_doubtful(&inner.global, self.region.id.0);
+            return Err(Error::OutcomeUnknown {
+                region: part.name.clone(),
+                source: Box::new(e.into()),
+            });
+        }
+        self.settle(&plan, ticket.reserved, reservation.as_ref());
+        Ok(())
+    }
+
+    /// The account as it is now (it may have changed since this write was opened): still
+    /// active, still allowed in this region, which is still enabled.
+    fn current_account(&self) -> Result<Arc<Account>> {
+        let inner = &*self.db.inner;
         let account = inner.route(self.account.id())?;
         check_state(&account)?;
         if !account.allows(self.region.id) {
@@ -282,98 +323,90 @@ impl Write {
                 region: self.region.part.name.clone(),
             });
         }
-        // ... and the region may have been disabled since.
         inner.region(self.region.id)?;
-        let region = &*self.region;
-        let part = &region.part;
-        let acct = account.id().0;
+        Ok(account)
+    }
 
-        // One writer per region at a time: what we read below cannot change under us.
-        let w = part.begin_write()?;
-        let mut claims: Vec<ClaimReq> = Vec::new();
-        let mut releases: Vec<ReleaseReq> = Vec::new();
-        let mut owned_updates: Vec<(Vec<u8>, Vec<Owned>)> = Vec::new();
-        let mut delta_records: i64 = 0;
-        let mut delta_bytes: i64 = 0;
-        {
-            let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
-            let mut current: Option<(&'static str, DataTable<'_>)> = None;
-            for ((tname, key), op) in &self.ops {
-                if current.as_ref().is_none_or(|(n, _)| n != tname) {
-                    let name = user_table_name(tname);
-                    let t = w
-                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                        .map_err(|e| part.err(e))?;
-                    current = Some((tname, t));
+    /// Plan: what the buffered operations change, read in the region write transaction
+    /// before anything is written — record and byte deltas, the records' owned values
+    /// after the write, and the claims and releases that takes. Refuses a value claimed
+    /// twice; a value released by one record and claimed by another moves (a transfer).
+    fn plan(&self, w: &redb::WriteTransaction) -> Result<Plan> {
+        let part = &self.region.part;
+        let acct = self.account.id().0;
+        let mut plan = Plan::default();
+        let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
+        let mut current: Option<(&'static str, DataTable<'_>)> = None;
+        for ((tname, key), op) in &self.ops {
+            if current.as_ref().is_none_or(|(n, _)| n != tname) {
+                let name = user_table_name(tname);
+                let t = w
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(|e| part.err(e))?;
+                current = Some((tname, t));
+            }
+            let Some((_, data)) = current.as_ref() else {
+                return Err(internal());
+            };
+            let dkey = data_key(acct, key);
+            let old_len = data
+                .get(dkey.as_slice())
+                .map_err(|e| part.err(e))?
+                .map(|g| g.value().len() as i64);
+            let new_owned: Option<&Vec<Owned>> = match op {
+                Op::Put { value, uniques } => {
+                    plan.delta_records += old_len.is_none() as i64;
+                    plan.delta_bytes += value.len() as i64 - old_len.unwrap_or(0);
+                    uniques.as_ref()
                 }
-                let Some((_, data)) = current.as_ref() else {
-                    return Err(internal());
-                };
-                let dkey = data_key(acct, key);
-                let old_len = data
-                    .get(dkey.as_slice())
-                    .map_err(|e| part.err(e))?
-                    .map(|g| g.value().len() as i64);
-                let new_owned: Option<&Vec<Owned>> = match op {
-                    Op::Put { value, uniques } => {
-                        delta_records += old_len.is_none() as i64;
-                        delta_bytes += value.len() as i64 - old_len.unwrap_or(0);
-                        uniques.as_ref()
+                Op::Remove => {
+                    if let Some(l) = old_len {
+                        plan.delta_records -= 1;
+                        plan.delta_bytes -= l;
                     }
-                    Op::Remove => {
-                        if let Some(l) = old_len {
-                            delta_records -= 1;
-                            delta_bytes -= l;
-                        }
-                        None
-                    }
-                };
-                let changes_uniques = matches!(op, Op::Remove) || new_owned.is_some();
-                if !changes_uniques {
-                    continue;
+                    None
                 }
-                let okey = owned_key(tname, acct, key);
-                let old: Vec<Owned> = match owned_t.get(okey.as_slice()).map_err(|e| part.err(e))? {
-                    Some(g) => decode_owned(g.value()).ok_or_else(|| {
-                        Error::corrupt(
-                            &part.name,
-                            format!("owned values of table `{tname}` undecodable"),
-                        )
-                    })?,
-                    None => Vec::new(),
-                };
-                let empty = Vec::new();
-                let new = new_owned.unwrap_or(&empty);
-                for o in &old {
-                    if !new.iter().any(|n| n.ns == o.ns && n.digest == o.digest) {
-                        releases.push(ReleaseReq {
-                            ns: o.ns.clone(),
-                            digest: o.digest,
-                            table: tname.to_string(),
-                            key: key.clone(),
-                        });
-                    }
-                }
-                for n in new {
-                    if !old.iter().any(|o| o.ns == n.ns && o.digest == n.digest) {
-                        claims.push(ClaimReq {
-                            ns: n.ns.clone(),
-                            digest: n.digest,
-                            table: tname.to_string(),
-                            key: key.clone(),
-                            transfer: false,
-                        });
-                    }
-                }
-                if old != *new {
-                    owned_updates.push((okey, new.clone()));
-                }
+            };
+            if !matches!(op, Op::Remove) && new_owned.is_none() {
+                continue; // keeps whatever values it owns
+            }
+            let okey = owned_key(tname, acct, key);
+            let old: Vec<Owned> = match owned_t.get(okey.as_slice()).map_err(|e| part.err(e))? {
+                Some(g) => decode_owned(g.value()).ok_or_else(|| {
+                    Error::corrupt(
+                        &part.name,
+                        format!("owned values of table `{tname}` undecodable"),
+                    )
+                })?,
+                None => Vec::new(),
+            };
+            let empty = Vec::new();
+            let new = new_owned.unwrap_or(&empty);
+            let same = |a: &Owned, b: &Owned| a.ns == b.ns && a.digest == b.digest;
+            for o in old.iter().filter(|o| !new.iter().any(|n| same(n, o))) {
+                plan.releases.push(ReleaseReq {
+                    ns: o.ns.clone(),
+                    digest: o.digest,
+                    table: tname.to_string(),
+                    key: key.clone(),
+                });
+            }
+            for n in new.iter().filter(|n| !old.iter().any(|o| same(o, n))) {
+                plan.claims.push(ClaimReq {
+                    ns: n.ns.clone(),
+                    digest: n.digest,
+                    table: tname.to_string(),
+                    key: key.clone(),
+                    transfer: false,
+                });
+            }
+            if old != *new {
+                plan.owned_updates.push((okey, new.clone()));
             }
         }
-
         // Two records of this write claiming one value: refuse before anything is written.
         let mut seen = HashSet::new();
-        for c in &claims {
+        for c in &plan.claims {
             if !seen.insert((c.ns.as_str(), c.digest)) {
                 return Err(Error::DuplicateInWrite {
                     namespace: c.ns.clone(),
@@ -381,11 +414,14 @@ impl Write {
             }
         }
         // A value released by one record and claimed by another of this write moves.
+        let Plan {
+            claims, releases, ..
+        } = &mut plan;
         releases.retain(|r| {
-            let moved = claims
+            match claims
                 .iter_mut()
-                .find(|c| c.ns == r.ns && c.digest == r.digest);
-            match moved {
+                .find(|c| c.ns == r.ns && c.digest == r.digest)
+            {
                 Some(c) => {
                     c.transfer = true;
                     false
@@ -393,177 +429,194 @@ impl Write {
                 None => true,
             }
         });
+        Ok(plan)
+    }
 
-        // Quota: reserved in memory under one lock, so that concurrent writes in several
-        // regions cannot both pass a limit that spans them.
-        let mut ticket = QuotaTicket {
-            inner,
-            account: acct,
-            reserved: 0,
-            armed: true,
-        };
-        let quota = |ticket: &mut QuotaTicket| -> Result<()> {
-            if account.max_records().is_some() && delta_records > 0 {
-                // A disabled region whose counts are unknown may hold records of this
-                // account: the limit cannot be checked, so the account cannot grow.
-                let set = inner.regions.read();
-                if let Some(r) = account
-                    .allowed()
-                    .iter()
-                    .find(|r| set.usage_unknown.contains(&r.get()))
-                {
-                    return Err(Error::RegionDisabled(set.name(r.get())));
-                }
-            }
-            let mut usage = inner.usage.lock();
-            let u = usage.entry(acct).or_default();
-            let add = delta_records.max(0) as u64;
-            if let Some(max) = account.max_records()
-                && add > 0
-                && u.records + u.reserved + add > max
-            {
-                return Err(Error::QuotaExceeded {
-                    account: account.id(),
-                    limit: max,
-                });
-            }
-            u.reserved += add;
-            ticket.reserved = add;
-            Ok(())
-        };
-
-        let reservation: Option<Reservation> = if claims.is_empty() && releases.is_empty() {
-            quota(&mut ticket)?;
-            None
-        } else {
-            Some(inner.coord.reserve(
+    /// Reserve: the quota, and for a write that changes unique values the global half of
+    /// the protocol (with the quota checked inside the same global transaction).
+    fn reserve(
+        &self,
+        account: &Account,
+        plan: &Plan,
+        ticket: &mut QuotaTicket<'_>,
+    ) -> Result<Option<Reservation>> {
+        let inner = &*self.db.inner;
+        if plan.claims.is_empty() && plan.releases.is_empty() {
+            reserve_quota(inner, account, plan.delta_records, ticket)?;
+            return Ok(None);
+        }
+        inner
+            .coord
+            .reserve(
                 &inner.global,
                 ReserveReq {
-                    region: region.id.0,
-                    account: acct,
-                    claims: &claims,
-                    releases: &releases,
+                    region: self.region.id.0,
+                    account: account.id().0,
+                    claims: &plan.claims,
+                    releases: &plan.releases,
                 },
                 &|id| inner.regions.read().disabled_name(id),
-                || quota(&mut ticket),
-            )?)
-        };
+                || reserve_quota(inner, account, plan.delta_records, ticket),
+            )
+            .map(Some)
+    }
 
-        // Apply. Any error before the commit: abort (nothing of this write remains).
-        let applied = (|| -> Result<()> {
-            let mut current: Option<(&'static str, DataTable<'_>)> = None;
-            for ((tname, key), op) in &self.ops {
-                if current.as_ref().is_none_or(|(n, _)| n != tname) {
-                    let name = user_table_name(tname);
-                    let t = w
-                        .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                        .map_err(|e| part.err(e))?;
-                    current = Some((tname, t));
-                }
-                let Some((_, data)) = current.as_mut() else {
-                    return Err(internal());
-                };
-                let dkey = data_key(acct, key);
-                match op {
-                    Op::Put { value, .. } => {
-                        data.insert(dkey.as_slice(), value.as_slice())
-                            .map_err(|e| part.err(e))?;
-                    }
-                    Op::Remove => {
-                        data.remove(dkey.as_slice()).map_err(|e| part.err(e))?;
-                    }
-                }
+    /// Apply: the data, the owned values, the usage counters and (for a unique write) the
+    /// applied marker, in the region write transaction. Nothing is durable before its
+    /// commit.
+    fn apply(
+        &self,
+        w: &redb::WriteTransaction,
+        plan: &Plan,
+        reservation: Option<&Reservation>,
+    ) -> Result<()> {
+        let part = &self.region.part;
+        let acct = self.account.id().0;
+        let mut current: Option<(&'static str, DataTable<'_>)> = None;
+        for ((tname, key), op) in &self.ops {
+            if current.as_ref().is_none_or(|(n, _)| n != tname) {
+                let name = user_table_name(tname);
+                let t = w
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .map_err(|e| part.err(e))?;
+                current = Some((tname, t));
             }
-            drop(current);
-            let mut owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
-            for (okey, list) in &owned_updates {
-                if list.is_empty() {
-                    owned_t.remove(okey.as_slice()).map_err(|e| part.err(e))?;
-                } else {
-                    owned_t
-                        .insert(okey.as_slice(), encode_owned(list).as_slice())
+            let Some((_, data)) = current.as_mut() else {
+                return Err(internal());
+            };
+            let dkey = data_key(acct, key);
+            match op {
+                Op::Put { value, .. } => {
+                    data.insert(dkey.as_slice(), value.as_slice())
                         .map_err(|e| part.err(e))?;
                 }
-            }
-            if delta_records != 0 || delta_bytes != 0 {
-                let mut usage_t = w.open_table(USAGE).map_err(|e| part.err(e))?;
-                let (r, b) = usage_t
-                    .get(acct)
-                    .map_err(|e| part.err(e))?
-                    .map(|g| g.value())
-                    .unwrap_or((0, 0));
-                let r = (r as i64 + delta_records).max(0) as u64;
-                let b = (b as i64 + delta_bytes).max(0) as u64;
-                if r == 0 && b == 0 {
-                    usage_t.remove(acct).map_err(|e| part.err(e))?;
-                } else {
-                    usage_t.insert(acct, (r, b)).map_err(|e| part.err(e))?;
+                Op::Remove => {
+                    data.remove(dkey.as_slice()).map_err(|e| part.err(e))?;
                 }
             }
-            if let Some(res) = &reservation {
-                let marker = Marker {
-                    account: acct,
-                    claims: claims
-                        .iter()
-                        .map(|c| MarkerClaim {
-                            ns: c.ns.clone(),
-                            digest: c.digest,
-                            table: c.table.clone(),
-                            key: c.key.clone(),
-                        })
-                        .collect(),
-                    // Only the releases Reserve applied: a value whose entry names
-                    // another record is not this record's to release.
-                    releases: res.released.clone(),
-                };
-                let mut markers = w.open_table(MARKERS).map_err(|e| part.err(e))?;
-                markers
-                    .insert(res.txn.to_u128(), marker.encode().as_slice())
-                    .map_err(|e| part.err(e))?;
-                let mut meta = w.open_table(META).map_err(|e| part.err(e))?;
-                meta.insert(META_LAST_TXN, res.txn.to_u128().to_le_bytes().as_slice())
+        }
+        drop(current);
+        let mut owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
+        for (okey, list) in &plan.owned_updates {
+            if list.is_empty() {
+                owned_t.remove(okey.as_slice()).map_err(|e| part.err(e))?;
+            } else {
+                owned_t
+                    .insert(okey.as_slice(), encode_owned(list).as_slice())
                     .map_err(|e| part.err(e))?;
             }
-            Ok(())
-        })();
-        if let Err(e) = applied {
-            drop(w);
-            if let Some(res) = &reservation {
-                // If this fails the global partition is poisoned; recovery rolls back.
-                let _ = inner.coord.abort(&inner.global, res);
+        }
+        if plan.delta_records != 0 || plan.delta_bytes != 0 {
+            let mut usage_t = w.open_table(USAGE).map_err(|e| part.err(e))?;
+            let (r, b) = usage_t
+                .get(acct)
+                .map_err(|e| part.err(e))?
+                .map(|g| g.value())
+                .unwrap_or((0, 0));
+            let r = (r as i64 + plan.delta_records).max(0) as u64;
+            let b = (b as i64 + plan.delta_bytes).max(0) as u64;
+            if r == 0 && b == 0 {
+                usage_t.remove(acct).map_err(|e| part.err(e))?;
+            } else {
+                usage_t.insert(acct, (r, b)).map_err(|e| part.err(e))?;
             }
-            return Err(e);
         }
-
-        // The commit point: one fsync.
-        if let Err(e) = w.commit() {
-            part.poison();
-            // Best effort: if the global file fails too, a later disable-at-open may freeze
-            // counts from the commit's live image (docs/design.md, "doubtful regions").
-            let _ = crate::open::mark_doubtful(&inner.global, region.id.0);
-            // The quota stays reserved: the records may exist. Reopen settles it.
-            ticket.armed = false;
-            return Err(Error::OutcomeUnknown {
-                region: part.name.clone(),
-                source: Box::new(e.into()),
-            });
-        }
-        ticket.armed = false;
-        {
-            let mut usage = inner.usage.lock();
-            let u = usage.entry(acct).or_default();
-            u.reserved = u.reserved.saturating_sub(ticket.reserved);
-            u.records = (u.records as i64 + delta_records).max(0) as u64;
-        }
-        if let Some(res) = &reservation {
-            // The write happened. If Confirm fails, the global partition is poisoned and
-            // recovery confirms from the marker; the caller's write stands.
-            if inner.coord.confirm(&inner.global, res).is_ok() {
-                inner.maybe_checkpoint();
-            }
+        if let Some(res) = reservation {
+            let marker = Marker {
+                account: acct,
+                claims: plan
+                    .claims
+                    .iter()
+                    .map(|c| MarkerClaim {
+                        ns: c.ns.clone(),
+                        digest: c.digest,
+                        table: c.table.clone(),
+                        key: c.key.clone(),
+                    })
+                    .collect(),
+                // Only the releases Reserve applied: a value whose entry names another
+                // record is not this record's to release.
+                releases: res.released.clone(),
+            };
+            let mut markers = w.open_table(MARKERS).map_err(|e| part.err(e))?;
+            markers
+                .insert(res.txn.to_u128(), marker.encode().as_slice())
+                .map_err(|e| part.err(e))?;
+            let mut meta = w.open_table(META).map_err(|e| part.err(e))?;
+            meta.insert(META_LAST_TXN, res.txn.to_u128().to_le_bytes().as_slice())
+                .map_err(|e| part.err(e))?;
         }
         Ok(())
     }
+
+    /// After the commit point: the in-memory counters, then Confirm (unsynced) for a unique
+    /// write. If Confirm fails the global partition is poisoned and recovery confirms from
+    /// the marker: the caller's write stands either way.
+    fn settle(&self, plan: &Plan, reserved: u64, reservation: Option<&Reservation>) {
+        let inner = &*self.db.inner;
+        {
+            let mut usage = inner.usage.lock();
+            let u = usage.entry(self.account.id().0).or_default();
+            u.reserved = u.reserved.saturating_sub(reserved);
+            u.records = (u.records as i64 + plan.delta_records).max(0) as u64;
+        }
+        if let Some(res) = reservation
+            && inner.coord.confirm(&inner.global, res).is_ok()
+        {
+            inner.maybe_checkpoint();
+        }
+    }
+}
+
+/// What a write changes, decided before anything is written.
+#[derive(Default)]
+struct Plan {
+    claims: Vec<ClaimReq>,
+    releases: Vec<ReleaseReq>,
+    /// Owned-value rows to write (an empty list removes the row).
+    owned_updates: Vec<(Vec<u8>, Vec<Owned>)>,
+    delta_records: i64,
+    delta_bytes: i64,
+}
+
+/// Reserves `delta_records` new records of `account` against its limit, in memory under
+/// one lock, so that concurrent writes in several regions cannot both pass a limit that
+/// spans them. A disabled region whose counts are unknown may hold records of the
+/// account: the limit cannot be checked then, so a limited account cannot grow.
+fn reserve_quota(
+    inner: &Inner,
+    account: &Account,
+    delta_records: i64,
+    ticket: &mut QuotaTicket<'_>,
+) -> Result<()> {
+    let add = delta_records.max(0) as u64;
+    let Some(max) = account.max_records() else {
+        return Ok(());
+    };
+    if add == 0 {
+        return Ok(());
+    }
+    {
+        let set = inner.regions.read();
+        if let Some(r) = account
+            .allowed()
+            .iter()
+            .find(|r| set.usage_unknown.contains(&r.get()))
+        {
+            return Err(Error::RegionDisabled(set.name(r.get())));
+        }
+    }
+    let mut usage = inner.usage.lock();
+    let u = usage.entry(account.id().0).or_default();
+    if u.records + u.reserved + add > max {
+        return Err(Error::QuotaExceeded {
+            account: account.id(),
+            limit: max,
+        });
+    }
+    u.reserved += add;
+    ticket.reserved = add;
+    Ok(())
 }
 
 #[cold]
