@@ -71,10 +71,15 @@ impl RegionSet {
         }
     }
 
-    /// The name of region `id` if it is disabled.
-    pub fn disabled_name(&self, id: u16) -> Option<String> {
+    /// Why a transaction of region `id` cannot settle in this process, if it cannot: the
+    /// region is disabled (`RegionUnsettled`), or poisoned by a commit of unknown outcome
+    /// (`Poisoned`: a reopen settles it).
+    pub fn stuck(&self, id: u16) -> Option<Error> {
         match self.by_id.get(id as usize) {
-            Some(Some((n, RegionSlot::Disabled))) => Some(n.clone()),
+            Some(Some((n, RegionSlot::Disabled))) => Some(Error::RegionUnsettled(n.clone())),
+            Some(Some((n, RegionSlot::Open(r)))) if r.part.is_poisoned() => {
+                Some(Error::Poisoned(n.clone()))
+            }
             _ => None,
         }
     }

@@ -455,7 +455,7 @@ impl Write {
                     claims: &plan.claims,
                     releases: &plan.releases,
                 },
-                &|id| inner.regions.read().disabled_name(id),
+                &|id| inner.regions.read().stuck(id),
                 || reserve_quota(inner, account, plan.delta_records, ticket),
             )
             .map(Some)

@@ -89,21 +89,22 @@ pub(crate) struct Coordinator {
     unsettled: RwLock<Vec<(u16, String)>>,
 }
 
-/// The error for a conflict with entry `cur`. A value held in flight by a transaction of a
-/// disabled region stays held until that region returns (or is forfeited): not a
-/// retryable `Busy`, but `RegionUnsettled` naming the region.
+/// The error for a conflict with entry `cur`. A value held in flight by a transaction that
+/// cannot settle in this process — its region is disabled, or poisoned by a commit of
+/// unknown outcome — stays held until the region returns or the store is reopened: not a
+/// retryable `Busy`, but the error `stuck` gives for that region.
 fn conflict_err(
     c: Conflict,
     ns: &str,
     cur: Option<&Entry>,
-    disabled: &dyn Fn(u16) -> Option<String>,
+    stuck: &dyn Fn(u16) -> Option<Error>,
 ) -> Error {
     match c {
         Conflict::Taken => Error::UniqueViolation {
             namespace: ns.to_owned(),
         },
-        Conflict::Busy => match cur.and_then(|e| disabled(e.loc.region)) {
-            Some(region) => Error::RegionUnsettled(region),
+        Conflict::Busy => match cur.and_then(|e| stuck(e.loc.region)) {
+            Some(e) => e,
             None => Error::Busy(format!(
                 "a unique value in namespace `{ns}` is held by a transaction in flight"
             )),
@@ -241,12 +242,13 @@ impl Coordinator {
     /// Reserve: one unsynced global txn that puts every claim in Pending and every release
     /// in Releasing, or fails with nothing changed. `quota` runs inside the same global
     /// txn, after the unique checks, so that concurrent writes in several regions cannot
-    /// both pass a cross-region limit. `disabled` names a region if it is disabled.
+    /// both pass a cross-region limit. `stuck` gives the error for a value held in flight
+    /// by a region whose transactions cannot settle in this process (see `conflict_err`).
     pub fn reserve(
         &self,
         global: &Partition,
         req: ReserveReq<'_>,
-        disabled: &dyn Fn(u16) -> Option<String>,
+        stuck: &dyn Fn(u16) -> Option<Error>,
         quota: impl FnOnce() -> Result<()>,
     ) -> Result<Reservation> {
         let ReserveReq {
@@ -296,7 +298,7 @@ impl Coordinator {
                     key: c.key.clone(),
                 };
                 let next = state::claim(cur.as_ref(), txn, loc, c.transfer)
-                    .map_err(|x| conflict_err(x, &c.ns, cur.as_ref(), disabled))?;
+                    .map_err(|x| conflict_err(x, &c.ns, cur.as_ref(), stuck))?;
                 unique
                     .insert(k.as_slice(), next.encode().as_slice())
                     .map_err(|e| global.err(e))?;
@@ -315,7 +317,7 @@ impl Coordinator {
                     key: r.key.clone(),
                 };
                 if let Some(next) = state::release(cur.as_ref(), txn, &owner)
-                    .map_err(|x| conflict_err(x, &r.ns, cur.as_ref(), disabled))?
+                    .map_err(|x| conflict_err(x, &r.ns, cur.as_ref(), stuck))?
                 {
                     unique
                         .insert(k.as_slice(), next.encode().as_slice())

@@ -1,0 +1,261 @@
+//! Adversarial review, round 4: the checkpoint timer thread (1 ms budget) racing writers
+//! in three regions, a run-time `disable_region`, `forfeit_unsettled`, `close`, Drop
+//! without close, and injected faults on the global file or a region file. A watchdog
+//! exits the process (101) if anything hangs for 30 s.
+//!
+//! passes (guard): timer_races_writers_disable_and_close
+//! passes (guard): timer_races_writers_and_drop_without_close
+//! passes (guard): timer_races_writers_with_a_dying_global_then_restart_and_power_loss
+//! passes (guard): timer_races_writers_with_a_dying_region_then_restart_and_power_loss
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+
+const T: Table<Raw> = Table::new("t");
+const DIR: &str = "/tm";
+const GLOBAL: &str = "/tm/global.redb";
+const EU: &str = "/tm/regions/eu.redb";
+const REGIONS: [&str; 3] = ["us", "eu", "ap"];
+const MAX: u64 = 12;
+
+fn watchdog(what: &'static str) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        for _ in 0..300 {
+            std::thread::sleep(Duration::from_millis(100));
+            if d.load(Ordering::Acquire) {
+                return;
+            }
+        }
+        eprintln!("WATCHDOG: `{what}` hung for 30 s");
+        std::process::exit(101);
+    });
+    done
+}
+
+fn b(sim: &SimStorage) -> regionkv::Builder {
+    let mut b = Db::builder()
+        .storage(sim.clone())
+        .checkpoint_budget(1 << 20, Duration::from_millis(1));
+    for r in REGIONS {
+        b = b.region(r);
+    }
+    b
+}
+
+#[derive(Default)]
+struct Acked {
+    /// (account, region, key)
+    puts: BTreeSet<(AccountId, &'static str, Vec<u8>)>,
+    /// (account, region, key, value)
+    claims: Vec<(AccountId, &'static str, Vec<u8>, String)>,
+}
+
+struct Ids {
+    homes: Vec<AccountId>,
+    limited: AccountId,
+}
+
+fn setup(db: &Db) -> Ids {
+    let homes = REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut n = NewAccount::new(format!("h{i}"), *r);
+            for o in REGIONS {
+                n = n.allow(o);
+            }
+            db.create_account(n).unwrap()
+        })
+        .collect();
+    let mut n = NewAccount::new("limited", "us").max_records(MAX);
+    for o in REGIONS {
+        n = n.allow(o);
+    }
+    let limited = db.create_account(n).unwrap();
+    Ids { homes, limited }
+}
+
+/// One writer per region until `stop`: unique claims from a shared pool (collisions) and
+/// plain writes of the limited account.
+fn writers(
+    db: &Db,
+    ids: &Ids,
+    acked: &Arc<Mutex<Acked>>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut hs = Vec::new();
+    for (ri, region) in REGIONS.iter().enumerate() {
+        let db = db.clone();
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let owner = ids.homes[ri];
+        let limited = ids.limited;
+        let region: &'static str = region;
+        hs.push(std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Acquire) && i < 400 {
+                i += 1;
+                let key = format!("{region}-{i}").into_bytes();
+                let v = format!("v{}", (i * 7 + ri as u32 * 3) % 40);
+                let r = (|| {
+                    let mut w = db.write_in(owner, region)?;
+                    w.insert_unique(&T, &key, b"x", &[Unique::new("email", &v)])?;
+                    w.commit()
+                })();
+                match r {
+                    Ok(()) => acked.lock().claims.push((owner, region, key.clone(), v)),
+                    Err(Error::Closed) => return,
+                    Err(_) => {}
+                }
+                let r = (|| {
+                    let mut w = db.write_in(limited, region)?;
+                    w.insert(&T, &key, b"y")?;
+                    w.commit()
+                })();
+                match r {
+                    Ok(()) => {
+                        acked.lock().puts.insert((limited, region, key));
+                    }
+                    Err(Error::Closed) => return,
+                    Err(_) => {}
+                }
+            }
+        }));
+    }
+    hs
+}
+
+/// Every acknowledged write is there, every acknowledged claim is owned by its record
+/// (nothing in this workload releases), the limit holds, the audit is clean.
+fn verify(db: &Db, ids: &Ids, acked: &Acked, ctx: &str) {
+    let audit = db.audit().unwrap();
+    assert!(audit.is_clean(), "{ctx}: audit {:?}", audit.findings());
+    for (a, region, key) in &acked.puts {
+        let got = db.read(*a).unwrap().get_in(region, &T, key).unwrap();
+        assert!(got.is_some(), "{ctx}: acked put {region}/{key:?} lost");
+    }
+    for (a, _region, key, v) in &acked.claims {
+        let hit = db.find_unique(&T, "email", v).unwrap();
+        let got = hit.map(|h| (h.account(), h.key().to_vec()));
+        assert_eq!(got, Some((*a, key.clone())), "{ctx}: acked claim of {v}");
+    }
+    let n = db.read(ids.limited).unwrap().scan(&T).unwrap().count() as u64;
+    assert!(
+        n <= MAX,
+        "{ctx}: limited account holds {n} records, limit {MAX}"
+    );
+}
+
+fn reopen_and_verify(sim: &SimStorage, ids: &Ids, acked: &Acked, ctx: &str) {
+    let db = b(sim)
+        .open(DIR)
+        .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+    verify(&db, ids, acked, &format!("{ctx}, restart"));
+    db.close().unwrap();
+    sim.crash();
+    let db = b(sim)
+        .open(DIR)
+        .unwrap_or_else(|e| panic!("{ctx}: reopen after power loss: {e}"));
+    verify(&db, ids, acked, &format!("{ctx}, power loss"));
+    db.close().unwrap();
+}
+
+#[test]
+fn timer_races_writers_disable_and_close() {
+    let done = watchdog("timer_races_writers_disable_and_close");
+    for round in 0..4u64 {
+        let sim = SimStorage::new();
+        let db = b(&sim).open(DIR).unwrap();
+        let ids = setup(&db);
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let hs = writers(&db, &ids, &acked, &stop);
+        std::thread::sleep(Duration::from_millis(5 + round * 7));
+        db.disable_region("ap").unwrap();
+        let f = db.forfeit_unsettled("ap").unwrap();
+        assert!(!f.was_unsettled, "{f:?}");
+        std::thread::sleep(Duration::from_millis(5 + round * 3));
+        let probe = db.clone();
+        db.close().unwrap();
+        // Nothing may write once close returned: no timer checkpoint, no write.
+        let (w0, s0) = (sim.writes(), sim.syncs());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            (sim.writes(), sim.syncs()),
+            (w0, s0),
+            "round {round}: I/O after close returned"
+        );
+        assert!(matches!(probe.checkpoint(), Err(Error::Closed)));
+        stop.store(true, Ordering::Release);
+        for h in hs {
+            h.join().unwrap();
+        }
+        drop(probe);
+        let acked = std::mem::take(&mut *acked.lock());
+        reopen_and_verify(&sim, &ids, &acked, &format!("round {round}"));
+    }
+    done.store(true, Ordering::Release);
+}
+
+#[test]
+fn timer_races_writers_and_drop_without_close() {
+    let done = watchdog("timer_races_writers_and_drop_without_close");
+    for round in 0..4u64 {
+        let sim = SimStorage::new();
+        let db = b(&sim).open(DIR).unwrap();
+        let ids = setup(&db);
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let hs = writers(&db, &ids, &acked, &stop);
+        std::thread::sleep(Duration::from_millis(5 + round * 9));
+        stop.store(true, Ordering::Release);
+        for h in hs {
+            h.join().unwrap();
+        }
+        drop(db); // no close: the timer may hold the last reference for a moment
+        let acked = std::mem::take(&mut *acked.lock());
+        reopen_and_verify(&sim, &ids, &acked, &format!("round {round}"));
+    }
+    done.store(true, Ordering::Release);
+}
+
+fn dying_file(path: &'static str, name: &'static str) {
+    let done = watchdog(name);
+    for round in 0..6u64 {
+        let sim = SimStorage::new();
+        let db = b(&sim).open(DIR).unwrap();
+        let ids = setup(&db);
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let hs = writers(&db, &ids, &acked, &stop);
+        std::thread::sleep(Duration::from_millis(3));
+        sim.fail_file_after(path, round * 5, FaultOn::Any);
+        std::thread::sleep(Duration::from_millis(15));
+        stop.store(true, Ordering::Release);
+        for h in hs {
+            h.join().unwrap();
+        }
+        let _ = db.close();
+        sim.clear_fault();
+        let acked = std::mem::take(&mut *acked.lock());
+        reopen_and_verify(&sim, &ids, &acked, &format!("{name} round {round}"));
+    }
+    done.store(true, Ordering::Release);
+}
+
+#[test]
+fn timer_races_writers_with_a_dying_global_then_restart_and_power_loss() {
+    dying_file(GLOBAL, "dying global");
+}
+
+#[test]
+fn timer_races_writers_with_a_dying_region_then_restart_and_power_loss() {
+    dying_file(EU, "dying eu");
+}
