@@ -739,7 +739,8 @@ impl Db {
         if inner.global.is_poisoned() {
             return Err(Error::Poisoned(inner.global.name.clone()));
         }
-        inner.checkpoint()
+        inner.checkpoint()?;
+        crate::open::mark_clean_close(&inner.global)
     }
 }
 

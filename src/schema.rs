@@ -23,6 +23,11 @@ pub(crate) const META_DEFAULT_REGION: &str = "default_region"; // utf-8 (global)
 /// with its marker). A file whose value is below what the global partition has seen of
 /// the region (`_region_seen`) is an older copy of the region: refused at open.
 pub(crate) const META_LAST_TXN: &str = "last_txn";
+/// Global: 1 byte, 1 when the last process closed the store cleanly (`Db::close`), 0 from
+/// every open until then. After an end without `close` (a crash, a failed sync), a region
+/// file may hold a commit a power loss would undo: a region disabled at that open cannot
+/// have its record counts read from it.
+pub(crate) const META_CLEAN_CLOSE: &str = "clean_close";
 
 pub(crate) const KIND_GLOBAL: u8 = 1;
 pub(crate) const KIND_REGION: u8 = 2;

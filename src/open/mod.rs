@@ -109,6 +109,9 @@ pub(crate) struct GlobalState {
     pub seen: HashMap<u16, u128>,
     /// Regions with a commit of unknown outcome not yet made durable by a later open.
     pub doubtful: HashSet<u16>,
+    /// Whether the last process closed the store cleanly (true for stores that predate
+    /// the flag).
+    pub clean_close: bool,
 }
 
 /// Reads the catalog and counters of the global partition from a snapshot (read-only or
@@ -130,6 +133,7 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
         .map(u16::from_le_bytes)
         .unwrap_or(1);
     let default_region = get(META_DEFAULT_REGION)?.and_then(|v| String::from_utf8(v).ok());
+    let clean_close = get(META_CLEAN_CLOSE)?.is_none_or(|v| v != [0]);
     let mut catalog = HashMap::new();
     match txn.open_table(REGIONS) {
         Ok(t) => {
@@ -192,6 +196,7 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
         frozen_known,
         seen,
         doubtful,
+        clean_close,
     })
 }
 
@@ -313,6 +318,17 @@ pub(crate) fn persist_disable(
             ..Default::default()
         },
     )
+}
+
+/// Records (synced) that this process closes the store cleanly: every commit it made is
+/// durable or was refused.
+pub(crate) fn mark_clean_close(global: &Partition) -> Result<()> {
+    let w = global.begin_write()?;
+    w.open_table(META)
+        .map_err(|e| global.err(e))?
+        .insert(META_CLEAN_CLOSE, [1u8].as_slice())
+        .map_err(|e| global.err(e))?;
+    global.commit(w)
 }
 
 /// Records (synced) that a commit of region `id` failed inside its commit.

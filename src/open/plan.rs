@@ -444,9 +444,13 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
                 uuid: state.as_ref().map(|s| s.uuid),
                 region: Some((name.clone(), e.id)),
             };
-            // A doubtful file's live image may hold a commit a power loss undoes: its
-            // counts are not what it durably holds, so they stay unknown.
-            let doubtful = state.as_ref().is_some_and(|s| s.doubtful.contains(&e.id));
+            // A doubtful file's live image may hold a commit a power loss undoes, and so
+            // may any file after the store was not closed cleanly (the doubtful mark can
+            // fail with the global file): its counts are not what it durably holds, so
+            // they stay unknown.
+            let doubtful = state
+                .as_ref()
+                .is_some_and(|s| s.doubtful.contains(&e.id) || !s.clean_close);
             if !doubtful {
                 let _ = partition::probe(&*storage, &path, &expect, false, |txn| {
                     counts = Some(region_usage(txn)?);

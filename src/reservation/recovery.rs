@@ -22,7 +22,9 @@ use crate::reservation::coordinator::{
     apply_change, drop_tombstones, get_entry, inflight_rows, raise_seen,
 };
 use crate::reservation::state::{self, Loc};
-use crate::schema::{DIRTY, INFLIGHT, MARKERS, META, META_EPOCH, OWNED, TOMBSTONES, UNIQUE};
+use crate::schema::{
+    DIRTY, INFLIGHT, MARKERS, META, META_CLEAN_CLOSE, META_EPOCH, OWNED, TOMBSTONES, UNIQUE,
+};
 use crate::types::TxnId;
 
 /// What recovery did (for logs and tests).
@@ -185,6 +187,9 @@ pub(crate) fn recover(
         }
         let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
         put_u64(&mut meta, META_EPOCH, new_epoch).map_err(|e| global.err(e))?;
+        // Open until `Db::close` says otherwise.
+        meta.insert(META_CLEAN_CLOSE, [0u8].as_slice())
+            .map_err(|e| global.err(e))?;
     }
     raise_seen(global, &w, markers.iter().map(|(t, (r, _))| (*r, *t)))?;
     global.commit(w)?;
