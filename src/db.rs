@@ -721,12 +721,16 @@ impl Db {
         self.inner.recovery.clone()
     }
 
-    /// Flushes (a final checkpoint) and closes this handle. Other clones see
-    /// [`Error::Closed`] from then on; the files are released when the last clone and the
-    /// last read snapshot are dropped.
+    /// Closes the store: stops the checkpoint timer, waits for every write in flight, runs
+    /// a final checkpoint and records a clean close (the next open then trusts the record
+    /// counts of regions it disables). Other clones see [`Error::Closed`] from then on; the
+    /// files are released when the last clone and the last record or snapshot are dropped
+    /// (until then, opening the store again in this process is refused).
     ///
     /// # Errors
-    /// Storage errors from the final checkpoint; the store is closed either way.
+    /// [`Error::Poisoned`] after an earlier I/O failure of the global file; storage errors
+    /// from the final checkpoint; [`Error::OutcomeUnknown`] if recording the clean close
+    /// failed. The store is closed either way; nothing acknowledged is lost.
     pub fn close(self) -> Result<()> {
         let inner = &*self.inner;
         // The timer takes `writers` shared: stop it before waiting for the writers.

@@ -328,7 +328,7 @@ pub(crate) fn mark_clean_close(global: &Partition) -> Result<()> {
         .map_err(|e| global.err(e))?
         .insert(META_CLEAN_CLOSE, [1u8].as_slice())
         .map_err(|e| global.err(e))?;
-    global.commit(w)
+    global.commit_settled(w)
 }
 
 /// Records (synced) that a commit of region `id` failed inside its commit.
