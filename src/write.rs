@@ -336,18 +336,9 @@ impl Write {
         let acct = self.account.id().0;
         let mut plan = Plan::default();
         let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
-        let mut current: Option<(&'static str, DataTable<'_>)> = None;
+        let mut current = None;
         for ((tname, key), op) in &self.ops {
-            if current.as_ref().is_none_or(|(n, _)| n != tname) {
-                let name = user_table_name(tname);
-                let t = w
-                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                    .map_err(|e| part.err(e))?;
-                current = Some((tname, t));
-            }
-            let Some((_, data)) = current.as_ref() else {
-                return Err(internal());
-            };
+            let data = table_for(w, part, &mut current, tname)?;
             let dkey = data_key(acct, key);
             let old_len = data
                 .get(dkey.as_slice())
@@ -472,18 +463,9 @@ impl Write {
     ) -> Result<()> {
         let part = &self.region.part;
         let acct = self.account.id().0;
-        let mut current: Option<(&'static str, DataTable<'_>)> = None;
+        let mut current = None;
         for ((tname, key), op) in &self.ops {
-            if current.as_ref().is_none_or(|(n, _)| n != tname) {
-                let name = user_table_name(tname);
-                let t = w
-                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                    .map_err(|e| part.err(e))?;
-                current = Some((tname, t));
-            }
-            let Some((_, data)) = current.as_mut() else {
-                return Err(internal());
-            };
+            let data = table_for(w, part, &mut current, tname)?;
             let dkey = data_key(acct, key);
             match op {
                 Op::Put { value, .. } => {
@@ -617,6 +599,27 @@ fn reserve_quota(
     u.reserved += add;
     ticket.reserved = add;
     Ok(())
+}
+
+/// The user table `tname` open in `w`, reusing the one the previous operation used (the
+/// operations are sorted by table, so a pass opens each table once).
+fn table_for<'c, 't>(
+    w: &'t redb::WriteTransaction,
+    part: &crate::partition::Partition,
+    current: &'c mut Option<(&'static str, DataTable<'t>)>,
+    tname: &'static str,
+) -> Result<&'c mut DataTable<'t>> {
+    if current.as_ref().is_none_or(|(n, _)| *n != tname) {
+        let name = user_table_name(tname);
+        let t = w
+            .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+            .map_err(|e| part.err(e))?;
+        *current = Some((tname, t));
+    }
+    match current {
+        Some((_, t)) => Ok(t),
+        None => Err(internal()),
+    }
 }
 
 #[cold]
