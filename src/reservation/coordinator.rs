@@ -340,12 +340,19 @@ impl Coordinator {
             return Err(e);
         }
         self.live.lock().insert(txn, region);
-        // On failure the outcome is unknown only in the global partition, which recovery
-        // rebuilds; the region has not been touched. `txn` stays live: its entries may be
-        // on disk. (A failed commit poisons the global partition: no later write reaches
-        // the region through this coordinator, so a dirty flag that may be missing on
-        // disk does no harm.)
-        global.commit(w)?;
+        // The region has not been touched, and a failed commit poisons the global
+        // partition (no later write reaches the region through this coordinator, so a
+        // dirty flag missing on disk does no harm). `txn` stays live: its entries may be
+        // on disk. An unsynced Reserve that fails leaves nothing a reopen sees. A synced
+        // one (it marks the region dirty) may be durable: its in-flight entries and dirty
+        // row then stay until the region is open at a recovery, which rolls them back (no
+        // marker) — while the region is disabled they hold their values and make the store
+        // unsettled. So its failure is `OutcomeUnknown`, not "nothing was written".
+        if mark_dirty {
+            global.commit_settled(w)?;
+        } else {
+            global.commit(w)?;
+        }
         Ok(Reservation {
             txn,
             region,
