@@ -137,7 +137,9 @@ impl Builder {
     /// (default: true). redb does not verify checksums on ordinary reads, and a damaged
     /// page can make it panic; with verification a damaged file is refused at open with
     /// [`Error::Corrupt`]. It reads every file once per open: a store of many GiB on
-    /// trusted media may turn it off to open faster.
+    /// trusted media may turn it off to open faster — at the price that a damaged file
+    /// can then make redb panic, and in rare cases (a second panic inside one of its
+    /// destructors) abort the process; values keep their own checksums either way.
     pub fn verify_on_open(mut self, verify: bool) -> Self {
         self.verify_on_open = verify;
         self

@@ -215,13 +215,28 @@ struct Overlay {
     base_len: u64,
     len: parking_lot::Mutex<u64>,
     writes: parking_lot::Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Set once the probe has looked: every later call fails. redb's close runs a commit
+    /// that reads (and may trip over) damaged pages; failing its I/O makes it give up with
+    /// an error instead of panicking inside a destructor, which would abort the process.
+    sealed: std::sync::Arc<AtomicBool>,
+}
+
+impl Overlay {
+    fn check(&self) -> std::io::Result<()> {
+        if self.sealed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("probe finished"));
+        }
+        Ok(())
+    }
 }
 
 impl redb::StorageBackend for Overlay {
     fn len(&self) -> std::io::Result<u64> {
+        self.check()?;
         Ok(*self.len.lock())
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.check()?;
         let end = offset
             .checked_add(out.len() as u64)
             .filter(|&e| e <= *self.len.lock())
@@ -243,6 +258,7 @@ impl redb::StorageBackend for Overlay {
         Ok(())
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
         let mut cur = self.len.lock();
         if len < *cur {
             // Bytes cut off read back as zeros if the length grows again.
@@ -257,6 +273,7 @@ impl redb::StorageBackend for Overlay {
         Ok(())
     }
     fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
         let end = offset + data.len() as u64;
         let mut len = self.len.lock();
         *len = (*len).max(end);
@@ -287,11 +304,13 @@ pub(crate) fn probe(
             "empty file: not a regionkv partition",
         ));
     }
+    let sealed = std::sync::Arc::new(AtomicBool::new(false));
     let view = Overlay {
         base: ro,
         base_len,
         len: parking_lot::Mutex::new(base_len),
         writes: parking_lot::Mutex::new(Vec::new()),
+        sealed: sealed.clone(),
     };
     // redb trusts the pages it reads unless it verifies them, and a damaged page can make
     // it panic. A panic here becomes an error; the database and snapshot are leaked rather
@@ -313,6 +332,8 @@ pub(crate) fn probe(
                     }
                     Err(e) => Err(Error::mismatch(path, format!("cannot read: {e}"))),
                 };
+                // The look is over: nothing redb does on close may touch the pages again.
+                sealed.store(true, Ordering::Release);
                 drop(std::mem::ManuallyDrop::into_inner(db));
                 looked.map(|()| Probe::Checked)
             }
