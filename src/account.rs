@@ -54,23 +54,12 @@ impl NewAccount {
 pub enum AccountState {
     /// Normal operation.
     Active,
-    /// Being moved between regions; writes are refused until cutover.
-    Moving {
-        /// Source region.
-        from: RegionId,
-        /// Target region.
-        to: RegionId,
-    },
-    /// Being erased; every operation is refused.
-    Erasing,
 }
 
 impl std::fmt::Display for AccountState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AccountState::Active => f.write_str("active"),
-            AccountState::Moving { from, to } => write!(f, "moving from {from} to {to}"),
-            AccountState::Erasing => f.write_str("being erased"),
         }
     }
 }
@@ -139,9 +128,7 @@ impl Account {
             None => e.u8(0).u64(0),
         };
         let (tag, a, b) = match self.state {
-            AccountState::Active => (0, 0, 0),
-            AccountState::Moving { from, to } => (1, from.0, to.0),
-            AccountState::Erasing => (2, 0, 0),
+            AccountState::Active => (0u8, 0u16, 0u16),
         };
         e.u8(tag).u16(a).u16(b).u64(self.created_at);
         e.finish()
@@ -161,12 +148,8 @@ impl Account {
         let has_max = d.u8()?;
         let max = d.u64()?;
         let state = match (d.u8()?, d.u16()?, d.u16()?) {
+            // Tags 1 (moving: from, to) and 2 (erasing) are reserved for tenant lifecycle.
             (0, _, _) => AccountState::Active,
-            (1, from, to) => AccountState::Moving {
-                from: RegionId(from),
-                to: RegionId(to),
-            },
-            (2, _, _) => AccountState::Erasing,
             _ => return None,
         };
         let created_at = d.u64()?;
@@ -247,10 +230,7 @@ mod tests {
             home: RegionId(2),
             allowed: vec![RegionId(2), RegionId(1)],
             max_records: Some(10),
-            state: AccountState::Moving {
-                from: RegionId(2),
-                to: RegionId(1),
-            },
+            state: AccountState::Active,
             created_at: 1234,
         };
         let b = a.encode();

@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition, TableHandle};
 
-use crate::account::{Account, AccountState};
+use crate::account::Account;
 use crate::codec::envelope::{self, EnvelopeError};
-use crate::db::{Db, Region, RegionSlot};
+use crate::db::Db;
 use crate::error::Result;
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, split_txn_key, split_unique_key, unique_key};
 use crate::partition::region::{Marker, Owned, data_key, decode_owned, owned_key, split_owned_key};
+use crate::partition::set::{Region, RegionSlot};
 use crate::reservation::state::{Entry, Loc, State};
 use crate::schema::*;
 use crate::types::{AccountId, RegionId, TxnId};
@@ -250,10 +251,9 @@ fn points_to(e: &Entry, loc: &Loc) -> bool {
     }
 }
 
-/// Whether the placement policy (or a move in progress) allows rows of `a` in `region`.
+/// Whether the placement policy allows rows of `a` in `region`.
 fn placement_ok(a: &Account, region: RegionId) -> bool {
     a.allows(region)
-        || matches!(a.state, AccountState::Moving { from, to } if from == region || to == region)
 }
 
 /// A region snapshot: its `_owned` table, and user tables opened on first use.

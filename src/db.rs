@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, unique_key};
 use crate::partition::region::{decode_owned, owned_key};
+use crate::partition::set::{Region, RegionSet, RegionSlot};
 use crate::read::{Hit, Read, Record, Rows};
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
@@ -23,74 +24,6 @@ use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED, UNIQUE, user_table_name};
 use crate::table::{Table, check_table_name, check_unique, digest};
 use crate::types::{AccountId, RegionId};
 use crate::write::Write;
-
-/// An open region partition.
-pub(crate) struct Region {
-    pub id: RegionId,
-    pub part: Partition,
-    /// Whether writes may commit here. A commit holds this shared from its region check to
-    /// its last step; `Db::disable_region` takes it exclusively, so it waits for (drains)
-    /// every write in flight before it freezes the region's record counts.
-    pub writable: RwLock<bool>,
-}
-
-impl Region {
-    pub fn new(id: RegionId, part: Partition) -> Region {
-        Region {
-            id,
-            part,
-            writable: RwLock::new(true),
-        }
-    }
-}
-
-pub(crate) enum RegionSlot {
-    Open(Arc<Region>),
-    Disabled,
-}
-
-/// The region catalog as this process sees it.
-#[derive(Default)]
-pub(crate) struct RegionSet {
-    /// Indexed by RegionId: (name, slot).
-    pub by_id: Vec<Option<(String, RegionSlot)>>,
-    pub names: HashMap<String, u16>,
-    pub default: u16,
-    /// Disabled regions whose record counts are unknown (disabled at open with an
-    /// unreadable file): accounts with a record limit that are allowed there cannot grow.
-    pub usage_unknown: std::collections::HashSet<u16>,
-}
-
-impl RegionSet {
-    /// An open region, or why not. Takes no lock: the caller holds the set.
-    pub fn get(&self, id: RegionId) -> Result<Arc<Region>> {
-        match self.by_id.get(id.0 as usize) {
-            Some(Some((_, RegionSlot::Open(r)))) => Ok(r.clone()),
-            Some(Some((name, RegionSlot::Disabled))) => Err(Error::RegionDisabled(name.clone())),
-            _ => Err(Error::RegionUnknown(id.to_string())),
-        }
-    }
-
-    /// Why a transaction of region `id` cannot settle in this process, if it cannot: the
-    /// region is disabled (`RegionUnsettled`), or poisoned by a commit of unknown outcome
-    /// (`Poisoned`: a reopen settles it).
-    pub fn stuck(&self, id: u16) -> Option<Error> {
-        match self.by_id.get(id as usize) {
-            Some(Some((n, RegionSlot::Disabled))) => Some(Error::RegionUnsettled(n.clone())),
-            Some(Some((n, RegionSlot::Open(r)))) if r.part.is_poisoned() => {
-                Some(Error::Poisoned(n.clone()))
-            }
-            _ => None,
-        }
-    }
-
-    pub fn name(&self, id: u16) -> String {
-        match self.by_id.get(id as usize) {
-            Some(Some((n, _))) => n.clone(),
-            _ => id.to_string(),
-        }
-    }
-}
 
 /// Records an account holds (all regions) and records reserved by writes in flight.
 #[derive(Default, Debug, Clone, Copy)]
@@ -281,6 +214,18 @@ impl Inner {
     }
 }
 
+impl crate::reservation::timer::Checkpointed for Inner {
+    fn checkpoint_if_overdue(&self) {
+        if self.coord.checkpoint_overdue() {
+            let _gate = self.writers.read();
+            if self.check_open().is_ok() && !self.global.is_poisoned() {
+                // A failure poisons the global partition; the next write reports it.
+                let _ = self.checkpoint();
+            }
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         self.timer.stop();
@@ -397,7 +342,7 @@ impl Db {
     /// [`Write::commit`].
     ///
     /// # Errors
-    /// [`Error::AccountUnknown`], [`Error::AccountMoving`], [`Error::RegionDisabled`].
+    /// [`Error::AccountUnknown`], [`Error::RegionDisabled`].
     pub fn write(&self, account: AccountId) -> Result<Write> {
         self.inner.check_open()?;
         let a = self.inner.route(account)?;
@@ -425,16 +370,10 @@ impl Db {
     /// A read snapshot of one account's data (a snapshot per region, taken on first use).
     ///
     /// # Errors
-    /// [`Error::AccountUnknown`]; [`Error::AccountInactive`] while it is being erased.
+    /// [`Error::AccountUnknown`].
     pub fn read(&self, account: AccountId) -> Result<Read> {
         self.inner.check_open()?;
         let a = self.inner.route(account)?;
-        if a.state == AccountState::Erasing {
-            return Err(Error::AccountInactive {
-                account,
-                state: a.state.to_string(),
-            });
-        }
         Ok(Read::new(self.clone(), a))
     }
 

@@ -60,23 +60,9 @@ pub enum Error {
     /// No account with that id exists.
     #[error("unknown account {0}")]
     AccountUnknown(AccountId),
-    /// No account has that name.
-    #[error("no account named `{0}`")]
-    AccountNameUnknown(String),
     /// An account with that name already exists (names are unique across all regions).
     #[error("account name `{0}` is taken")]
     AccountNameTaken(String),
-    /// The account is being moved between regions; writes are refused until cutover.
-    #[error("account {0} is moving between regions; retry after the move")]
-    AccountMoving(AccountId),
-    /// The account is not active (for example it is being erased).
-    #[error("account {account} is {state}")]
-    AccountInactive {
-        /// The account.
-        account: AccountId,
-        /// Its state, in words.
-        state: String,
-    },
     /// The write would take the account past one of its limits.
     #[error("quota exceeded for account {account}: at most {limit} records")]
     QuotaExceeded {
@@ -124,14 +110,14 @@ pub enum Error {
     #[error("partition `{0}` refuses writes after an earlier I/O failure; reopen the store")]
     Poisoned(String),
     /// A commit failed inside its commit: the change may or may not be durable (redb may
-    /// have written it before the failing sync). `region` names the partition: a region
+    /// have written it before the failing sync). `partition` is a region
     /// (a write; reopening the store settles it consistently in every partition) or
     /// `global` (account creation, a catalog change such as `disable_region`, a forfeit:
     /// look after reopening, e.g. `Db::account_id`). The partition is poisoned.
-    #[error("outcome unknown: commit in partition `{region}` failed: {source}")]
+    #[error("outcome unknown: commit in partition `{partition}` failed: {source}")]
     OutcomeUnknown {
-        /// The region.
-        region: String,
+        /// The partition whose commit failed: a region's name or `global`.
+        partition: String,
         /// The underlying failure.
         #[source]
         source: Box<redb::Error>,
@@ -162,10 +148,10 @@ pub enum Error {
 impl Error {
     /// Whether the same operation may succeed if retried later without any other change.
     ///
-    /// `Busy` and `AccountMoving` are retryable; a unique violation, a denied placement or
+    /// `Busy` is retryable; a unique violation, a denied placement or
     /// corruption are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Busy(_) | Error::AccountMoving(_))
+        matches!(self, Error::Busy(_))
     }
 
     pub(crate) fn corrupt(partition: &str, what: impl Into<String>) -> Self {
@@ -205,7 +191,6 @@ mod tests {
     #[test]
     fn retryable_classification() {
         assert!(Error::Busy("x".into()).is_retryable());
-        assert!(Error::AccountMoving(AccountId(1)).is_retryable());
         assert!(
             !Error::UniqueViolation {
                 namespace: "email".into()

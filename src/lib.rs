@@ -53,18 +53,20 @@ mod builder;
 mod codec;
 mod db;
 mod error;
+pub mod layout;
 mod open;
 mod partition;
 mod read;
 mod reservation;
 mod schema;
 mod table;
+pub mod testing;
 mod types;
 mod write;
 
 pub use account::{Account, AccountState, NewAccount};
 pub use audit::{AuditReport, Finding, FindingKind};
-pub use backends::{FaultOn, FileStorage, SimStorage, Storage};
+pub use backends::{FileStorage, Storage};
 pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE, MAX_KEY};
 pub use codec::value::{Raw, Value};
 pub use db::{Db, ForfeitReport, RegionInfo, Stats};
@@ -73,7 +75,7 @@ pub use read::{Hit, Read, Record, Row, Rows};
 pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
 pub use table::{MAX_NAMESPACE, MAX_TABLE_NAME, MAX_UNIQUE_VALUE, Table, Unique};
-pub use types::{AccountId, GlobalId, RegionId};
+pub use types::{AccountId, RegionId};
 pub use write::Write;
 
 /// The rkyv crate regionkv is built with (format features pinned): derive your records'

@@ -41,38 +41,6 @@ impl fmt::Display for AccountId {
     }
 }
 
-/// A region-tagged id: high 16 bits the [`RegionId`], low 48 bits a per-region sequence.
-///
-/// Unique across all regions without a cross-region round trip; [`GlobalId::region`] tells
-/// where the record lives.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct GlobalId(pub(crate) u64);
-
-impl GlobalId {
-    /// Largest per-region sequence number.
-    pub const MAX_SEQ: u64 = (1 << 48) - 1;
-
-    /// Composes an id; `None` if `seq` does not fit in 48 bits.
-    pub fn new(region: RegionId, seq: u64) -> Option<Self> {
-        (seq <= Self::MAX_SEQ).then_some(GlobalId(((region.0 as u64) << 48) | seq))
-    }
-
-    /// The region the id was allocated in.
-    pub fn region(self) -> RegionId {
-        RegionId((self.0 >> 48) as u16)
-    }
-
-    /// The per-region sequence.
-    pub fn seq(self) -> u64 {
-        self.0 & Self::MAX_SEQ
-    }
-
-    /// The raw value.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
 /// Identifies one run of the reservation protocol: `(epoch, seq)`, ordered. The epoch is
 /// bumped at every open so a TxnId never repeats.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -103,14 +71,6 @@ impl fmt::Display for TxnId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn global_id_round_trip() {
-        let id = GlobalId::new(RegionId(7), 123_456).unwrap();
-        assert_eq!(id.region(), RegionId(7));
-        assert_eq!(id.seq(), 123_456);
-        assert!(GlobalId::new(RegionId(1), GlobalId::MAX_SEQ + 1).is_none());
-    }
 
     #[test]
     fn txn_order_matches_u128_order() {

@@ -6,15 +6,16 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, TableDefinition};
 
-use crate::account::{Account, AccountState};
+use crate::account::Account;
 use crate::builder::MAX_KEY;
 use crate::codec::envelope;
 use crate::codec::value::Value;
-use crate::db::{Db, Inner, Region};
+use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
 use crate::partition::region::{
     Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
 };
+use crate::partition::set::Region;
 use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation, ReserveReq};
 use crate::schema::*;
 use crate::table::{Table, Unique, check_table_name, check_unique};
@@ -89,20 +90,8 @@ impl Drop for QuotaTicket<'_> {
     }
 }
 
-fn check_state(a: &Account) -> Result<()> {
-    match a.state() {
-        AccountState::Active => Ok(()),
-        AccountState::Moving { .. } => Err(Error::AccountMoving(a.id())),
-        s => Err(Error::AccountInactive {
-            account: a.id(),
-            state: s.to_string(),
-        }),
-    }
-}
-
 impl Write {
     pub(crate) fn new(db: Db, account: Arc<Account>, region: RegionId) -> Result<Write> {
-        check_state(&account)?;
         let region = db.inner.region(region)?;
         region.part.check()?;
         Ok(Write {
@@ -251,7 +240,7 @@ impl Write {
     /// - [`Error::UniqueViolation`]: a value is owned by a committed record;
     /// - [`Error::Busy`] (retryable): a value is held by a transaction in flight;
     /// - [`Error::DuplicateInWrite`]: two records of this write claim the same value;
-    /// - [`Error::QuotaExceeded`], [`Error::PlacementDenied`], [`Error::AccountMoving`];
+    /// - [`Error::QuotaExceeded`], [`Error::PlacementDenied`];
     /// - [`Error::OutcomeUnknown`]: the region commit itself failed; the region refuses
     ///   writes until the store is reopened, and recovery then settles the write one way
     ///   in every partition;
@@ -303,7 +292,7 @@ impl Write {
             // counts from the commit's live image (docs/design.md, "doubtful regions").
             let _ = crate::open::mark_doubtful(&inner.global, self.region.id.0);
             return Err(Error::OutcomeUnknown {
-                region: part.name.clone(),
+                partition: part.name.clone(),
                 source: Box::new(e.into()),
             });
         }
@@ -316,7 +305,6 @@ impl Write {
     fn current_account(&self) -> Result<Arc<Account>> {
         let inner = &*self.db.inner;
         let account = inner.route(self.account.id())?;
-        check_state(&account)?;
         if !account.allows(self.region.id) {
             return Err(Error::PlacementDenied {
                 account: account.id(),

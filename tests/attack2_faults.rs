@@ -10,7 +10,8 @@
 //! found (fixed since): `failed_runtime_disable_is_in_effect_after_restart_and_its_counts_break_the_quota`
 //! found (fixed since): `outcome_unknown_write_then_runtime_disable_breaks_the_quota`
 
-use regionkv::{Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Db, Error, NewAccount, Raw, Table};
 
 const T: Table<Raw> = Table::new("t");
 const GLOBAL: &str = "/f/global.redb";

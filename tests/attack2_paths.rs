@@ -5,7 +5,8 @@
 //! found (fixed since): `new_region_at_the_catalog_path_of_a_disabled_region_is_accepted`
 //! found (fixed since): `region_path_whose_temporary_name_is_too_long_fails_after_writing`
 
-use regionkv::{Db, NewAccount, Raw, SimStorage, Table};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, NewAccount, Raw, Table};
 
 const T: Table<Raw> = Table::new("t");
 

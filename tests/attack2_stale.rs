@@ -8,7 +8,8 @@
 //! found (fixed since): `stale_region_file_with_a_released_claim_leaves_two_owners`
 //! guard: `stale_region_file_is_refused_untouched_and_the_newer_file_opens`
 
-use regionkv::{AccountId, Db, Error, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const EU: &str = "/st/regions/eu.redb";

@@ -15,7 +15,8 @@
 
 use std::time::Duration;
 
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/f";

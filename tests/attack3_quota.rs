@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/q";

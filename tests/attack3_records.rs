@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use regionkv::{Db, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/r";

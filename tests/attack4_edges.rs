@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use regionkv::{Db, Error, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 // 64 bytes: 16 four-byte characters.

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/tm";

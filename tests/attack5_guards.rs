@@ -9,7 +9,8 @@
 //!   (299 claims + a transfer in one write, fault at every counted op then power loss:
 //!   acked = present, non-OutcomeUnknown error = absent, audit clean)
 
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 use std::time::Duration;
 
 const T: Table<Raw> = Table::new("t");

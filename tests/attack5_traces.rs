@@ -25,7 +25,8 @@
 
 use std::time::Duration;
 
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/d";
@@ -97,7 +98,7 @@ fn failed_dirty_marking_reserve_leaves_a_held_value_and_an_unsettled_store() {
     // It used to be `Storage` ("nothing was written") although the synced Reserve may be
     // durable. Now the outcome is unknown, and it settles one way.
     assert!(
-        matches!(&r, Err(Error::OutcomeUnknown { region, .. }) if region == "global"),
+        matches!(&r, Err(Error::OutcomeUnknown { partition, .. }) if partition == "global"),
         "the failed dirty-marking Reserve: {r:?}"
     );
     sim.clear_fault();

@@ -18,7 +18,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use regionkv::{Db, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Db, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/d";

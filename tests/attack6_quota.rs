@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use regionkv::{AccountId, Db, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Db, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/q";
@@ -173,7 +174,11 @@ fn shared_limits_with_unknown_writes_in_ap_then_ap_disabled_at_restart() {
             })
             .collect();
         hammer(&db, &ids, seed + 50, 40, &REG);
-        sim.fail_file_after("/q/regions/ap.redb", seed * 3, regionkv::FaultOn::Syncs);
+        sim.fail_file_after(
+            "/q/regions/ap.redb",
+            seed * 3,
+            regionkv::testing::FaultOn::Syncs,
+        );
         std::thread::scope(|s| {
             let d = db.clone();
             let ids2 = ids.clone();

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use regionkv::{Db, Error, FaultOn, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/op";

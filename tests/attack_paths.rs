@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use regionkv::{Db, Error, NewAccount, Raw, SimStorage, Table};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, Error, NewAccount, Raw, Table};
 
 const T: Table<Raw> = Table::new("t");
 

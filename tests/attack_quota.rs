@@ -7,7 +7,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 
-use regionkv::{Db, Error, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 const MAX: u64 = 40;

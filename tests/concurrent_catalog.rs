@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::T;
-use regionkv::{Db, Error, NewAccount, SimStorage};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, Error, NewAccount};
 
 const DIR: &str = "/store";
 const ROUNDS: u64 = 200;

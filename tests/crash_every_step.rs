@@ -15,7 +15,8 @@
 mod common;
 
 use common::*;
-use regionkv::{Db, Error, FaultOn, SimStorage};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Db, Error};
 
 const DIR: &str = "/crash";
 

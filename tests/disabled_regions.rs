@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::T;
-use regionkv::{AccountId, Builder, Db, Error, NewAccount, SimStorage, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
 
 const DIR: &str = "/store";
 const X: &str = "x@example.com";

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use common_foundation::*;
 use proptest::prelude::*;
+use regionkv::testing::SimStorage;
 use regionkv::{
-    AccountId, Db, Error, MAX_KEY, MAX_TABLE_NAME, NewAccount, Raw, Record, SimStorage, Table,
-    Unique,
+    AccountId, Db, Error, MAX_KEY, MAX_TABLE_NAME, NewAccount, Raw, Record, Table, Unique,
 };
 
 #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug, Clone, PartialEq)]

@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use regionkv::{Db, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{Db, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("t");
 

@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use redb::ReadableTable;
-use regionkv::{AccountId, Builder, Db, Error, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Raw, Table, Unique};
 
 const DIR: &str = "/hostile";
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];

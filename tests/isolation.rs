@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use regionkv::{AccountId, Db, Error, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 
 const DIR: &str = "/isolation";
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];

@@ -8,7 +8,8 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, SimStorage};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount};
 
 #[derive(Debug, Clone)]
 enum Step {

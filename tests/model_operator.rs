@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use common::*;
 use proptest::prelude::*;
-use regionkv::{AccountId, Db, Error, FaultOn, NewAccount, SimStorage};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount};
 
 const DIR: &str = "/opmodel";
 /// A region no account uses, added at open by some cases (then listed or disabled).

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use common::T;
-use regionkv::{Builder, Db, Error, FaultOn, NewAccount, SimStorage, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Builder, Db, Error, NewAccount, Unique};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 
 use common::T;
-use regionkv::{Db, Error, FaultOn, NewAccount, SimStorage, Storage};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Db, Error, NewAccount, Storage};
 
 const DIR: &str = "/store";
 

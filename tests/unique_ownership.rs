@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::T;
 use redb::ReadableDatabase;
-use regionkv::{AccountId, Builder, Db, Error, FaultOn, NewAccount, SimStorage, Unique};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
 
 const DIR: &str = "/store";
 const X: &str = "x@example.com";

@@ -27,7 +27,8 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use regionkv::rkyv;
-use regionkv::{AccountId, Db, NewAccount, Raw, SimStorage, Table, Unique};
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Db, NewAccount, Raw, Table, Unique};
 
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];
 const DIR: &str = "/damaged";

@@ -44,9 +44,8 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use regionkv::{
-    AccountId, Builder, Db, Error, FaultOn, NewAccount, Raw, RegionId, SimStorage, Table, Unique,
-};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Raw, RegionId, Table, Unique};
 
 /// The regions accounts use; `us` (the first listed when the store was created) is the
 /// default region and can never be disabled.

@@ -30,10 +30,7 @@ pub(crate) fn open(b: Builder, dir: &Path) -> Result<Db> {
     apply::apply(plan, &b)
 }
 
-/// `<dir>/regions/<name>.redb`.
-pub(crate) fn default_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join("regions").join(format!("{name}.redb"))
-}
+pub(crate) use crate::layout::region_file as default_path;
 
 // ---- the per-process registry of open stores ----
 

@@ -249,7 +249,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     }
     let storage = super::storage_of(b);
     let (open_specs, disabled) = listed(b)?;
-    let global_path = dir.join("global.redb");
+    let global_path = crate::layout::global_file(dir);
     let path_of = |name: &str, given: &Option<PathBuf>| {
         given.clone().unwrap_or_else(|| default_path(dir, name))
     };

@@ -7,8 +7,9 @@
 
 pub(crate) mod global;
 pub(crate) mod region;
+pub(crate) mod set;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, TableHandle, WriteTransaction};
@@ -98,7 +99,7 @@ impl Partition {
         w.commit().map_err(|e| {
             let _ = self.err(redb::Error::PreviousIo); // poison, as for any I/O failure
             Error::OutcomeUnknown {
-                region: self.name.clone(),
+                partition: self.name.clone(),
                 source: Box::new(e.into()),
             }
         })
@@ -395,12 +396,7 @@ pub(crate) fn open_rw(
     })
 }
 
-/// The temporary name a partition file is built under: `<path>.creating`.
-pub(crate) fn creating_path(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".creating");
-    PathBuf::from(tmp)
-}
+pub(crate) use crate::layout::creating_file as creating_path;
 
 /// Creates a new partition file atomically: it is built and synced under a temporary name,
 /// then renamed into place, so a crash never leaves a half-made partition at `path`.

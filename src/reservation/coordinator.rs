@@ -418,7 +418,7 @@ impl Coordinator {
     pub fn checkpoint(
         &self,
         global: &Partition,
-        region: impl Fn(u16) -> Option<std::sync::Arc<crate::db::Region>>,
+        region: impl Fn(u16) -> Option<std::sync::Arc<crate::partition::set::Region>>,
     ) -> Result<()> {
         let _one_at_a_time = self.checkpoint_lock.lock();
         let w = global.begin_write()?;

@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
-use crate::db::Region;
 use crate::error::{Error, Result};
 use crate::partition::Partition;
 use crate::partition::global::{put_u64, split_txn_key, unique_key};
 use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
+use crate::partition::set::Region;
 use crate::reservation::coordinator::{
     apply_change, drop_tombstones, get_entry, inflight_rows, raise_seen,
 };

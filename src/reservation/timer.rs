@@ -10,7 +10,12 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::db::Inner;
+/// What the timer drives: the store, seen only through this (the protocol does not know
+/// the store's type).
+pub(crate) trait Checkpointed: Send + Sync + 'static {
+    /// Runs a checkpoint if the time budget is spent with work to checkpoint.
+    fn checkpoint_if_overdue(&self);
+}
 
 #[derive(Default)]
 pub(crate) struct Timer {
@@ -20,7 +25,7 @@ pub(crate) struct Timer {
 
 impl Timer {
     /// Starts the thread (once). `interval` is the checkpoint time budget.
-    pub fn start(&self, inner: Weak<Inner>, interval: Duration) {
+    pub fn start<T: Checkpointed>(&self, inner: Weak<T>, interval: Duration) {
         let stop = self.stop.clone();
         // Wake at least every 100 ms to notice a stop; check the budget on each wake.
         let tick = interval.clamp(Duration::from_millis(1), Duration::from_millis(100));
@@ -39,13 +44,7 @@ impl Timer {
                         }
                     }
                     let Some(inner) = inner.upgrade() else { return };
-                    if inner.coord.checkpoint_overdue() {
-                        let _gate = inner.writers.read();
-                        if inner.check_open().is_ok() && !inner.global.is_poisoned() {
-                            // A failure poisons the global partition; the next write reports it.
-                            let _ = inner.checkpoint();
-                        }
-                    }
+                    inner.checkpoint_if_overdue();
                 }
             });
         // Without the thread, checkpoints still run on the write path and at close.

@@ -1,0 +1,79 @@
+//! The open regions of a store: each region's partition with its write gate, and the
+//! catalog as this process sees it (which regions are open, disabled, the default).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+use crate::partition::Partition;
+use crate::types::RegionId;
+
+/// An open region partition.
+pub(crate) struct Region {
+    pub id: RegionId,
+    pub part: Partition,
+    /// Whether writes may commit here. A commit holds this shared from its region check to
+    /// its last step; `Db::disable_region` takes it exclusively, so it waits for (drains)
+    /// every write in flight before it freezes the region's record counts.
+    pub writable: RwLock<bool>,
+}
+
+impl Region {
+    pub fn new(id: RegionId, part: Partition) -> Region {
+        Region {
+            id,
+            part,
+            writable: RwLock::new(true),
+        }
+    }
+}
+
+pub(crate) enum RegionSlot {
+    Open(Arc<Region>),
+    Disabled,
+}
+
+/// The region catalog as this process sees it.
+#[derive(Default)]
+pub(crate) struct RegionSet {
+    /// Indexed by RegionId: (name, slot).
+    pub by_id: Vec<Option<(String, RegionSlot)>>,
+    pub names: HashMap<String, u16>,
+    pub default: u16,
+    /// Disabled regions whose record counts are unknown (disabled at open with an
+    /// unreadable file): accounts with a record limit that are allowed there cannot grow.
+    pub usage_unknown: HashSet<u16>,
+}
+
+impl RegionSet {
+    /// An open region, or why not. Takes no lock: the caller holds the set.
+    pub fn get(&self, id: RegionId) -> Result<Arc<Region>> {
+        match self.by_id.get(id.0 as usize) {
+            Some(Some((_, RegionSlot::Open(r)))) => Ok(r.clone()),
+            Some(Some((name, RegionSlot::Disabled))) => Err(Error::RegionDisabled(name.clone())),
+            _ => Err(Error::RegionUnknown(id.to_string())),
+        }
+    }
+
+    /// Why a transaction of region `id` cannot settle in this process, if it cannot: the
+    /// region is disabled (`RegionUnsettled`), or poisoned by a commit of unknown outcome
+    /// (`Poisoned`: a reopen settles it).
+    pub fn stuck(&self, id: u16) -> Option<Error> {
+        match self.by_id.get(id as usize) {
+            Some(Some((n, RegionSlot::Disabled))) => Some(Error::RegionUnsettled(n.clone())),
+            Some(Some((n, RegionSlot::Open(r)))) if r.part.is_poisoned() => {
+                Some(Error::Poisoned(n.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn name(&self, id: u16) -> String {
+        match self.by_id.get(id as usize) {
+            Some(Some((n, _))) => n.clone(),
+            _ => id.to_string(),
+        }
+    }
+}
