@@ -16,6 +16,7 @@ use crate::account::Account;
 use crate::codec::envelope::{self, EnvelopeError};
 use crate::db::Db;
 use crate::error::Result;
+use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, split_txn_key, split_unique_key, unique_key};
 use crate::partition::region::{Marker, Owned, data_key, decode_owned, owned_key, split_owned_key};
@@ -282,7 +283,7 @@ impl Snap {
             self.data.insert(table.to_owned(), t);
         }
         match self.data.get(table) {
-            Some(Some(t)) => Ok(t.get(dkey).map_err(|e| self.region.part.err(e))?.is_some()),
+            Some(Some(t)) => Ok(t.get(dkey).at(&self.region.part)?.is_some()),
             _ => Ok(false),
         }
     }
@@ -294,7 +295,7 @@ impl Snap {
             return Ok(None);
         };
         Ok(t.get(okey)
-            .map_err(|e| self.region.part.err(e))?
+            .at(&self.region.part)?
             .map(|g| decode_owned(g.value())))
     }
 }
@@ -338,9 +339,8 @@ impl Auditor {
         txn: &ReadTransaction,
         def: TableDefinition<'_, K, V>,
     ) -> Result<Option<ReadOnlyTable<K, V>>> {
-        match txn.open_table(def) {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if crate::partition::missing_table(&e) => Ok(None),
+        match crate::partition::table_if_exists(txn, def) {
+            Ok(t) => Ok(t),
             Err(redb::TableError::Storage(e)) => Err(part.err(e)),
             Err(e) => {
                 self.find(
@@ -465,8 +465,8 @@ impl Db {
         // ---- global: accounts and catalog ----
         let mut accounts: HashMap<u64, Account> = HashMap::new();
         if let Some(t) = a.open(global, &gtxn, ACCOUNTS)? {
-            for row in t.iter().map_err(|e| global.err(e))? {
-                let (k, v) = row.map_err(|e| global.err(e))?;
+            for row in t.iter().at(global)? {
+                let (k, v) = row.at(global)?;
                 let id = k.value();
                 match Account::decode(AccountId(id), v.value()) {
                     Some(acc) => {
@@ -483,8 +483,8 @@ impl Db {
             }
         }
         if let Some(t) = a.open(global, &gtxn, REGIONS)? {
-            for row in t.iter().map_err(|e| global.err(e))? {
-                let (k, v) = row.map_err(|e| global.err(e))?;
+            for row in t.iter().at(global)? {
+                let (k, v) = row.at(global)?;
                 if CatalogEntry::decode(v.value()).is_none() {
                     a.find(
                         FindingKind::Undecodable,
@@ -500,10 +500,7 @@ impl Db {
         let get_entry = |k: &[u8]| -> Result<Option<Option<Entry>>> {
             match &unique {
                 None => Ok(None),
-                Some(t) => Ok(t
-                    .get(k)
-                    .map_err(|e| global.err(e))?
-                    .map(|g| Entry::decode(g.value()))),
+                Some(t) => Ok(t.get(k).at(global)?.map(|g| Entry::decode(g.value()))),
             }
         };
 
@@ -523,7 +520,7 @@ impl Db {
             let mut counted: HashMap<u64, (u64, u64)> = HashMap::new();
             let tables: Vec<String> = txn
                 .list_tables()
-                .map_err(|e| part.err(e))?
+                .at(part)?
                 .map(|h| h.name().to_owned())
                 .filter(|n| n.starts_with(USER_TABLE_PREFIX))
                 .collect();
@@ -532,8 +529,8 @@ impl Db {
                 else {
                     continue;
                 };
-                for row in t.iter().map_err(|e| part.err(e))? {
-                    let (k, v) = row.map_err(|e| part.err(e))?;
+                for row in t.iter().at(part)? {
+                    let (k, v) = row.at(part)?;
                     let (key, value) = (k.value(), v.value());
                     a.report.records += 1;
                     let Some(acct) = key
@@ -587,8 +584,8 @@ impl Db {
 
             // Usage counters against the rows.
             if let Some(t) = a.open(part, txn, USAGE)? {
-                for row in t.iter().map_err(|e| part.err(e))? {
-                    let (k, v) = row.map_err(|e| part.err(e))?;
+                for row in t.iter().at(part)? {
+                    let (k, v) = row.at(part)?;
                     let acct = k.value();
                     let stored = v.value();
                     let actual = counted.remove(&acct).unwrap_or((0, 0));
@@ -624,8 +621,8 @@ impl Db {
 
             // Leftover applied markers.
             if let Some(t) = a.open(part, txn, MARKERS)? {
-                for row in t.iter().map_err(|e| part.err(e))? {
-                    let (k, v) = row.map_err(|e| part.err(e))?;
+                for row in t.iter().at(part)? {
+                    let (k, v) = row.at(part)?;
                     let txn_id = TxnId::from_u128(k.value());
                     let key = k.value().to_be_bytes();
                     match Marker::decode(v.value()) {
@@ -655,8 +652,8 @@ impl Db {
 
             // Owned values: each must have its global entry pointing back (I1, I2).
             if let Some(t) = &snaps[&rid].owned {
-                for row in t.iter().map_err(|e| part.err(e))? {
-                    let (k, v) = row.map_err(|e| part.err(e))?;
+                for row in t.iter().at(part)? {
+                    let (k, v) = row.at(part)?;
                     let okey = k.value();
                     let Some((table, account, ukey_user)) = split_owned_key(okey) else {
                         a.find(
@@ -803,8 +800,8 @@ impl Db {
         let disabled_ids: Vec<u16> = disabled.iter().map(|(id, _)| *id).collect();
         let mut in_flight: HashMap<Vec<u8>, Entry> = HashMap::new();
         if let Some(t) = &unique {
-            for row in t.iter().map_err(|e| global.err(e))? {
-                let (k, v) = row.map_err(|e| global.err(e))?;
+            for row in t.iter().at(global)? {
+                let (k, v) = row.at(global)?;
                 let ukey = k.value();
                 let Some((ns, digest)) = split_unique_key(ukey) else {
                     a.find(
@@ -907,8 +904,8 @@ impl Db {
 
         // ---- global: in-flight and tombstone rows ----
         if let Some(t) = a.open(global, &gtxn, INFLIGHT)? {
-            for row in t.iter().map_err(|e| global.err(e))? {
-                let (k, _) = row.map_err(|e| global.err(e))?;
+            for row in t.iter().at(global)? {
+                let (k, _) = row.at(global)?;
                 let key = k.value();
                 let Some((txn, ukey)) = split_txn_key(key) else {
                     a.find(
@@ -945,8 +942,8 @@ impl Db {
             }
         }
         if let Some(t) = a.open(global, &gtxn, TOMBSTONES)? {
-            for row in t.iter().map_err(|e| global.err(e))? {
-                let (k, _) = row.map_err(|e| global.err(e))?;
+            for row in t.iter().at(global)? {
+                let (k, _) = row.at(global)?;
                 if split_txn_key(k.value()).is_none() {
                     a.find(
                         FindingKind::Undecodable,

@@ -13,6 +13,7 @@ use crate::builder::Builder;
 use crate::codec::envelope;
 use crate::codec::value::Value;
 use crate::error::{Error, Result};
+use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, unique_key};
 use crate::partition::region::{decode_owned, owned_key};
@@ -139,14 +140,12 @@ impl Inner {
     #[cold]
     fn load_account(&self, id: AccountId) -> Result<Arc<Account>> {
         let txn = self.global.begin_read()?;
-        let t = match txn.open_table(ACCOUNTS) {
-            Ok(t) => t,
-            Err(e) if crate::partition::missing_table(&e) => return Err(Error::AccountUnknown(id)),
-            Err(e) => return Err(self.global.err(e)),
+        let Some(t) = self.global.read_table(&txn, ACCOUNTS)? else {
+            return Err(Error::AccountUnknown(id));
         };
         let row = t
             .get(id.0)
-            .map_err(|e| self.global.err(e))?
+            .at(&self.global)?
             .ok_or(Error::AccountUnknown(id))?;
         let a =
             Arc::new(Account::decode(id, row.value()).ok_or_else(|| {
@@ -197,15 +196,10 @@ impl Inner {
         check_unique(ns, value)?;
         let d = self.digest(ns, value);
         let txn = self.global.begin_read()?;
-        let t = match txn.open_table(UNIQUE) {
-            Ok(t) => t,
-            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
-            Err(e) => return Err(self.global.err(e)),
+        let Some(t) = self.global.read_table(&txn, UNIQUE)? else {
+            return Ok(None);
         };
-        let Some(g) = t
-            .get(unique_key(ns, &d).as_slice())
-            .map_err(|e| self.global.err(e))?
-        else {
+        let Some(g) = t.get(unique_key(ns, &d).as_slice()).at(&self.global)? else {
             return Ok(None);
         };
         Entry::decode(g.value())
@@ -279,12 +273,8 @@ impl Db {
         let global = &inner.global;
         let w = global.begin_write()?;
         let account = {
-            let mut names = w.open_table(ACCOUNT_NAMES).map_err(|e| global.err(e))?;
-            if names
-                .get(new.name.as_str())
-                .map_err(|e| global.err(e))?
-                .is_some()
-            {
+            let mut names = w.open_table(ACCOUNT_NAMES).at(global)?;
+            if names.get(new.name.as_str()).at(global)?.is_some() {
                 return Err(Error::AccountNameTaken(new.name));
             }
             let id = AccountId(crate::open::bump_next_account(global, &w)?);
@@ -297,12 +287,9 @@ impl Db {
                 state: AccountState::Active,
                 created_at: now_secs(),
             };
-            names
-                .insert(new.name.as_str(), id.0)
-                .map_err(|e| global.err(e))?;
-            let mut rows = w.open_table(ACCOUNTS).map_err(|e| global.err(e))?;
-            rows.insert(id.0, account.encode().as_slice())
-                .map_err(|e| global.err(e))?;
+            names.insert(new.name.as_str(), id.0).at(global)?;
+            let mut rows = w.open_table(ACCOUNTS).at(global)?;
+            rows.insert(id.0, account.encode().as_slice()).at(global)?;
             account
         };
         global.commit_settled(w)?;
@@ -328,14 +315,10 @@ impl Db {
         self.inner.check_open()?;
         let g = &self.inner.global;
         let txn = g.begin_read()?;
-        let t = match txn.open_table(ACCOUNT_NAMES) {
-            Ok(t) => t,
-            Err(e) if crate::partition::missing_table(&e) => return Ok(None),
-            Err(e) => return Err(g.err(e)),
+        let Some(t) = g.read_table(&txn, ACCOUNT_NAMES)? else {
+            return Ok(None);
         };
-        Ok(t.get(name)
-            .map_err(|e| g.err(e))?
-            .map(|v| AccountId(v.value())))
+        Ok(t.get(name).at(g)?.map(|v| AccountId(v.value())))
     }
 
     /// A write in the account's home region. Nothing is written before
@@ -708,13 +691,11 @@ fn owner_at<V: Value>(
     namespace: &str,
     value: &[u8],
 ) -> Result<Option<Hit<V>>> {
-    let owned = match txn.open_table(OWNED) {
-        Ok(t) => t,
-        Err(e) if crate::partition::missing_table(&e) => return Ok(None),
-        Err(e) => return Err(region.part.err(e)),
+    let Some(owned) = region.part.read_table(txn, OWNED)? else {
+        return Ok(None);
     };
     let okey = owned_key(&loc.table, loc.account, &loc.key);
-    let Some(list) = owned.get(okey.as_slice()).map_err(|e| region.part.err(e))? else {
+    let Some(list) = owned.get(okey.as_slice()).at(&region.part)? else {
         return Ok(None);
     };
     let list = decode_owned(list.value())
@@ -725,15 +706,13 @@ fn owner_at<V: Value>(
     {
         return Ok(None);
     }
-    let data = match txn.open_table(redb::TableDefinition::<&[u8], &[u8]>::new(
-        &user_table_name(table.name()),
-    )) {
-        Ok(t) => t,
-        Err(e) if crate::partition::missing_table(&e) => return Ok(None),
-        Err(e) => return Err(region.part.err(e)),
+    let tname = user_table_name(table.name());
+    let def = redb::TableDefinition::<&[u8], &[u8]>::new(&tname);
+    let Some(data) = region.part.read_table(txn, def)? else {
+        return Ok(None);
     };
     let dkey = crate::partition::region::data_key(loc.account, &loc.key);
-    let Some(guard) = data.get(dkey.as_slice()).map_err(|e| region.part.err(e))? else {
+    let Some(guard) = data.get(dkey.as_slice()).at(&region.part)? else {
         return Ok(None);
     };
     let record = Record::new(guard, txn, &region.part.name, table.name(), &dkey)?;

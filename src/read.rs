@@ -13,6 +13,7 @@ use crate::codec::envelope::HEADER_LEN;
 use crate::codec::value::Value;
 use crate::db::{Db, Inner, check_value};
 use crate::error::{Error, Result};
+use crate::partition::At;
 use crate::partition::region::account_range;
 use crate::partition::set::Region;
 use crate::schema::user_table_name;
@@ -107,11 +108,7 @@ impl Snap {
                 check_table_name(name)?;
                 let tname = user_table_name(name);
                 let def = TableDefinition::<Bytes, Bytes>::new(&tname);
-                let t = match self.txn.open_table(def) {
-                    Ok(t) => Some(t),
-                    Err(e) if crate::partition::missing_table(&e) => None,
-                    Err(e) => return Err(self.region.part.err(e)),
-                };
+                let t = self.region.part.read_table(&self.txn, def)?;
                 self.tables.push((name, t));
                 self.tables.len() - 1
             }
@@ -221,7 +218,7 @@ impl Read {
                 heap = crate::partition::region::data_key(account, key);
                 &heap
             };
-            match t.get(full).map_err(|e| snap.region.part.err(e))? {
+            match t.get(full).at(&snap.region.part)? {
                 Some(guard) => {
                     Record::new(guard, &snap.txn, &snap.region.part.name, table.name(), full)
                         .map(Some)
@@ -261,7 +258,7 @@ impl Read {
                     Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
                     None => t.range::<&[u8]>(lo.as_slice()..),
                 }
-                .map_err(|e| snap.region.part.err(e))?;
+                .at(&snap.region.part)?;
                 Ok(Some((snap.region.clone(), snap.txn.clone(), range)))
             });
             parts.push_back(match part {
@@ -335,18 +332,15 @@ impl<V: Value> Rows<V> {
                 let txn = Arc::new(r.part.begin_read()?);
                 let tname = user_table_name(table);
                 let def = TableDefinition::<Bytes, Bytes>::new(&tname);
-                match txn.open_table(def) {
-                    Ok(t) => {
-                        let range = t.range::<&[u8]>(..).map_err(|e| r.part.err(e))?;
-                        Ok(Some(RangePart {
-                            region: r.clone(),
-                            snapshot: txn.clone(),
-                            range,
-                        }))
-                    }
-                    Err(e) if crate::partition::missing_table(&e) => Ok(None),
-                    Err(e) => Err(r.part.err(e)),
-                }
+                let Some(t) = r.part.read_table(&txn, def)? else {
+                    return Ok(None);
+                };
+                let range = t.range::<&[u8]>(..).at(&r.part)?;
+                Ok(Some(RangePart {
+                    region: r.clone(),
+                    snapshot: txn.clone(),
+                    range,
+                }))
             });
             match part {
                 Ok(Some(p)) => parts.push_back(Ok(p)),

@@ -12,6 +12,7 @@ use crate::codec::envelope;
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::partition::At;
 use crate::partition::region::{
     Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
 };
@@ -323,14 +324,14 @@ impl Write {
         let part = &self.region.part;
         let acct = self.account.id().0;
         let mut plan = Plan::default();
-        let owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
+        let owned_t = w.open_table(OWNED).at(part)?;
         let mut current = None;
         for ((tname, key), op) in &self.ops {
             let data = table_for(w, part, &mut current, tname)?;
             let dkey = data_key(acct, key);
             let old_len = data
                 .get(dkey.as_slice())
-                .map_err(|e| part.err(e))?
+                .at(part)?
                 .map(|g| g.value().len() as i64);
             let new_owned: Option<&Vec<Owned>> = match op {
                 Op::Put { value, uniques } => {
@@ -350,7 +351,7 @@ impl Write {
                 continue; // keeps whatever values it owns
             }
             let okey = owned_key(tname, acct, key);
-            let old: Vec<Owned> = match owned_t.get(okey.as_slice()).map_err(|e| part.err(e))? {
+            let old: Vec<Owned> = match owned_t.get(okey.as_slice()).at(part)? {
                 Some(g) => decode_owned(g.value()).ok_or_else(|| {
                     Error::corrupt(
                         &part.name,
@@ -457,38 +458,37 @@ impl Write {
             let dkey = data_key(acct, key);
             match op {
                 Op::Put { value, .. } => {
-                    data.insert(dkey.as_slice(), value.as_slice())
-                        .map_err(|e| part.err(e))?;
+                    data.insert(dkey.as_slice(), value.as_slice()).at(part)?;
                 }
                 Op::Remove => {
-                    data.remove(dkey.as_slice()).map_err(|e| part.err(e))?;
+                    data.remove(dkey.as_slice()).at(part)?;
                 }
             }
         }
         drop(current);
-        let mut owned_t = w.open_table(OWNED).map_err(|e| part.err(e))?;
+        let mut owned_t = w.open_table(OWNED).at(part)?;
         for (okey, list) in &plan.owned_updates {
             if list.is_empty() {
-                owned_t.remove(okey.as_slice()).map_err(|e| part.err(e))?;
+                owned_t.remove(okey.as_slice()).at(part)?;
             } else {
                 owned_t
                     .insert(okey.as_slice(), encode_owned(list).as_slice())
-                    .map_err(|e| part.err(e))?;
+                    .at(part)?;
             }
         }
         if plan.delta_records != 0 || plan.delta_bytes != 0 {
-            let mut usage_t = w.open_table(USAGE).map_err(|e| part.err(e))?;
+            let mut usage_t = w.open_table(USAGE).at(part)?;
             let (r, b) = usage_t
                 .get(acct)
-                .map_err(|e| part.err(e))?
+                .at(part)?
                 .map(|g| g.value())
                 .unwrap_or((0, 0));
             let r = (r as i64 + plan.delta_records).max(0) as u64;
             let b = (b as i64 + plan.delta_bytes).max(0) as u64;
             if r == 0 && b == 0 {
-                usage_t.remove(acct).map_err(|e| part.err(e))?;
+                usage_t.remove(acct).at(part)?;
             } else {
-                usage_t.insert(acct, (r, b)).map_err(|e| part.err(e))?;
+                usage_t.insert(acct, (r, b)).at(part)?;
             }
         }
         if let Some(res) = reservation {
@@ -508,13 +508,13 @@ impl Write {
                 // record is not this record's to release.
                 releases: res.released.clone(),
             };
-            let mut markers = w.open_table(MARKERS).map_err(|e| part.err(e))?;
+            let mut markers = w.open_table(MARKERS).at(part)?;
             markers
                 .insert(res.txn.to_u128(), marker.encode().as_slice())
-                .map_err(|e| part.err(e))?;
-            let mut meta = w.open_table(META).map_err(|e| part.err(e))?;
+                .at(part)?;
+            let mut meta = w.open_table(META).at(part)?;
             meta.insert(META_LAST_TXN, res.txn.to_u128().to_le_bytes().as_slice())
-                .map_err(|e| part.err(e))?;
+                .at(part)?;
         }
         Ok(())
     }
@@ -601,7 +601,7 @@ fn table_for<'c, 't>(
         let name = user_table_name(tname);
         let t = w
             .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-            .map_err(|e| part.err(e))?;
+            .at(part)?;
         *current = Some((tname, t));
     }
     match current {

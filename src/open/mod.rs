@@ -20,6 +20,7 @@ use crate::backends::Storage;
 use crate::builder::Builder;
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::partition::At;
 use crate::partition::global::{CatalogEntry, get_u64, put_u64};
 use crate::partition::{self, Partition};
 use crate::schema::*;
@@ -132,55 +133,39 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
     let default_region = get(META_DEFAULT_REGION)?.and_then(|v| String::from_utf8(v).ok());
     let clean_close = get(META_CLEAN_CLOSE)?.is_none_or(|v| v != [0]);
     let mut catalog = HashMap::new();
-    match txn.open_table(REGIONS) {
-        Ok(t) => {
-            for row in t.iter().map_err(corrupt)? {
-                let (k, v) = row.map_err(corrupt)?;
-                let entry = CatalogEntry::decode(v.value())
-                    .ok_or_else(|| corrupt("undecodable region catalog row"))?;
-                catalog.insert(k.value().to_owned(), entry);
-            }
+    if let Some(t) = partition::table_if_exists(txn, REGIONS).map_err(corrupt)? {
+        for row in t.iter().map_err(corrupt)? {
+            let (k, v) = row.map_err(corrupt)?;
+            let entry = CatalogEntry::decode(v.value())
+                .ok_or_else(|| corrupt("undecodable region catalog row"))?;
+            catalog.insert(k.value().to_owned(), entry);
         }
-        Err(e) if partition::missing_table(&e) => {}
-        Err(e) => return Err(corrupt(e)),
     }
     let mut frozen = HashMap::new();
     let mut frozen_known = HashSet::new();
-    match txn.open_table(FROZEN_USAGE) {
-        Ok(t) => {
-            for row in t.iter().map_err(corrupt)? {
-                let (k, v) = row.map_err(corrupt)?;
-                let (region, account) = k.value();
-                if account == FROZEN_SENTINEL {
-                    frozen_known.insert(region);
-                } else {
-                    frozen.insert((region, account), v.value());
-                }
+    if let Some(t) = partition::table_if_exists(txn, FROZEN_USAGE).map_err(corrupt)? {
+        for row in t.iter().map_err(corrupt)? {
+            let (k, v) = row.map_err(corrupt)?;
+            let (region, account) = k.value();
+            if account == FROZEN_SENTINEL {
+                frozen_known.insert(region);
+            } else {
+                frozen.insert((region, account), v.value());
             }
         }
-        Err(e) if partition::missing_table(&e) => {}
-        Err(e) => return Err(corrupt(e)),
     }
     let mut seen = HashMap::new();
-    match txn.open_table(REGION_SEEN) {
-        Ok(t) => {
-            for row in t.iter().map_err(corrupt)? {
-                let (k, v) = row.map_err(corrupt)?;
-                seen.insert(k.value(), v.value());
-            }
+    if let Some(t) = partition::table_if_exists(txn, REGION_SEEN).map_err(corrupt)? {
+        for row in t.iter().map_err(corrupt)? {
+            let (k, v) = row.map_err(corrupt)?;
+            seen.insert(k.value(), v.value());
         }
-        Err(e) if partition::missing_table(&e) => {}
-        Err(e) => return Err(corrupt(e)),
     }
     let mut doubtful = HashSet::new();
-    match txn.open_table(DOUBTFUL) {
-        Ok(t) => {
-            for row in t.iter().map_err(corrupt)? {
-                doubtful.insert(row.map_err(corrupt)?.0.value());
-            }
+    if let Some(t) = partition::table_if_exists(txn, DOUBTFUL).map_err(corrupt)? {
+        for row in t.iter().map_err(corrupt)? {
+            doubtful.insert(row.map_err(corrupt)?.0.value());
         }
-        Err(e) if partition::missing_table(&e) => {}
-        Err(e) => return Err(corrupt(e)),
     }
     Ok(GlobalState {
         uuid,
@@ -200,10 +185,10 @@ pub(crate) fn read_global(txn: &redb::ReadTransaction) -> Result<GlobalState> {
 /// The catalog row of region `name`, as stored.
 pub(crate) fn catalog_entry(global: &Partition, name: &str) -> Result<CatalogEntry> {
     let txn = global.begin_read()?;
-    let t = txn.open_table(REGIONS).map_err(|e| global.err(e))?;
+    let t = txn.open_table(REGIONS).at(global)?;
     let row = t
         .get(name)
-        .map_err(|e| global.err(e))?
+        .at(global)?
         .ok_or_else(|| corrupt(format!("region `{name}` missing from the catalog")))?;
     CatalogEntry::decode(row.value()).ok_or_else(|| corrupt("undecodable region catalog row"))
 }
@@ -212,15 +197,11 @@ pub(crate) fn catalog_entry(global: &Partition, name: &str) -> Result<CatalogEnt
 pub(crate) fn region_usage(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)>> {
     let err = |e: &dyn std::fmt::Display| Error::corrupt("region", e.to_string());
     let mut v = Vec::new();
-    match txn.open_table(USAGE) {
-        Ok(t) => {
-            for row in t.iter().map_err(|e| err(&e))? {
-                let (k, u) = row.map_err(|e| err(&e))?;
-                v.push((k.value(), u.value().0));
-            }
+    if let Some(t) = partition::table_if_exists(txn, USAGE).map_err(|e| err(&e))? {
+        for row in t.iter().map_err(|e| err(&e))? {
+            let (k, u) = row.map_err(|e| err(&e))?;
+            v.push((k.value(), u.value().0));
         }
-        Err(e) if partition::missing_table(&e) => {}
-        Err(e) => return Err(err(&e)),
     }
     Ok(v)
 }
@@ -257,42 +238,37 @@ impl CatalogChanges {
 pub(crate) fn write_catalog(global: &Partition, c: &CatalogChanges) -> Result<()> {
     let w = global.begin_write()?;
     {
-        let mut t = w.open_table(REGIONS).map_err(|e| global.err(e))?;
+        let mut t = w.open_table(REGIONS).at(global)?;
         for (name, entry) in &c.rows {
             t.insert(name.as_str(), entry.encode().as_slice())
-                .map_err(|e| global.err(e))?;
+                .at(global)?;
         }
-        let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
+        let mut meta = w.open_table(META).at(global)?;
         if let Some(n) = c.next_region {
             meta.insert(META_NEXT_REGION, n.to_le_bytes().as_slice())
-                .map_err(|e| global.err(e))?;
+                .at(global)?;
         }
         if let Some(d) = &c.default {
-            meta.insert(META_DEFAULT_REGION, d.as_bytes())
-                .map_err(|e| global.err(e))?;
+            meta.insert(META_DEFAULT_REGION, d.as_bytes()).at(global)?;
         }
-        let mut frozen = w.open_table(FROZEN_USAGE).map_err(|e| global.err(e))?;
+        let mut frozen = w.open_table(FROZEN_USAGE).at(global)?;
         for r in c.thawed.iter().chain(c.frozen.iter().map(|(r, _)| r)) {
             frozen
                 .retain_in((*r, 0)..=(*r, u64::MAX), |_, _| false)
-                .map_err(|e| global.err(e))?;
+                .at(global)?;
         }
         if !c.settled_doubtful.is_empty() {
-            let mut doubtful = w.open_table(DOUBTFUL).map_err(|e| global.err(e))?;
+            let mut doubtful = w.open_table(DOUBTFUL).at(global)?;
             for r in &c.settled_doubtful {
-                doubtful.remove(*r).map_err(|e| global.err(e))?;
+                doubtful.remove(*r).at(global)?;
             }
         }
         for (r, counts) in &c.frozen {
             if let Some(counts) = counts {
                 for (account, records) in counts {
-                    frozen
-                        .insert((*r, *account), *records)
-                        .map_err(|e| global.err(e))?;
+                    frozen.insert((*r, *account), *records).at(global)?;
                 }
-                frozen
-                    .insert((*r, FROZEN_SENTINEL), 1)
-                    .map_err(|e| global.err(e))?;
+                frozen.insert((*r, FROZEN_SENTINEL), 1).at(global)?;
             }
         }
     }
@@ -322,9 +298,9 @@ pub(crate) fn persist_disable(
 pub(crate) fn mark_clean_close(global: &Partition) -> Result<()> {
     let w = global.begin_write()?;
     w.open_table(META)
-        .map_err(|e| global.err(e))?
+        .at(global)?
         .insert(META_CLEAN_CLOSE, [1u8].as_slice())
-        .map_err(|e| global.err(e))?;
+        .at(global)?;
     global.commit_settled(w)
 }
 
@@ -332,19 +308,19 @@ pub(crate) fn mark_clean_close(global: &Partition) -> Result<()> {
 pub(crate) fn mark_doubtful(global: &Partition, id: u16) -> Result<()> {
     let w = global.begin_write()?;
     w.open_table(DOUBTFUL)
-        .map_err(|e| global.err(e))?
+        .at(global)?
         .insert(id, ())
-        .map_err(|e| global.err(e))?;
+        .at(global)?;
     global.commit(w)
 }
 
 pub(crate) fn bump_next_account(global: &Partition, w: &redb::WriteTransaction) -> Result<u64> {
-    let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
+    let mut meta = w.open_table(META).at(global)?;
     let id = get_u64(&meta, META_NEXT_ACCOUNT)?;
     let next = id
         .checked_add(1)
         .ok_or_else(|| Error::corrupt("global", "account id counter exhausted"))?;
-    put_u64(&mut meta, META_NEXT_ACCOUNT, next).map_err(|e| global.err(e))?;
+    put_u64(&mut meta, META_NEXT_ACCOUNT, next).at(global)?;
     Ok(id)
 }
 

@@ -77,10 +77,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// key: a changed or damaged key would make every value look free and let it be claimed
 /// twice, so it is refused before anything is opened for writing.
 fn check_digest_key(txn: &redb::ReadTransaction, key: &[u8; 32], region: &str) -> Result<()> {
-    let t = match txn.open_table(OWNED) {
-        Ok(t) => t,
-        Err(e) if partition::missing_table(&e) => return Ok(()),
-        Err(e) => return Err(Error::corrupt(region, e.to_string())),
+    let Some(t) = partition::table_if_exists(txn, OWNED)
+        .map_err(|e| Error::corrupt(region, e.to_string()))?
+    else {
+        return Ok(());
     };
     for row in t
         .iter()

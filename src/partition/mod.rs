@@ -12,7 +12,7 @@ pub(crate) mod set;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, TableHandle, WriteTransaction};
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::backends::{DynBackend, Storage};
 use crate::error::{Error, Result};
@@ -76,20 +76,19 @@ impl Partition {
 
     pub fn begin_write(&self) -> Result<WriteTransaction> {
         self.check()?;
-        self.db.begin_write().map_err(|e| self.err(e))
+        self.db.begin_write().at(self)
     }
 
     /// A write transaction that commits without fsync (made durable by a later synced
     /// commit of the same partition).
     pub fn begin_write_unsynced(&self) -> Result<WriteTransaction> {
         let mut w = self.begin_write()?;
-        w.set_durability(redb::Durability::None)
-            .map_err(|e| self.err(e))?;
+        w.set_durability(redb::Durability::None).at(self)?;
         Ok(w)
     }
 
     pub fn commit(&self, w: WriteTransaction) -> Result<()> {
-        w.commit().map_err(|e| self.err(e))
+        w.commit().at(self)
     }
 
     /// Commits a change that no later step rebuilds (account creation, catalog changes):
@@ -106,7 +105,7 @@ impl Partition {
     }
 
     pub fn begin_read(&self) -> Result<ReadTransaction> {
-        self.db.begin_read().map_err(|e| self.err(e))
+        self.db.begin_read().at(self)
     }
 }
 
@@ -452,14 +451,41 @@ pub(crate) fn base_meta(uuid: [u8; 16], kind: u8) -> Vec<(&'static str, Vec<u8>)
     ]
 }
 
-/// Whether a table exists in a read snapshot (missing user tables read as empty).
-pub(crate) fn missing_table(e: &redb::TableError) -> bool {
-    matches!(e, redb::TableError::TableDoesNotExist(_))
+/// Opens a table of a read snapshot; `Ok(None)` when the table was never created (a
+/// partition that has not written a table yet reads it as empty). The caller maps the
+/// error (most use [`Partition::read_table`]).
+pub(crate) fn table_if_exists<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: redb::TableDefinition<K, V>,
+) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, redb::TableError> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-#[allow(dead_code)]
-pub(crate) fn table_names(txn: &ReadTransaction) -> Vec<String> {
-    txn.list_tables()
-        .map(|it| it.map(|h| h.name().to_owned()).collect())
-        .unwrap_or_default()
+/// Converts a redb result of one partition into ours: `.at(&part)?` for
+/// `.at(&part)?` (an I/O failure poisons the partition, damage becomes
+/// [`Error::Corrupt`]).
+pub(crate) trait At<T> {
+    fn at(self, part: &Partition) -> Result<T>;
+}
+
+impl<T, E: Into<redb::Error>> At<T> for std::result::Result<T, E> {
+    fn at(self, part: &Partition) -> Result<T> {
+        self.map_err(|e| part.err(e))
+    }
+}
+
+impl Partition {
+    /// Opens a table of a read snapshot; `None` when the table was never created (it reads
+    /// as empty).
+    pub fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        txn: &ReadTransaction,
+        def: redb::TableDefinition<K, V>,
+    ) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+        table_if_exists(txn, def).at(self)
+    }
 }

@@ -12,6 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::ReadableTable;
 
 use crate::error::{Error, Result};
+use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{split_txn_key, txn_key, unique_key};
 use crate::reservation::state::{self, Change, Conflict, Entry, Loc, State};
@@ -128,17 +129,15 @@ pub(crate) fn apply_change(
     match change {
         Change::Keep => {}
         Change::Delete => {
-            unique.remove(key).map_err(|e| global.err(e))?;
+            unique.remove(key).at(global)?;
         }
         Change::Put(e) => {
             if e.state == State::Tombstone {
                 tombstones
                     .insert(txn_key(e.txn.to_u128(), key).as_slice(), ())
-                    .map_err(|e| global.err(e))?;
+                    .at(global)?;
             }
-            unique
-                .insert(key, e.encode().as_slice())
-                .map_err(|e| global.err(e))?;
+            unique.insert(key, e.encode().as_slice()).at(global)?;
         }
     }
     Ok(())
@@ -151,8 +150,8 @@ pub(crate) fn inflight_rows(
     inflight: &impl ReadableTable<&'static [u8], ()>,
 ) -> Result<Vec<Vec<u8>>> {
     let mut rows = Vec::new();
-    for row in inflight.iter().map_err(|e| global.err(e))? {
-        rows.push(row.map_err(|e| global.err(e))?.0.value().to_vec());
+    for row in inflight.iter().at(global)? {
+        rows.push(row.at(global)?.0.value().to_vec());
     }
     Ok(rows)
 }
@@ -163,7 +162,7 @@ pub(crate) fn get_entry(
     unique: &impl ReadableTable<&'static [u8], &'static [u8]>,
     k: &[u8],
 ) -> Result<Option<Entry>> {
-    match unique.get(k).map_err(|e| global.err(e))? {
+    match unique.get(k).at(global)? {
         Some(g) => decode_entry(global, g.value()).map(Some),
         None => Ok(None),
     }
@@ -211,11 +210,11 @@ impl Coordinator {
         let w = global.begin_write()?;
         let mut rolled_back = 0;
         {
-            let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
-            dirty.remove(id).map_err(|e| global.err(e))?;
-            let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
-            let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
-            let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
+            let mut dirty = w.open_table(DIRTY).at(global)?;
+            dirty.remove(id).at(global)?;
+            let mut unique = w.open_table(UNIQUE).at(global)?;
+            let mut inflight = w.open_table(INFLIGHT).at(global)?;
+            let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
             for row in inflight_rows(global, &inflight)? {
                 let Some((t, ukey)) = split_txn_key(&row) else {
                     continue;
@@ -229,7 +228,7 @@ impl Coordinator {
                 {
                     let change = state::rollback(cur.as_ref(), t);
                     apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
-                    inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
+                    inflight.remove(row.as_slice()).at(global)?;
                     rolled_back += 1;
                 }
             }
@@ -265,8 +264,7 @@ impl Coordinator {
         // Every other Reserve is unsynced.
         let mark_dirty = self.dirty.lock().insert(region);
         if !mark_dirty {
-            w.set_durability(redb::Durability::None)
-                .map_err(|e| global.err(e))?;
+            w.set_durability(redb::Durability::None).at(global)?;
         }
         // Allocated inside the global write lock: TxnId order is the order of reservations.
         let txn = TxnId {
@@ -277,13 +275,11 @@ impl Coordinator {
         let mut released = Vec::new();
         let reserved = (|| -> Result<()> {
             if mark_dirty {
-                let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
-                dirty
-                    .insert(region, self.epoch)
-                    .map_err(|e| global.err(e))?;
+                let mut dirty = w.open_table(DIRTY).at(global)?;
+                dirty.insert(region, self.epoch).at(global)?;
             }
-            let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
-            let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
+            let mut unique = w.open_table(UNIQUE).at(global)?;
+            let mut inflight = w.open_table(INFLIGHT).at(global)?;
             for c in claims {
                 let k = unique_key(&c.ns, &c.digest);
                 let cur = get_entry(global, &unique, &k)?;
@@ -301,10 +297,10 @@ impl Coordinator {
                     .map_err(|x| conflict_err(x, &c.ns, cur.as_ref(), stuck))?;
                 unique
                     .insert(k.as_slice(), next.encode().as_slice())
-                    .map_err(|e| global.err(e))?;
+                    .at(global)?;
                 inflight
                     .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
-                    .map_err(|e| global.err(e))?;
+                    .at(global)?;
                 keys.push(k);
             }
             for r in releases {
@@ -321,10 +317,10 @@ impl Coordinator {
                 {
                     unique
                         .insert(k.as_slice(), next.encode().as_slice())
-                        .map_err(|e| global.err(e))?;
+                        .at(global)?;
                     inflight
                         .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
-                        .map_err(|e| global.err(e))?;
+                        .at(global)?;
                     keys.push(k);
                     released.push((r.ns.clone(), r.digest));
                 }
@@ -369,16 +365,16 @@ impl Coordinator {
     ) -> Result<()> {
         let w = global.begin_write_unsynced()?;
         {
-            let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
-            let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
-            let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
+            let mut unique = w.open_table(UNIQUE).at(global)?;
+            let mut inflight = w.open_table(INFLIGHT).at(global)?;
+            let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
             for k in &res.keys {
                 let cur = get_entry(global, &unique, k)?;
                 let change = step(cur.as_ref(), res.txn);
                 apply_change(global, &mut unique, &mut tombstones, k, change)?;
                 inflight
                     .remove(txn_key(res.txn.to_u128(), k).as_slice())
-                    .map_err(|e| global.err(e))?;
+                    .at(global)?;
             }
         }
         global.commit(w)
@@ -434,9 +430,9 @@ impl Coordinator {
         };
         let staged = (|| -> Result<()> {
             if !clean.is_empty() {
-                let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
+                let mut dirty = w.open_table(DIRTY).at(global)?;
                 for r in &clean {
-                    dirty.remove(*r).map_err(|e| global.err(e))?;
+                    dirty.remove(*r).at(global)?;
                 }
             }
             if self.drop_tombstones.load(Ordering::Acquire) {
@@ -466,9 +462,9 @@ impl Coordinator {
             let deleted = (|| -> Result<()> {
                 let w = region.part.begin_write()?;
                 {
-                    let mut m = w.open_table(MARKERS).map_err(|e| region.part.err(e))?;
+                    let mut m = w.open_table(MARKERS).at(&region.part)?;
                     for t in &txns {
-                        m.remove(t.to_u128()).map_err(|e| region.part.err(e))?;
+                        m.remove(t.to_u128()).at(&region.part)?;
                     }
                 }
                 region.part.commit(w)
@@ -504,11 +500,11 @@ pub(crate) fn raise_seen(
     if newest.is_empty() {
         return Ok(());
     }
-    let mut seen = w.open_table(REGION_SEEN).map_err(|e| global.err(e))?;
+    let mut seen = w.open_table(REGION_SEEN).at(global)?;
     for (r, t) in newest {
-        let cur = seen.get(r).map_err(|e| global.err(e))?.map(|g| g.value());
+        let cur = seen.get(r).at(global)?.map(|g| g.value());
         if cur.is_none_or(|c| c < t) {
-            seen.insert(r, t).map_err(|e| global.err(e))?;
+            seen.insert(r, t).at(global)?;
         }
     }
     Ok(())
@@ -521,8 +517,8 @@ pub(crate) fn drop_tombstones(
     w: &redb::WriteTransaction,
     low: Option<TxnId>,
 ) -> Result<()> {
-    let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
-    let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
+    let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
+    let mut unique = w.open_table(UNIQUE).at(global)?;
     let upper = low.map(|t| t.to_u128().to_be_bytes().to_vec());
     let mut doomed: Vec<Vec<u8>> = Vec::new();
     {
@@ -530,26 +526,24 @@ pub(crate) fn drop_tombstones(
             Some(u) => tombstones.range::<&[u8]>(..u.as_slice()),
             None => tombstones.range::<&[u8]>(..),
         }
-        .map_err(|e| global.err(e))?;
+        .at(global)?;
         for row in range {
-            let (k, _) = row.map_err(|e| global.err(e))?;
+            let (k, _) = row.at(global)?;
             doomed.push(k.value().to_vec());
         }
     }
     for row in doomed {
-        tombstones
-            .remove(row.as_slice())
-            .map_err(|e| global.err(e))?;
+        tombstones.remove(row.as_slice()).at(global)?;
         let Some((txn, ukey)) = split_txn_key(&row) else {
             continue;
         };
-        let still = match unique.get(ukey).map_err(|e| global.err(e))? {
+        let still = match unique.get(ukey).at(global)? {
             Some(g) => Entry::decode(g.value())
                 .is_some_and(|e| e.state == State::Tombstone && e.txn.to_u128() == txn),
             None => false,
         };
         if still {
-            unique.remove(ukey).map_err(|e| global.err(e))?;
+            unique.remove(ukey).at(global)?;
         }
     }
     Ok(())

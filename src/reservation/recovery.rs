@@ -14,6 +14,7 @@ use std::sync::Arc;
 use redb::ReadableTable;
 
 use crate::error::{Error, Result};
+use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{put_u64, split_txn_key, unique_key};
 use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
@@ -91,13 +92,11 @@ pub(crate) fn recover(
     let mut markers: BTreeMap<TxnId, (u16, Marker)> = BTreeMap::new();
     for r in regions {
         let txn = r.part.begin_read()?;
-        let table = match txn.open_table(MARKERS) {
-            Ok(t) => t,
-            Err(e) if crate::partition::missing_table(&e) => continue,
-            Err(e) => return Err(r.part.err(e)),
+        let Some(table) = r.part.read_table(&txn, MARKERS)? else {
+            continue;
         };
-        for row in table.iter().map_err(|e| r.part.err(e))? {
-            let (k, v) = row.map_err(|e| r.part.err(e))?;
+        for row in table.iter().at(&r.part)? {
+            let (k, v) = row.at(&r.part)?;
             let t = TxnId::from_u128(k.value());
             let m = Marker::decode(v.value()).ok_or_else(|| {
                 Error::corrupt(&r.part.name, format!("undecodable applied marker {t}"))
@@ -116,15 +115,15 @@ pub(crate) fn recover(
     let mut unsettled = Vec::new();
     let w = global.begin_write()?;
     {
-        let mut unique = w.open_table(UNIQUE).map_err(|e| global.err(e))?;
-        let mut tombstones = w.open_table(TOMBSTONES).map_err(|e| global.err(e))?;
+        let mut unique = w.open_table(UNIQUE).at(global)?;
+        let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
         // Roll back first: an in-flight entry whose txn left no marker did not happen,
         // and what it replaced must be visible to the replay below (a marker older than
         // it would otherwise be masked by an entry that is about to disappear).
-        let mut inflight = w.open_table(INFLIGHT).map_err(|e| global.err(e))?;
+        let mut inflight = w.open_table(INFLIGHT).at(global)?;
         for row in inflight_rows(global, &inflight)? {
             let Some((t, ukey)) = split_txn_key(&row) else {
-                inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
+                inflight.remove(row.as_slice()).at(global)?;
                 continue;
             };
             let t = TxnId::from_u128(t);
@@ -150,7 +149,7 @@ pub(crate) fn recover(
                 }
                 _ => {}
             }
-            inflight.remove(row.as_slice()).map_err(|e| global.err(e))?;
+            inflight.remove(row.as_slice()).at(global)?;
         }
         for (&txn, (region, m)) in &markers {
             for c in &m.claims {
@@ -172,24 +171,23 @@ pub(crate) fn recover(
                 apply_change(global, &mut unique, &mut tombstones, &k, change)?;
             }
         }
-        let mut dirty = w.open_table(DIRTY).map_err(|e| global.err(e))?;
+        let mut dirty = w.open_table(DIRTY).at(global)?;
         let mut rows = Vec::new();
-        for row in dirty.iter().map_err(|e| global.err(e))? {
-            rows.push(row.map_err(|e| global.err(e))?.0.value());
+        for row in dirty.iter().at(global)? {
+            rows.push(row.at(global)?.0.value());
         }
         for r in rows {
             if open.contains(&r) {
                 // Its markers were replayed above.
-                dirty.remove(r).map_err(|e| global.err(e))?;
+                dirty.remove(r).at(global)?;
             } else {
                 unsettled.push((r, region_name(r)));
             }
         }
-        let mut meta = w.open_table(META).map_err(|e| global.err(e))?;
-        put_u64(&mut meta, META_EPOCH, new_epoch).map_err(|e| global.err(e))?;
+        let mut meta = w.open_table(META).at(global)?;
+        put_u64(&mut meta, META_EPOCH, new_epoch).at(global)?;
         // Open until `Db::close` says otherwise.
-        meta.insert(META_CLEAN_CLOSE, [0u8].as_slice())
-            .map_err(|e| global.err(e))?;
+        meta.insert(META_CLEAN_CLOSE, [0u8].as_slice()).at(global)?;
     }
     raise_seen(global, &w, markers.iter().map(|(t, (r, _))| (*r, *t)))?;
     global.commit(w)?;
@@ -199,11 +197,7 @@ pub(crate) fn recover(
     //    region commit, a replayed claim whose value another record owns by now is taken
     //    off its record's owned values (a forfeited region's claim that lost the value).
     let settled = global.begin_read()?;
-    let unique = match settled.open_table(UNIQUE) {
-        Ok(t) => Some(t),
-        Err(e) if crate::partition::missing_table(&e) => None,
-        Err(e) => return Err(global.err(e)),
-    };
+    let unique = global.read_table(&settled, UNIQUE)?;
     for r in regions {
         let mine: Vec<&Marker> = markers
             .values()
@@ -215,7 +209,7 @@ pub(crate) fn recover(
         }
         let w = r.part.begin_write()?;
         {
-            let mut owned = w.open_table(OWNED).map_err(|e| r.part.err(e))?;
+            let mut owned = w.open_table(OWNED).at(&r.part)?;
             for m in &mine {
                 for c in &m.claims {
                     let k = unique_key(&c.ns, &c.digest);
@@ -239,7 +233,7 @@ pub(crate) fn recover(
                     let okey = owned_key(&c.table, m.account, &c.key);
                     let Some(list) = owned
                         .get(okey.as_slice())
-                        .map_err(|e| r.part.err(e))?
+                        .at(&r.part)?
                         .and_then(|g| decode_owned(g.value()))
                     else {
                         continue;
@@ -253,11 +247,11 @@ pub(crate) fn recover(
                         continue;
                     }
                     if kept.is_empty() {
-                        owned.remove(okey.as_slice()).map_err(|e| r.part.err(e))?;
+                        owned.remove(okey.as_slice()).at(&r.part)?;
                     } else {
                         owned
                             .insert(okey.as_slice(), encode_owned(&kept).as_slice())
-                            .map_err(|e| r.part.err(e))?;
+                            .at(&r.part)?;
                     }
                     report.claims_lost.push(LostClaim {
                         region: r.part.name.clone(),
@@ -268,8 +262,8 @@ pub(crate) fn recover(
                     });
                 }
             }
-            let mut t = w.open_table(MARKERS).map_err(|e| r.part.err(e))?;
-            t.retain(|_, _| false).map_err(|e| r.part.err(e))?;
+            let mut t = w.open_table(MARKERS).at(&r.part)?;
+            t.retain(|_, _| false).at(&r.part)?;
         }
         r.part.commit(w)?;
     }
