@@ -19,9 +19,10 @@ use crate::partition::global::{CatalogEntry, unique_key};
 use crate::partition::region::{decode_owned, owned_key};
 use crate::partition::set::{Region, RegionSet, RegionSlot};
 use crate::read::{Hit, Read, Record, Rows};
+use crate::reservation::index::IndexRead;
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
-use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED, UNIQUE, user_table_name};
+use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED, user_table_name};
 use crate::table::{Table, check_table_name, check_unique, digest};
 use crate::types::{AccountId, RegionId};
 use crate::write::Write;
@@ -196,15 +197,7 @@ impl Inner {
         check_unique(ns, value)?;
         let d = self.digest(ns, value);
         let txn = self.global.begin_read()?;
-        let Some(t) = self.global.read_table(&txn, UNIQUE)? else {
-            return Ok(None);
-        };
-        let Some(g) = t.get(unique_key(ns, &d).as_slice()).at(&self.global)? else {
-            return Ok(None);
-        };
-        Entry::decode(g.value())
-            .map(Some)
-            .ok_or_else(|| Error::corrupt("global", "undecodable unique entry"))
+        IndexRead::open(&self.global, &txn)?.get(&unique_key(ns, &d))
     }
 }
 

@@ -14,9 +14,10 @@ use redb::ReadableTable;
 use crate::error::{Error, Result};
 use crate::partition::At;
 use crate::partition::Partition;
-use crate::partition::global::{split_txn_key, txn_key, unique_key};
+use crate::partition::global::unique_key;
+use crate::reservation::index::IndexWrite;
 use crate::reservation::state::{self, Change, Conflict, Entry, Loc, State};
-use crate::schema::{DIRTY, INFLIGHT, MARKERS, REGION_SEEN, TOMBSTONES, UNIQUE};
+use crate::schema::{DIRTY, MARKERS, REGION_SEEN};
 use crate::types::TxnId;
 
 /// A value a write claims.
@@ -113,61 +114,6 @@ fn conflict_err(
     }
 }
 
-fn decode_entry(global: &Partition, bytes: &[u8]) -> Result<Entry> {
-    Entry::decode(bytes).ok_or_else(|| Error::corrupt(&global.name, "undecodable unique entry"))
-}
-
-/// Applies one state-machine change to the unique index, with the tombstone row a new
-/// tombstone needs: the one write of an entry, shared by Confirm, Abort and recovery.
-pub(crate) fn apply_change(
-    global: &Partition,
-    unique: &mut redb::Table<&'static [u8], &'static [u8]>,
-    tombstones: &mut redb::Table<&'static [u8], ()>,
-    key: &[u8],
-    change: Change,
-) -> Result<()> {
-    match change {
-        Change::Keep => {}
-        Change::Delete => {
-            unique.remove(key).at(global)?;
-        }
-        Change::Put(e) => {
-            if e.state == State::Tombstone {
-                tombstones
-                    .insert(txn_key(e.txn.to_u128(), key).as_slice(), ())
-                    .at(global)?;
-            }
-            unique.insert(key, e.encode().as_slice()).at(global)?;
-        }
-    }
-    Ok(())
-}
-
-/// Every row of `_inflight` (`[txn u128 BE][unique key]`), copied out so the table can
-/// be changed while they are walked.
-pub(crate) fn inflight_rows(
-    global: &Partition,
-    inflight: &impl ReadableTable<&'static [u8], ()>,
-) -> Result<Vec<Vec<u8>>> {
-    let mut rows = Vec::new();
-    for row in inflight.iter().at(global)? {
-        rows.push(row.at(global)?.0.value().to_vec());
-    }
-    Ok(rows)
-}
-
-/// The entry of unique key `k`, if any.
-pub(crate) fn get_entry(
-    global: &Partition,
-    unique: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    k: &[u8],
-) -> Result<Option<Entry>> {
-    match unique.get(k).at(global)? {
-        Some(g) => decode_entry(global, g.value()).map(Some),
-        None => Ok(None),
-    }
-}
-
 impl Coordinator {
     pub fn new(
         epoch: u64,
@@ -212,23 +158,19 @@ impl Coordinator {
         {
             let mut dirty = w.open_table(DIRTY).at(global)?;
             dirty.remove(id).at(global)?;
-            let mut unique = w.open_table(UNIQUE).at(global)?;
-            let mut inflight = w.open_table(INFLIGHT).at(global)?;
-            let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
-            for row in inflight_rows(global, &inflight)? {
-                let Some((t, ukey)) = split_txn_key(&row) else {
+            let mut index = IndexWrite::open(global, &w)?;
+            for row in index.inflight_rows()? {
+                let Some((t, ukey)) = &row.parsed else {
                     continue;
                 };
-                let t = TxnId::from_u128(t);
-                let cur = get_entry(global, &unique, ukey)?;
+                let cur = index.get(ukey)?;
                 if let Some(e) = &cur
-                    && e.txn == t
+                    && e.txn == *t
                     && e.state.in_flight()
                     && e.loc.region == id
                 {
-                    let change = state::rollback(cur.as_ref(), t);
-                    apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
-                    inflight.remove(row.as_slice()).at(global)?;
+                    index.apply(ukey, state::rollback(cur.as_ref(), *t))?;
+                    index.remove_inflight(&row.raw)?;
                     rolled_back += 1;
                 }
             }
@@ -278,11 +220,10 @@ impl Coordinator {
                 let mut dirty = w.open_table(DIRTY).at(global)?;
                 dirty.insert(region, self.epoch).at(global)?;
             }
-            let mut unique = w.open_table(UNIQUE).at(global)?;
-            let mut inflight = w.open_table(INFLIGHT).at(global)?;
+            let mut index = IndexWrite::open(global, &w)?;
             for c in claims {
                 let k = unique_key(&c.ns, &c.digest);
-                let cur = get_entry(global, &unique, &k)?;
+                let cur = index.get(&k)?;
                 if cur.as_ref().is_none_or(|e| e.state == State::Tombstone) {
                     // Free as far as this index knows; an unsettled region might own it.
                     self.check_settled()?;
@@ -295,17 +236,12 @@ impl Coordinator {
                 };
                 let next = state::claim(cur.as_ref(), txn, loc, c.transfer)
                     .map_err(|x| conflict_err(x, &c.ns, cur.as_ref(), stuck))?;
-                unique
-                    .insert(k.as_slice(), next.encode().as_slice())
-                    .at(global)?;
-                inflight
-                    .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
-                    .at(global)?;
+                index.put_in_flight(&k, txn, &next)?;
                 keys.push(k);
             }
             for r in releases {
                 let k = unique_key(&r.ns, &r.digest);
-                let cur = get_entry(global, &unique, &k)?;
+                let cur = index.get(&k)?;
                 let owner = Loc {
                     account,
                     region,
@@ -315,12 +251,7 @@ impl Coordinator {
                 if let Some(next) = state::release(cur.as_ref(), txn, &owner)
                     .map_err(|x| conflict_err(x, &r.ns, cur.as_ref(), stuck))?
                 {
-                    unique
-                        .insert(k.as_slice(), next.encode().as_slice())
-                        .at(global)?;
-                    inflight
-                        .insert(txn_key(txn.to_u128(), &k).as_slice(), ())
-                        .at(global)?;
+                    index.put_in_flight(&k, txn, &next)?;
                     keys.push(k);
                     released.push((r.ns.clone(), r.digest));
                 }
@@ -365,16 +296,9 @@ impl Coordinator {
     ) -> Result<()> {
         let w = global.begin_write_unsynced()?;
         {
-            let mut unique = w.open_table(UNIQUE).at(global)?;
-            let mut inflight = w.open_table(INFLIGHT).at(global)?;
-            let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
+            let mut index = IndexWrite::open(global, &w)?;
             for k in &res.keys {
-                let cur = get_entry(global, &unique, k)?;
-                let change = step(cur.as_ref(), res.txn);
-                apply_change(global, &mut unique, &mut tombstones, k, change)?;
-                inflight
-                    .remove(txn_key(res.txn.to_u128(), k).as_slice())
-                    .at(global)?;
+                index.settle(k, res.txn, step)?;
             }
         }
         global.commit(w)
@@ -437,7 +361,7 @@ impl Coordinator {
             }
             if self.drop_tombstones.load(Ordering::Acquire) {
                 let low = self.live.lock().keys().next().copied();
-                drop_tombstones(global, &w, low)?;
+                IndexWrite::open(global, &w)?.drop_tombstones(low)?;
             }
             raise_seen(global, &w, covered.iter().map(|(r, t)| (*r, *t)))?;
             Ok(())
@@ -505,45 +429,6 @@ pub(crate) fn raise_seen(
         let cur = seen.get(r).at(global)?.map(|g| g.value());
         if cur.is_none_or(|c| c < t) {
             seen.insert(r, t).at(global)?;
-        }
-    }
-    Ok(())
-}
-
-/// Drops tombstones whose txn is older than `low` (every tombstone if `None`) and whose
-/// entry is still that tombstone.
-pub(crate) fn drop_tombstones(
-    global: &Partition,
-    w: &redb::WriteTransaction,
-    low: Option<TxnId>,
-) -> Result<()> {
-    let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
-    let mut unique = w.open_table(UNIQUE).at(global)?;
-    let upper = low.map(|t| t.to_u128().to_be_bytes().to_vec());
-    let mut doomed: Vec<Vec<u8>> = Vec::new();
-    {
-        let range = match &upper {
-            Some(u) => tombstones.range::<&[u8]>(..u.as_slice()),
-            None => tombstones.range::<&[u8]>(..),
-        }
-        .at(global)?;
-        for row in range {
-            let (k, _) = row.at(global)?;
-            doomed.push(k.value().to_vec());
-        }
-    }
-    for row in doomed {
-        tombstones.remove(row.as_slice()).at(global)?;
-        let Some((txn, ukey)) = split_txn_key(&row) else {
-            continue;
-        };
-        let still = match unique.get(ukey).at(global)? {
-            Some(g) => Entry::decode(g.value())
-                .is_some_and(|e| e.state == State::Tombstone && e.txn.to_u128() == txn),
-            None => false,
-        };
-        if still {
-            unique.remove(ukey).at(global)?;
         }
     }
     Ok(())

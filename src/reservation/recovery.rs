@@ -16,16 +16,13 @@ use redb::ReadableTable;
 use crate::error::{Error, Result};
 use crate::partition::At;
 use crate::partition::Partition;
-use crate::partition::global::{put_u64, split_txn_key, unique_key};
+use crate::partition::global::{put_u64, unique_key};
 use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
 use crate::partition::set::Region;
-use crate::reservation::coordinator::{
-    apply_change, drop_tombstones, get_entry, inflight_rows, raise_seen,
-};
+use crate::reservation::coordinator::raise_seen;
+use crate::reservation::index::{IndexRead, IndexWrite};
 use crate::reservation::state::{self, Loc};
-use crate::schema::{
-    DIRTY, INFLIGHT, MARKERS, META, META_CLEAN_CLOSE, META_EPOCH, OWNED, TOMBSTONES, UNIQUE,
-};
+use crate::schema::{DIRTY, MARKERS, META, META_CLEAN_CLOSE, META_EPOCH, OWNED};
 use crate::types::TxnId;
 
 /// What recovery did (for logs and tests).
@@ -115,19 +112,17 @@ pub(crate) fn recover(
     let mut unsettled = Vec::new();
     let w = global.begin_write()?;
     {
-        let mut unique = w.open_table(UNIQUE).at(global)?;
-        let mut tombstones = w.open_table(TOMBSTONES).at(global)?;
+        let mut index = IndexWrite::open(global, &w)?;
         // Roll back first: an in-flight entry whose txn left no marker did not happen,
         // and what it replaced must be visible to the replay below (a marker older than
         // it would otherwise be masked by an entry that is about to disappear).
-        let mut inflight = w.open_table(INFLIGHT).at(global)?;
-        for row in inflight_rows(global, &inflight)? {
-            let Some((t, ukey)) = split_txn_key(&row) else {
-                inflight.remove(row.as_slice()).at(global)?;
+        for row in index.inflight_rows()? {
+            let Some((t, ukey)) = &row.parsed else {
+                index.remove_inflight(&row.raw)?;
                 continue;
             };
-            let t = TxnId::from_u128(t);
-            let cur = get_entry(global, &unique, ukey)?;
+            let t = *t;
+            let cur = index.get(ukey)?;
             match &cur {
                 Some(e) if e.txn == t && e.state.in_flight() => {
                     if !open.contains(&e.loc.region) {
@@ -141,34 +136,32 @@ pub(crate) fn recover(
                         continue;
                     }
                     if !markers.contains_key(&t) {
-                        let change = state::rollback(cur.as_ref(), t);
-                        apply_change(global, &mut unique, &mut tombstones, ukey, change)?;
+                        index.apply(ukey, state::rollback(cur.as_ref(), t))?;
                         report.rolled_back += 1;
                     }
                     // With a marker, the replay below settles it.
                 }
                 _ => {}
             }
-            inflight.remove(row.as_slice()).at(global)?;
+            index.remove_inflight(&row.raw)?;
         }
         for (&txn, (region, m)) in &markers {
             for c in &m.claims {
                 let k = unique_key(&c.ns, &c.digest);
-                let cur = get_entry(global, &unique, &k)?;
+                let cur = index.get(&k)?;
                 let loc = Loc {
                     account: m.account,
                     region: *region,
                     table: c.table.clone(),
                     key: c.key.clone(),
                 };
-                let change = state::replay_claim(cur.as_ref(), txn, loc);
-                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
+                index.apply(&k, state::replay_claim(cur.as_ref(), txn, loc))?;
             }
             for (ns, d) in &m.releases {
                 let k = unique_key(ns, d);
-                let cur = get_entry(global, &unique, &k)?;
+                let cur = index.get(&k)?;
                 let change = state::replay_release(cur.as_ref(), txn, m.account, *region);
-                apply_change(global, &mut unique, &mut tombstones, &k, change)?;
+                index.apply(&k, change)?;
             }
         }
         let mut dirty = w.open_table(DIRTY).at(global)?;
@@ -197,7 +190,7 @@ pub(crate) fn recover(
     //    region commit, a replayed claim whose value another record owns by now is taken
     //    off its record's owned values (a forfeited region's claim that lost the value).
     let settled = global.begin_read()?;
-    let unique = global.read_table(&settled, UNIQUE)?;
+    let index = IndexRead::open(global, &settled)?;
     for r in regions {
         let mine: Vec<&Marker> = markers
             .values()
@@ -213,10 +206,7 @@ pub(crate) fn recover(
             for m in &mine {
                 for c in &m.claims {
                     let k = unique_key(&c.ns, &c.digest);
-                    let entry = match &unique {
-                        Some(t) => get_entry(global, t, &k)?,
-                        None => None,
-                    };
+                    let entry = index.get(&k)?;
                     // Only an entry that names this very record keeps the value with it
                     // (an in-flight entry left by a disabled region names its own record:
                     // it was claimed elsewhere after this region's claims were forfeited).
@@ -267,13 +257,13 @@ pub(crate) fn recover(
         }
         r.part.commit(w)?;
     }
-    drop(unique);
+    drop(index);
     drop(settled);
 
     // 4. No marker is left anywhere: every tombstone has done its job.
     if all_regions_open {
         let w = global.begin_write_unsynced()?;
-        drop_tombstones(global, &w, None)?;
+        IndexWrite::open(global, &w)?.drop_tombstones(None)?;
         global.commit(w)?;
     }
     Ok(Recovered {
