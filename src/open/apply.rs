@@ -14,20 +14,21 @@
 //! made in step 3 is adopted: its meta names this store, region and id). After 4, the new
 //! configuration is the store's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use parking_lot::{Mutex, RwLock};
 
 use super::plan::{FileStep, OpenPlan};
-use super::{read_global, region_usage, write_catalog};
+use super::{CatalogChanges, GlobalState, read_global, region_usage, write_catalog};
 use crate::account::RoutingCache;
 use crate::builder::Builder;
 use crate::db::{Db, Inner, Options, Usage};
 use crate::error::{Error, Result};
+use crate::partition::global::CatalogEntry;
 use crate::partition::set::{Region, RegionSet, RegionSlot};
-use crate::partition::{self, Expect};
+use crate::partition::{self, Expect, Partition};
 use crate::reservation::coordinator::{CheckpointBudget, Coordinator};
 use crate::reservation::recovery;
 use crate::schema::*;
@@ -56,48 +57,18 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         default,
         registration,
     } = plan;
-    let expect_global = Expect {
-        kind: KIND_GLOBAL,
-        uuid: None,
-        region: None,
-    };
 
     // 1. The global file, then the existing region files.
-    let (global, state) = match state {
-        Some(state) => (
-            partition::open_rw(&*storage, &global_path, "global", cache, &expect_global)?,
-            state,
-        ),
-        None => {
-            let uuid = random_bytes::<16>()?;
-            let key = match b.digest_key {
-                Some(k) => k,
-                None => random_bytes::<32>()?,
-            };
-            let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
-            meta.push((META_DIGEST_KEY, key.to_vec()));
-            meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
-            meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
-            meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
-            let p = partition::create_new(&*storage, &global_path, "global", cache, &meta)?;
-            let state = read_global(&p.begin_read()?)?;
-            (p, state)
-        }
-    };
+    let (global, state) = open_global(&*storage, &global_path, cache, state, b)?;
     let expect = |name: &str, id: u16| Expect {
         kind: KIND_REGION,
         uuid: Some(state.uuid),
         region: Some((name.to_owned(), id)),
     };
-    let mut parts: HashMap<String, crate::partition::Partition> = HashMap::new();
+    let mut parts: HashMap<String, Partition> = HashMap::new();
     for r in planned.iter().filter(|r| r.step != FileStep::Create) {
-        let p = partition::open_rw(
-            &*storage,
-            &r.path,
-            &r.name,
-            cache,
-            &expect(&r.name, r.entry.id),
-        )?;
+        let exp = expect(&r.name, r.entry.id);
+        let p = partition::open_rw(&*storage, &r.path, &r.name, cache, &exp)?;
         if finish.settled_doubtful.contains(&r.entry.id) {
             // A commit of unknown outcome may sit in the file's live image: one synced
             // commit makes what the file holds durable before the global forgets it.
@@ -125,23 +96,6 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
     if !finish.is_empty() {
         write_catalog(&global, &finish)?;
     }
-    let mut frozen = state.frozen.clone();
-    let mut frozen_known = state.frozen_known.clone();
-    for (r, counts) in &finish.frozen {
-        frozen.retain(|(fr, _), _| fr != r);
-        frozen_known.remove(r);
-        if let Some(counts) = counts {
-            frozen_known.insert(*r);
-            for (a, n) in counts {
-                frozen.insert((*r, *a), *n);
-            }
-        }
-    }
-    for r in &finish.thawed {
-        frozen.retain(|(fr, _), _| fr != r);
-        frozen_known.remove(r);
-    }
-
     let mut regions: Vec<Arc<Region>> = Vec::new();
     for r in &planned {
         let Some(part) = parts.remove(&r.name) else {
@@ -157,41 +111,9 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         names.get(&id).cloned().unwrap_or_else(|| id.to_string())
     })?;
 
-    // Usage counters, for limits that span regions: open regions from their files,
-    // disabled ones from the counts recorded when they were disabled.
-    let mut usage: HashMap<u64, Usage> = HashMap::new();
-    for r in &regions {
-        let txn = r.part.begin_read()?;
-        for (account, records) in region_usage(&txn)? {
-            usage.entry(account).or_default().records += records;
-        }
-    }
-    let mut usage_unknown = std::collections::HashSet::new();
-    for e in catalog.values().filter(|e| !e.enabled) {
-        if !frozen_known.contains(&e.id) {
-            usage_unknown.insert(e.id);
-        }
-    }
-    for ((r, account), records) in &frozen {
-        if catalog.values().any(|e| e.id == *r && !e.enabled) {
-            usage.entry(*account).or_default().records += records;
-        }
-    }
-
-    let mut set = RegionSet::default();
-    for (name, e) in &catalog {
-        set.names.insert(name.clone(), e.id);
-        let slot = match regions.iter().find(|r| r.id.0 == e.id) {
-            Some(r) => RegionSlot::Open(r.clone()),
-            None => RegionSlot::Disabled,
-        };
-        let idx = e.id as usize;
-        if set.by_id.len() <= idx {
-            set.by_id.resize_with(idx + 1, || None);
-        }
-        set.by_id[idx] = Some((name.clone(), slot));
-    }
-    set.default = catalog[&default].id;
+    let frozen = frozen_counts(&state, &finish);
+    let (usage, usage_unknown) = usage_totals(&regions, &catalog, &frozen)?;
+    let mut set = region_set(&catalog, &regions, &default);
     set.usage_unknown = usage_unknown;
 
     let inner = Arc::new(Inner {
@@ -224,4 +146,116 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         .timer
         .start(Arc::downgrade(&inner), b.checkpoint_interval);
     Ok(Db { inner })
+}
+
+/// Opens the global file read-write, or creates a new store's (fresh UUID and digest key,
+/// counters at their start) when `state` is `None`.
+fn open_global(
+    storage: &dyn crate::backends::Storage,
+    path: &std::path::Path,
+    cache: usize,
+    state: Option<GlobalState>,
+    b: &Builder,
+) -> Result<(Partition, GlobalState)> {
+    let expect_global = Expect {
+        kind: KIND_GLOBAL,
+        uuid: None,
+        region: None,
+    };
+    if let Some(state) = state {
+        let p = partition::open_rw(storage, path, "global", cache, &expect_global)?;
+        return Ok((p, state));
+    }
+    let uuid = random_bytes::<16>()?;
+    let key = match b.digest_key {
+        Some(k) => k,
+        None => random_bytes::<32>()?,
+    };
+    let mut meta = partition::base_meta(uuid, KIND_GLOBAL);
+    meta.push((META_DIGEST_KEY, key.to_vec()));
+    meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
+    meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
+    meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
+    let p = partition::create_new(storage, path, "global", cache, &meta)?;
+    let state = read_global(&p.begin_read()?)?;
+    Ok((p, state))
+}
+
+/// The record counts of disabled regions after this open, as `_frozen_usage` now holds
+/// them: per (region, account), and the regions whose counts are known.
+struct Frozen {
+    counts: HashMap<(u16, u64), u64>,
+    known: HashSet<u16>,
+}
+
+fn frozen_counts(state: &GlobalState, finish: &CatalogChanges) -> Frozen {
+    let mut counts = state.frozen.clone();
+    let mut known = state.frozen_known.clone();
+    for (r, got) in &finish.frozen {
+        counts.retain(|(fr, _), _| fr != r);
+        known.remove(r);
+        if let Some(got) = got {
+            known.insert(*r);
+            for (a, n) in got {
+                counts.insert((*r, *a), *n);
+            }
+        }
+    }
+    for r in &finish.thawed {
+        counts.retain(|(fr, _), _| fr != r);
+        known.remove(r);
+    }
+    Frozen { counts, known }
+}
+
+/// Usage counters, for limits that span regions: open regions from their files, disabled
+/// ones from the counts recorded when they were disabled. Also the disabled regions whose
+/// counts are unknown.
+fn usage_totals(
+    regions: &[Arc<Region>],
+    catalog: &HashMap<String, CatalogEntry>,
+    frozen: &Frozen,
+) -> Result<(HashMap<u64, Usage>, HashSet<u16>)> {
+    let mut usage: HashMap<u64, Usage> = HashMap::new();
+    for r in regions {
+        let txn = r.part.begin_read()?;
+        for (account, records) in region_usage(&txn)? {
+            usage.entry(account).or_default().records += records;
+        }
+    }
+    let mut unknown = HashSet::new();
+    for e in catalog.values().filter(|e| !e.enabled) {
+        if !frozen.known.contains(&e.id) {
+            unknown.insert(e.id);
+        }
+    }
+    for ((r, account), records) in &frozen.counts {
+        if catalog.values().any(|e| e.id == *r && !e.enabled) {
+            usage.entry(*account).or_default().records += records;
+        }
+    }
+    Ok((usage, unknown))
+}
+
+/// The region set of the running store: every catalog region by id, open or disabled.
+fn region_set(
+    catalog: &HashMap<String, CatalogEntry>,
+    regions: &[Arc<Region>],
+    default: &str,
+) -> RegionSet {
+    let mut set = RegionSet::default();
+    for (name, e) in catalog {
+        set.names.insert(name.clone(), e.id);
+        let slot = match regions.iter().find(|r| r.id.0 == e.id) {
+            Some(r) => RegionSlot::Open(r.clone()),
+            None => RegionSlot::Disabled,
+        };
+        let idx = e.id as usize;
+        if set.by_id.len() <= idx {
+            set.by_id.resize_with(idx + 1, || None);
+        }
+        set.by_id[idx] = Some((name.clone(), slot));
+    }
+    set.default = catalog[default].id;
+    set
 }

@@ -250,32 +250,111 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     let storage = super::storage_of(b);
     let (open_specs, disabled) = listed(b)?;
     let global_path = crate::layout::global_file(dir);
-    let path_of = |name: &str, given: &Option<PathBuf>| {
-        given.clone().unwrap_or_else(|| default_path(dir, name))
-    };
 
     // Paths: one file each, none the global file's; then hold them in this process.
-    let resolve = |p: &Path| storage.resolve(p).map_err(io(p));
-    let mut resolved: Vec<(String, PathBuf)> = vec![(GLOBAL_FILE.into(), resolve(&global_path)?)];
+    let mut resolved: Vec<(String, PathBuf)> =
+        vec![(GLOBAL_FILE.into(), resolve(&*storage, &global_path)?)];
     for (name, given) in &open_specs {
-        resolved.push((name.clone(), resolve(&path_of(name, given))?));
+        resolved.push((
+            name.clone(),
+            resolve(&*storage, &path_of(dir, name, given))?,
+        ));
     }
     check_paths(&resolved)?;
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
     let registration = Registration::acquire(&*storage, &all_paths)?;
 
-    // The global partition, read-only.
-    let verify = b.verify_on_open;
+    let state = probe_global(b, &*storage, &global_path, &open_specs, &disabled)?;
+    let empty = HashMap::new();
+    let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
+    check_listing(stored, &open_specs, &disabled)?;
+
+    // The files of regions not opened now (disabled) are this store's too: no region may
+    // be given one of them, or a name that collides with one.
+    for (name, e) in stored {
+        if e.created && !open_specs.iter().any(|(n, _)| n == name) {
+            let p = path_of(dir, name, &e.path);
+            resolved.push((name.clone(), resolve(&*storage, &p)?));
+        }
+    }
+    check_paths(&resolved)?;
+
+    let mut plan = OpenPlan {
+        storage: storage.clone(),
+        dir: dir.to_owned(),
+        global_path,
+        cache: 0,
+        regions: Vec::new(),
+        reserve: CatalogChanges::default(),
+        finish: CatalogChanges::default(),
+        catalog: stored
+            .iter()
+            .filter(|(_, e)| e.created)
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect(),
+        default: String::new(),
+        registration,
+        state: None,
+    };
+    let mut next = state.as_ref().map_or(1, |s| s.next_region);
+    for (name, given) in &open_specs {
+        let region = match stored.get(name) {
+            Some(e) => plan_known(b, &mut plan, state.as_ref(), name, given, e)?,
+            None => plan_new(&mut plan, state.is_some(), &mut next, name, given)?,
+        };
+        if stored.get(name) != Some(&region.entry) {
+            plan.finish.rows.push((name.clone(), region.entry.clone()));
+        }
+        plan.catalog.insert(name.clone(), region.entry.clone());
+        plan.regions.push(region);
+    }
+    for name in &disabled {
+        plan_disable(&mut plan, state.as_ref(), name, &stored[name]);
+    }
+    let stored_default = state.as_ref().and_then(|s| s.default_region.clone());
+    plan.default = choose_default(b, stored_default.as_deref(), &open_specs, &disabled)?;
+    if stored_default.as_deref() != Some(plan.default.as_str()) {
+        plan.finish.default = Some(plan.default.clone());
+    }
+    let partitions = 1 + plan.regions.len();
+    plan.cache = (b.cache_bytes / partitions).max(1 << 20);
+    plan.state = state;
+    Ok(plan)
+}
+
+fn path_of(dir: &Path, name: &str, given: &Option<PathBuf>) -> PathBuf {
+    given.clone().unwrap_or_else(|| default_path(dir, name))
+}
+
+fn resolve(storage: &dyn Storage, p: &Path) -> Result<PathBuf> {
+    storage.resolve(p).map_err(io(p))
+}
+
+/// Reads the global partition (read-only, verified when asked); `None` for a new store,
+/// which must list a region and disable none.
+fn probe_global(
+    b: &Builder,
+    storage: &dyn Storage,
+    global_path: &Path,
+    open_specs: &[(String, Option<PathBuf>)],
+    disabled: &[String],
+) -> Result<Option<GlobalState>> {
     let expect_global = Expect {
         kind: KIND_GLOBAL,
         uuid: None,
         region: None,
     };
     let mut state: Option<GlobalState> = None;
-    let found = partition::probe(&*storage, &global_path, &expect_global, verify, |txn| {
-        state = Some(read_global(txn)?);
-        Ok(())
-    })?;
+    let found = partition::probe(
+        storage,
+        global_path,
+        &expect_global,
+        b.verify_on_open,
+        |txn| {
+            state = Some(read_global(txn)?);
+            Ok(())
+        },
+    )?;
     if found == Probe::Missing {
         if open_specs.is_empty() {
             return Err(Error::Config(
@@ -287,7 +366,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         }
         // `global.redb.creating` in the store's own folder can only be a crash-left
         // attempt at creating this store.
-        check_creatable(&*storage, &global_path, true)?;
+        check_creatable(storage, global_path, true)?;
     }
     if let (Some(k), Some(st)) = (b.digest_key, &state)
         && k != st.digest_key
@@ -296,10 +375,16 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
             "digest key differs from the one this store was created with".into(),
         ));
     }
-    let empty = HashMap::new();
-    let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
+    Ok(state)
+}
 
-    // The catalog against the builder's list.
+/// The catalog against the builder's list: every enabled region of the store is listed
+/// (opened or disabled), and only existing regions are disabled.
+fn check_listing(
+    stored: &HashMap<String, CatalogEntry>,
+    open_specs: &[(String, Option<PathBuf>)],
+    disabled: &[String],
+) -> Result<()> {
     for (name, entry) in stored {
         let listed = open_specs.iter().any(|(n, _)| n == name) || disabled.contains(name);
         if !listed && entry.enabled && entry.created {
@@ -309,177 +394,184 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
             )));
         }
     }
-    for name in &disabled {
+    for name in disabled {
         if !stored.get(name).is_some_and(|e| e.created) {
             return Err(Error::RegionUnknown(name.clone()));
         }
     }
+    Ok(())
+}
 
-    // The files of regions not opened now (disabled) are this store's too: no region may
-    // be given one of them, or a name that collides with one.
-    for (name, e) in stored {
-        if e.created && !open_specs.iter().any(|(n, _)| n == name) {
-            let p = e.path.clone().unwrap_or_else(|| default_path(dir, name));
-            resolved.push((name.clone(), resolve(&p)?));
+/// A region the catalog knows (created, or planned by an interrupted open): checks its
+/// file (identity, integrity, staleness, digest key) and decides to open, adopt or create
+/// it.
+fn plan_known(
+    b: &Builder,
+    plan: &mut OpenPlan,
+    state: Option<&GlobalState>,
+    name: &str,
+    given: &Option<PathBuf>,
+    e: &CatalogEntry,
+) -> Result<RegionPlan> {
+    let storage = &*plan.storage;
+    let path = path_of(&plan.dir, name, given);
+    let expect = Expect {
+        kind: KIND_REGION,
+        uuid: state.map(|s| s.uuid),
+        region: Some((name.to_owned(), e.id)),
+    };
+    let key = state.map(|s| s.digest_key);
+    let seen = state.and_then(|s| s.seen.get(&e.id)).copied();
+    let found = partition::probe(storage, &path, &expect, b.verify_on_open, |txn| {
+        check_not_stale(txn, &path, name, seen)?;
+        match key {
+            Some(key) => check_digest_key(txn, &key, name),
+            None => Ok(()),
         }
+    })?;
+    let step = match (found, e.created) {
+        (Probe::Checked, true) => FileStep::Open,
+        (Probe::Checked, false) => FileStep::Adopt,
+        (Probe::Missing, false) => {
+            // This open resumes the creation an earlier one planned: a `.creating` file
+            // there is that attempt's.
+            check_creatable(storage, &path, e.path == *given)?;
+            FileStep::Create
+        }
+        (Probe::Missing, true) => {
+            return Err(Error::Config(format!(
+                "the file of region `{name}` is missing at {} (it was created before); \
+                 restore it, give its path with Builder::region_at, or disable the region",
+                path.display()
+            )));
+        }
+    };
+    if !e.enabled {
+        plan.finish.thawed.push(e.id);
     }
-    check_paths(&resolved)?;
+    if state.is_some_and(|s| s.doubtful.contains(&e.id)) {
+        // `apply` makes the file durable (a synced commit) before this row goes.
+        plan.finish.settled_doubtful.push(e.id);
+    }
+    Ok(RegionPlan {
+        name: name.to_owned(),
+        path,
+        entry: created_entry(e.id, given),
+        step,
+    })
+}
 
-    let mut reserve = CatalogChanges::default();
-    let mut finish = CatalogChanges::default();
-    let mut catalog: HashMap<String, CatalogEntry> = stored
-        .iter()
-        .filter(|(_, e)| e.created)
-        .map(|(n, e)| (n.clone(), e.clone()))
-        .collect();
-    let mut next = state.as_ref().map_or(1, |s| s.next_region);
-    let mut regions = Vec::new();
-    for (name, given) in &open_specs {
-        let path = path_of(name, given);
-        let (id, step) = match stored.get(name) {
-            Some(e) => {
-                let expect = Expect {
-                    kind: KIND_REGION,
-                    uuid: state.as_ref().map(|s| s.uuid),
-                    region: Some((name.clone(), e.id)),
-                };
-                let key = state.as_ref().map(|s| s.digest_key);
-                let seen = state.as_ref().and_then(|s| s.seen.get(&e.id)).copied();
-                let found = partition::probe(&*storage, &path, &expect, verify, |txn| {
-                    check_not_stale(txn, &path, name, seen)?;
-                    match key {
-                        Some(key) => check_digest_key(txn, &key, name),
-                        None => Ok(()),
-                    }
-                })?;
-                let step = match (found, e.created) {
-                    (Probe::Checked, true) => FileStep::Open,
-                    (Probe::Checked, false) => FileStep::Adopt,
-                    (Probe::Missing, false) => {
-                        // This open resumes the creation an earlier one planned: a
-                        // `.creating` file there is that attempt's.
-                        check_creatable(&*storage, &path, e.path == *given)?;
-                        FileStep::Create
-                    }
-                    (Probe::Missing, true) => {
-                        return Err(Error::Config(format!(
-                            "the file of region `{name}` is missing at {} (it was created \
-                             before); restore it, give its path with Builder::region_at, or \
-                             disable the region",
-                            path.display()
-                        )));
-                    }
-                };
-                if !e.enabled {
-                    finish.thawed.push(e.id);
-                }
-                if state.as_ref().is_some_and(|s| s.doubtful.contains(&e.id)) {
-                    // `apply` makes the file durable (a synced commit) before this row goes.
-                    finish.settled_doubtful.push(e.id);
-                }
-                (e.id, step)
-            }
-            None => {
-                // A region new to this store has no file yet: one found there belongs to
-                // something else.
-                if storage.open(&path, true).map_err(io(&path))?.is_some() {
-                    let why = match &state {
-                        // A region file without its global partition belongs to another
-                        // store (or to one whose global file was lost): never adopt it.
-                        None => format!(
-                            "region `{name}` file exists but {} does not",
-                            global_path.display()
-                        ),
-                        Some(_) => {
-                            format!("region `{name}` is new to this store, but a file exists there")
-                        }
-                    };
-                    return Err(Error::mismatch(&path, why));
-                }
-                check_creatable(&*storage, &path, false)?;
-                if next == u16::MAX {
-                    return Err(Error::Config("no region ids left".into()));
-                }
-                let id = next;
-                next += 1;
-                reserve.next_region = Some(next);
-                reserve.rows.push((
-                    name.clone(),
-                    CatalogEntry {
-                        id,
-                        enabled: true,
-                        created: false,
-                        path: given.clone(),
-                    },
-                ));
-                (id, FileStep::Create)
-            }
+/// A region new to this store: it must have no file yet; its id is reserved (a row not
+/// yet created) before its file is made.
+fn plan_new(
+    plan: &mut OpenPlan,
+    store_exists: bool,
+    next: &mut u16,
+    name: &str,
+    given: &Option<PathBuf>,
+) -> Result<RegionPlan> {
+    let storage = &*plan.storage;
+    let path = path_of(&plan.dir, name, given);
+    // A file found there belongs to something else.
+    if storage.open(&path, true).map_err(io(&path))?.is_some() {
+        let why = if store_exists {
+            format!("region `{name}` is new to this store, but a file exists there")
+        } else {
+            // A region file without its global partition belongs to another store (or to
+            // one whose global file was lost): never adopt it.
+            format!(
+                "region `{name}` file exists but {} does not",
+                plan.global_path.display()
+            )
         };
-        let entry = CatalogEntry {
+        return Err(Error::mismatch(&path, why));
+    }
+    check_creatable(storage, &path, false)?;
+    if *next == u16::MAX {
+        return Err(Error::Config("no region ids left".into()));
+    }
+    let id = *next;
+    *next += 1;
+    plan.reserve.next_region = Some(*next);
+    plan.reserve.rows.push((
+        name.to_owned(),
+        CatalogEntry {
             id,
             enabled: true,
-            created: true,
+            created: false,
             path: given.clone(),
-        };
-        if stored.get(name) != Some(&entry) {
-            finish.rows.push((name.clone(), entry.clone()));
-        }
-        catalog.insert(name.clone(), entry.clone());
-        regions.push(RegionPlan {
-            name: name.clone(),
-            path,
-            entry,
-            step,
+        },
+    ));
+    Ok(RegionPlan {
+        name: name.to_owned(),
+        path,
+        entry: created_entry(id, given),
+        step: FileStep::Create,
+    })
+}
+
+/// The catalog row of a region open after this open.
+fn created_entry(id: u16, given: &Option<PathBuf>) -> CatalogEntry {
+    CatalogEntry {
+        id,
+        enabled: true,
+        created: true,
+        path: given.clone(),
+    }
+}
+
+/// A region disabled by this open: records its record counts (for limits that span
+/// regions) if its file can be read and holds what it durably holds; otherwise limited
+/// accounts allowed there cannot grow.
+fn plan_disable(plan: &mut OpenPlan, state: Option<&GlobalState>, name: &str, e: &CatalogEntry) {
+    if !e.enabled {
+        return;
+    }
+    let path = path_of(&plan.dir, name, &e.path);
+    let mut counts = None;
+    let expect = Expect {
+        kind: KIND_REGION,
+        uuid: state.map(|s| s.uuid),
+        region: Some((name.to_owned(), e.id)),
+    };
+    // A doubtful file's live image may hold a commit a power loss undoes, and so may any
+    // file after the store was not closed cleanly (the doubtful mark can fail with the
+    // global file): its counts are not what it durably holds, so they stay unknown.
+    let doubtful = state.is_some_and(|s| s.doubtful.contains(&e.id) || !s.clean_close);
+    if !doubtful {
+        let _ = partition::probe(&*plan.storage, &path, &expect, false, |txn| {
+            counts = Some(region_usage(txn)?);
+            Ok(())
         });
     }
-    for name in &disabled {
-        let e = stored[name].clone();
-        if e.enabled {
-            // Disabled now: record its record counts (for limits that span regions) if its
-            // file can be read; otherwise limited accounts allowed there cannot grow.
-            let path = e.path.clone().unwrap_or_else(|| default_path(dir, name));
-            let mut counts = None;
-            let expect = Expect {
-                kind: KIND_REGION,
-                uuid: state.as_ref().map(|s| s.uuid),
-                region: Some((name.clone(), e.id)),
-            };
-            // A doubtful file's live image may hold a commit a power loss undoes, and so
-            // may any file after the store was not closed cleanly (the doubtful mark can
-            // fail with the global file): its counts are not what it durably holds, so
-            // they stay unknown.
-            let doubtful = state
-                .as_ref()
-                .is_some_and(|s| s.doubtful.contains(&e.id) || !s.clean_close);
-            if !doubtful {
-                let _ = partition::probe(&*storage, &path, &expect, false, |txn| {
-                    counts = Some(region_usage(txn)?);
-                    Ok(())
-                });
-            }
-            let e = CatalogEntry {
-                enabled: false,
-                ..e
-            };
-            finish.rows.push((name.clone(), e.clone()));
-            finish.frozen.push((e.id, counts));
-            catalog.insert(name.clone(), e);
-        }
-    }
+    let e = CatalogEntry {
+        enabled: false,
+        ..e.clone()
+    };
+    plan.finish.rows.push((name.to_owned(), e.clone()));
+    plan.finish.frozen.push((e.id, counts));
+    plan.catalog.insert(name.to_owned(), e);
+}
 
-    // The default region: always one that is enabled after this open.
-    let stored_default = state.as_ref().and_then(|s| s.default_region.clone());
+/// The default region: always one that is enabled after this open.
+fn choose_default(
+    b: &Builder,
+    stored_default: Option<&str>,
+    open_specs: &[(String, Option<PathBuf>)],
+    disabled: &[String],
+) -> Result<String> {
     let enabled = |n: &str| open_specs.iter().any(|(o, _)| o == n);
-    let default = match (&b.default_region, &stored_default) {
-        (Some(d), _) if enabled(d) => d.clone(),
-        (Some(d), _) if disabled.contains(d) => {
+    let is_disabled = |n: &str| disabled.iter().any(|d| d == n);
+    Ok(match (b.default_region.as_deref(), stored_default) {
+        (Some(d), _) if enabled(d) => d.to_owned(),
+        (Some(d), _) if is_disabled(d) => {
             return Err(Error::Config(format!(
                 "region `{d}` cannot be both the default region and disabled"
             )));
         }
-        (Some(d), _) => return Err(Error::RegionUnknown(d.clone())),
-        (None, Some(d)) if enabled(d) => d.clone(),
-        (None, Some(d)) if disabled.contains(d) => {
+        (Some(d), _) => return Err(Error::RegionUnknown(d.to_owned())),
+        (None, Some(d)) if enabled(d) => d.to_owned(),
+        (None, Some(d)) if is_disabled(d) => {
             return Err(Error::Config(format!(
                 "region `{d}` is the store's default region and cannot be disabled: name \
                  another default with Builder::default_region"
@@ -489,24 +581,5 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
             Some((n, _)) => n.clone(),
             None => return Err(Error::Config("no region is enabled".into())),
         },
-    };
-    if stored_default.as_deref() != Some(default.as_str()) {
-        finish.default = Some(default.clone());
-    }
-
-    let partitions = 1 + regions.len();
-    let cache = (b.cache_bytes / partitions).max(1 << 20);
-    Ok(OpenPlan {
-        storage,
-        dir: dir.to_owned(),
-        global_path,
-        cache,
-        state,
-        regions,
-        reserve,
-        finish,
-        catalog,
-        default,
-        registration,
     })
 }

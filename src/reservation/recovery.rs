@@ -17,11 +17,11 @@ use crate::error::{Error, Result};
 use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{put_u64, unique_key};
-use crate::partition::region::{Marker, decode_owned, encode_owned, owned_key};
+use crate::partition::region::{Marker, MarkerClaim, decode_owned, encode_owned, owned_key};
 use crate::partition::set::Region;
 use crate::reservation::coordinator::raise_seen;
 use crate::reservation::index::{IndexRead, IndexWrite};
-use crate::reservation::state::{self, Loc};
+use crate::reservation::state::{self, Loc, State};
 use crate::schema::{DIRTY, MARKERS, META, META_CLEAN_CLOSE, META_EPOCH, OWNED};
 use crate::types::TxnId;
 
@@ -86,7 +86,46 @@ pub(crate) fn recover(
 ) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
     // 1. Collect the markers of every open region.
-    let mut markers: BTreeMap<TxnId, (u16, Marker)> = BTreeMap::new();
+    let markers = collect_markers(regions)?;
+    report.markers = markers.len();
+    let new_epoch = old_epoch
+        .checked_add(1)
+        .ok_or_else(|| Error::corrupt(&global.name, "epoch counter exhausted"))?;
+
+    // 2. Roll back, replay, clear the open regions' dirty rows, bump the epoch: one synced
+    //    global commit.
+    let open: Vec<u16> = regions.iter().map(|r| r.id.0).collect();
+    let unsettled = rebuild_index(
+        global,
+        &markers,
+        &open,
+        new_epoch,
+        &region_name,
+        &mut report,
+    )?;
+    report.unsettled = unsettled.iter().map(|(_, n)| n.clone()).collect();
+
+    // 3. The global state now covers every marker: delete them, durably.
+    delete_markers(global, regions, &markers, &mut report)?;
+
+    // 4. No marker is left anywhere: every tombstone has done its job.
+    if all_regions_open {
+        let w = global.begin_write_unsynced()?;
+        IndexWrite::open(global, &w)?.drop_tombstones(None)?;
+        global.commit(w)?;
+    }
+    Ok(Recovered {
+        epoch: new_epoch,
+        report,
+        unsettled,
+    })
+}
+
+/// The applied markers of every open region, in TxnId order: (region, marker).
+type Markers = BTreeMap<TxnId, (u16, Marker)>;
+
+fn collect_markers(regions: &[Arc<Region>]) -> Result<Markers> {
+    let mut markers = Markers::new();
     for r in regions {
         let txn = r.part.begin_read()?;
         let Some(table) = r.part.read_table(&txn, MARKERS)? else {
@@ -101,82 +140,32 @@ pub(crate) fn recover(
             markers.insert(t, (r.id.0, m));
         }
     }
-    report.markers = markers.len();
-    let open: Vec<u16> = regions.iter().map(|r| r.id.0).collect();
-    let new_epoch = old_epoch
-        .checked_add(1)
-        .ok_or_else(|| Error::corrupt(&global.name, "epoch counter exhausted"))?;
+    Ok(markers)
+}
 
-    // 2. Replay, roll back, clear the open regions' dirty rows, bump the epoch: one synced
-    //    global commit.
-    let mut unsettled = Vec::new();
+/// Step 2, in one synced global commit: rolls back in-flight entries of open regions that
+/// left no marker, replays every marker, clears the dirty rows of the open regions, bumps
+/// the epoch and marks the store open. Returns the disabled regions with a dirty row.
+fn rebuild_index(
+    global: &Partition,
+    markers: &Markers,
+    open: &[u16],
+    new_epoch: u64,
+    region_name: &impl Fn(u16) -> String,
+    report: &mut RecoveryReport,
+) -> Result<Vec<(u16, String)>> {
     let w = global.begin_write()?;
+    let unsettled;
     {
         let mut index = IndexWrite::open(global, &w)?;
         // Roll back first: an in-flight entry whose txn left no marker did not happen,
         // and what it replaced must be visible to the replay below (a marker older than
         // it would otherwise be masked by an entry that is about to disappear).
-        for row in index.inflight_rows()? {
-            let Some((t, ukey)) = &row.parsed else {
-                index.remove_inflight(&row.raw)?;
-                continue;
-            };
-            let t = *t;
-            let cur = index.get(ukey)?;
-            match &cur {
-                Some(e) if e.txn == t && e.state.in_flight() => {
-                    if !open.contains(&e.loc.region) {
-                        // Its region is disabled: its marker cannot be seen, so its
-                        // outcome cannot be settled yet. Keep it until the region returns.
-                        report.left_in_flight += 1;
-                        let name = region_name(e.loc.region);
-                        if !report.left_in_flight_regions.contains(&name) {
-                            report.left_in_flight_regions.push(name);
-                        }
-                        continue;
-                    }
-                    if !markers.contains_key(&t) {
-                        index.apply(ukey, state::rollback(cur.as_ref(), t))?;
-                        report.rolled_back += 1;
-                    }
-                    // With a marker, the replay below settles it.
-                }
-                _ => {}
-            }
-            index.remove_inflight(&row.raw)?;
+        roll_back_unmarked(&mut index, markers, open, region_name, report)?;
+        for (&txn, (region, m)) in markers {
+            replay(&mut index, txn, *region, m)?;
         }
-        for (&txn, (region, m)) in &markers {
-            for c in &m.claims {
-                let k = unique_key(&c.ns, &c.digest);
-                let cur = index.get(&k)?;
-                let loc = Loc {
-                    account: m.account,
-                    region: *region,
-                    table: c.table.clone(),
-                    key: c.key.clone(),
-                };
-                index.apply(&k, state::replay_claim(cur.as_ref(), txn, loc))?;
-            }
-            for (ns, d) in &m.releases {
-                let k = unique_key(ns, d);
-                let cur = index.get(&k)?;
-                let change = state::replay_release(cur.as_ref(), txn, m.account, *region);
-                index.apply(&k, change)?;
-            }
-        }
-        let mut dirty = w.open_table(DIRTY).at(global)?;
-        let mut rows = Vec::new();
-        for row in dirty.iter().at(global)? {
-            rows.push(row.at(global)?.0.value());
-        }
-        for r in rows {
-            if open.contains(&r) {
-                // Its markers were replayed above.
-                dirty.remove(r).at(global)?;
-            } else {
-                unsettled.push((r, region_name(r)));
-            }
-        }
+        unsettled = clear_dirty(global, &w, open, region_name)?;
         let mut meta = w.open_table(META).at(global)?;
         put_u64(&mut meta, META_EPOCH, new_epoch).at(global)?;
         // Open until `Db::close` says otherwise.
@@ -184,11 +173,109 @@ pub(crate) fn recover(
     }
     raise_seen(global, &w, markers.iter().map(|(t, (r, _))| (*r, *t)))?;
     global.commit(w)?;
-    report.unsettled = unsettled.iter().map(|(_, n)| n.clone()).collect();
+    Ok(unsettled)
+}
 
-    // 3. The global state now covers every marker: delete them, durably. In the same
-    //    region commit, a replayed claim whose value another record owns by now is taken
-    //    off its record's owned values (a forfeited region's claim that lost the value).
+/// Rolls back every in-flight entry of an open region whose txn left no marker, and
+/// removes the `_inflight` rows of everything this recovery settles. Entries of disabled
+/// regions stay in flight (their markers cannot be seen), counted in the report.
+fn roll_back_unmarked(
+    index: &mut IndexWrite<'_>,
+    markers: &Markers,
+    open: &[u16],
+    region_name: &impl Fn(u16) -> String,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for row in index.inflight_rows()? {
+        let Some((t, ukey)) = &row.parsed else {
+            index.remove_inflight(&row.raw)?;
+            continue;
+        };
+        let t = *t;
+        let cur = index.get(ukey)?;
+        match &cur {
+            Some(e) if e.txn == t && e.state.in_flight() => {
+                if !open.contains(&e.loc.region) {
+                    // Its region is disabled: its marker cannot be seen, so its
+                    // outcome cannot be settled yet. Keep it until the region returns.
+                    report.left_in_flight += 1;
+                    let name = region_name(e.loc.region);
+                    if !report.left_in_flight_regions.contains(&name) {
+                        report.left_in_flight_regions.push(name);
+                    }
+                    continue;
+                }
+                if !markers.contains_key(&t) {
+                    index.apply(ukey, state::rollback(cur.as_ref(), t))?;
+                    report.rolled_back += 1;
+                }
+                // With a marker, the replay settles it.
+            }
+            _ => {}
+        }
+        index.remove_inflight(&row.raw)?;
+    }
+    Ok(())
+}
+
+/// Replays one applied marker of `region` (idempotent: entries carry their last txn).
+fn replay(index: &mut IndexWrite<'_>, txn: TxnId, region: u16, m: &Marker) -> Result<()> {
+    for c in &m.claims {
+        let k = unique_key(&c.ns, &c.digest);
+        let cur = index.get(&k)?;
+        let loc = Loc {
+            account: m.account,
+            region,
+            table: c.table.clone(),
+            key: c.key.clone(),
+        };
+        index.apply(&k, state::replay_claim(cur.as_ref(), txn, loc))?;
+    }
+    for (ns, d) in &m.releases {
+        let k = unique_key(ns, d);
+        let cur = index.get(&k)?;
+        index.apply(
+            &k,
+            state::replay_release(cur.as_ref(), txn, m.account, region),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the dirty rows of the open regions (their markers were replayed); returns the
+/// disabled regions that still have one: (id, name).
+fn clear_dirty(
+    global: &Partition,
+    w: &redb::WriteTransaction,
+    open: &[u16],
+    region_name: &impl Fn(u16) -> String,
+) -> Result<Vec<(u16, String)>> {
+    let mut unsettled = Vec::new();
+    let mut dirty = w.open_table(DIRTY).at(global)?;
+    let mut rows = Vec::new();
+    for row in dirty.iter().at(global)? {
+        rows.push(row.at(global)?.0.value());
+    }
+    for r in rows {
+        if open.contains(&r) {
+            dirty.remove(r).at(global)?;
+        } else {
+            unsettled.push((r, region_name(r)));
+        }
+    }
+    Ok(unsettled)
+}
+
+/// Step 3: deletes every region's markers, durably, one commit per region. In the same
+/// region commit, a replayed claim whose value another record owns by now is taken off
+/// its record's owned values (a forfeited region's claim that lost the value) and listed
+/// in `report.claims_lost`.
+fn delete_markers(
+    global: &Partition,
+    regions: &[Arc<Region>],
+    markers: &Markers,
+    report: &mut RecoveryReport,
+) -> Result<()> {
     let settled = global.begin_read()?;
     let index = IndexRead::open(global, &settled)?;
     for r in regions {
@@ -205,51 +292,9 @@ pub(crate) fn recover(
             let mut owned = w.open_table(OWNED).at(&r.part)?;
             for m in &mine {
                 for c in &m.claims {
-                    let k = unique_key(&c.ns, &c.digest);
-                    let entry = index.get(&k)?;
-                    // Only an entry that names this very record keeps the value with it
-                    // (an in-flight entry left by a disabled region names its own record:
-                    // it was claimed elsewhere after this region's claims were forfeited).
-                    let names_record = entry.as_ref().is_some_and(|e| {
-                        e.state != crate::reservation::state::State::Tombstone
-                            && e.loc.account == m.account
-                            && e.loc.region == r.id.0
-                            && e.loc.table == c.table
-                            && e.loc.key == c.key
-                    });
-                    if names_record {
-                        continue;
+                    if let Some(lost) = drop_lost_claim(&index, &mut owned, r, m.account, c)? {
+                        report.claims_lost.push(lost);
                     }
-                    let okey = owned_key(&c.table, m.account, &c.key);
-                    let Some(list) = owned
-                        .get(okey.as_slice())
-                        .at(&r.part)?
-                        .and_then(|g| decode_owned(g.value()))
-                    else {
-                        continue;
-                    };
-                    let before = list.len();
-                    let kept: Vec<_> = list
-                        .into_iter()
-                        .filter(|o| !(o.ns == c.ns && o.digest == c.digest))
-                        .collect();
-                    if kept.len() == before {
-                        continue;
-                    }
-                    if kept.is_empty() {
-                        owned.remove(okey.as_slice()).at(&r.part)?;
-                    } else {
-                        owned
-                            .insert(okey.as_slice(), encode_owned(&kept).as_slice())
-                            .at(&r.part)?;
-                    }
-                    report.claims_lost.push(LostClaim {
-                        region: r.part.name.clone(),
-                        account: crate::AccountId::from_raw(m.account),
-                        table: c.table.clone(),
-                        key: c.key.clone(),
-                        namespace: c.ns.clone(),
-                    });
                 }
             }
             let mut t = w.open_table(MARKERS).at(&r.part)?;
@@ -257,18 +302,61 @@ pub(crate) fn recover(
         }
         r.part.commit(w)?;
     }
-    drop(index);
-    drop(settled);
+    Ok(())
+}
 
-    // 4. No marker is left anywhere: every tombstone has done its job.
-    if all_regions_open {
-        let w = global.begin_write_unsynced()?;
-        IndexWrite::open(global, &w)?.drop_tombstones(None)?;
-        global.commit(w)?;
+/// If the settled entry of claim `c` (replayed from a marker of region `r`) no longer
+/// names the record that made it, takes the value off that record's `_owned` row and
+/// returns what was lost.
+fn drop_lost_claim(
+    index: &IndexRead<'_>,
+    owned: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    r: &Region,
+    account: u64,
+    c: &MarkerClaim,
+) -> Result<Option<LostClaim>> {
+    let entry = index.get(&unique_key(&c.ns, &c.digest))?;
+    // Only an entry that names this very record keeps the value with it (an in-flight
+    // entry left by a disabled region names its own record: it was claimed elsewhere
+    // after this region's claims were forfeited).
+    let names_record = entry.as_ref().is_some_and(|e| {
+        e.state != State::Tombstone
+            && e.loc.account == account
+            && e.loc.region == r.id.0
+            && e.loc.table == c.table
+            && e.loc.key == c.key
+    });
+    if names_record {
+        return Ok(None);
     }
-    Ok(Recovered {
-        epoch: new_epoch,
-        report,
-        unsettled,
-    })
+    let okey = owned_key(&c.table, account, &c.key);
+    let Some(list) = owned
+        .get(okey.as_slice())
+        .at(&r.part)?
+        .and_then(|g| decode_owned(g.value()))
+    else {
+        return Ok(None);
+    };
+    let before = list.len();
+    let kept: Vec<_> = list
+        .into_iter()
+        .filter(|o| !(o.ns == c.ns && o.digest == c.digest))
+        .collect();
+    if kept.len() == before {
+        return Ok(None);
+    }
+    if kept.is_empty() {
+        owned.remove(okey.as_slice()).at(&r.part)?;
+    } else {
+        owned
+            .insert(okey.as_slice(), encode_owned(&kept).as_slice())
+            .at(&r.part)?;
+    }
+    Ok(Some(LostClaim {
+        region: r.part.name.clone(),
+        account: crate::AccountId::from_raw(account),
+        table: c.table.clone(),
+        key: c.key.clone(),
+        namespace: c.ns.clone(),
+    }))
 }
