@@ -60,6 +60,35 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
 }
 
+/// The read-only face of a [`Storage`]: all that phase 1 of open (the plan, which must
+/// write nothing) is given. It cannot create, rename or remove a file, and every file it
+/// opens is opened read-only.
+#[derive(Clone, Copy)]
+pub(crate) struct ReadOnly<'a>(&'a dyn Storage);
+
+impl<'a> ReadOnly<'a> {
+    pub fn new(storage: &'a dyn Storage) -> Self {
+        ReadOnly(storage)
+    }
+
+    /// Opens `path` read-only; `None` if there is no file there.
+    pub fn open(&self, path: &Path) -> io::Result<Option<Box<dyn StorageBackend>>> {
+        self.0.open(path, true)
+    }
+
+    pub fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
+        self.0.resolve(path)
+    }
+
+    pub fn check_creatable(&self, path: &Path) -> io::Result<()> {
+        self.0.check_creatable(path)
+    }
+
+    pub fn instance_key(&self) -> (usize, u64) {
+        self.0.instance_key()
+    }
+}
+
 /// Partitions as ordinary files (the default).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FileStorage;

@@ -270,7 +270,7 @@ impl Db {
             if names.get(new.name.as_str()).at(global)?.is_some() {
                 return Err(Error::AccountNameTaken(new.name));
             }
-            let id = AccountId(crate::open::bump_next_account(global, &w)?);
+            let id = AccountId(crate::partition::catalog::bump_next_account(global, &w)?);
             let account = Account {
                 id,
                 name: new.name.clone(),
@@ -537,14 +537,17 @@ impl Db {
         let counts = if region.part.is_poisoned() {
             None
         } else {
-            Some(crate::open::region_usage(&region.part.begin_read()?)?)
+            Some(crate::partition::region::region_usage(
+                &region.part.begin_read()?,
+            )?)
         };
-        let entry = crate::open::catalog_entry(&inner.global, name)?;
+        let entry = crate::partition::catalog::catalog_entry(&inner.global, name)?;
         let entry = CatalogEntry {
             enabled: false,
             ..entry
         };
-        let persisted = crate::open::persist_disable(&inner.global, name, &entry, counts.clone());
+        let persisted =
+            crate::partition::catalog::persist_disable(&inner.global, name, &entry, counts.clone());
         if let Err(e) = &persisted
             && !matches!(e, Error::OutcomeUnknown { .. })
         {
@@ -659,7 +662,7 @@ impl Db {
             return Err(Error::Poisoned(inner.global.name.clone()));
         }
         inner.checkpoint()?;
-        crate::open::mark_clean_close(&inner.global)
+        crate::partition::catalog::mark_clean_close(&inner.global)
     }
 }
 

@@ -291,7 +291,7 @@ impl Write {
             part.poison();
             // Best effort: if the global file fails too, a later disable-at-open may freeze
             // counts from the commit's live image (docs/design.md, "doubtful regions").
-            let _ = crate::open::mark_doubtful(&inner.global, self.region.id.0);
+            let _ = crate::partition::catalog::mark_doubtful(&inner.global, self.region.id.0);
             return Err(Error::OutcomeUnknown {
                 partition: part.name.clone(),
                 source: Box::new(e.into()),

@@ -21,12 +21,13 @@ use std::sync::atomic::AtomicBool;
 use parking_lot::{Mutex, RwLock};
 
 use super::plan::{FileStep, OpenPlan};
-use super::{CatalogChanges, GlobalState, read_global, region_usage, write_catalog};
 use crate::account::RoutingCache;
 use crate::builder::Builder;
 use crate::db::{Db, Inner, Options, Usage};
 use crate::error::{Error, Result};
+use crate::partition::catalog::{CatalogChanges, GlobalState, read_global, write_catalog};
 use crate::partition::global::CatalogEntry;
+use crate::partition::region::region_usage;
 use crate::partition::set::{Region, RegionSet, RegionSlot};
 use crate::partition::{self, Expect, Partition};
 use crate::reservation::coordinator::{CheckpointBudget, Coordinator};

@@ -4,7 +4,8 @@
 //! the global file's path, a folder that cannot be created), the catalog against the
 //! builder's list, the default region, the identity and integrity of every existing file
 //! (through a copy-on-write view: see `partition::probe`), the digest key, and exclusive
-//! access. Storage is only read; the result is an [`OpenPlan`] that `apply` carries out.
+//! access. Storage is reached only through [`ReadOnly`], which cannot write; the result is
+//! an [`OpenPlan`] that `apply` carries out.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,14 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
-use super::{CatalogChanges, GlobalState, Registration, default_path, read_global, region_usage};
-use crate::backends::Storage;
+use super::{Registration, default_path};
+use crate::backends::{ReadOnly, Storage};
 use crate::builder::{Builder, RegionSpec, check_region_name};
 use crate::error::{Error, Result};
+use crate::partition::catalog::{CatalogChanges, GlobalState, read_global};
 use crate::partition::global::CatalogEntry;
 use crate::partition::region::decode_owned;
+use crate::partition::region::region_usage;
 use crate::partition::{self, Expect, Probe};
 use crate::schema::*;
 
@@ -228,11 +231,11 @@ fn check_paths(resolved: &[(String, PathBuf)]) -> Result<()> {
 /// A partition can be created at `path`: its folders can be made, and so can its
 /// temporary file `<path>.creating`, which must not exist unless `resume` (an earlier
 /// attempt at this same creation left it; creating removes it).
-fn check_creatable(storage: &dyn Storage, path: &Path, resume: bool) -> Result<()> {
+fn check_creatable(storage: ReadOnly<'_>, path: &Path, resume: bool) -> Result<()> {
     let tmp = partition::creating_path(path);
     storage.check_creatable(path).map_err(io(path))?;
     storage.check_creatable(&tmp).map_err(io(&tmp))?;
-    if !resume && storage.open(&tmp, true).map_err(io(&tmp))?.is_some() {
+    if !resume && storage.open(&tmp).map_err(io(&tmp))?.is_some() {
         return Err(Error::Config(format!(
             "{} exists: it is the temporary name for creating {}, and this store did not \
              make it (another store's file?); move it away",
@@ -248,23 +251,22 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         return Err(Error::invalid("the store's folder is an empty path"));
     }
     let storage = super::storage_of(b);
+    // Everything below reaches storage through `ro` only: it cannot write.
+    let ro = ReadOnly::new(&*storage);
     let (open_specs, disabled) = listed(b)?;
     let global_path = crate::layout::global_file(dir);
 
     // Paths: one file each, none the global file's; then hold them in this process.
     let mut resolved: Vec<(String, PathBuf)> =
-        vec![(GLOBAL_FILE.into(), resolve(&*storage, &global_path)?)];
+        vec![(GLOBAL_FILE.into(), resolve(ro, &global_path)?)];
     for (name, given) in &open_specs {
-        resolved.push((
-            name.clone(),
-            resolve(&*storage, &path_of(dir, name, given))?,
-        ));
+        resolved.push((name.clone(), resolve(ro, &path_of(dir, name, given))?));
     }
     check_paths(&resolved)?;
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
-    let registration = Registration::acquire(&*storage, &all_paths)?;
+    let registration = Registration::acquire(ro, &all_paths)?;
 
-    let state = probe_global(b, &*storage, &global_path, &open_specs, &disabled)?;
+    let state = probe_global(b, ro, &global_path, &open_specs, &disabled)?;
     let empty = HashMap::new();
     let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
     check_listing(stored, &open_specs, &disabled)?;
@@ -274,7 +276,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     for (name, e) in stored {
         if e.created && !open_specs.iter().any(|(n, _)| n == name) {
             let p = path_of(dir, name, &e.path);
-            resolved.push((name.clone(), resolve(&*storage, &p)?));
+            resolved.push((name.clone(), resolve(ro, &p)?));
         }
     }
     check_paths(&resolved)?;
@@ -299,8 +301,8 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     let mut next = state.as_ref().map_or(1, |s| s.next_region);
     for (name, given) in &open_specs {
         let region = match stored.get(name) {
-            Some(e) => plan_known(b, &mut plan, state.as_ref(), name, given, e)?,
-            None => plan_new(&mut plan, state.is_some(), &mut next, name, given)?,
+            Some(e) => plan_known(b, ro, &mut plan, state.as_ref(), name, given, e)?,
+            None => plan_new(ro, &mut plan, state.is_some(), &mut next, name, given)?,
         };
         if stored.get(name) != Some(&region.entry) {
             plan.finish.rows.push((name.clone(), region.entry.clone()));
@@ -309,7 +311,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         plan.regions.push(region);
     }
     for name in &disabled {
-        plan_disable(&mut plan, state.as_ref(), name, &stored[name]);
+        plan_disable(ro, &mut plan, state.as_ref(), name, &stored[name]);
     }
     let stored_default = state.as_ref().and_then(|s| s.default_region.clone());
     plan.default = choose_default(b, stored_default.as_deref(), &open_specs, &disabled)?;
@@ -326,7 +328,7 @@ fn path_of(dir: &Path, name: &str, given: &Option<PathBuf>) -> PathBuf {
     given.clone().unwrap_or_else(|| default_path(dir, name))
 }
 
-fn resolve(storage: &dyn Storage, p: &Path) -> Result<PathBuf> {
+fn resolve(storage: ReadOnly<'_>, p: &Path) -> Result<PathBuf> {
     storage.resolve(p).map_err(io(p))
 }
 
@@ -334,7 +336,7 @@ fn resolve(storage: &dyn Storage, p: &Path) -> Result<PathBuf> {
 /// which must list a region and disable none.
 fn probe_global(
     b: &Builder,
-    storage: &dyn Storage,
+    storage: ReadOnly<'_>,
     global_path: &Path,
     open_specs: &[(String, Option<PathBuf>)],
     disabled: &[String],
@@ -407,13 +409,13 @@ fn check_listing(
 /// it.
 fn plan_known(
     b: &Builder,
+    storage: ReadOnly<'_>,
     plan: &mut OpenPlan,
     state: Option<&GlobalState>,
     name: &str,
     given: &Option<PathBuf>,
     e: &CatalogEntry,
 ) -> Result<RegionPlan> {
-    let storage = &*plan.storage;
     let path = path_of(&plan.dir, name, given);
     let expect = Expect {
         kind: KIND_REGION,
@@ -464,16 +466,16 @@ fn plan_known(
 /// A region new to this store: it must have no file yet; its id is reserved (a row not
 /// yet created) before its file is made.
 fn plan_new(
+    storage: ReadOnly<'_>,
     plan: &mut OpenPlan,
     store_exists: bool,
     next: &mut u16,
     name: &str,
     given: &Option<PathBuf>,
 ) -> Result<RegionPlan> {
-    let storage = &*plan.storage;
     let path = path_of(&plan.dir, name, given);
     // A file found there belongs to something else.
-    if storage.open(&path, true).map_err(io(&path))?.is_some() {
+    if storage.open(&path).map_err(io(&path))?.is_some() {
         let why = if store_exists {
             format!("region `{name}` is new to this store, but a file exists there")
         } else {
@@ -523,7 +525,13 @@ fn created_entry(id: u16, given: &Option<PathBuf>) -> CatalogEntry {
 /// A region disabled by this open: records its record counts (for limits that span
 /// regions) if its file can be read and holds what it durably holds; otherwise limited
 /// accounts allowed there cannot grow.
-fn plan_disable(plan: &mut OpenPlan, state: Option<&GlobalState>, name: &str, e: &CatalogEntry) {
+fn plan_disable(
+    storage: ReadOnly<'_>,
+    plan: &mut OpenPlan,
+    state: Option<&GlobalState>,
+    name: &str,
+    e: &CatalogEntry,
+) {
     if !e.enabled {
         return;
     }
@@ -539,7 +547,7 @@ fn plan_disable(plan: &mut OpenPlan, state: Option<&GlobalState>, name: &str, e:
     // global file): its counts are not what it durably holds, so they stay unknown.
     let doubtful = state.is_some_and(|s| s.doubtful.contains(&e.id) || !s.clean_close);
     if !doubtful {
-        let _ = partition::probe(&*plan.storage, &path, &expect, false, |txn| {
+        let _ = partition::probe(storage, &path, &expect, false, |txn| {
             counts = Some(region_usage(txn)?);
             Ok(())
         });

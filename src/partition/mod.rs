@@ -5,6 +5,7 @@
 //! (the global partition on a shared database, for one process per region site) could
 //! replace it without touching the protocol.
 
+pub(crate) mod catalog;
 pub(crate) mod global;
 pub(crate) mod region;
 pub(crate) mod set;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
-use crate::backends::{DynBackend, Storage};
+use crate::backends::{DynBackend, ReadOnly, Storage};
 use crate::error::{Error, Result};
 use crate::schema::*;
 
@@ -288,13 +289,13 @@ impl redb::StorageBackend for Overlay {
 /// more from the same snapshot. A file that is not the expected partition, or is damaged,
 /// is refused with every byte as it was.
 pub(crate) fn probe(
-    storage: &dyn Storage,
+    storage: ReadOnly<'_>,
     path: &Path,
     expect: &Expect,
     verify: bool,
     inspect: impl FnOnce(&ReadTransaction) -> Result<()>,
 ) -> Result<Probe> {
-    let Some(ro) = storage.open(path, true).map_err(|e| storage_io(path, e))? else {
+    let Some(ro) = storage.open(path).map_err(|e| storage_io(path, e))? else {
         return Ok(Probe::Missing);
     };
     let base_len = ro.len().map_err(|e| storage_io(path, e))?;

@@ -1,6 +1,10 @@
 //! Rows of a region partition: data keys, applied markers, owned unique values, usage.
 
+use redb::ReadableTable;
+
 use crate::codec::bin::{Dec, Enc};
+use crate::error::{Error, Result};
+use crate::schema::USAGE;
 
 /// `[account u64 BE][user key]`: one tenant's rows are contiguous.
 #[inline]
@@ -140,6 +144,22 @@ impl Marker {
         })
     }
 }
+
+/// Record counts per account of a region, from its USAGE table.
+pub(crate) fn region_usage(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)>> {
+    let err = |e: &dyn std::fmt::Display| Error::corrupt("region", e.to_string());
+    let mut v = Vec::new();
+    if let Some(t) = crate::partition::table_if_exists(txn, USAGE).map_err(|e| err(&e))? {
+        for row in t.iter().map_err(|e| err(&e))? {
+            let (k, u) = row.map_err(|e| err(&e))?;
+            v.push((k.value(), u.value().0));
+        }
+    }
+    Ok(v)
+}
+
+/// Record counts per account of one region: (account, records).
+pub(crate) type AccountCounts = Vec<(u64, u64)>;
 
 #[cfg(test)]
 mod tests {
