@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use crate::backends::Storage;
 use crate::db::Db;
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
+use crate::limits::DEFAULT_MAX_VALUE;
 
 /// Default total page-cache budget, split across all open partitions.
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
-/// Default largest stored value (after encoding), in bytes.
-pub const DEFAULT_MAX_VALUE: usize = 16 << 20;
-/// Largest user key, in bytes.
-pub const MAX_KEY: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub(crate) enum RegionSpec {
@@ -53,20 +52,6 @@ impl Default for Builder {
             verify_on_open: true,
         }
     }
-}
-
-pub(crate) fn check_region_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(Error::invalid(format!(
-            "region name `{name}` must be 1 to 64 ASCII letters, digits, '-' or '_'"
-        )));
-    }
-    Ok(())
 }
 
 impl Builder {

@@ -10,9 +10,9 @@ use redb::ReadableTable;
 
 use crate::account::{Account, AccountState, NewAccount, now_secs};
 use crate::builder::Builder;
-use crate::codec::envelope;
 use crate::codec::value::Value;
 use crate::error::{Error, Result};
+use crate::limits::{check_account_name, check_table_name, check_unique};
 use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, unique_key};
@@ -23,7 +23,7 @@ use crate::reservation::index::IndexRead;
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
 use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED, user_table_name};
-use crate::table::{Table, check_table_name, check_unique, digest};
+use crate::table::{Table, digest};
 use crate::types::{AccountId, RegionId};
 use crate::write::Write;
 
@@ -39,10 +39,8 @@ pub(crate) struct Options {
 }
 
 pub(crate) struct Inner {
-    #[allow(dead_code)]
+    /// The store's folder (for `Debug`).
     pub dir: PathBuf,
-    #[allow(dead_code)]
-    pub uuid: [u8; 16],
     pub digest_key: [u8; 32],
     pub global: Partition,
     pub regions: RwLock<RegionSet>,
@@ -251,9 +249,7 @@ impl Db {
         let inner = &*self.inner;
         let _store_gate = inner.writers.read();
         inner.check_open()?;
-        if new.name.is_empty() || new.name.len() > 128 {
-            return Err(Error::invalid("account name must be 1 to 128 bytes"));
-        }
+        check_account_name(&new.name)?;
         let home = inner.region_id(&new.home)?;
         inner.region(home)?;
         let mut allowed = vec![home];
@@ -720,31 +716,7 @@ fn owner_at<V: Value>(
     }))
 }
 
-/// Validates a stored value for `V` (envelope CRC bound to the row, then the payload).
-pub(crate) fn check_value<V: Value>(
-    bytes: &[u8],
-    partition: &str,
-    table: &str,
-    data_key: &[u8],
-) -> Result<()> {
-    let binding = envelope::Binding {
-        table,
-        key: data_key,
-    };
-    envelope::decode::<V>(bytes, &binding)
-        .map(|_| ())
-        .map_err(|e| {
-            let key = data_key.get(8..).unwrap_or_default();
-            Error::corrupt(
-                partition,
-                format!(
-                    "table `{table}`, key {:?}: {e}",
-                    String::from_utf8_lossy(key)
-                ),
-            )
-        })
-}
-
+/// Compile-time check: a `Db` handle can be shared and sent between threads.
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync + Clone>() {}

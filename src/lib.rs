@@ -54,6 +54,7 @@ mod codec;
 mod db;
 mod error;
 pub mod layout;
+mod limits;
 mod open;
 mod partition;
 mod read;
@@ -67,14 +68,18 @@ mod write;
 pub use account::{Account, AccountState, NewAccount};
 pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FileStorage, Storage};
-pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_MAX_VALUE, MAX_KEY};
+pub use builder::{Builder, DEFAULT_CACHE_BYTES};
 pub use codec::value::{Raw, Value};
 pub use db::{Db, ForfeitReport, RegionInfo, Stats};
 pub use error::{Error, Result};
+pub use limits::{
+    DEFAULT_MAX_VALUE, MAX_ACCOUNT_NAME, MAX_KEY, MAX_NAMESPACE, MAX_REGION_NAME, MAX_TABLE_NAME,
+    MAX_UNIQUE_VALUE,
+};
 pub use read::{Hit, Read, Record, Row, Rows};
 pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
-pub use table::{MAX_NAMESPACE, MAX_TABLE_NAME, MAX_UNIQUE_VALUE, Table, Unique};
+pub use table::{Table, Unique};
 pub use types::{AccountId, RegionId};
 pub use write::Write;
 

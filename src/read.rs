@@ -10,14 +10,15 @@ use redb::{AccessGuard, ReadOnlyTable, ReadTransaction, TableDefinition};
 
 use crate::account::Account;
 use crate::codec::envelope::HEADER_LEN;
+use crate::codec::envelope::check_value;
 use crate::codec::value::Value;
-use crate::db::{Db, Inner, check_value};
+use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::limits::check_table_name;
 use crate::partition::At;
-use crate::partition::region::account_range;
 use crate::partition::set::Region;
 use crate::schema::user_table_name;
-use crate::table::{Table, check_table_name};
+use crate::table::Table;
 use crate::types::{AccountId, RegionId};
 
 type Bytes = &'static [u8];
@@ -480,11 +481,6 @@ impl<V: Value> std::fmt::Debug for Hit<V> {
             .field("key", &String::from_utf8_lossy(&self.key))
             .finish()
     }
-}
-
-#[allow(dead_code)]
-pub(crate) fn bounds(account: u64) -> (Vec<u8>, Option<Vec<u8>>) {
-    account_range(account)
 }
 
 #[cfg(test)]

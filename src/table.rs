@@ -2,16 +2,6 @@
 
 use std::marker::PhantomData;
 
-use crate::codec::value::Value;
-use crate::error::{Error, Result};
-
-/// Longest table name, in bytes.
-pub const MAX_TABLE_NAME: usize = 64;
-/// Longest unique namespace, in bytes.
-pub const MAX_NAMESPACE: usize = 64;
-/// Longest unique value, in bytes.
-pub const MAX_UNIQUE_VALUE: usize = 1024;
-
 /// A typed table: `const LICENSES: Table<License> = Table::new("licenses");`
 ///
 /// Each region partition holds one redb table per user table; rows are keyed by
@@ -61,18 +51,6 @@ impl<V: ?Sized> std::fmt::Debug for Table<V> {
     }
 }
 
-pub(crate) fn check_table_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_TABLE_NAME {
-        return Err(Error::invalid(format!(
-            "table name must be 1 to {MAX_TABLE_NAME} bytes, got {}",
-            name.len()
-        )));
-    }
-    Ok(())
-}
-
-pub(crate) fn _assert_value<V: Value>() {}
-
 /// A unique value a record claims: `(namespace, value)`. Values are unique per namespace
 /// across every account and region.
 ///
@@ -105,22 +83,6 @@ impl<'a> Unique<'a> {
     pub fn value(&self) -> &'a [u8] {
         self.value
     }
-}
-
-pub(crate) fn check_unique(namespace: &str, value: &[u8]) -> Result<()> {
-    if namespace.is_empty() || namespace.len() > MAX_NAMESPACE {
-        return Err(Error::invalid(format!(
-            "unique namespace must be 1 to {MAX_NAMESPACE} bytes, got {}",
-            namespace.len()
-        )));
-    }
-    if value.is_empty() || value.len() > MAX_UNIQUE_VALUE {
-        return Err(Error::invalid(format!(
-            "unique value must be 1 to {MAX_UNIQUE_VALUE} bytes, got {}",
-            value.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Keyed BLAKE3 digest of `(namespace, value)`, truncated to 128 bits: what the global

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use redb::{ReadableTable, TableDefinition};
 
 use crate::account::Account;
-use crate::builder::MAX_KEY;
 use crate::codec::envelope;
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::limits::{check_key, check_table_name, check_unique, check_value_size};
 use crate::partition::At;
 use crate::partition::region::{
     Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
@@ -19,7 +19,7 @@ use crate::partition::region::{
 use crate::partition::set::Region;
 use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation, ReserveReq};
 use crate::schema::*;
-use crate::table::{Table, Unique, check_table_name, check_unique};
+use crate::table::{Table, Unique};
 use crate::types::{AccountId, RegionId};
 
 /// A user table open in a region write transaction.
@@ -113,26 +113,10 @@ impl Write {
         self.account.id()
     }
 
-    fn check_key(key: &[u8]) -> Result<()> {
-        if key.len() > MAX_KEY {
-            return Err(Error::invalid(format!(
-                "key of {} bytes exceeds the limit of {MAX_KEY}",
-                key.len()
-            )));
-        }
-        Ok(())
-    }
-
     fn encode<V: Value>(&self, table: &str, key: &[u8], value: &V::Input) -> Result<Vec<u8>> {
         let payload =
             V::encode(value).map_err(|e| Error::invalid(format!("cannot encode value: {e}")))?;
-        let max = self.db.inner.opts.max_value;
-        if payload.len() > max {
-            return Err(Error::invalid(format!(
-                "value of {} bytes exceeds the limit of {max}",
-                payload.len()
-            )));
-        }
+        check_value_size(payload.len(), self.db.inner.opts.max_value)?;
         let dkey = data_key(self.account.id().0, key);
         Ok(envelope::seal::<V>(
             &envelope::Binding { table, key: &dkey },
@@ -153,7 +137,7 @@ impl Write {
         value: &V::Input,
     ) -> Result<()> {
         check_table_name(table.name())?;
-        Self::check_key(key)?;
+        check_key(key)?;
         let value = self.encode::<V>(table.name(), key, value)?;
         let slot = (table.name(), key.to_vec());
         // After a remove in the same write the record starts afresh, without values.
@@ -182,7 +166,7 @@ impl Write {
         uniques: &[Unique<'_>],
     ) -> Result<()> {
         check_table_name(table.name())?;
-        Self::check_key(key)?;
+        check_key(key)?;
         let mut owned = Vec::with_capacity(uniques.len());
         let mut seen = HashSet::new();
         for u in uniques {
@@ -215,7 +199,7 @@ impl Write {
     /// [`Error::InvalidArgument`] for a bad table name or key.
     pub fn remove<V: Value>(&mut self, table: &Table<V>, key: &[u8]) -> Result<()> {
         check_table_name(table.name())?;
-        Self::check_key(key)?;
+        check_key(key)?;
         self.ops.insert((table.name(), key.to_vec()), Op::Remove);
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! so the payload can be read in place at any offset of redb's unaligned value slice.
 
 use crate::codec::value::Value;
+use crate::error::{Error, Result};
 
 /// Envelope format version.
 pub(crate) const ENVELOPE_VERSION: u8 = 1;
@@ -113,6 +114,31 @@ pub(crate) fn decode<'v, V: Value + ?Sized>(
 ) -> Result<&'v V::View, EnvelopeError> {
     let payload = unseal(bytes, V::CODEC, b)?;
     V::view(payload).map_err(EnvelopeError::Invalid)
+}
+
+/// Validates a stored value for `V` (envelope CRC bound to the row, then the payload);
+/// a failure is [`Error::Corrupt`] naming the partition, table and user key. Returns
+/// nothing: the caller then reads the payload in place, unchecked.
+pub(crate) fn check_value<V: Value>(
+    bytes: &[u8],
+    partition: &str,
+    table: &str,
+    data_key: &[u8],
+) -> Result<()> {
+    let binding = Binding {
+        table,
+        key: data_key,
+    };
+    decode::<V>(bytes, &binding).map(|_| ()).map_err(|e| {
+        let key = data_key.get(8..).unwrap_or_default();
+        Error::corrupt(
+            partition,
+            format!(
+                "table `{table}`, key {:?}: {e}",
+                String::from_utf8_lossy(key)
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -119,7 +119,6 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
 
     let inner = Arc::new(Inner {
         dir,
-        uuid: state.uuid,
         digest_key: state.digest_key,
         global,
         regions: RwLock::new(set),

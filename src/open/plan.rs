@@ -15,8 +15,9 @@ use redb::ReadableTable;
 
 use super::{Registration, default_path};
 use crate::backends::{ReadOnly, Storage};
-use crate::builder::{Builder, RegionSpec, check_region_name};
+use crate::builder::{Builder, RegionSpec};
 use crate::error::{Error, Result};
+use crate::limits::check_region_name;
 use crate::partition::catalog::{CatalogChanges, GlobalState, read_global};
 use crate::partition::global::CatalogEntry;
 use crate::partition::region::decode_owned;

@@ -20,15 +20,6 @@ pub(crate) fn data_key(account: u64, key: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The key range of one account's rows: `[account BE, (account+1) BE)`, or to the end for
-/// the last possible account.
-pub(crate) fn account_range(account: u64) -> (Vec<u8>, Option<Vec<u8>>) {
-    (
-        account.to_be_bytes().to_vec(),
-        account.checked_add(1).map(|n| n.to_be_bytes().to_vec()),
-    )
-}
-
 /// `[table_len u8][table][account u64 BE][user key]`: key of a record's owned values.
 pub(crate) fn owned_key(table: &str, account: u64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + table.len() + 8 + key.len());
@@ -198,6 +189,5 @@ mod tests {
             Some(("users", 42, &b"\xff\x00key"[..]))
         );
         assert_eq!(data_key(1, b"x"), [0, 0, 0, 0, 0, 0, 0, 1, b'x']);
-        assert_eq!(account_range(u64::MAX).1, None);
     }
 }
