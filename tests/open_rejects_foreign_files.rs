@@ -1,256 +1,15 @@
-//! Opening, reopening, the region catalog, wrong-partition files and
-//! disabled regions, through the public API only.
+//! A partition file that is not the one the store expects (another store's, another
+//! region's, the global file, a newer format, empty, a directory, garbage, a plain redb
+//! file, missing) is refused with a clear error, and the refused open modifies no file.
 
-mod common_foundation;
+mod common;
 
-use std::path::Path;
-
-use common_foundation::*;
+use common::files::*;
+use common::rng::Rng;
 use redb::ReadableTable;
-use regionkv::{AccountId, Db, Error, FORMAT_VERSION, NewAccount, Table};
-
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug, Clone, PartialEq)]
-#[rkyv(crate = regionkv::rkyv)]
-struct License {
-    key: String,
-    seats: u32,
-    tags: Vec<String>,
-    expires: Option<u64>,
-}
-
-const LICENSES: Table<License> = Table::new("licenses");
-
-fn license(i: u32) -> License {
-    License {
-        key: format!("K-{i:04}"),
-        seats: i * 3 + 1,
-        tags: (0..i % 4).map(|t| format!("tag{t}")).collect(),
-        expires: i.is_multiple_of(2).then_some(1_700_000_000 + i as u64),
-    }
-}
-
-fn assert_license(rec: &ArchivedLicense, want: &License) {
-    assert_eq!(rec.key.as_str(), want.key);
-    assert_eq!(rec.seats.to_native(), want.seats);
-    let tags: Vec<&str> = rec.tags.iter().map(|t| t.as_str()).collect();
-    assert_eq!(tags, want.tags);
-    assert_eq!(rec.expires.as_ref().map(|e| e.to_native()), want.expires);
-}
-
-// ---------------------------------------------------------------------------------------
-// 1. Reopen round trip
-// ---------------------------------------------------------------------------------------
-
-#[test]
-fn reopen_round_trip_typed_and_raw_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let (acme, bob) = {
-        let db = open_us_eu(dir.path());
-        let acme = db
-            .create_account(NewAccount::new("acme", "eu").allow("us"))
-            .unwrap();
-        let bob = db.create_account(NewAccount::new("bob", "us")).unwrap();
-
-        let mut w = db.write(acme).unwrap();
-        for i in 0..20 {
-            w.insert(&LICENSES, format!("lic-{i}").as_bytes(), &license(i))
-                .unwrap();
-            w.insert(&NOTES, format!("note-{i}").as_bytes(), &[i as u8; 37])
-                .unwrap();
-        }
-        w.commit().unwrap();
-        // Another allowed region.
-        let mut w = db.write_in(acme, "us").unwrap();
-        w.insert(&LICENSES, b"lic-us", &license(99)).unwrap();
-        w.insert(&NOTES, b"note-us", b"in the us").unwrap();
-        w.commit().unwrap();
-        let mut w = db.write(bob).unwrap();
-        w.insert(&NOTES, b"note-bob", b"").unwrap(); // empty raw value
-        w.commit().unwrap();
-        db.close().unwrap();
-        (acme, bob)
-    };
-
-    // Reopen (regions listed in another order) and read everything back.
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
-    assert_eq!(db.account_id("acme").unwrap(), Some(acme));
-    assert_eq!(db.account_id("bob").unwrap(), Some(bob));
-    let r = db.read(acme).unwrap();
-    for i in 0..20 {
-        let rec = r
-            .get(&LICENSES, format!("lic-{i}").as_bytes())
-            .unwrap()
-            .expect("typed record after reopen");
-        assert_license(&rec, &license(i));
-        let note = r
-            .get(&NOTES, format!("note-{i}").as_bytes())
-            .unwrap()
-            .expect("raw record after reopen");
-        assert_eq!(&*note, &[i as u8; 37][..]);
-    }
-    // Home-region reads do not see the us rows; get_in does.
-    assert!(r.get(&LICENSES, b"lic-us").unwrap().is_none());
-    let rec = r.get_in("us", &LICENSES, b"lic-us").unwrap().unwrap();
-    assert_license(&rec, &license(99));
-    assert_eq!(
-        &*r.get_in("us", &NOTES, b"note-us").unwrap().unwrap(),
-        b"in the us"
-    );
-    assert!(r.get(&NOTES, b"missing").unwrap().is_none());
-
-    // The scan sees 21 rows of each table, tagged with their region.
-    let rows = scan_keys(&db, acme, &LICENSES);
-    assert_eq!(rows.len(), 21);
-    assert_eq!(rows.iter().filter(|(reg, _)| reg == "us").count(), 1);
-    assert!(rows.contains(&("us".to_owned(), b"lic-us".to_vec())));
-
-    let rb = db.read(bob).unwrap();
-    assert_eq!(&*rb.get(&NOTES, b"note-bob").unwrap().unwrap(), b"");
-    // Bob never sees acme's rows.
-    assert!(rb.get(&NOTES, b"note-us").unwrap().is_none());
-    drop((r, rb, rec));
-    db.close().unwrap();
-}
-
-#[test]
-fn files_are_laid_out_as_designed() {
-    let dir = tempfile::tempdir().unwrap();
-    let elsewhere = tempfile::tempdir().unwrap();
-    let eu_file = elsewhere.path().join("mnt-eu").join("regionkv-eu.redb");
-    let db = Db::builder()
-        .region("us")
-        .region_at("eu", &eu_file)
-        .open(dir.path())
-        .unwrap();
-    let acme = db.create_account(NewAccount::new("acme", "eu")).unwrap();
-    let mut w = db.write(acme).unwrap();
-    w.insert(&NOTES, b"k", b"v").unwrap();
-    w.commit().unwrap();
-    db.close().unwrap();
-    assert!(global_path(dir.path()).is_file());
-    assert!(region_path(dir.path(), "us").is_file());
-    assert!(eu_file.is_file());
-    assert!(!region_path(dir.path(), "eu").exists());
-
-    // Reopening with the same explicit path finds the data.
-    let db = Db::builder()
-        .region("us")
-        .region_at("eu", &eu_file)
-        .open(dir.path())
-        .unwrap();
-    assert_eq!(
-        &*db.read(acme).unwrap().get(&NOTES, b"k").unwrap().unwrap(),
-        b"v"
-    );
-}
-
-// ---------------------------------------------------------------------------------------
-// 2. Catalog ids
-// ---------------------------------------------------------------------------------------
-
-fn ids(db: &Db) -> Vec<(String, u16, bool)> {
-    let mut v: Vec<_> = db
-        .regions()
-        .into_iter()
-        .map(|r| (r.name, r.id.get(), r.enabled))
-        .collect();
-    v.sort();
-    v
-}
-
-#[test]
-fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open_us_eu(dir.path());
-    let us = db.region_id("us").unwrap();
-    let eu = db.region_id("eu").unwrap();
-    assert_ne!(us, eu);
-    assert_eq!(db.region_name(us).as_deref(), Some("us"));
-    assert_eq!(db.region_name(eu).as_deref(), Some("eu"));
-    assert_eq!(db.default_region(), us);
-    let first = ids(&db);
-    assert_eq!(first.len(), 2);
-    assert!(first.iter().all(|(_, _, enabled)| *enabled));
-    assert!(matches!(db.region_id("ap"), Err(Error::RegionUnknown(_))));
-    db.close().unwrap();
-
-    // Reopen, same order.
-    let db = open_us_eu(dir.path());
-    assert_eq!(ids(&db), first);
-    db.close().unwrap();
-
-    // Reopen, other order, no default named: ids and the default stay.
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
-    assert_eq!(ids(&db), first);
-    assert_eq!(db.default_region(), us);
-    db.close().unwrap();
-
-    // Add a region later: existing ids unchanged, the new one is new.
-    let db = Db::builder()
-        .region("ap")
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
-    assert_eq!(db.region_id("us").unwrap(), us);
-    assert_eq!(db.region_id("eu").unwrap(), eu);
-    let ap = db.region_id("ap").unwrap();
-    assert_ne!(ap, us);
-    assert_ne!(ap, eu);
-    let with_ap = ids(&db);
-    assert_eq!(with_ap.len(), 3);
-    db.close().unwrap();
-
-    // Every order of the three keeps every id.
-    for order in [["us", "ap", "eu"], ["eu", "us", "ap"], ["ap", "us", "eu"]] {
-        let db = Db::builder()
-            .region(order[0])
-            .region(order[1])
-            .region(order[2])
-            .open(dir.path())
-            .unwrap();
-        assert_eq!(ids(&db), with_ap, "order {order:?}");
-        db.close().unwrap();
-    }
-
-    // Disabling a region keeps its id (listed as not enabled); re-enabling keeps it too.
-    let db = Db::builder()
-        .region("us")
-        .region("eu")
-        .disable_region("ap")
-        .open(dir.path())
-        .unwrap();
-    let disabled: Vec<_> = with_ap
-        .iter()
-        .map(|(n, id, _)| (n.clone(), *id, n != "ap"))
-        .collect();
-    assert_eq!(ids(&db), disabled);
-    db.close().unwrap();
-    // A later region never reuses an id, even of a disabled region.
-    let db = Db::builder()
-        .region("us")
-        .region("eu")
-        .region("sa")
-        .disable_region("ap")
-        .open(dir.path())
-        .unwrap();
-    let sa = db.region_id("sa").unwrap();
-    assert!(![us, eu, ap].contains(&sa));
-    assert_eq!(db.region_id("ap").unwrap(), ap);
-    db.close().unwrap();
-}
-
-// ---------------------------------------------------------------------------------------
-// 3. Wrong partition files: a clear error, nothing modified
-// ---------------------------------------------------------------------------------------
+use regionkv::layout::{global_file, region_file};
+use regionkv::{AccountId, Db, Error, FORMAT_VERSION, NewAccount};
+use std::path::Path;
 
 /// A store with regions us and eu, one account in each holding a record. Closed.
 fn seed_store(dir: &Path) -> (AccountId, AccountId) {
@@ -349,9 +108,9 @@ fn region_file_of_another_store_is_rejected() {
     let b = tempfile::tempdir().unwrap();
     let seeded = seed_store(a.path());
     seed_store(b.path());
-    let a_eu = region_path(a.path(), "eu");
+    let a_eu = region_file(a.path(), "eu");
     let saved = std::fs::read(&a_eu).unwrap();
-    copy(&region_path(b.path(), "eu"), &a_eu);
+    copy(&region_file(b.path(), "eu"), &a_eu);
 
     let err = m.expect_rejected(
         a.path(),
@@ -369,7 +128,7 @@ fn region_file_of_another_store_is_rejected() {
         || {
             Db::builder()
                 .region("us")
-                .region_at("eu", region_path(b.path(), "eu"))
+                .region_at("eu", region_file(b.path(), "eu"))
                 .open(a.path())
         },
         |e| matches!(e, Error::PartitionMismatch { .. }),
@@ -390,7 +149,7 @@ fn region_file_of_another_store_rejected_for_a_region_new_to_the_catalog() {
         db.close().unwrap();
     }
     seed_store(b.path());
-    copy(&region_path(b.path(), "eu"), &region_path(a.path(), "eu"));
+    copy(&region_file(b.path(), "eu"), &region_file(a.path(), "eu"));
     m.expect_rejected(
         a.path(),
         "another store's eu.redb for a region A never had",
@@ -411,8 +170,8 @@ fn region_file_under_the_wrong_name_is_rejected() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
-    let us = region_path(dir.path(), "us");
-    let eu = region_path(dir.path(), "eu");
+    let us = region_file(dir.path(), "us");
+    let eu = region_file(dir.path(), "eu");
 
     // eu.redb given as us (and us.redb as eu) through explicit paths.
     m.expect_rejected(
@@ -473,7 +232,7 @@ fn global_file_given_as_a_region_is_rejected() {
 
     // Another store's global.redb given as region us.
     let fake = a.path().join("other").join("global-copy.redb");
-    copy(&global_path(b.path()), &fake);
+    copy(&global_file(b.path()), &fake);
     m.expect_rejected(
         a.path(),
         "another store's global.redb as region us",
@@ -487,7 +246,7 @@ fn global_file_given_as_a_region_is_rejected() {
     );
     // A copy of this store's own global.redb given as region us.
     let own = a.path().join("other").join("own-global-copy.redb");
-    copy(&global_path(a.path()), &own);
+    copy(&global_file(a.path()), &own);
     m.expect_rejected(
         a.path(),
         "a copy of this store's global.redb as region us",
@@ -505,7 +264,7 @@ fn global_file_given_as_a_region_is_rejected() {
         "the store's own global.redb as region us",
         || {
             Db::builder()
-                .region_at("us", global_path(a.path()))
+                .region_at("us", global_file(a.path()))
                 .region("eu")
                 .open(a.path())
         },
@@ -513,7 +272,7 @@ fn global_file_given_as_a_region_is_rejected() {
     );
     // A region file given as the global partition (a store whose global.redb is a region).
     let c = tempfile::tempdir().unwrap();
-    copy(&region_path(a.path(), "us"), &global_path(c.path()));
+    copy(&region_file(a.path(), "us"), &global_file(c.path()));
     m.expect_rejected(
         c.path(),
         "a region file as global.redb",
@@ -603,7 +362,7 @@ fn newer_format_version_is_rejected() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let saved = std::fs::read(&eu).unwrap();
     set_format_version(&eu, FORMAT_VERSION + 1);
     let err = m.expect_rejected(
@@ -627,7 +386,7 @@ fn newer_format_version_is_rejected() {
     std::fs::write(&eu, saved).unwrap();
 
     // The global partition of a newer format.
-    let g = global_path(dir.path());
+    let g = global_file(dir.path());
     let saved = std::fs::read(&g).unwrap();
     set_format_version(&g, FORMAT_VERSION + 1);
     m.expect_rejected(
@@ -646,13 +405,13 @@ fn empty_file_where_a_region_file_should_be_is_rejected() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     m.expect_rejected_with(dir.path(), &eu, b"", "empty eu.redb", |e| {
         matches!(e, Error::PartitionMismatch { .. })
     });
 
     // An empty global.redb.
-    let g = global_path(dir.path());
+    let g = global_file(dir.path());
     m.expect_rejected_with(dir.path(), &g, b"", "empty global.redb", |e| {
         matches!(e, Error::PartitionMismatch { .. })
     });
@@ -665,7 +424,7 @@ fn directory_where_a_file_should_be_is_rejected() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let saved = std::fs::read(&eu).unwrap();
     std::fs::remove_file(&eu).unwrap();
     std::fs::create_dir(&eu).unwrap();
@@ -690,7 +449,7 @@ fn directory_where_a_file_should_be_is_rejected() {
 
     // A directory at global.redb of a new store: refused, nothing created.
     let fresh = tempfile::tempdir().unwrap();
-    std::fs::create_dir(global_path(fresh.path())).unwrap();
+    std::fs::create_dir(global_file(fresh.path())).unwrap();
     m.expect_rejected(
         fresh.path(),
         "directory at global.redb",
@@ -706,16 +465,9 @@ fn directory_where_a_file_should_be_is_rejected() {
     m.assert_none();
 }
 
-/// Deterministic pseudo-random bytes (xorshift).
-fn garbage(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
+/// Deterministic pseudo-random bytes.
+fn garbage(len: usize, seed: u64) -> Vec<u8> {
+    Rng(seed).bytes(len)
 }
 
 #[test]
@@ -723,7 +475,7 @@ fn garbage_bytes_are_rejected() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let full = std::fs::metadata(&eu).unwrap().len() as usize;
     let mismatch = |e: &Error| matches!(e, Error::PartitionMismatch { .. });
     for (i, len) in [1usize, 7, 512, 4096, 65_536, full].into_iter().enumerate() {
@@ -735,7 +487,7 @@ fn garbage_bytes_are_rejected() {
     let text = b"this is not a redb file\n".repeat(100);
     m.expect_rejected_with(dir.path(), &eu, &text, "text at eu.redb", mismatch);
 
-    let g = global_path(dir.path());
+    let g = global_file(dir.path());
     let len = std::fs::metadata(&g).unwrap().len() as usize;
     m.expect_rejected_with(
         dir.path(),
@@ -753,7 +505,7 @@ fn a_plain_redb_file_without_meta_is_rejected() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let saved = std::fs::read(&eu).unwrap();
     std::fs::remove_file(&eu).unwrap();
     {
@@ -783,7 +535,7 @@ fn missing_region_file_is_a_config_error() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     seed_store(dir.path());
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     std::fs::rename(&eu, dir.path().join("eu.moved")).unwrap();
     m.expect_rejected(
         dir.path(),
@@ -810,7 +562,7 @@ fn region_file_without_its_global_is_never_adopted() {
     let mut m = Modified::default();
     let dir = tempfile::tempdir().unwrap();
     seed_store(dir.path());
-    std::fs::remove_file(global_path(dir.path())).unwrap();
+    std::fs::remove_file(global_file(dir.path())).unwrap();
     m.expect_rejected(
         dir.path(),
         "region files without global.redb",
@@ -818,177 +570,4 @@ fn region_file_without_its_global_is_never_adopted() {
         |e| matches!(e, Error::PartitionMismatch { .. }),
     );
     m.assert_none();
-}
-
-// ---------------------------------------------------------------------------------------
-// 4. Disabled regions
-// ---------------------------------------------------------------------------------------
-
-#[test]
-fn disabled_region_refuses_reads_and_writes_and_keeps_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let (eu_tenant, us_tenant) = seed_store(dir.path());
-    let eu_bytes = std::fs::read(region_path(dir.path(), "eu")).unwrap();
-
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(dir.path())
-        .unwrap();
-    let disabled = |r: Result<_, Error>, what: &str| match r {
-        Err(Error::RegionDisabled(name)) => assert_eq!(name, "eu", "{what}"),
-        Err(e) => panic!("{what}: expected RegionDisabled, got {e:?}"),
-        Ok(_) => panic!("{what}: expected RegionDisabled, got Ok"),
-    };
-    disabled(db.write_in(eu_tenant, "eu").map(|_| ()), "write_in eu");
-    disabled(
-        db.write(eu_tenant).map(|_| ()),
-        "write to an eu-home account",
-    );
-    let r = db.read(eu_tenant).unwrap();
-    disabled(
-        r.get(&NOTES, b"k").map(|_| ()),
-        "get for an eu-home account",
-    );
-    disabled(r.get_in("eu", &NOTES, b"k").map(|_| ()), "get_in eu");
-    // A scan reports the disabled region and goes on with the others.
-    let items: Vec<_> = r.scan(&NOTES).unwrap().collect();
-    assert!(
-        items
-            .iter()
-            .any(|i| matches!(i, Err(Error::RegionDisabled(_)))),
-        "scan reports the disabled region"
-    );
-    // A new account cannot be homed in a disabled region.
-    disabled(
-        db.create_account(NewAccount::new("new-eu", "eu"))
-            .map(|_| ()),
-        "create_account home eu",
-    );
-    // Other regions work: the eu tenant's allowed us region and the us tenant.
-    let mut w = db.write_in(eu_tenant, "us").unwrap();
-    w.insert(&NOTES, b"while-eu-off", b"x").unwrap();
-    w.commit().unwrap();
-    // (`r` holds an older snapshot of us: read again.)
-    assert!(r.get_in("us", &NOTES, b"while-eu-off").unwrap().is_none());
-    drop(r);
-    let r = db.read(eu_tenant).unwrap();
-    assert_eq!(
-        &*r.get_in("us", &NOTES, b"while-eu-off").unwrap().unwrap(),
-        b"x"
-    );
-    let rb = db.read(us_tenant).unwrap();
-    assert_eq!(&*rb.get(&NOTES, b"k").unwrap().unwrap(), b"us-value");
-    let mut w = db.write(us_tenant).unwrap();
-    w.insert(&NOTES, b"k2", b"us-2").unwrap();
-    w.commit().unwrap();
-    // scan_all skips the disabled region.
-    let all: Vec<_> = db
-        .scan_all(&NOTES)
-        .unwrap()
-        .map(|row| db.region_name(row.unwrap().region()).unwrap())
-        .collect();
-    assert!(all.iter().all(|r| r == "us"));
-    assert_eq!(all.len(), 3);
-    drop((r, rb));
-    db.close().unwrap();
-    // The disabled region's file was not touched.
-    assert_eq!(
-        std::fs::read(region_path(dir.path(), "eu")).unwrap(),
-        eu_bytes
-    );
-
-    // Re-enabled: the data is still there.
-    let db = open_us_eu(dir.path());
-    assert!(db.regions().iter().all(|r| r.enabled));
-    let r = db.read(eu_tenant).unwrap();
-    assert_eq!(&*r.get(&NOTES, b"k").unwrap().unwrap(), b"eu-value");
-    assert_eq!(
-        &*r.get_in("us", &NOTES, b"while-eu-off").unwrap().unwrap(),
-        b"x"
-    );
-    let mut w = db.write(eu_tenant).unwrap();
-    w.insert(&NOTES, b"k3", b"eu-3").unwrap();
-    w.commit().unwrap();
-}
-
-#[test]
-fn disable_region_at_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let (eu_tenant, us_tenant) = seed_store(dir.path());
-    let db = open_us_eu(dir.path());
-    // The default region cannot be disabled.
-    assert!(matches!(db.disable_region("us"), Err(Error::Config(_))));
-    assert!(matches!(
-        db.disable_region("mars"),
-        Err(Error::RegionUnknown(_))
-    ));
-    db.disable_region("eu").unwrap();
-    // Idempotent.
-    db.disable_region("eu").unwrap();
-    assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
-    );
-    assert!(matches!(
-        db.write_in(eu_tenant, "eu"),
-        Err(Error::RegionDisabled(_))
-    ));
-    assert!(matches!(db.write(eu_tenant), Err(Error::RegionDisabled(_))));
-    let r = db.read(eu_tenant).unwrap();
-    assert!(matches!(r.get(&NOTES, b"k"), Err(Error::RegionDisabled(_))));
-    assert!(matches!(
-        r.get_in("eu", &NOTES, b"k"),
-        Err(Error::RegionDisabled(_))
-    ));
-    let rb = db.read(us_tenant).unwrap();
-    assert_eq!(&*rb.get(&NOTES, b"k").unwrap().unwrap(), b"us-value");
-    drop((r, rb));
-    db.close().unwrap();
-
-    // Recorded in the catalog: opening without eu is fine now.
-    let db = Db::builder().region("us").open(dir.path()).unwrap();
-    assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
-    );
-    assert!(matches!(db.write(eu_tenant), Err(Error::RegionDisabled(_))));
-    db.close().unwrap();
-
-    // Listing it again re-enables it, with its data.
-    let db = open_us_eu(dir.path());
-    let r = db.read(eu_tenant).unwrap();
-    assert_eq!(&*r.get(&NOTES, b"k").unwrap().unwrap(), b"eu-value");
-}
-
-#[test]
-fn write_opened_before_runtime_disable_does_not_reach_the_region() {
-    let dir = tempfile::tempdir().unwrap();
-    let (eu_tenant, _) = seed_store(dir.path());
-    let db = open_us_eu(dir.path());
-    let mut w = db.write(eu_tenant).unwrap();
-    w.insert(&NOTES, b"late", b"written after disable?")
-        .unwrap();
-    db.disable_region("eu").unwrap();
-    // A write opened before the region was disabled is refused at commit.
-    let committed = w.commit();
-    assert!(
-        matches!(committed, Err(Error::RegionDisabled(ref r)) if r == "eu"),
-        "{committed:?}"
-    );
-    db.close().unwrap();
-    let db = open_us_eu(dir.path());
-    let r = db.read(eu_tenant).unwrap();
-    let found = r.get(&NOTES, b"late").unwrap().is_some();
-    assert_eq!(
-        committed.is_ok(),
-        found,
-        "commit result {committed:?} disagrees with the data"
-    );
 }

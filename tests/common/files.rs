@@ -1,5 +1,5 @@
-//! Shared helpers for the foundation integration tests.
-#![allow(dead_code)]
+//! Files of a store on disk: snapshots of a directory (every path with its bytes) and their
+//! differences, byte searches, and the us+eu store most file tests open.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -125,16 +125,6 @@ pub fn try_open_us_eu(dir: &Path) -> regionkv::Result<Db> {
 /// Like [`try_open_us_eu`], panicking on error.
 pub fn open_us_eu(dir: &Path) -> Db {
     try_open_us_eu(dir).expect("open us+eu store")
-}
-
-/// The default path of a region's file.
-pub fn region_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join("regions").join(format!("{name}.redb"))
-}
-
-/// The path of the global partition.
-pub fn global_path(dir: &Path) -> PathBuf {
-    dir.join("global.redb")
 }
 
 /// The keys of every row of `table` the account can see, with the region name of each.
