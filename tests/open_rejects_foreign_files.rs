@@ -9,6 +9,7 @@ use common::rng::Rng;
 use redb::ReadableTable;
 use regionkv::layout::{global_file, region_file};
 use regionkv::{AccountId, Db, Error, FORMAT_VERSION, NewAccount};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 /// A store with regions us and eu, one account in each holding a record. Closed.
@@ -101,9 +102,7 @@ fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap();
 }
 
-#[test]
-fn region_file_of_another_store_is_rejected() {
-    let mut m = Modified::default();
+fn region_file_of_another_store_is_rejected(m: &mut Modified) {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let seeded = seed_store(a.path());
@@ -135,12 +134,9 @@ fn region_file_of_another_store_is_rejected() {
     );
     std::fs::write(&a_eu, saved).unwrap();
     assert_seed_intact(a.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn region_file_of_another_store_rejected_for_a_region_new_to_the_catalog() {
-    let mut m = Modified::default();
+fn region_file_of_another_store_rejected_for_a_region_new_to_the_catalog(m: &mut Modified) {
     // Store A only has `us`; a file of store B sits where A's new region `eu` would go.
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
@@ -162,12 +158,9 @@ fn region_file_of_another_store_rejected_for_a_region_new_to_the_catalog() {
         .open(a.path())
         .expect("store A opens with its original configuration after the failed open");
     assert!(db.region_id("eu").is_err());
-    m.assert_none();
 }
 
-#[test]
-fn region_file_under_the_wrong_name_is_rejected() {
-    let mut m = Modified::default();
+fn region_file_under_the_wrong_name_is_rejected(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let us = region_file(dir.path(), "us");
@@ -219,12 +212,9 @@ fn region_file_under_the_wrong_name_is_rejected() {
     std::fs::rename(&us, &eu).unwrap();
     std::fs::rename(&tmp, &us).unwrap();
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn global_file_given_as_a_region_is_rejected() {
-    let mut m = Modified::default();
+fn global_file_given_as_a_region_is_rejected(m: &mut Modified) {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let seeded = seed_store(a.path());
@@ -280,12 +270,9 @@ fn global_file_given_as_a_region_is_rejected() {
         |e| matches!(e, Error::PartitionMismatch { .. }),
     );
     assert_seed_intact(a.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn region_in_catalog_but_not_configured_is_a_config_error_unless_disabled() {
-    let mut m = Modified::default();
+fn region_in_catalog_but_not_configured_is_a_config_error_unless_disabled(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let err = m.expect_rejected(
@@ -336,7 +323,6 @@ fn region_in_catalog_but_not_configured_is_a_config_error_unless_disabled() {
     );
     db.close().unwrap();
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
 /// Overwrites the `format_version` meta key of a partition file, using redb directly.
@@ -357,9 +343,7 @@ fn set_format_version(path: &Path, version: u32) {
     w.commit().unwrap();
 }
 
-#[test]
-fn newer_format_version_is_rejected() {
-    let mut m = Modified::default();
+fn newer_format_version_is_rejected(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
@@ -397,12 +381,9 @@ fn newer_format_version_is_rejected() {
     );
     std::fs::write(&g, saved).unwrap();
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn empty_file_where_a_region_file_should_be_is_rejected() {
-    let mut m = Modified::default();
+fn empty_file_where_a_region_file_should_be_is_rejected(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
@@ -416,12 +397,9 @@ fn empty_file_where_a_region_file_should_be_is_rejected() {
         matches!(e, Error::PartitionMismatch { .. })
     });
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn directory_where_a_file_should_be_is_rejected() {
-    let mut m = Modified::default();
+fn directory_where_a_file_should_be_is_rejected(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
@@ -462,7 +440,6 @@ fn directory_where_a_file_should_be_is_rejected() {
         },
     );
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
 /// Deterministic pseudo-random bytes.
@@ -470,9 +447,7 @@ fn garbage(len: usize, seed: u64) -> Vec<u8> {
     Rng(seed).bytes(len)
 }
 
-#[test]
-fn garbage_bytes_are_rejected() {
-    let mut m = Modified::default();
+fn garbage_bytes_are_rejected(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
@@ -497,12 +472,9 @@ fn garbage_bytes_are_rejected() {
         |e| matches!(e, Error::PartitionMismatch { .. }),
     );
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn a_plain_redb_file_without_meta_is_rejected() {
-    let mut m = Modified::default();
+fn a_plain_redb_file_without_meta_is_rejected(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     let seeded = seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
@@ -527,12 +499,9 @@ fn a_plain_redb_file_without_meta_is_rejected() {
     );
     std::fs::write(&eu, saved).unwrap();
     assert_seed_intact(dir.path(), seeded);
-    m.assert_none();
 }
 
-#[test]
-fn missing_region_file_is_a_config_error() {
-    let mut m = Modified::default();
+fn missing_region_file_is_a_config_error(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
@@ -554,12 +523,9 @@ fn missing_region_file_is_a_config_error() {
         &*db.read(a).unwrap().get(&NOTES, b"k").unwrap().unwrap(),
         b"eu-value"
     );
-    m.assert_none();
 }
 
-#[test]
-fn region_file_without_its_global_is_never_adopted() {
-    let mut m = Modified::default();
+fn region_file_without_its_global_is_never_adopted(m: &mut Modified) {
     let dir = tempfile::tempdir().unwrap();
     seed_store(dir.path());
     std::fs::remove_file(global_file(dir.path())).unwrap();
@@ -569,5 +535,91 @@ fn region_file_without_its_global_is_never_adopted() {
         || try_open_us_eu(dir.path()),
         |e| matches!(e, Error::PartitionMismatch { .. }),
     );
-    m.assert_none();
+}
+
+// ======================================================================================
+// The table: each case sets up a store (or two), makes through `m` every open it expects
+// to be refused (each checks the error kind, a non-empty message, and records any file
+// the refused open changed), and checks what the store still holds afterwards. The loop
+// runs every case, fails if any rejected open of a case modified a file, and reports
+// every case that failed by name.
+// ======================================================================================
+
+/// A case body: sets up its store, makes its refused opens through the collector.
+type Case = fn(&mut Modified);
+
+/// (case name, case body).
+const CASES: &[(&str, Case)] = &[
+    (
+        "region_file_of_another_store_is_rejected",
+        region_file_of_another_store_is_rejected,
+    ),
+    (
+        "region_file_of_another_store_rejected_for_a_region_new_to_the_catalog",
+        region_file_of_another_store_rejected_for_a_region_new_to_the_catalog,
+    ),
+    (
+        "region_file_under_the_wrong_name_is_rejected",
+        region_file_under_the_wrong_name_is_rejected,
+    ),
+    (
+        "global_file_given_as_a_region_is_rejected",
+        global_file_given_as_a_region_is_rejected,
+    ),
+    (
+        "region_in_catalog_but_not_configured_is_a_config_error_unless_disabled",
+        region_in_catalog_but_not_configured_is_a_config_error_unless_disabled,
+    ),
+    (
+        "newer_format_version_is_rejected",
+        newer_format_version_is_rejected,
+    ),
+    (
+        "empty_file_where_a_region_file_should_be_is_rejected",
+        empty_file_where_a_region_file_should_be_is_rejected,
+    ),
+    (
+        "directory_where_a_file_should_be_is_rejected",
+        directory_where_a_file_should_be_is_rejected,
+    ),
+    ("garbage_bytes_are_rejected", garbage_bytes_are_rejected),
+    (
+        "a_plain_redb_file_without_meta_is_rejected",
+        a_plain_redb_file_without_meta_is_rejected,
+    ),
+    (
+        "missing_region_file_is_a_config_error",
+        missing_region_file_is_a_config_error,
+    ),
+    (
+        "region_file_without_its_global_is_never_adopted",
+        region_file_without_its_global_is_never_adopted,
+    ),
+];
+
+#[test]
+fn foreign_files_are_refused_and_the_refused_open_changes_nothing() {
+    let mut failed = Vec::new();
+    for (name, case) in CASES {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut m = Modified::default();
+            case(&mut m);
+            m.assert_none();
+        }));
+        if let Err(p) = r {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("{name}: {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        CASES.len(),
+        failed.join("\n")
+    );
 }
