@@ -11,7 +11,6 @@ use common::sim::*;
 use regionkv::layout::region_file;
 use regionkv::testing::SimStorage;
 use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -489,24 +488,6 @@ fn scan_in_progress_survives_disable_region() {
 // Opening, reopening, the region catalog, wrong-partition files and
 // disabled regions, through the public API only.
 // ======================================================================================
-
-/// A store with regions us and eu, one account in each holding a record. Closed.
-fn seed_store(dir: &Path) -> (AccountId, AccountId) {
-    let db = open_us_eu(dir);
-    let a = db
-        .create_account(NewAccount::new("eu-tenant", "eu").allow("us"))
-        .unwrap();
-    let b = db
-        .create_account(NewAccount::new("us-tenant", "us"))
-        .unwrap();
-    for (acct, v) in [(a, b"eu-value".as_slice()), (b, b"us-value".as_slice())] {
-        let mut w = db.write(acct).unwrap();
-        w.insert(&NOTES, b"k", v).unwrap();
-        w.commit().unwrap();
-    }
-    db.close().unwrap();
-    (a, b)
-}
 
 #[test]
 fn disabled_region_refuses_reads_and_writes_and_keeps_its_data() {

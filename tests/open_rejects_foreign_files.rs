@@ -8,27 +8,9 @@ use common::files::*;
 use common::rng::Rng;
 use redb::ReadableTable;
 use regionkv::layout::{global_file, region_file};
-use regionkv::{AccountId, Db, Error, FORMAT_VERSION, NewAccount};
+use regionkv::{AccountId, Db, Error, FORMAT_VERSION};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-
-/// A store with regions us and eu, one account in each holding a record. Closed.
-fn seed_store(dir: &Path) -> (AccountId, AccountId) {
-    let db = open_us_eu(dir);
-    let a = db
-        .create_account(NewAccount::new("eu-tenant", "eu").allow("us"))
-        .unwrap();
-    let b = db
-        .create_account(NewAccount::new("us-tenant", "us"))
-        .unwrap();
-    for (acct, v) in [(a, b"eu-value".as_slice()), (b, b"us-value".as_slice())] {
-        let mut w = db.write(acct).unwrap();
-        w.insert(&NOTES, b"k", v).unwrap();
-        w.commit().unwrap();
-    }
-    db.close().unwrap();
-    (a, b)
-}
 
 /// Checks the seeded store still opens and reads (nothing was damaged by the failed open).
 fn assert_seed_intact(dir: &Path, (a, b): (AccountId, AccountId)) {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use regionkv::{Db, Raw, Table};
+use regionkv::{AccountId, Db, NewAccount, Raw, Table};
 
 /// A byte-valued table used by several tests.
 pub const NOTES: Table<Raw> = Table::new("notes");
@@ -144,4 +144,22 @@ pub fn scan_keys<V: regionkv::Value>(
             )
         })
         .collect()
+}
+
+/// A store with regions us and eu, one account in each holding a record. Closed.
+pub fn seed_store(dir: &Path) -> (AccountId, AccountId) {
+    let db = open_us_eu(dir);
+    let a = db
+        .create_account(NewAccount::new("eu-tenant", "eu").allow("us"))
+        .unwrap();
+    let b = db
+        .create_account(NewAccount::new("us-tenant", "us"))
+        .unwrap();
+    for (acct, v) in [(a, b"eu-value".as_slice()), (b, b"us-value".as_slice())] {
+        let mut w = db.write(acct).unwrap();
+        w.insert(&NOTES, b"k", v).unwrap();
+        w.commit().unwrap();
+    }
+    db.close().unwrap();
+    (a, b)
 }
