@@ -98,8 +98,9 @@ fn unknown_claim_in_eu(sim: &SimStorage) -> (Db, AccountId, AccountId) {
 
 // Regression (fixed since): busy from a poisoned enabled regions in flight claim is
 //   retryable forever.
-/// `busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever` covers a DISABLED region. With eu still enabled (the
-/// operator has not reacted yet, or never will: the volume came back), eu is poisoned
+/// `busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever` covers a DISABLED
+/// region. With eu still enabled (the operator has not reacted yet, or never will: the
+/// volume came back), eu is poisoned
 /// ("refuses writes until the store is reopened"), and its claim stays Pending for the
 /// life of this process. Every claim of the value from us answers `Error::Busy`, which
 /// `is_retryable()` promises may succeed on retry: it never does until a reopen, and the
