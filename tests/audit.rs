@@ -2,6 +2,7 @@
 //! raw redb access to a closed store's partition files, is named by the right finding
 //! (kind, partition, table, key).
 
+use regionkv::layout::{global_file, region_file};
 use std::path::{Path, PathBuf};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -34,10 +35,10 @@ struct Store {
 
 impl Store {
     fn global(&self) -> PathBuf {
-        self.path.join("global.redb")
+        global_file(&self.path)
     }
     fn region(&self, name: &str) -> PathBuf {
-        self.path.join("regions").join(format!("{name}.redb"))
+        region_file(&self.path, name)
     }
     fn open(&self) -> Db {
         Db::builder()

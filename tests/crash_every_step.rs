@@ -14,6 +14,7 @@
 
 mod common;
 
+use common::sim::{sim_global, sim_region};
 use common::*;
 use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{Db, Error};
@@ -43,10 +44,10 @@ enum Target {
     File(&'static str),
 }
 
-fn path_of(file: &str) -> String {
+fn path_of(file: &str) -> std::path::PathBuf {
     match file {
-        "global" => format!("{DIR}/global.redb"),
-        region => format!("{DIR}/regions/{region}.redb"),
+        "global" => sim_global(DIR),
+        region => sim_region(DIR, region),
     }
 }
 

@@ -1,18 +1,28 @@
-//! Disabled regions must not lose acknowledged claims, must
-//! not let acknowledged writes slip past `disable_region` / `close`, and must keep the
-//! record counts of a region opened at a custom path.
+//! Disabled regions: they refuse reads and writes and keep their data; they do not lose
+//! acknowledged claims; `disable_region` and `close` let no acknowledged write slip past;
+//! record counts of a region opened at a custom path survive; many regions, some disabled
+//! at open and some at run time.
 
 mod common;
 
+use common::T;
+use common::files::*;
+use common::sim::*;
+use regionkv::layout::region_file;
+use regionkv::testing::SimStorage;
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::T;
-use regionkv::testing::SimStorage;
-use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
+// ======================================================================================
+// Disabled regions must not lose acknowledged claims, must
+// not let acknowledged writes slip past `disable_region` / `close`, and must keep the
+// record counts of a region opened at a custom path.
+// ======================================================================================
 
 const DIR: &str = "/store";
+
 const X: &str = "x@example.com";
 
 fn sim_builder(sim: &SimStorage) -> Builder {
@@ -36,7 +46,7 @@ fn open_eu_disabled(sim: &SimStorage) -> Result<Db, Error> {
         .open(DIR)
 }
 
-fn claim(db: &Db, acct: AccountId, key: &[u8], value: &str) -> Result<(), Error> {
+fn claim_home(db: &Db, acct: AccountId, key: &[u8], value: &str) -> Result<(), Error> {
     let mut w = db.write(acct)?;
     w.insert_unique(&T, key, b"rec", &[Unique::new("email", value)])?;
     w.commit()
@@ -58,7 +68,7 @@ fn store_with_claim(sim: &SimStorage) -> (Db, AccountId, AccountId) {
     let db = open_all(sim);
     let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
     let b = db.create_account(NewAccount::new("b", "us")).unwrap();
-    claim(&db, a, b"ka", X).expect("a claims x");
+    claim_home(&db, a, b"ka", X).expect("a claims x");
     assert!(db.is_taken("email", X).unwrap());
     (db, a, b)
 }
@@ -78,7 +88,7 @@ fn check_claim_protected_while_eu_disabled(
             "is_taken(email, x) is Ok(false) while eu (the owner's region) is disabled".into(),
         );
     }
-    let second = claim(&db, b, b"kb", X);
+    let second = claim_home(&db, b, b"kb", X);
     if second.is_ok() {
         problems.push("b claimed x (acknowledged by a before the crash): Ok".into());
     }
@@ -104,10 +114,6 @@ fn check_claim_protected_while_eu_disabled(
     db.close().unwrap();
     problems
 }
-
-// ---------------------------------------------------------------------------------------
-// A crash, then an open with a region disabled, loses that region's claims.
-// ---------------------------------------------------------------------------------------
 
 #[test]
 fn crash_then_open_with_owner_region_disabled_keeps_the_claim() {
@@ -154,9 +160,9 @@ fn clean_close_then_open_with_region_disabled_keeps_claims_and_allows_new_ones()
         db.is_taken("email", X).unwrap(),
         "x stays taken while eu is disabled"
     );
-    let dup = claim(&db, b, b"kb", X);
+    let dup = claim_home(&db, b, b"kb", X);
     assert!(dup.is_err(), "b claimed x: {dup:?}");
-    claim(&db, b, b"kb", "y@example.com").expect("b claims another value");
+    claim_home(&db, b, b"kb", "y@example.com").expect("b claims another value");
     assert!(db.is_taken("email", "y@example.com").unwrap());
     db.close().unwrap();
 
@@ -172,10 +178,6 @@ fn clean_close_then_open_with_region_disabled_keeps_claims_and_allows_new_ones()
     assert_eq!((hit.account(), hit.key()), (b, &b"kb"[..]));
     db.close().unwrap();
 }
-
-// ---------------------------------------------------------------------------------------
-// `disable_region` and `close` do not wait for writes inside `commit`.
-// ---------------------------------------------------------------------------------------
 
 /// Large values make each commit long, so that one is nearly always in flight.
 fn big_value() -> Vec<u8> {
@@ -398,11 +400,6 @@ fn close_waits_for_commits_in_flight() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
-// ---------------------------------------------------------------------------------------
-// A region opened with `region_at`, disabled at open, gets its counts from the
-// default path.
-// ---------------------------------------------------------------------------------------
-
 #[test]
 fn region_at_disabled_at_open_keeps_its_record_counts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -455,11 +452,7 @@ fn region_at_disabled_at_open_keeps_its_record_counts() {
     db.close().unwrap();
 }
 
-// ---------------------------------------------------------------------------------------
-// A scan in progress when its region is disabled.
-// ---------------------------------------------------------------------------------------
-
-/// Seen while writing concurrent_catalog.rs (not one of the original findings): a scan started before
+/// Found while writing the `scan_all` racing `disable_region` test (races.rs): a scan started before
 /// `disable_region` fails with "Database has been closed" when it reaches the disabled
 /// region, although `disable_region` promises to release the file only once the last read
 /// using it ends.
@@ -489,4 +482,249 @@ fn scan_in_progress_survives_disable_region() {
     }
     assert_eq!(rows, 30, "the scan's snapshot holds every region's rows");
     db.close().unwrap();
+}
+
+// ======================================================================================
+// Opening, reopening, the region catalog, wrong-partition files and
+// disabled regions, through the public API only.
+// ======================================================================================
+
+#[test]
+fn disabled_region_refuses_reads_and_writes_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (eu_tenant, us_tenant) = seed_store(dir.path());
+    let eu_bytes = std::fs::read(region_file(dir.path(), "eu")).unwrap();
+
+    let db = Db::builder()
+        .region("us")
+        .disable_region("eu")
+        .open(dir.path())
+        .unwrap();
+    let disabled = |r: Result<_, Error>, what: &str| match r {
+        Err(Error::RegionDisabled(name)) => assert_eq!(name, "eu", "{what}"),
+        Err(e) => panic!("{what}: expected RegionDisabled, got {e:?}"),
+        Ok(_) => panic!("{what}: expected RegionDisabled, got Ok"),
+    };
+    disabled(db.write_in(eu_tenant, "eu").map(|_| ()), "write_in eu");
+    disabled(
+        db.write(eu_tenant).map(|_| ()),
+        "write to an eu-home account",
+    );
+    let r = db.read(eu_tenant).unwrap();
+    disabled(
+        r.get(&NOTES, b"k").map(|_| ()),
+        "get for an eu-home account",
+    );
+    disabled(r.get_in("eu", &NOTES, b"k").map(|_| ()), "get_in eu");
+    // A scan reports the disabled region and goes on with the others.
+    let items: Vec<_> = r.scan(&NOTES).unwrap().collect();
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Err(Error::RegionDisabled(_)))),
+        "scan reports the disabled region"
+    );
+    // A new account cannot be homed in a disabled region.
+    disabled(
+        db.create_account(NewAccount::new("new-eu", "eu"))
+            .map(|_| ()),
+        "create_account home eu",
+    );
+    // Other regions work: the eu tenant's allowed us region and the us tenant.
+    let mut w = db.write_in(eu_tenant, "us").unwrap();
+    w.insert(&NOTES, b"while-eu-off", b"x").unwrap();
+    w.commit().unwrap();
+    // (`r` holds an older snapshot of us: read again.)
+    assert!(r.get_in("us", &NOTES, b"while-eu-off").unwrap().is_none());
+    drop(r);
+    let r = db.read(eu_tenant).unwrap();
+    assert_eq!(
+        &*r.get_in("us", &NOTES, b"while-eu-off").unwrap().unwrap(),
+        b"x"
+    );
+    let rb = db.read(us_tenant).unwrap();
+    assert_eq!(&*rb.get(&NOTES, b"k").unwrap().unwrap(), b"us-value");
+    let mut w = db.write(us_tenant).unwrap();
+    w.insert(&NOTES, b"k2", b"us-2").unwrap();
+    w.commit().unwrap();
+    // scan_all skips the disabled region.
+    let all: Vec<_> = db
+        .scan_all(&NOTES)
+        .unwrap()
+        .map(|row| db.region_name(row.unwrap().region()).unwrap())
+        .collect();
+    assert!(all.iter().all(|r| r == "us"));
+    assert_eq!(all.len(), 3);
+    drop((r, rb));
+    db.close().unwrap();
+    // The disabled region's file was not touched.
+    assert_eq!(
+        std::fs::read(region_file(dir.path(), "eu")).unwrap(),
+        eu_bytes
+    );
+
+    // Re-enabled: the data is still there.
+    let db = open_us_eu(dir.path());
+    assert!(db.regions().iter().all(|r| r.enabled));
+    let r = db.read(eu_tenant).unwrap();
+    assert_eq!(&*r.get(&NOTES, b"k").unwrap().unwrap(), b"eu-value");
+    assert_eq!(
+        &*r.get_in("us", &NOTES, b"while-eu-off").unwrap().unwrap(),
+        b"x"
+    );
+    let mut w = db.write(eu_tenant).unwrap();
+    w.insert(&NOTES, b"k3", b"eu-3").unwrap();
+    w.commit().unwrap();
+}
+
+#[test]
+fn disable_region_at_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let (eu_tenant, us_tenant) = seed_store(dir.path());
+    let db = open_us_eu(dir.path());
+    // The default region cannot be disabled.
+    assert!(matches!(db.disable_region("us"), Err(Error::Config(_))));
+    assert!(matches!(
+        db.disable_region("mars"),
+        Err(Error::RegionUnknown(_))
+    ));
+    db.disable_region("eu").unwrap();
+    // Idempotent.
+    db.disable_region("eu").unwrap();
+    assert!(
+        !db.regions()
+            .iter()
+            .find(|r| r.name == "eu")
+            .unwrap()
+            .enabled
+    );
+    assert!(matches!(
+        db.write_in(eu_tenant, "eu"),
+        Err(Error::RegionDisabled(_))
+    ));
+    assert!(matches!(db.write(eu_tenant), Err(Error::RegionDisabled(_))));
+    let r = db.read(eu_tenant).unwrap();
+    assert!(matches!(r.get(&NOTES, b"k"), Err(Error::RegionDisabled(_))));
+    assert!(matches!(
+        r.get_in("eu", &NOTES, b"k"),
+        Err(Error::RegionDisabled(_))
+    ));
+    let rb = db.read(us_tenant).unwrap();
+    assert_eq!(&*rb.get(&NOTES, b"k").unwrap().unwrap(), b"us-value");
+    drop((r, rb));
+    db.close().unwrap();
+
+    // Recorded in the catalog: opening without eu is fine now.
+    let db = Db::builder().region("us").open(dir.path()).unwrap();
+    assert!(
+        !db.regions()
+            .iter()
+            .find(|r| r.name == "eu")
+            .unwrap()
+            .enabled
+    );
+    assert!(matches!(db.write(eu_tenant), Err(Error::RegionDisabled(_))));
+    db.close().unwrap();
+
+    // Listing it again re-enables it, with its data.
+    let db = open_us_eu(dir.path());
+    let r = db.read(eu_tenant).unwrap();
+    assert_eq!(&*r.get(&NOTES, b"k").unwrap().unwrap(), b"eu-value");
+}
+
+#[test]
+fn write_opened_before_runtime_disable_does_not_reach_the_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let (eu_tenant, _) = seed_store(dir.path());
+    let db = open_us_eu(dir.path());
+    let mut w = db.write(eu_tenant).unwrap();
+    w.insert(&NOTES, b"late", b"written after disable?")
+        .unwrap();
+    db.disable_region("eu").unwrap();
+    // A write opened before the region was disabled is refused at commit.
+    let committed = w.commit();
+    assert!(
+        matches!(committed, Err(Error::RegionDisabled(ref r)) if r == "eu"),
+        "{committed:?}"
+    );
+    db.close().unwrap();
+    let db = open_us_eu(dir.path());
+    let r = db.read(eu_tenant).unwrap();
+    let found = r.get(&NOTES, b"late").unwrap().is_some();
+    assert_eq!(
+        committed.is_ok(),
+        found,
+        "commit result {committed:?} disagrees with the data"
+    );
+}
+
+// ======================================================================================
+// public-API inputs at and over their limits; many regions.
+// ======================================================================================
+
+// Guard: fifty regions some disabled at open and at run time.
+#[test]
+fn fifty_regions_some_disabled_at_open_and_at_run_time() {
+    let sim = SimStorage::new();
+    let names: Vec<String> = (0..50).map(|i| format!("r{i:02}")).collect();
+    let mut bl = quiet_builder(&sim);
+    for n in &names {
+        bl = bl.region(n);
+    }
+    let db = bl.open("/m").unwrap();
+    let mut ids = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let a = db
+            .create_account(
+                NewAccount::new(format!("a{i}"), n)
+                    .allow(&names[(i + 1) % 50])
+                    .max_records(3),
+            )
+            .unwrap();
+        let mut w = db.write(a).unwrap();
+        w.insert_unique(&T, b"k", b"v", &[Unique::new("e", &format!("v{i}"))])
+            .unwrap();
+        w.commit().unwrap();
+        ids.push(a);
+    }
+    for n in names.iter().skip(1).step_by(3) {
+        db.disable_region(n).unwrap();
+    }
+    db.close().unwrap();
+    sim.crash();
+    let mut bl = quiet_builder(&sim);
+    for (i, n) in names.iter().enumerate() {
+        bl = if i % 3 == 2 {
+            bl.disable_region(n)
+        } else {
+            bl.region(n)
+        };
+    }
+    let db = bl.open("/m").unwrap();
+    for (i, a) in ids.iter().enumerate() {
+        let v = format!("v{i}");
+        assert!(db.is_taken("e", &v).unwrap(), "v{i}");
+        let enabled = i % 3 != 2; // i % 3 == 1: disabled at run time, enabled again now
+        let hit = db.find_unique(&T, "e", &v);
+        if enabled {
+            assert_eq!(hit.unwrap().unwrap().account(), *a);
+        } else {
+            assert!(matches!(hit, Err(Error::RegionDisabled(_))), "{i}: {hit:?}");
+        }
+        let other = (i + 1) % 50;
+        let mut w = db
+            .write(ids[other])
+            .unwrap_or_else(|_| db.write_in(ids[other], &names[(other + 1) % 50]).unwrap());
+        w.insert_unique(&T, b"k2", b"v", &[Unique::new("e", &v)])
+            .unwrap();
+        let r = w.commit();
+        assert!(
+            matches!(
+                r,
+                Err(Error::UniqueViolation { .. }) | Err(Error::RegionDisabled(_))
+            ),
+            "{i}: {r:?}"
+        );
+    }
+    assert!(db.audit().unwrap().is_clean());
 }

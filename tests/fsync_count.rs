@@ -9,6 +9,9 @@
 //! amortized over the file's growth and are counted apart: a write may cost one more sync
 //! per file that grew during it.
 
+mod common;
+
+use common::sim::{sim_global, sim_region};
 use std::time::Duration;
 
 use regionkv::testing::SimStorage;
@@ -62,9 +65,6 @@ fn unique_write_costs_one_sync() {
     before.assert_one_commit_sync(&sim, "release");
 }
 
-const GLOBAL: &str = "/fs/global.redb";
-const EU: &str = "/fs/regions/eu.redb";
-
 /// Sync counts and file lengths of the global and eu files before a write.
 struct Syncs {
     global: (u64, usize),
@@ -73,10 +73,11 @@ struct Syncs {
 
 impl Syncs {
     fn take(sim: &SimStorage) -> Syncs {
-        let f = |p: &str| (sim.syncs_of(p), sim.live_bytes(p).map_or(0, |b| b.len()));
+        let f =
+            |p: std::path::PathBuf| (sim.syncs_of(&p), sim.live_bytes(&p).map_or(0, |b| b.len()));
         Syncs {
-            global: f(GLOBAL),
-            eu: f(EU),
+            global: f(sim_global("/fs")),
+            eu: f(sim_region("/fs", "eu")),
         }
     }
 
@@ -127,7 +128,7 @@ fn plain_write_does_not_touch_the_global_partition() {
     let sim = SimStorage::new();
     let db = open(&sim);
     let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-    let global = sim.live_bytes("/fs/global.redb").unwrap();
+    let global = sim.live_bytes(sim_global("/fs")).unwrap();
     let writes = sim.writes();
     let syncs = sim.syncs();
     for i in 0..10u32 {
@@ -138,7 +139,7 @@ fn plain_write_does_not_touch_the_global_partition() {
     assert_eq!(sim.syncs() - syncs, 10, "one sync per plain write");
     assert!(sim.writes() > writes);
     assert_eq!(
-        sim.live_bytes("/fs/global.redb").unwrap(),
+        sim.live_bytes(sim_global("/fs")).unwrap(),
         global,
         "global bytes changed"
     );
@@ -153,9 +154,9 @@ fn checkpoint_is_one_global_sync_plus_marker_collection() {
     w.insert_unique(&T, b"k", b"rec", &[Unique::new("email", "x@y")])
         .unwrap();
     w.commit().unwrap();
-    let g = sim.syncs_of("/fs/global.redb");
-    let eu = sim.syncs_of("/fs/regions/eu.redb");
-    let us = sim.syncs_of("/fs/regions/us.redb");
+    let g = sim.syncs_of(sim_global("/fs"));
+    let eu = sim.syncs_of(sim_region("/fs", "eu"));
+    let us = sim.syncs_of(sim_region("/fs", "us"));
     assert_eq!(
         db.stats().txns_live,
         1,
@@ -165,13 +166,17 @@ fn checkpoint_is_one_global_sync_plus_marker_collection() {
     db.checkpoint().unwrap();
     assert_eq!(db.stats().txns_live, 0, "marker collected durably");
     assert_eq!(db.stats().txns_since_checkpoint, 0);
-    assert_eq!(sim.syncs_of("/fs/global.redb") - g, 1);
+    assert_eq!(sim.syncs_of(sim_global("/fs")) - g, 1);
     assert_eq!(
-        sim.syncs_of("/fs/regions/eu.redb") - eu,
+        sim.syncs_of(sim_region("/fs", "eu")) - eu,
         1,
         "markers collected in eu"
     );
-    assert_eq!(sim.syncs_of("/fs/regions/us.redb"), us, "us had no markers");
+    assert_eq!(
+        sim.syncs_of(sim_region("/fs", "us")),
+        us,
+        "us had no markers"
+    );
     // After the checkpoint, the next unique write marks eu dirty again: one global sync.
     let before = Syncs::take(&sim);
     let mut w = db.write(a).unwrap();

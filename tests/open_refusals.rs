@@ -6,6 +6,7 @@
 
 mod common;
 
+use regionkv::layout::{global_file, region_file};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -117,14 +118,14 @@ fn refused_opens_do_not_leak_file_descriptors() {
     make_store(&dir);
     make_store(&other);
     // eu's file replaced by the eu file of another store.
-    let eu = dir.join("regions").join("eu.redb");
+    let eu = region_file(&dir, "eu");
     let eu_bytes = std::fs::read(&eu).unwrap();
-    std::fs::copy(other.join("regions").join("eu.redb"), &eu).unwrap();
+    std::fs::copy(region_file(&other, "eu"), &eu).unwrap();
     let foreign = || three().open(&dir);
     // A region given a copy of another region's file (the same path twice is refused
     // before any file is looked at; a copy reaches the meta check).
     let us_copy = tmp.path().join("us-copy.redb");
-    std::fs::copy(dir.join("regions").join("us.redb"), &us_copy).unwrap();
+    std::fs::copy(region_file(&dir, "us"), &us_copy).unwrap();
     let misplaced = || {
         Db::builder()
             .region("us")
@@ -255,9 +256,7 @@ fn refused_first_open_leaves_the_directory_empty() {
         Db::builder().region_at("us", &p).region_at("eu", p)
     }));
     problems.extend(refused_first_open("a region at the global file", |dir| {
-        Db::builder()
-            .region("us")
-            .region_at("eu", dir.join("global.redb"))
+        Db::builder().region("us").region_at("eu", global_file(dir))
     }));
 
     // An empty path, which today resolves to the process's current directory.

@@ -2,11 +2,12 @@
 //! its region's file. Checked on the raw bytes of every partition file after the store is
 //! closed.
 
-mod common_foundation;
+mod common;
 
+use regionkv::layout::{global_file, region_file};
 use std::path::Path;
 
-use common_foundation::*;
+use common::files::*;
 use regionkv::{Db, NewAccount, Table, Unique};
 
 #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug)]
@@ -95,16 +96,16 @@ fn needles(c: &Canary) -> [(&'static str, &'static [u8]); 3] {
 }
 
 fn assert_only_in(dir: &Path, c: &Canary, home: &str, others: &[&str]) {
-    let home_bytes = std::fs::read(region_path(dir, home)).unwrap();
+    let home_bytes = std::fs::read(region_file(dir, home)).unwrap();
     for (what, needle) in needles(c) {
         assert!(
             contains(&home_bytes, needle),
             "{home}.redb must hold the {what} canary"
         );
     }
-    let mut foreign = vec![("global.redb".to_owned(), global_path(dir))];
+    let mut foreign = vec![("global.redb".to_owned(), global_file(dir))];
     for o in others {
-        foreign.push((format!("{o}.redb"), region_path(dir, o)));
+        foreign.push((format!("{o}.redb"), region_file(dir, o)));
     }
     for (name, path) in foreign {
         let bytes = std::fs::read(&path).unwrap();

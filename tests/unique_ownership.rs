@@ -4,16 +4,25 @@
 
 mod common;
 
+use common::T;
+use common::sim::*;
+use redb::ReadableDatabase;
+use regionkv::layout::region_file;
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Raw, Table, Unique};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::T;
-use redb::ReadableDatabase;
-use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
+// ======================================================================================
+// Who owns a unique value must never be lost: not by a
+// release from a record that does not own it, not during a transfer between two records
+// of one account, not after a failed Confirm.
+// ======================================================================================
 
 const DIR: &str = "/store";
+
 const X: &str = "x@example.com";
+
 const Y: &str = "y@example.com";
 
 fn sim_builder(sim: &SimStorage) -> Builder {
@@ -29,7 +38,7 @@ fn open_all(sim: &SimStorage) -> Db {
         .expect("open us, eu, ap")
 }
 
-fn claim(db: &Db, acct: AccountId, key: &[u8], value: &str) -> Result<(), Error> {
+fn claim_home(db: &Db, acct: AccountId, key: &[u8], value: &str) -> Result<(), Error> {
     let mut w = db.write(acct)?;
     w.insert_unique(&T, key, b"rec", &[Unique::new("email", value)])?;
     w.commit()
@@ -42,10 +51,6 @@ fn owner(db: &Db, value: &str) -> Result<Option<(AccountId, Vec<u8>)>, Error> {
         .map(|h| (h.account(), h.key().to_vec())))
 }
 
-// ---------------------------------------------------------------------------------------
-// Releases do not check the owner.
-// ---------------------------------------------------------------------------------------
-
 /// The recipe of the lost-claim test (a crash, then an open with eu disabled) can leave two records that
 /// list the same value: a's (stale, in eu) and b's. a's release must then not free b's
 /// value. If b's claim is refused (as it is now), a's release frees a's own value.
@@ -56,7 +61,7 @@ fn release_by_a_record_that_no_longer_owns_the_value_keeps_the_owner() {
         let db = open_all(&sim);
         let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
         let b = db.create_account(NewAccount::new("b", "us")).unwrap();
-        claim(&db, a, b"ka", X).expect("a claims x");
+        claim_home(&db, a, b"ka", X).expect("a claims x");
         sim.crash();
         drop(db);
         (a, b)
@@ -68,7 +73,7 @@ fn release_by_a_record_that_no_longer_owns_the_value_keeps_the_owner() {
             .disable_region("eu")
             .open(DIR)
             .expect("open with eu disabled");
-        let r = claim(&db, b, b"kb", X);
+        let r = claim_home(&db, b, b"kb", X);
         let _ = db.close();
         r
     };
@@ -95,7 +100,7 @@ fn release_by_a_record_that_no_longer_owns_the_value_keeps_the_owner() {
     } else {
         // Only a ever owned x; its removal freed it.
         removed.expect("a removes its record");
-        claim(&db, b, b"kb", X).expect("x is free once a removed its record");
+        claim_home(&db, b, b"kb", X).expect("x is free once a removed its record");
         assert_eq!(owner(&db, X).unwrap(), Some((b, b"kb".to_vec())));
     }
     let report = db.audit().unwrap();
@@ -118,8 +123,8 @@ fn release_of_a_planted_stale_owned_row_keeps_the_owner() {
         let db = open();
         let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
         let b = db.create_account(NewAccount::new("b", "us")).unwrap();
-        claim(&db, a, b"ka", X).unwrap();
-        claim(&db, b, b"kb", Y).unwrap();
+        claim_home(&db, a, b"ka", X).unwrap();
+        claim_home(&db, b, b"kb", Y).unwrap();
         db.close().unwrap();
         (a, b)
     };
@@ -138,8 +143,8 @@ fn release_of_a_planted_stale_owned_row_keeps_the_owner() {
         let t = txn.open_table(owned).unwrap();
         t.get(key).unwrap().expect("owned row").value().to_vec()
     };
-    let eu = dir.join("regions").join("eu.redb");
-    let us = dir.join("regions").join("us.redb");
+    let eu = region_file(&dir, "eu");
+    let us = region_file(&dir, "us");
     let row_a = read_row(&eu, &okey(a, b"ka"));
     let row_b = read_row(&us, &okey(b, b"kb"));
     assert_eq!(&row_a[..4], &1u32.to_le_bytes());
@@ -176,7 +181,7 @@ fn release_of_a_planted_stale_owned_row_keeps_the_owner() {
             "a owns x; after b's release find_unique = {other:?}"
         )),
     }
-    let taken_by_b = claim(&db, b, b"kb2", X);
+    let taken_by_b = claim_home(&db, b, b"kb2", X);
     if taken_by_b.is_ok() {
         problems.push("b claimed x, which a still owns: Ok".into());
     }
@@ -184,18 +189,13 @@ fn release_of_a_planted_stale_owned_row_keeps_the_owner() {
     db.close().unwrap();
 }
 
-// ---------------------------------------------------------------------------------------
-// `find_unique` reports no owner while a value moves between two records of
-// one account.
-// ---------------------------------------------------------------------------------------
-
 #[test]
 fn find_unique_sees_an_owner_throughout_a_transfer() {
     const MOVES: usize = 300;
     let sim = SimStorage::new();
     let db = sim_builder(&sim).region("us").open(DIR).unwrap();
     let a = db.create_account(NewAccount::new("a", "us")).unwrap();
-    claim(&db, a, b"k1", X).unwrap();
+    claim_home(&db, a, b"k1", X).unwrap();
 
     let done = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -246,18 +246,13 @@ fn find_unique_sees_an_owner_throughout_a_transfer() {
     db.close().unwrap();
 }
 
-// ---------------------------------------------------------------------------------------
-// After a failed Confirm (global poisoned) `find_unique` may say nobody owns
-// an acknowledged claim.
-// ---------------------------------------------------------------------------------------
-
 /// Runs one claim of `values` values with the global file failing after `n` writes; returns
 /// the store, the account, whether the commit was acknowledged and whether the fault fired.
 fn claim_with_global_fault(
     vals: &[String],
     n: u64,
 ) -> (SimStorage, Db, AccountId, Result<(), Error>, bool) {
-    let global = format!("{DIR}/global.redb");
+    let global = sim_global(DIR);
     let sim = SimStorage::new();
     let db = sim_builder(&sim)
         .digest_key([7; 32])
@@ -269,7 +264,7 @@ fn claim_with_global_fault(
     let a = db.create_account(NewAccount::new("a", "us")).unwrap();
     // The first unique write of a checkpoint interval has a synced Reserve (it marks the
     // region dirty): warm up, so the swept write's global commits are unsynced ones.
-    claim(&db, a, b"warm", "warm@example.com").unwrap();
+    claim_home(&db, a, b"warm", "warm@example.com").unwrap();
     sim.fail_file_after(&global, n, FaultOn::Writes);
     let mut w = db.write(a).unwrap();
     let uniques: Vec<Unique> = vals.iter().map(|v| Unique::new("email", v)).collect();
@@ -321,7 +316,7 @@ fn acknowledged_claim_stays_visible_after_a_failed_confirm() {
                 }
             }
             // A second claim of an acknowledged value must not succeed either.
-            if claim(&db, a, b"kb", &vals[0]).is_ok() {
+            if claim_home(&db, a, b"kb", &vals[0]).is_ok() {
                 problems.push(format!(
                     "{values} values, n={n}: second claim of {}: Ok",
                     vals[0]
@@ -350,4 +345,79 @@ fn acknowledged_claim_stays_visible_after_a_failed_confirm() {
         problems.is_empty(),
         "(values, fault point) {cases:?}: {problems:#?}"
     );
+}
+
+// ======================================================================================
+// guards for the write pipeline's plan (ops map, transfers)
+// and for one large unique write under a crash at every storage step.
+// ======================================================================================
+
+fn all(sim: &SimStorage) -> regionkv::Result<Db> {
+    quiet_builder(sim).region("us").region("eu").open(DIR)
+}
+
+const T2: Table<Raw> = Table::new("t2");
+
+fn owners(db: &Db, v: &str) -> Vec<String> {
+    let mut o = vec![];
+    for t in [&T, &T2] {
+        if let Ok(Some(h)) = db.find_unique(t, "email", v) {
+            o.push(format!("{}:{:?}", t.name(), h.key()));
+        }
+    }
+    o
+}
+
+// Guard: a value moved between two tables under one key, remove + insert of one record in
+//   one write, insert_unique + remove + insert in one write, then a power loss: one owner,
+//   audit clean.
+#[test]
+fn ops_map_transfer_across_tables_and_remove_then_insert() {
+    let sim = SimStorage::new();
+    let db = all(&sim).unwrap();
+    let a = db
+        .create_account(NewAccount::new("a", "us").allow("eu"))
+        .unwrap();
+    let c = db
+        .create_account(NewAccount::new("c", "us").allow("eu"))
+        .unwrap();
+    claim(&db, a, "us", b"k", "v@x").unwrap();
+    // transfer across tables, same key
+    let mut w = db.write_in(a, "us").unwrap();
+    w.insert_unique(&T, b"k", b"x", &[]).unwrap();
+    w.insert_unique(&T2, b"k", b"x", &[Unique::new("email", "v@x")])
+        .unwrap();
+    w.commit().unwrap();
+    assert_eq!(owners(&db, "v@x"), vec!["t2:[107]".to_string()]);
+    // remove then insert (keep) in one write: releases
+    let mut w = db.write_in(a, "us").unwrap();
+    w.remove(&T2, b"k").unwrap();
+    w.insert(&T2, b"k", b"y").unwrap();
+    w.commit().unwrap();
+    assert!(owners(&db, "v@x").is_empty());
+    assert!(!db.is_taken("email", "v@x").unwrap());
+    // insert_unique then remove then insert in one write
+    let mut w = db.write_in(a, "us").unwrap();
+    w.insert_unique(&T, b"z", b"x", &[Unique::new("email", "w@x")])
+        .unwrap();
+    w.remove(&T, b"z").unwrap();
+    w.insert(&T, b"z", b"q").unwrap();
+    w.commit().unwrap();
+    assert!(!db.is_taken("email", "w@x").unwrap());
+    // other account claims v now
+    claim(&db, c, "eu", b"ck", "v@x").unwrap();
+    // a's record T/k still? release of tombstoned etc
+    let mut w = db.write_in(a, "us").unwrap();
+    w.remove(&T, b"k").unwrap();
+    w.remove(&T2, b"k").unwrap();
+    w.commit().unwrap();
+    assert_eq!(owners(&db, "v@x"), vec!["t:[99, 107]".to_string()]);
+    let r = db.audit().unwrap();
+    assert!(r.is_clean(), "{r}");
+    db.close().unwrap();
+    sim.crash();
+    let db = all(&sim).unwrap();
+    let r = db.audit().unwrap();
+    assert!(r.is_clean(), "{r}");
+    assert_eq!(owners(&db, "v@x"), vec!["t:[99, 107]".to_string()]);
 }

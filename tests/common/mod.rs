@@ -1,14 +1,27 @@
-//! Shared harness for the protocol tests: a small workload over 3 regions, an in-memory
-//! model of what the store must contain, and a checker that compares a live store with it.
+//! The shared kit of the integration tests.
 //!
-//! Spaces are small on purpose: few accounts, few keys, few unique values,
-//! so claims collide.
+//! This module: a small protocol workload over 3 regions, an in-memory model of what the
+//! store must contain, and a checker that compares a live store with it (`check`,
+//! `check_some`, `check_catalog`). Spaces are small on purpose: few accounts, few keys, few
+//! unique values, so claims collide.
+//!
+//! Submodules: [`rng`] (the one pseudo-random generator), [`sim`] (stores on `SimStorage`,
+//! one-record writes, file paths from `regionkv::layout`), [`files`] (directory snapshots
+//! and their differences, byte searches, the us+eu store on disk).
+//!
+//! Every test binary compiles this kit and uses a part of it.
 
 #![allow(dead_code)]
+
+pub mod files;
+pub mod rng;
+pub mod sim;
 
 use std::collections::BTreeMap;
 
 use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
+
+pub use rng::Rng;
 
 pub const T: Table<Raw> = Table::new("t");
 pub const REGIONS: [&str; 3] = ["us", "eu", "ap"];
@@ -347,23 +360,11 @@ pub fn check_some(db: &Db, ids: &[Option<AccountId>], model: &Model) -> Result<(
     check_catalog(db, ids, model, &Catalog::default())
 }
 
-/// xorshift: deterministic, dependency-free.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self, m: u64) -> u64 {
-        let s = &mut self.0;
-        *s ^= *s << 13;
-        *s ^= *s >> 7;
-        *s ^= *s << 17;
-        *s % m
-    }
-
-    fn uniques(&mut self, n: u64) -> Vec<(u8, u8)> {
-        (0..n)
-            .map(|_| (self.next(2) as u8, self.next(VALUES as u64) as u8))
-            .collect()
-    }
+/// `n` (namespace, value) index pairs.
+fn random_uniques(g: &mut Rng, n: u64) -> Vec<(u8, u8)> {
+    (0..n)
+        .map(|_| (g.next(2) as u8, g.next(VALUES as u64) as u8))
+        .collect()
 }
 
 /// A deterministic pseudo-random workload, with unique values that collide.
@@ -383,7 +384,7 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
                     region,
                     key,
                     val,
-                    uniques: g.uniques(n),
+                    uniques: random_uniques(&mut g, n),
                 }
             }
             3 => Op::InsertUnique {
@@ -402,8 +403,8 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
             5 | 6 => Op::Remove { acct, region, key },
             7 => {
                 let k2 = g.next(KEYS as u64) as u8;
-                let a = g.uniques(1);
-                let b = g.uniques(1);
+                let a = random_uniques(&mut g, 1);
+                let b = random_uniques(&mut g, 1);
                 Op::Pair {
                     acct,
                     region,
@@ -419,7 +420,7 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
                     region,
                     key,
                     val,
-                    uniques: g.uniques(1),
+                    uniques: random_uniques(&mut g, 1),
                 }
             }
         };

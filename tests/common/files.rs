@@ -1,10 +1,10 @@
-//! Shared helpers for the foundation integration tests.
-#![allow(dead_code)]
+//! Files of a store on disk: snapshots of a directory (every path with its bytes) and their
+//! differences, byte searches, and the us+eu store most file tests open.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use regionkv::{Db, Raw, Table};
+use regionkv::{AccountId, Db, NewAccount, Raw, Table};
 
 /// A byte-valued table used by several tests.
 pub const NOTES: Table<Raw> = Table::new("notes");
@@ -127,16 +127,6 @@ pub fn open_us_eu(dir: &Path) -> Db {
     try_open_us_eu(dir).expect("open us+eu store")
 }
 
-/// The default path of a region's file.
-pub fn region_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join("regions").join(format!("{name}.redb"))
-}
-
-/// The path of the global partition.
-pub fn global_path(dir: &Path) -> PathBuf {
-    dir.join("global.redb")
-}
-
 /// The keys of every row of `table` the account can see, with the region name of each.
 pub fn scan_keys<V: regionkv::Value>(
     db: &Db,
@@ -154,4 +144,22 @@ pub fn scan_keys<V: regionkv::Value>(
             )
         })
         .collect()
+}
+
+/// A store with regions us and eu, one account in each holding a record. Closed.
+pub fn seed_store(dir: &Path) -> (AccountId, AccountId) {
+    let db = open_us_eu(dir);
+    let a = db
+        .create_account(NewAccount::new("eu-tenant", "eu").allow("us"))
+        .unwrap();
+    let b = db
+        .create_account(NewAccount::new("us-tenant", "us"))
+        .unwrap();
+    for (acct, v) in [(a, b"eu-value".as_slice()), (b, b"us-value".as_slice())] {
+        let mut w = db.write(acct).unwrap();
+        w.insert(&NOTES, b"k", v).unwrap();
+        w.commit().unwrap();
+    }
+    db.close().unwrap();
+    (a, b)
 }

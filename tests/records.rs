@@ -1,17 +1,186 @@
-//! Typed and raw records, zero-copy reads, checksums and argument
-//! checks, through the public API only.
+//! Typed and raw records: round trips (also across reopens), zero-copy reads, checksums,
+//! argument checks and limits, records held across a drop and reopen of the Db, through the
+//! public API only.
 
-mod common_foundation;
+mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use common_foundation::*;
+use common::T;
+use common::files::*;
+use common::sim::*;
 use proptest::prelude::*;
+use regionkv::layout::region_file;
 use regionkv::testing::SimStorage;
 use regionkv::{
     AccountId, Db, Error, MAX_KEY, MAX_TABLE_NAME, NewAccount, Raw, Record, Table, Unique,
 };
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[test]
+fn smoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .open(dir.path())
+        .unwrap();
+    let a = db
+        .create_account(NewAccount::new("a", "eu").allow("us"))
+        .unwrap();
+    let b = db.create_account(NewAccount::new("b", "us")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert(&T, b"k1", b"v1").unwrap();
+    w.insert_unique(&T, b"k2", b"v2", &[Unique::new("email", "x@y")])
+        .unwrap();
+    w.commit().unwrap();
+    let mut w = db.write(b).unwrap();
+    w.insert_unique(&T, b"k9", b"v9", &[Unique::new("email", "x@y")])
+        .unwrap();
+    assert!(matches!(w.commit(), Err(Error::UniqueViolation { .. })));
+    let r = db.read(a).unwrap();
+    assert_eq!(&*r.get(&T, b"k1").unwrap().unwrap(), b"v1");
+    let hit = db.find_unique(&T, "email", "x@y").unwrap().unwrap();
+    assert_eq!(hit.account(), a);
+    assert_eq!(&**hit.record(), b"v2");
+    drop(r);
+    drop(hit);
+    db.close().unwrap();
+    let db = Db::builder()
+        .region("eu")
+        .region("us")
+        .open(dir.path())
+        .unwrap();
+    let hit = db.find_unique(&T, "email", "x@y").unwrap().unwrap();
+    assert_eq!(hit.account(), a);
+    let mut w = db.write(a).unwrap();
+    w.remove(&T, b"k2").unwrap();
+    w.commit().unwrap();
+    assert!(!db.is_taken("email", "x@y").unwrap());
+    let mut w = db.write(b).unwrap();
+    w.insert_unique(&T, b"k9", b"v9", &[Unique::new("email", "x@y")])
+        .unwrap();
+    w.commit().unwrap();
+    assert_eq!(
+        db.find_unique(&T, "email", "x@y")
+            .unwrap()
+            .unwrap()
+            .account(),
+        b
+    );
+}
+
+// ======================================================================================
+// Opening, reopening, the region catalog, wrong-partition files and
+// disabled regions, through the public API only.
+// ======================================================================================
+
+#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug, Clone, PartialEq)]
+#[rkyv(crate = regionkv::rkyv)]
+struct License {
+    key: String,
+    seats: u32,
+    tags: Vec<String>,
+    expires: Option<u64>,
+}
+
+const LICENSES: Table<License> = Table::new("licenses");
+
+fn license(i: u32) -> License {
+    License {
+        key: format!("K-{i:04}"),
+        seats: i * 3 + 1,
+        tags: (0..i % 4).map(|t| format!("tag{t}")).collect(),
+        expires: i.is_multiple_of(2).then_some(1_700_000_000 + i as u64),
+    }
+}
+
+fn assert_license(rec: &ArchivedLicense, want: &License) {
+    assert_eq!(rec.key.as_str(), want.key);
+    assert_eq!(rec.seats.to_native(), want.seats);
+    let tags: Vec<&str> = rec.tags.iter().map(|t| t.as_str()).collect();
+    assert_eq!(tags, want.tags);
+    assert_eq!(rec.expires.as_ref().map(|e| e.to_native()), want.expires);
+}
+
+#[test]
+fn reopen_round_trip_typed_and_raw_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acme, bob) = {
+        let db = open_us_eu(dir.path());
+        let acme = db
+            .create_account(NewAccount::new("acme", "eu").allow("us"))
+            .unwrap();
+        let bob = db.create_account(NewAccount::new("bob", "us")).unwrap();
+
+        let mut w = db.write(acme).unwrap();
+        for i in 0..20 {
+            w.insert(&LICENSES, format!("lic-{i}").as_bytes(), &license(i))
+                .unwrap();
+            w.insert(&NOTES, format!("note-{i}").as_bytes(), &[i as u8; 37])
+                .unwrap();
+        }
+        w.commit().unwrap();
+        // Another allowed region.
+        let mut w = db.write_in(acme, "us").unwrap();
+        w.insert(&LICENSES, b"lic-us", &license(99)).unwrap();
+        w.insert(&NOTES, b"note-us", b"in the us").unwrap();
+        w.commit().unwrap();
+        let mut w = db.write(bob).unwrap();
+        w.insert(&NOTES, b"note-bob", b"").unwrap(); // empty raw value
+        w.commit().unwrap();
+        db.close().unwrap();
+        (acme, bob)
+    };
+
+    // Reopen (regions listed in another order) and read everything back.
+    let db = Db::builder()
+        .region("eu")
+        .region("us")
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(db.account_id("acme").unwrap(), Some(acme));
+    assert_eq!(db.account_id("bob").unwrap(), Some(bob));
+    let r = db.read(acme).unwrap();
+    for i in 0..20 {
+        let rec = r
+            .get(&LICENSES, format!("lic-{i}").as_bytes())
+            .unwrap()
+            .expect("typed record after reopen");
+        assert_license(&rec, &license(i));
+        let note = r
+            .get(&NOTES, format!("note-{i}").as_bytes())
+            .unwrap()
+            .expect("raw record after reopen");
+        assert_eq!(&*note, &[i as u8; 37][..]);
+    }
+    // Home-region reads do not see the us rows; get_in does.
+    assert!(r.get(&LICENSES, b"lic-us").unwrap().is_none());
+    let rec = r.get_in("us", &LICENSES, b"lic-us").unwrap().unwrap();
+    assert_license(&rec, &license(99));
+    assert_eq!(
+        &*r.get_in("us", &NOTES, b"note-us").unwrap().unwrap(),
+        b"in the us"
+    );
+    assert!(r.get(&NOTES, b"missing").unwrap().is_none());
+
+    // The scan sees 21 rows of each table, tagged with their region.
+    let rows = scan_keys(&db, acme, &LICENSES);
+    assert_eq!(rows.len(), 21);
+    assert_eq!(rows.iter().filter(|(reg, _)| reg == "us").count(), 1);
+    assert!(rows.contains(&("us".to_owned(), b"lic-us".to_vec())));
+
+    let rb = db.read(bob).unwrap();
+    assert_eq!(&*rb.get(&NOTES, b"note-bob").unwrap().unwrap(), b"");
+    // Bob never sees acme's rows.
+    assert!(rb.get(&NOTES, b"note-us").unwrap().is_none());
+    drop((r, rb, rec));
+    db.close().unwrap();
+}
+
+// ======================================================================================
+// Typed and raw records, zero-copy reads, checksums and argument
+// checks, through the public API only.
+// ======================================================================================
 
 #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug, Clone, PartialEq)]
 #[rkyv(crate = regionkv::rkyv)]
@@ -43,10 +212,6 @@ fn doc(name: &str) -> Doc {
         tags: vec!["a".into(), "b".into()],
     }
 }
-
-// ---------------------------------------------------------------------------------------
-// 11. Db is Clone + Send + Sync; Record deref is the validated view
-// ---------------------------------------------------------------------------------------
 
 #[test]
 fn db_is_clone_send_sync() {
@@ -128,11 +293,8 @@ fn record_deref_matches_validated_access() {
     assert_doc(row.record(), &want);
 }
 
-// ---------------------------------------------------------------------------------------
-// 8. CRC corruption is detected
-// ---------------------------------------------------------------------------------------
-
 const MARK_RAW: &[u8] = b"DISTINCTIVE-RAW-PAYLOAD-5d1c0e77-ABCDEFGHIJKLMNOP";
+
 const MARK_DOC: &str = "DISTINCTIVE-DOC-NAME-9b2f4a11-QRSTUVWXYZ";
 
 /// Flips one byte in the middle of every occurrence of `needle`; returns how many.
@@ -211,7 +373,7 @@ fn crc_corruption_in_the_file_is_detected() {
         db.close().unwrap();
         a
     };
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let mut bytes = std::fs::read(&eu).unwrap();
     assert!(flip_all(&mut bytes, MARK_RAW) >= 1, "raw payload found");
     assert!(
@@ -260,7 +422,7 @@ fn crc_corruption_detected_through_sim_storage() {
         db.close().unwrap();
         a
     };
-    let eu = region_path(root, "eu");
+    let eu = region_file(root, "eu");
     let mut bytes = sim.live_bytes(&eu).expect("eu file in the sim");
     assert!(flip_all(&mut bytes, MARK_RAW) >= 1);
     assert!(flip_all(&mut bytes, MARK_DOC.as_bytes()) >= 1);
@@ -279,7 +441,7 @@ fn corrupt_envelope_header_is_detected() {
         db.close().unwrap();
         a
     };
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let mut bytes = std::fs::read(&eu).unwrap();
     let offsets: Vec<usize> = find_all(&bytes, MARK_RAW).collect();
     assert!(!offsets.is_empty());
@@ -293,11 +455,8 @@ fn corrupt_envelope_header_is_detected() {
     assert_corrupt(r.get(&NOTES, b"bad-raw"), "notes", "bad-raw");
 }
 
-// ---------------------------------------------------------------------------------------
-// 12. Argument checks: oversized value, over-long key, bad table names
-// ---------------------------------------------------------------------------------------
-
 const EMPTY_NAME: Table<Raw> = Table::new("");
+
 const LONG_NAME: Table<Raw> =
     Table::new("t2345678901234567890123456789012345678901234567890123456789012345");
 
@@ -312,7 +471,7 @@ fn invalid_arguments_are_rejected_and_write_nothing() {
         .open(dir.path())
         .unwrap();
     let a = db.create_account(NewAccount::new("acme", "eu")).unwrap();
-    let eu = region_path(dir.path(), "eu");
+    let eu = region_file(dir.path(), "eu");
     let eu_before = std::fs::read(&eu).unwrap();
     let invalid = |r: Result<(), Error>, what: &str| {
         assert!(
@@ -409,10 +568,6 @@ fn invalid_arguments_are_rejected_and_write_nothing() {
     assert_eq!(db.scan_all(&DOCS).unwrap().count(), 0);
 }
 
-// ---------------------------------------------------------------------------------------
-// 10. Property: random typed values round-trip, also after reopen
-// ---------------------------------------------------------------------------------------
-
 fn doc_strategy() -> impl Strategy<Value = Doc> {
     (
         "\\PC{0,40}",
@@ -485,4 +640,213 @@ proptest! {
             assert!(regionkv::decode_value::<Doc>(t, a, &[0u8; 40], &bytes).is_err());
         }
     }
+}
+
+// ======================================================================================
+// `Record`/`Row` held across drop of the Db and a reopen of
+// the same store in the same process.
+// ======================================================================================
+
+const DIR: &str = "/r";
+
+// Guard: the reopen is refused with `Error::Io` "eu.redb is already open for writing" while
+//   the record lives — the close docs say files are released with the last snapshot; once
+//   dropped the store reopens and audits clean, also after a power loss.
+#[test]
+fn record_held_across_drop_and_reopen() {
+    let sim = SimStorage::new();
+    let db = quiet_builder(&sim)
+        .region("us")
+        .region("eu")
+        .open(DIR)
+        .unwrap();
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert_unique(&T, b"k", b"old", &[Unique::new("email", "v")])
+        .unwrap();
+    w.commit().unwrap();
+    let rec = db.read(a).unwrap().get(&T, b"k").unwrap().unwrap();
+    let row = db.scan_all(&T).unwrap().next().unwrap().unwrap();
+    drop(db);
+    let t0 = std::time::Instant::now();
+    let db2 = quiet_builder(&sim).region("us").region("eu").open(DIR);
+    eprintln!("reopen after {:?}: {:?}", t0.elapsed(), db2.as_ref().err());
+    if let Ok(db2) = &db2 {
+        for i in 0..50u32 {
+            let mut w = db2.write(a).unwrap();
+            w.insert(&T, format!("n{i}").as_bytes(), &vec![i as u8; 3000])
+                .unwrap();
+            w.remove(&T, b"k").unwrap();
+            w.commit().unwrap();
+        }
+        eprintln!("old record: {:?}", &rec[..]);
+        eprintln!("old row: {:?}", &row.record()[..]);
+        let au = db2.audit().unwrap();
+        assert!(au.is_clean(), "{:?}", au.findings());
+    }
+    drop(rec);
+    drop(row);
+    drop(db2);
+    sim.crash();
+    let db3 = quiet_builder(&sim)
+        .region("us")
+        .region("eu")
+        .open(DIR)
+        .unwrap();
+    let au = db3.audit().unwrap();
+    assert!(au.is_clean(), "after crash: {:?}", au.findings());
+    let r = db3.read(a).unwrap();
+    assert!(
+        r.get(&T, b"k").unwrap().is_some(),
+        "acknowledged record lost"
+    );
+}
+
+// ======================================================================================
+// public-API inputs at and over their limits; many regions.
+// ======================================================================================
+
+// 64 bytes: 16 four-byte characters.
+const T64: Table<Raw> = Table::new("😀😀😀😀😀😀😀😀😀😀😀😀😀😀😀😀");
+
+const T65: Table<Raw> = Table::new("😀😀😀😀😀😀😀😀😀😀😀😀😀😀😀😀x");
+
+fn invalid<T: std::fmt::Debug>(r: regionkv::Result<T>, what: &str) {
+    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{what}: {r:?}");
+}
+
+// Guard: limits are accepted at the edge and refused past it.
+#[test]
+fn limits_are_accepted_at_the_edge_and_refused_past_it() {
+    let sim = SimStorage::new();
+    let r64 = "r".repeat(64);
+    let db = quiet_builder(&sim)
+        .region("us")
+        .region(&r64)
+        .max_value_size(1000)
+        .open("/e")
+        .unwrap();
+    invalid(
+        quiet_builder(&sim)
+            .region("us")
+            .region("r".repeat(65))
+            .open("/e2"),
+        "region 65",
+    );
+    // 128 bytes of 4-byte characters; 129 refused.
+    let name128 = "🦀".repeat(32);
+    assert_eq!(name128.len(), 128);
+    let a = db
+        .create_account(NewAccount::new(name128.clone(), &r64).allow("us"))
+        .unwrap();
+    invalid(
+        db.create_account(NewAccount::new(format!("{name128}x"), "us")),
+        "name 129",
+    );
+    let b2 = db.create_account(NewAccount::new("b", "us")).unwrap();
+
+    let ns64 = "n".repeat(64);
+    let v1024 = vec![0xFFu8; 1024];
+    let key4096 = vec![0xFFu8; 4096];
+    let val1000 = vec![7u8; 1000];
+    let mut w = db.write_in(a, &r64).unwrap();
+    w.insert_unique(&T64, &key4096, &val1000, &[Unique::new(&ns64, &v1024)])
+        .unwrap();
+    w.insert_unique(&T64, b"", b"", &[Unique::new("e", "x")])
+        .unwrap();
+    invalid(w.insert(&T65, b"k", b"v"), "table 65");
+    invalid(w.insert(&T, &vec![0u8; 4097], b"v"), "key 4097");
+    invalid(w.insert(&T, b"k", &vec![0u8; 1001]), "value 1001");
+    invalid(
+        w.insert_unique(&T, b"k", b"v", &[Unique::new(&"n".repeat(65), "v")]),
+        "ns 65",
+    );
+    invalid(
+        w.insert_unique(&T, b"k", b"v", &[Unique::new("n", &vec![1u8; 1025])]),
+        "value 1025",
+    );
+    invalid(
+        w.insert_unique(&T, b"k", b"v", &[Unique::new("", "v")]),
+        "ns 0",
+    );
+    invalid(
+        w.insert_unique(&T, b"k", b"v", &[Unique::new("n", "")]),
+        "value 0",
+    );
+    w.commit().unwrap();
+
+    let hit = db.find_unique(&T64, &ns64, &v1024).unwrap().unwrap();
+    assert_eq!((hit.account(), hit.key()), (a, key4096.as_slice()));
+    assert_eq!(db.find_unique(&T64, "e", "x").unwrap().unwrap().key(), b"");
+    assert!(db.is_taken(&ns64, &v1024).unwrap());
+    invalid(
+        db.find_unique(&T65, "e", "x").map(|h| h.is_some()),
+        "find t65",
+    );
+    invalid(db.is_taken("e", vec![0u8; 1025]), "is_taken 1025");
+    // Another account cannot take it, even through a 0-length key.
+    let mut w = db.write(b2).unwrap();
+    w.insert_unique(&T64, b"", b"", &[Unique::new(&ns64, &v1024)])
+        .unwrap();
+    assert!(matches!(w.commit(), Err(Error::UniqueViolation { .. })));
+    assert!(db.read(b2).unwrap().scan(&T64).unwrap().next().is_none());
+    let r = db.read(a).unwrap();
+    assert_eq!(
+        &*r.get(&T64, &key4096).unwrap().unwrap(),
+        val1000.as_slice()
+    );
+    assert_eq!(r.get(&T64, b"").unwrap().unwrap().len(), 0);
+    assert!(db.audit().unwrap().is_clean());
+    db.close().unwrap();
+    sim.crash();
+    let db = quiet_builder(&sim)
+        .region("us")
+        .region(&r64)
+        .open("/e")
+        .unwrap();
+    assert!(db.audit().unwrap().is_clean());
+    assert_eq!(db.account(a).unwrap().name(), name128);
+}
+
+// Guard: scan prefix of ff bytes stays inside the account.
+#[test]
+fn scan_prefix_of_ff_bytes_stays_inside_the_account() {
+    let sim = SimStorage::new();
+    let db = quiet_builder(&sim).region("us").open("/p").unwrap();
+    let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+    let c = db.create_account(NewAccount::new("c", "us")).unwrap();
+    for (acct, keys) in [
+        (a, vec![vec![0xFF], vec![0xFF, 0xFF], vec![0xFF; 4096]]),
+        (c, vec![vec![], vec![0], vec![0xFF]]),
+    ] {
+        let mut w = db.write(acct).unwrap();
+        for k in keys {
+            w.insert(&T, &k, b"v").unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let r = db.read(a).unwrap();
+    for p in [
+        vec![],
+        vec![0xFF],
+        vec![0xFF, 0xFF],
+        vec![0xFF; 4096],
+        vec![0xFF; 5000],
+    ] {
+        for row in r.scan_prefix(&T, &p).unwrap() {
+            let row = row.unwrap();
+            assert_eq!(
+                row.account(),
+                a,
+                "prefix {:?}: row of {:?}",
+                p.len(),
+                row.account()
+            );
+            assert!(row.key().starts_with(&p));
+        }
+    }
+    assert_eq!(r.scan_prefix(&T, &[0xFF]).unwrap().count(), 3);
+    let rc = db.read(c).unwrap();
+    assert_eq!(rc.scan_prefix(&T, &[]).unwrap().count(), 3);
+    assert_eq!(rc.scan_prefix(&T, &[0xFF]).unwrap().count(), 1);
 }

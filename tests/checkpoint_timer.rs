@@ -1,27 +1,24 @@
-//! Adversarial review, round 4: the checkpoint timer thread (1 ms budget) racing writers
-//! in three regions, a run-time `disable_region`, `forfeit_unsettled`, `close`, Drop
-//! without close, and injected faults on the global file or a region file. A watchdog
-//! exits the process (101) if anything hangs for 30 s.
-//!
-//! passes (guard): timer_races_writers_disable_and_close
-//! passes (guard): timer_races_writers_and_drop_without_close
-//! passes (guard): timer_races_writers_with_a_dying_global_then_restart_and_power_loss
-//! passes (guard): timer_races_writers_with_a_dying_region_then_restart_and_power_loss
+//! The checkpoint timer thread (1 ms budget) racing writers in three regions, a run-time
+//! `disable_region`, `forfeit_unsettled`, `close`, Drop without close, and injected faults
+//! on the global file or a region file: every acknowledged write survives, the store
+//! reopens. A watchdog exits the process (101) if anything hangs for 30 s.
 
+mod common;
+
+use common::T;
+use common::sim::*;
+use parking_lot::Mutex;
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Unique};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
-
-const T: Table<Raw> = Table::new("t");
 const DIR: &str = "/tm";
-const GLOBAL: &str = "/tm/global.redb";
-const EU: &str = "/tm/regions/eu.redb";
+
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];
+
 const MAX: u64 = 12;
 
 fn watchdog(what: &'static str) -> Arc<AtomicBool> {
@@ -168,6 +165,7 @@ fn reopen_and_verify(sim: &SimStorage, ids: &Ids, acked: &Acked, ctx: &str) {
     db.close().unwrap();
 }
 
+// Guard: timer races writers disable and close.
 #[test]
 fn timer_races_writers_disable_and_close() {
     let done = watchdog("timer_races_writers_disable_and_close");
@@ -205,6 +203,7 @@ fn timer_races_writers_disable_and_close() {
     done.store(true, Ordering::Release);
 }
 
+// Guard: timer races writers and drop without close.
 #[test]
 fn timer_races_writers_and_drop_without_close() {
     let done = watchdog("timer_races_writers_and_drop_without_close");
@@ -227,7 +226,7 @@ fn timer_races_writers_and_drop_without_close() {
     done.store(true, Ordering::Release);
 }
 
-fn dying_file(path: &'static str, name: &'static str) {
+fn dying_file(path: std::path::PathBuf, name: &'static str) {
     let done = watchdog(name);
     for round in 0..6u64 {
         let sim = SimStorage::new();
@@ -237,7 +236,7 @@ fn dying_file(path: &'static str, name: &'static str) {
         let stop = Arc::new(AtomicBool::new(false));
         let hs = writers(&db, &ids, &acked, &stop);
         std::thread::sleep(Duration::from_millis(3));
-        sim.fail_file_after(path, round * 5, FaultOn::Any);
+        sim.fail_file_after(&path, round * 5, FaultOn::Any);
         std::thread::sleep(Duration::from_millis(15));
         stop.store(true, Ordering::Release);
         for h in hs {
@@ -251,12 +250,14 @@ fn dying_file(path: &'static str, name: &'static str) {
     done.store(true, Ordering::Release);
 }
 
+// Guard: timer races writers with a dying global then restart and power loss.
 #[test]
 fn timer_races_writers_with_a_dying_global_then_restart_and_power_loss() {
-    dying_file(GLOBAL, "dying global");
+    dying_file(sim_global(DIR), "dying global");
 }
 
+// Guard: timer races writers with a dying region then restart and power loss.
 #[test]
 fn timer_races_writers_with_a_dying_region_then_restart_and_power_loss() {
-    dying_file(EU, "dying eu");
+    dying_file(sim_region(DIR, "eu"), "dying eu");
 }

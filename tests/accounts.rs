@@ -1,0 +1,221 @@
+//! Accounts and the placement policy, through the public API only.
+
+mod common;
+
+use common::files::*;
+use regionkv::layout::region_file;
+use regionkv::{AccountId, AccountState, Db, Error, NewAccount};
+
+#[test]
+fn account_rows_lookup_and_duplicate_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_us_eu(dir.path());
+    let us = db.region_id("us").unwrap();
+    let eu = db.region_id("eu").unwrap();
+    let acme = db
+        .create_account(NewAccount::new("acme", "eu").allow("us").max_records(10))
+        .unwrap();
+    let bob = db.create_account(NewAccount::new("bob", "us")).unwrap();
+    assert_ne!(acme, bob);
+
+    let a = db.account(acme).unwrap();
+    assert_eq!(a.id(), acme);
+    assert_eq!(a.name(), "acme");
+    assert_eq!(a.home(), eu);
+    assert_eq!(
+        a.allowed(),
+        &[eu, us],
+        "home first, then the allowed regions"
+    );
+    assert!(a.allows(us) && a.allows(eu));
+    assert_eq!(a.max_records(), Some(10));
+    assert_eq!(a.state(), AccountState::Active);
+
+    let b = db.account(bob).unwrap();
+    assert_eq!(b.name(), "bob");
+    assert_eq!(b.home(), us);
+    assert_eq!(b.allowed(), &[us]);
+    assert!(!b.allows(eu));
+    assert_eq!(b.max_records(), None);
+
+    assert_eq!(db.account_id("acme").unwrap(), Some(acme));
+    assert_eq!(db.account_id("bob").unwrap(), Some(bob));
+    assert_eq!(db.account_id("nobody").unwrap(), None);
+    assert_eq!(db.account_id("ACME").unwrap(), None, "names are exact");
+
+    // The name is unique across all regions: another home does not help.
+    for home in ["eu", "us"] {
+        match db.create_account(NewAccount::new("acme", home)) {
+            Err(Error::AccountNameTaken(n)) => assert_eq!(n, "acme"),
+            other => panic!("expected AccountNameTaken, got {other:?}"),
+        }
+    }
+    // The failed creates did not change anything.
+    assert_eq!(db.account_id("acme").unwrap(), Some(acme));
+    assert_eq!(db.account(acme).unwrap().home(), eu);
+
+    // Unknown ids.
+    let unknown = AccountId::from_raw(acme.get().max(bob.get()) + 1000);
+    assert!(matches!(db.account(unknown), Err(Error::AccountUnknown(id)) if id == unknown));
+    assert!(matches!(db.write(unknown), Err(Error::AccountUnknown(_))));
+    assert!(matches!(
+        db.write_in(unknown, "us"),
+        Err(Error::AccountUnknown(_))
+    ));
+    assert!(matches!(db.read(unknown), Err(Error::AccountUnknown(_))));
+    db.close().unwrap();
+
+    // After reopen: the same rows, the name still taken, new ids are new.
+    let db = Db::builder()
+        .region("eu")
+        .region("us")
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(db.account_id("acme").unwrap(), Some(acme));
+    let a2 = db.account(acme).unwrap();
+    assert_eq!(a2.name(), "acme");
+    assert_eq!(a2.home(), eu);
+    assert_eq!(a2.allowed(), &[eu, us]);
+    assert_eq!(a2.max_records(), Some(10));
+    assert_eq!(a2.created_at(), a.created_at());
+    assert!(matches!(
+        db.create_account(NewAccount::new("acme", "us")),
+        Err(Error::AccountNameTaken(_))
+    ));
+    assert!(matches!(
+        db.create_account(NewAccount::new("bob", "eu")),
+        Err(Error::AccountNameTaken(_))
+    ));
+    let carol = db.create_account(NewAccount::new("carol", "eu")).unwrap();
+    assert!(
+        ![acme, bob].contains(&carol),
+        "account ids are never reused"
+    );
+    assert!(matches!(db.account(unknown), Err(Error::AccountUnknown(_))));
+}
+
+#[test]
+fn account_home_and_allowed_regions_must_be_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open_us_eu(dir.path());
+        db.close().unwrap();
+    }
+    let db = Db::builder()
+        .region("us")
+        .disable_region("eu")
+        .open(dir.path())
+        .unwrap();
+    // Unknown home.
+    assert!(matches!(
+        db.create_account(NewAccount::new("x", "mars")),
+        Err(Error::RegionUnknown(r)) if r == "mars"
+    ));
+    // Unknown allowed region.
+    assert!(matches!(
+        db.create_account(NewAccount::new("x", "us").allow("mars")),
+        Err(Error::RegionUnknown(_))
+    ));
+    // Disabled home.
+    assert!(matches!(
+        db.create_account(NewAccount::new("x", "eu")),
+        Err(Error::RegionDisabled(r)) if r == "eu"
+    ));
+    // None of the failures took the name.
+    assert_eq!(db.account_id("x").unwrap(), None);
+    // A disabled region may be an allowed (not home) region.
+    let x = db
+        .create_account(NewAccount::new("x", "us").allow("eu"))
+        .unwrap();
+    assert!(matches!(
+        db.write_in(x, "eu"),
+        Err(Error::RegionDisabled(_))
+    ));
+    // Bad names.
+    assert!(matches!(
+        db.create_account(NewAccount::new("", "us")),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        db.create_account(NewAccount::new("n".repeat(129), "us")),
+        Err(Error::InvalidArgument(_))
+    ));
+    db.create_account(NewAccount::new("n".repeat(128), "us"))
+        .unwrap();
+}
+
+#[test]
+fn placement_denied_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .region("ap")
+        .default_region("us")
+        .open(dir.path())
+        .unwrap();
+    let eu_only = db.create_account(NewAccount::new("eu-only", "eu")).unwrap();
+    let eu_us = db
+        .create_account(NewAccount::new("eu-us", "eu").allow("us"))
+        .unwrap();
+    // Commits are synced: the files on disk are current while the store is open.
+    let region_bytes =
+        || ["us", "eu", "ap"].map(|r| std::fs::read(region_file(dir.path(), r)).unwrap());
+    let before = region_bytes();
+    match db.write_in(eu_only, "us") {
+        Err(Error::PlacementDenied { account, region }) => {
+            assert_eq!(account, eu_only);
+            assert_eq!(region, "us");
+        }
+        other => panic!("expected PlacementDenied, got {other:?}"),
+    }
+    assert!(matches!(
+        db.write_in(eu_us, "ap"),
+        Err(Error::PlacementDenied { .. })
+    ));
+    // Reads outside the policy are refused too.
+    let r = db.read(eu_only).unwrap();
+    assert!(matches!(
+        r.get_in("us", &NOTES, b"k"),
+        Err(Error::PlacementDenied { .. })
+    ));
+    // An unknown region is not a placement question.
+    assert!(matches!(
+        db.write_in(eu_only, "mars"),
+        Err(Error::RegionUnknown(_))
+    ));
+    // Nothing reached any region file.
+    assert!(
+        before == region_bytes(),
+        "a denied write modified a region file"
+    );
+
+    // The allowed ones work.
+    let mut w = db.write_in(eu_us, "us").unwrap();
+    w.insert(&NOTES, b"k", b"ok in us").unwrap();
+    w.commit().unwrap();
+    let mut w = db.write_in(eu_only, "eu").unwrap();
+    w.insert(&NOTES, b"k", b"ok in eu").unwrap();
+    w.commit().unwrap();
+
+    // Nothing of eu_only outside eu, nothing of anyone in ap.
+    assert_eq!(
+        scan_keys(&db, eu_only, &NOTES),
+        vec![("eu".to_owned(), b"k".to_vec())]
+    );
+    let rows: Vec<_> = db
+        .scan_all(&NOTES)
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (db.region_name(r.region()).unwrap(), r.account())
+        })
+        .collect();
+    assert!(!rows.contains(&("us".to_owned(), eu_only)));
+    assert!(rows.iter().all(|(reg, _)| reg != "ap"));
+    let after = region_bytes();
+    assert!(after[2] == before[2], "ap untouched");
+    assert!(after[0] != before[0], "us took the allowed write");
+    drop(r);
+    db.close().unwrap();
+}

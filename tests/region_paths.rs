@@ -1,0 +1,612 @@
+//! Where partition files live: the layout of a store's folder, region ids stable across
+//! reopens, and region paths that collide with other files (`P` and `P.creating`, a region
+//! under the global file, another store's region, paths too long) are refused without
+//! changing any byte or losing any region.
+
+mod common;
+
+use common::T;
+use common::files::*;
+use regionkv::layout::{global_file, region_file};
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{Db, Error, NewAccount, Storage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+// ======================================================================================
+// Opening, reopening, the region catalog, wrong-partition files and
+// disabled regions, through the public API only.
+// ======================================================================================
+
+#[test]
+fn files_are_laid_out_as_designed() {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let eu_file = elsewhere.path().join("mnt-eu").join("regionkv-eu.redb");
+    let db = Db::builder()
+        .region("us")
+        .region_at("eu", &eu_file)
+        .open(dir.path())
+        .unwrap();
+    let acme = db.create_account(NewAccount::new("acme", "eu")).unwrap();
+    let mut w = db.write(acme).unwrap();
+    w.insert(&NOTES, b"k", b"v").unwrap();
+    w.commit().unwrap();
+    db.close().unwrap();
+    assert!(global_file(dir.path()).is_file());
+    assert!(region_file(dir.path(), "us").is_file());
+    assert!(eu_file.is_file());
+    assert!(!region_file(dir.path(), "eu").exists());
+
+    // Reopening with the same explicit path finds the data.
+    let db = Db::builder()
+        .region("us")
+        .region_at("eu", &eu_file)
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(
+        &*db.read(acme).unwrap().get(&NOTES, b"k").unwrap().unwrap(),
+        b"v"
+    );
+}
+
+fn ids(db: &Db) -> Vec<(String, u16, bool)> {
+    let mut v: Vec<_> = db
+        .regions()
+        .into_iter()
+        .map(|r| (r.name, r.id.get(), r.enabled))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_us_eu(dir.path());
+    let us = db.region_id("us").unwrap();
+    let eu = db.region_id("eu").unwrap();
+    assert_ne!(us, eu);
+    assert_eq!(db.region_name(us).as_deref(), Some("us"));
+    assert_eq!(db.region_name(eu).as_deref(), Some("eu"));
+    assert_eq!(db.default_region(), us);
+    let first = ids(&db);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|(_, _, enabled)| *enabled));
+    assert!(matches!(db.region_id("ap"), Err(Error::RegionUnknown(_))));
+    db.close().unwrap();
+
+    // Reopen, same order.
+    let db = open_us_eu(dir.path());
+    assert_eq!(ids(&db), first);
+    db.close().unwrap();
+
+    // Reopen, other order, no default named: ids and the default stay.
+    let db = Db::builder()
+        .region("eu")
+        .region("us")
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(ids(&db), first);
+    assert_eq!(db.default_region(), us);
+    db.close().unwrap();
+
+    // Add a region later: existing ids unchanged, the new one is new.
+    let db = Db::builder()
+        .region("ap")
+        .region("eu")
+        .region("us")
+        .open(dir.path())
+        .unwrap();
+    assert_eq!(db.region_id("us").unwrap(), us);
+    assert_eq!(db.region_id("eu").unwrap(), eu);
+    let ap = db.region_id("ap").unwrap();
+    assert_ne!(ap, us);
+    assert_ne!(ap, eu);
+    let with_ap = ids(&db);
+    assert_eq!(with_ap.len(), 3);
+    db.close().unwrap();
+
+    // Every order of the three keeps every id.
+    for order in [["us", "ap", "eu"], ["eu", "us", "ap"], ["ap", "us", "eu"]] {
+        let db = Db::builder()
+            .region(order[0])
+            .region(order[1])
+            .region(order[2])
+            .open(dir.path())
+            .unwrap();
+        assert_eq!(ids(&db), with_ap, "order {order:?}");
+        db.close().unwrap();
+    }
+
+    // Disabling a region keeps its id (listed as not enabled); re-enabling keeps it too.
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .disable_region("ap")
+        .open(dir.path())
+        .unwrap();
+    let disabled: Vec<_> = with_ap
+        .iter()
+        .map(|(n, id, _)| (n.clone(), *id, n != "ap"))
+        .collect();
+    assert_eq!(ids(&db), disabled);
+    db.close().unwrap();
+    // A later region never reuses an id, even of a disabled region.
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .region("sa")
+        .disable_region("ap")
+        .open(dir.path())
+        .unwrap();
+    let sa = db.region_id("sa").unwrap();
+    assert!(![us, eu, ap].contains(&sa));
+    assert_eq!(db.region_id("ap").unwrap(), ap);
+    db.close().unwrap();
+}
+
+// ======================================================================================
+// hostile region paths.
+// ======================================================================================
+
+fn snapshot(sim: &SimStorage) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    sim.paths()
+        .into_iter()
+        .map(|p| {
+            let b = sim.live_bytes(&p);
+            (p, b)
+        })
+        .collect()
+}
+
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn walk(p: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    out.insert(path.clone(), b"<dir>".to_vec());
+                    walk(&path, out);
+                } else {
+                    out.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+                }
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out
+}
+
+// Regression (fixed since): adding a region at p destroys the region living at p creating.
+/// I3: a region whose file is at `X.creating` (a legal `region_at` path) loses every
+/// acknowledged record when a later open adds a region at `X`: `create_new(X)` removes
+/// `X.creating` unconditionally before building the new file there.
+#[test]
+fn adding_a_region_at_p_destroys_the_region_living_at_p_creating() {
+    let sim = SimStorage::new();
+    let eu_path = "/s/vol/eu.creating";
+    let db = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path)
+        .open("/s")
+        .unwrap();
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert(&T, b"k", b"acknowledged").unwrap();
+    w.commit().unwrap();
+    db.close().unwrap();
+
+    // Add a region at "/s/vol/eu": its temporary name is eu's file. Refused, untouched.
+    let before: Vec<_> = sim
+        .paths()
+        .into_iter()
+        .map(|p| (sim.live_bytes(&p), p))
+        .collect();
+    let r = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path)
+        .region_at("ap", "/s/vol/eu")
+        .open("/s");
+    assert!(matches!(r, Err(Error::Config(_))), "{:?}", r.map(|_| ()));
+    let after: Vec<_> = sim
+        .paths()
+        .into_iter()
+        .map(|p| (sim.live_bytes(&p), p))
+        .collect();
+    assert!(
+        before == after,
+        "a refused open changed files: {:?}",
+        sim.paths()
+    );
+    // The store opens as it was, with eu's acknowledged record.
+    let db = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path)
+        .open("/s")
+        .unwrap();
+    let got = db.read(a).unwrap().get(&T, b"k").unwrap();
+    assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
+}
+
+// Regression (fixed since): two new regions p and p creating in one open lose one.
+/// Same hole inside one open: two new regions, `sa` at `P.creating` listed before `ap` at
+/// `P`. The open succeeds; `sa`'s file is deleted while it is open, so everything written
+/// to it was lost at the next open. Now refused at open.
+#[test]
+fn two_new_regions_p_and_p_creating_in_one_open_lose_one() {
+    let sim = SimStorage::new();
+    let b = || {
+        Db::builder()
+            .storage(sim.clone())
+            .region("us")
+            .region_at("sa", "/s/vol/x.creating")
+            .region_at("ap", "/s/vol/x")
+    };
+    // Refused before anything is created: no file may be lost later.
+    let r = b().open("/s");
+    assert!(matches!(r, Err(Error::Config(_))), "{:?}", r.map(|_| ()));
+    assert!(
+        sim.paths().is_empty(),
+        "files left behind: {:?}",
+        sim.paths()
+    );
+}
+
+// Regression (fixed since): refused open of two new regions file vs folder changes bytes.
+/// "A refused open changes no byte": two new regions whose paths conflict as file vs
+/// folder (`new/x` and `new/x/y.redb`) pass every plan check one by one, then the apply
+/// writes the catalog and creates `new/x` before failing on `new/x/y.redb`.
+#[test]
+fn refused_open_of_two_new_regions_file_vs_folder_changes_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    Db::builder()
+        .region("us")
+        .open(dir.path())
+        .unwrap()
+        .close()
+        .unwrap();
+    let before = tree(dir.path());
+    let r = Db::builder()
+        .region("us")
+        .region_at("ap", dir.path().join("new").join("x"))
+        .region_at("sa", dir.path().join("new").join("x").join("y.redb"))
+        .open(dir.path());
+    let after = tree(dir.path());
+    match r {
+        Ok(db) => {
+            drop(db);
+            panic!("two regions at a file and under it as a folder must be refused");
+        }
+        Err(e) => {
+            let changed: Vec<_> = after
+                .keys()
+                .chain(before.keys())
+                .filter(|k| before.get(*k) != after.get(*k))
+                .collect();
+            assert!(
+                changed.is_empty(),
+                "refused open ({e}) changed files: {changed:?}"
+            );
+        }
+    }
+}
+
+// Regression (fixed since): refused new store region under global file changes bytes.
+/// Same for a new store: a region under `<dir>/global.redb/` cannot be created (the global
+/// file will be there), but the plan only checks each path against what exists now.
+#[test]
+fn refused_new_store_region_under_global_file_changes_bytes() {
+    let sim = SimStorage::new();
+    let r = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", "/n/global.redb/eu.redb")
+        .open("/n");
+    let files = snapshot(&sim);
+    match r {
+        Ok(db) => {
+            drop(db);
+            // SimStorage has no folders: a file under a file's path is possible there.
+        }
+        Err(e) => assert!(
+            files.is_empty(),
+            "refused open ({e}) left files: {:?}",
+            files.keys().collect::<Vec<_>>()
+        ),
+    }
+    // Real files: a folder cannot be made where the global file is.
+    let dir = tempfile::tempdir().unwrap();
+    let r = Db::builder()
+        .region("us")
+        .region_at("eu", dir.path().join("global.redb").join("eu.redb"))
+        .open(dir.path());
+    let after = tree(dir.path());
+    match r {
+        Ok(db) => {
+            drop(db);
+            panic!("a region under the global file's path must be refused");
+        }
+        Err(e) => assert!(
+            after.is_empty(),
+            "refused open ({e}) left files: {:?}",
+            after.keys().collect::<Vec<_>>()
+        ),
+    }
+}
+
+// ======================================================================================
+// region paths against the files of DISABLED regions.
+// ======================================================================================
+
+// Regression (fixed since): new region at p destroys the disabled region living at p
+//   creating.
+/// I3: the fix of `adding_a_region_at_p_destroys_the_region_living_at_p_creating` refuses a new region at `P` while a region living at `P.creating`
+/// is *listed*. The plan's path checks only cover the regions this open enables, so with
+/// that region disabled the open succeeds and `create_new(P)` removes `P.creating`: the
+/// disabled region's file, with its acknowledged records. When the region is enabled
+/// again its file is gone.
+#[test]
+fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
+    let sim = SimStorage::new();
+    let eu_path = "/s/vol/x.creating";
+    let db = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path)
+        .open("/s")
+        .unwrap();
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert(&T, b"k", b"acknowledged").unwrap();
+    w.commit().unwrap();
+    db.close().unwrap();
+    let eu_bytes = sim.live_bytes(eu_path);
+    assert!(eu_bytes.is_some());
+
+    // eu is disabled (its volume is slow, say); a new region is added at /s/vol/x.
+    let r = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .disable_region("eu")
+        .region_at("ap", "/s/vol/x")
+        .open("/s");
+    if let Ok(db) = r {
+        db.close().unwrap();
+    }
+    assert_eq!(
+        sim.live_bytes(eu_path).map(|b| b.len()),
+        eu_bytes.map(|b| b.len()),
+        "the disabled region's file at {eu_path} was removed by the open that added a region \
+         at /s/vol/x"
+    );
+    // eu comes back with its acknowledged record.
+    let mut b = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path);
+    if sim.live_bytes("/s/vol/x").is_some() {
+        b = b.region_at("ap", "/s/vol/x");
+    }
+    let db = b.open("/s").expect("eu returns");
+    let got = db.read(a).unwrap().get(&T, b"k").unwrap();
+    assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
+}
+
+// Regression (fixed since): new region at the catalog path of a disabled region is
+//   accepted.
+/// Design 3.2: "two regions on one file ... are refused by name before anything exists".
+/// eu lives at `/s2/vol/eu.redb` (region_at); its volume is unmounted, so eu is disabled
+/// and its file is absent. A new region `ap` given eu's path is accepted and created there:
+/// when the volume returns, eu's file and ap's are one path (the store can no longer open
+/// both, and one of them hides the other).
+#[test]
+fn new_region_at_the_catalog_path_of_a_disabled_region_is_accepted() {
+    use regionkv::Storage;
+    let sim = SimStorage::new();
+    let eu_path = "/s2/vol/eu.redb";
+    let db = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path)
+        .open("/s2")
+        .unwrap();
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert(&T, b"k", b"acknowledged").unwrap();
+    w.commit().unwrap();
+    db.close().unwrap();
+    // The volume goes away (the file is no longer at its path).
+    sim.rename(eu_path.as_ref(), "/unmounted/eu.redb".as_ref())
+        .unwrap();
+    let r = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .disable_region("eu")
+        .region_at("ap", eu_path)
+        .open("/s2");
+    let accepted = r.is_ok();
+    if let Ok(db) = r {
+        db.close().unwrap();
+    }
+    assert!(
+        !accepted,
+        "a new region was created at {eu_path}, the catalog path of disabled region eu"
+    );
+}
+
+// Regression (fixed since): region path whose temporary name is too long fails after
+//   writing.
+/// "A refused open leaves every byte as it was" (and `refused_open_of_two_new_regions_file_vs_folder_changes_bytes`, about paths that
+/// pass the plan but fail in the apply): a region_at path whose last component is 250
+/// bytes passes every plan check (its folder exists and is writable), but its temporary
+/// name `<path>.creating` is 259 bytes, over NAME_MAX (255): the apply fails after it has
+/// already created the global file of a new store.
+#[test]
+fn region_path_whose_temporary_name_is_too_long_fails_after_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(250);
+    let r = Db::builder()
+        .region("us")
+        .region_at("eu", dir.path().join(&long))
+        .open(dir.path().join("store"));
+    let left: Vec<_> = walk(dir.path());
+    match r {
+        Ok(db) => {
+            // Could be fine on a file system with longer names; then nothing to prove.
+            drop(db);
+        }
+        Err(e) => assert!(
+            left.is_empty(),
+            "refused open ({e}) left files behind: {left:?}"
+        ),
+    }
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            out.push(path.clone());
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+        }
+    }
+    out
+}
+
+// Regression (fixed since): new store with a region at p destroys another stores live
+//   region at p creating.
+/// I3, same root cause across stores: store A's region eu lives at `/sh/x.creating` and is
+/// open; store B (another folder, same disk, same process) is created with a region at
+/// `/sh/x`. B's plan checks temporary names only among its own paths, and the registry of
+/// open files holds A's `/sh/x.creating`, not B's `/sh/x`: B's `create_new` removes A's
+/// live region file. A's acknowledged record is gone at its next open.
+#[test]
+fn new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creating() {
+    let sim = SimStorage::new();
+    let a_db = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", "/sh/x.creating")
+        .open("/A")
+        .unwrap();
+    let acct = a_db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = a_db.write(acct).unwrap();
+    w.insert(&T, b"k", b"acknowledged").unwrap();
+    w.commit().unwrap();
+
+    let b_db = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("ap", "/sh/x")
+        .open("/B");
+    if let Ok(db) = b_db {
+        db.close().unwrap();
+    }
+    a_db.close().unwrap();
+    let reopened = Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", "/sh/x.creating")
+        .open("/A");
+    let got = reopened.as_ref().map(|db| {
+        db.read(acct)
+            .unwrap()
+            .get(&T, b"k")
+            .unwrap()
+            .map(|r| r.to_vec())
+    });
+    assert!(
+        matches!(&got, Ok(Some(v)) if v == b"acknowledged"),
+        "store A's acknowledged record after store B was created: {:?}",
+        got.map_err(|e| e.to_string())
+    );
+}
+
+// ======================================================================================
+// A crash during the open that creates a region must not leave the
+// region's `created` flag false forever (a later loss of its file would then be answered
+// by silently creating an empty region).
+// ======================================================================================
+
+const DIR: &str = "/store";
+
+fn open_us_eu_sim(sim: &SimStorage) -> Result<Db, Error> {
+    Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region("eu")
+        .open(DIR)
+}
+
+#[test]
+fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
+    let eu = region_file(Path::new(DIR), "eu");
+    let mut problems = Vec::new();
+    let mut points = 0;
+    for n in 0..500u64 {
+        let sim = SimStorage::new();
+        {
+            let db = Db::builder()
+                .storage(sim.clone())
+                .region("us")
+                .open(DIR)
+                .unwrap();
+            let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+            let mut w = db.write(a).unwrap();
+            w.insert(&T, b"k", b"v").unwrap();
+            w.commit().unwrap();
+            db.close().unwrap();
+        }
+        // The open that adds eu, with a fault after n storage operations, then a crash.
+        sim.fail_after(n, FaultOn::Any);
+        let first = open_us_eu_sim(&sim);
+        let tripped = sim.fault_tripped();
+        drop(first);
+        sim.crash();
+        points += 1;
+
+        // The region's creation completes (or restarts) at the next open.
+        match open_us_eu_sim(&sim) {
+            Ok(db) => {
+                let eu_id = db.region_id("eu").unwrap();
+                assert!(
+                    db.regions().iter().any(|r| r.id == eu_id && r.enabled),
+                    "n={n}: eu open"
+                );
+                db.close().unwrap();
+            }
+            Err(e) => {
+                problems.push(format!("n={n}: open after the crash: {e}"));
+                continue;
+            }
+        }
+        // eu was created: losing its file must be refused, never answered with a new,
+        // empty eu.
+        Storage::remove(&sim, &eu).unwrap();
+        match open_us_eu_sim(&sim) {
+            Err(Error::Config(msg)) if msg.contains("eu") => {}
+            Err(e) => problems.push(format!(
+                "n={n}: open with eu's file missing: {e} (expected Error::Config naming it)"
+            )),
+            Ok(db) => {
+                problems.push(format!(
+                    "n={n}: open with eu's file missing succeeded (eu silently recreated)"
+                ));
+                drop(db);
+            }
+        }
+        if !tripped {
+            break; // the fault lies beyond the open: every point was covered
+        }
+    }
+    assert!(points > 1, "the sweep covered the open");
+    assert!(problems.is_empty(), "{points} fault points: {problems:#?}");
+}
