@@ -2,14 +2,14 @@
 //! `_tombstones`) the audit makes: each decodes the rows of one table and reports the rows
 //! that do not decode, so the checks built on them see only decoded rows.
 
-use redb::{ReadOnlyTable, ReadTransaction, TableHandle};
+use redb::{ReadTransaction, TableHandle};
 
+use super::hex16;
 use super::scan::{Auditor, Row};
-use super::{Bytes, hex16};
 use crate::error::Result;
-use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{split_txn_key, split_unique_key};
+use crate::reservation::index::IndexRead;
 use crate::reservation::state::Entry;
 use crate::schema::{INFLIGHT, TOMBSTONES, UNIQUE};
 use crate::types::TxnId;
@@ -21,12 +21,13 @@ pub(super) fn value_of(ns: &str, digest: &[u8; 16]) -> String {
 }
 
 /// The `_unique` table of the global snapshot, kept open for the whole audit: scanned once,
-/// and read by key for every value a record owns.
+/// and read by key for every value a record owns. The engine's typed index
+/// ([`IndexRead`]), opened leniently.
 pub(super) struct Index<'p> {
     /// The global partition.
     part: &'p Partition,
-    /// Its `_unique` table (`None` if absent or of the wrong type).
-    unique: Option<ReadOnlyTable<Bytes, Bytes>>,
+    /// Over its `_unique` table (empty if absent or of the wrong type).
+    index: IndexRead<'p>,
 }
 
 impl<'p> Index<'p> {
@@ -38,16 +39,16 @@ impl<'p> Index<'p> {
         txn: &ReadTransaction,
     ) -> Result<Self> {
         let unique = a.open(part, txn, UNIQUE)?;
-        Ok(Index { part, unique })
+        Ok(Index {
+            part,
+            index: IndexRead::from_table(part, unique),
+        })
     }
 
     /// The entry of the unique key `ukey`: `Ok(None)` if it has none, `Some(None)` if its
     /// entry does not decode (reported by [`Index::for_each_entry`]).
     pub(super) fn get(&self, ukey: &[u8]) -> Result<Option<Option<Entry>>> {
-        match &self.unique {
-            None => Ok(None),
-            Some(t) => Ok(t.get(ukey).at(self.part)?.map(|g| Entry::decode(g.value()))),
-        }
+        self.index.get_lenient(ukey)
     }
 
     /// Hands every entry to `f` as (raw key, namespace, digest, entry), in key order; a
@@ -57,7 +58,7 @@ impl<'p> Index<'p> {
         a: &mut Auditor,
         mut f: impl FnMut(&mut Auditor, &[u8], &str, [u8; 16], Entry) -> Result<()>,
     ) -> Result<()> {
-        let Some(t) = &self.unique else {
+        let Some(t) = self.index.table() else {
             return Ok(());
         };
         a.scan(self.part, UNIQUE.name(), t, |a, ukey, v| {

@@ -54,12 +54,38 @@ impl<'g> IndexRead<'g> {
         })
     }
 
+    /// The index over `unique`, a `_unique` table the caller opened (the audit opens it
+    /// leniently: a table of the wrong type is a finding there, and reads as `None`).
+    pub fn from_table(
+        global: &'g Partition,
+        unique: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    ) -> Self {
+        IndexRead { global, unique }
+    }
+
     /// The entry of value key `key`, if any.
     pub fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         match &self.unique {
             Some(t) => get_in(self.global, t, key),
             None => Ok(None),
         }
+    }
+
+    /// The entry of `key` without failing on damage: `Some(None)` if it does not decode
+    /// (for the audit, which reports it and goes on).
+    pub fn get_lenient(&self, key: &[u8]) -> Result<Option<Option<Entry>>> {
+        match &self.unique {
+            Some(t) => Ok(t
+                .get(key)
+                .at(self.global)?
+                .map(|g| Entry::decode(g.value()))),
+            None => Ok(None),
+        }
+    }
+
+    /// The `_unique` table, to walk it.
+    pub fn table(&self) -> Option<&redb::ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        self.unique.as_ref()
     }
 }
 
