@@ -503,7 +503,7 @@ fn pending_entry_left_in_the_index_is_in_flight() {
     // Recovery rolls back Pending entries it finds through their `_inflight` row, and
     // replays and deletes every applied marker of an open region, so neither a raw
     // `_inflight` row nor a raw `_markers` row survives a reopen (the latter is covered by a
-    // unit test in src/audit.rs, on an open store). A Pending entry without its in-flight
+    // unit test in src/audit/region.rs, on an open store). A Pending entry without its in-flight
     // row is invisible to recovery: audit must report it.
     let s = build();
     let ukey = first_owned(&s, "eu", "users", s.acme, b"u1");
