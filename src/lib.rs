@@ -36,6 +36,8 @@
 //! unique values runs a two-phase reservation protocol whose commit point is the single
 //! synced commit of the region; the global index is derived and rebuilt at open from the
 //! applied markers the regions keep. See `docs/design.md` for formats and invariants.
+//! [`layout`] names the files; [`testing`] has the in-memory storage that simulates power
+//! loss and I/O faults, for testing a service's crash handling against this engine.
 //!
 //! ## rkyv format
 //!
