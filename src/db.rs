@@ -56,7 +56,7 @@ pub(crate) struct Inner {
     pub timer: crate::reservation::timer::Timer,
     pub recovery: RecoveryReport,
     /// Holds this store's paths in the process-wide registry of open stores until drop.
-    pub _registration: crate::open::Registration,
+    pub _registration: Arc<crate::partition::registry::Registration>,
 }
 
 /// A region as listed by [`Db::regions`].
@@ -400,7 +400,7 @@ impl Db {
                 return Ok(None);
             }
             let region = inner.region(RegionId(candidates[0].region))?;
-            let txn = Arc::new(region.part.begin_read()?);
+            let txn = region.snapshot()?;
             for loc in candidates {
                 if loc.region != region.id.0 {
                     continue;
@@ -535,6 +535,7 @@ impl Db {
         } else {
             Some(crate::partition::region::region_usage(
                 &region.part.begin_read()?,
+                name,
             )?)
         };
         let entry = crate::partition::catalog::catalog_entry(&inner.global, name)?;

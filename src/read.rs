@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use redb::{AccessGuard, ReadOnlyTable, ReadTransaction, TableDefinition};
+use redb::{AccessGuard, ReadOnlyTable, TableDefinition};
 
 use crate::account::Account;
 use crate::codec::envelope::HEADER_LEN;
@@ -37,10 +37,7 @@ pub struct Record<V: Value> {
     _value: PhantomData<fn() -> V>,
 }
 
-/// A read transaction shared by the records read from it. redb frees and reuses the pages
-/// of a snapshot once its transaction ends, even while a page guard from it is alive (its
-/// debug builds assert against exactly that), so every record holds its snapshot.
-pub(crate) type Snapshot = Arc<ReadTransaction>;
+pub(crate) use crate::partition::set::Snapshot;
 
 impl<V: Value> Record<V> {
     /// `data_key`: the row's key, `account ++ user key` (the envelope's CRC covers it).
@@ -155,7 +152,7 @@ impl Read {
             Some(i) => i,
             None => {
                 let r = self.db.inner.region(region)?;
-                let txn = Arc::new(r.part.begin_read()?);
+                let txn = r.snapshot()?;
                 snaps.push(Snap {
                     region: r,
                     txn,
@@ -330,7 +327,7 @@ impl<V: Value> Rows<V> {
         };
         for region in set {
             let part = region.and_then(|r| {
-                let txn = Arc::new(r.part.begin_read()?);
+                let txn = r.snapshot()?;
                 let tname = user_table_name(table);
                 let def = TableDefinition::<Bytes, Bytes>::new(&tname);
                 let Some(t) = r.part.read_table(&txn, def)? else {

@@ -57,6 +57,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         catalog,
         default,
         registration,
+        marker_keys: _,
     } = plan;
 
     // 1. The global file, then the existing region files.
@@ -102,7 +103,11 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         let Some(part) = parts.remove(&r.name) else {
             return Err(Error::corrupt(&r.name, "region partition not opened"));
         };
-        regions.push(Arc::new(Region::new(RegionId(r.entry.id), part)));
+        regions.push(Arc::new(Region::new(
+            RegionId(r.entry.id),
+            part,
+            registration.clone(),
+        )));
     }
 
     // 5. Recovery.
@@ -219,7 +224,7 @@ fn usage_totals(
     let mut usage: HashMap<u64, Usage> = HashMap::new();
     for r in regions {
         let txn = r.part.begin_read()?;
-        for (account, records) in region_usage(&txn)? {
+        for (account, records) in region_usage(&txn, &r.part.name)? {
             usage.entry(account).or_default().records += records;
         }
     }

@@ -13,16 +13,19 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
-use super::{Registration, default_path};
+use super::default_path;
 use crate::backends::{ReadOnly, Storage};
 use crate::builder::{Builder, RegionSpec};
 use crate::error::{Error, Result};
 use crate::limits::check_region_name;
 use crate::partition::catalog::{CatalogChanges, GlobalState, read_global};
 use crate::partition::global::CatalogEntry;
+use crate::partition::global::{split_txn_key, unique_key};
 use crate::partition::region::decode_owned;
-use crate::partition::region::region_usage;
+use crate::partition::region::{Marker, region_usage};
+use crate::partition::registry::Registration;
 use crate::partition::{self, Expect, Probe};
+use crate::reservation::state::Entry;
 use crate::schema::*;
 
 /// What to do with a region file.
@@ -67,7 +70,11 @@ pub(super) struct OpenPlan {
     /// The catalog after this open, of regions that exist (created, or created now).
     pub catalog: HashMap<String, CatalogEntry>,
     pub default: String,
-    pub registration: Registration,
+    pub registration: Arc<Registration>,
+    /// The unique keys the regions' applied markers name: recovery reads their entries,
+    /// so the plan checks they decode (a second, unverified look at the global file, only
+    /// when there are markers, i.e. after an end without `Db::close`).
+    pub marker_keys: Vec<Vec<u8>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -110,6 +117,83 @@ fn check_digest_key(txn: &redb::ReadTransaction, key: &[u8; 32], region: &str) -
             ));
         }
     }
+    Ok(())
+}
+
+/// Checks, read-only, what recovery and the open's last steps will read from a region file,
+/// so that damage there refuses the open before anything is written rather than after:
+/// every applied marker decodes, and the record counts (`_usage`) are readable. Returns
+/// the unique keys the markers name.
+fn check_recoverable_region(txn: &redb::ReadTransaction, name: &str) -> Result<Vec<Vec<u8>>> {
+    let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(name, e.to_string());
+    let mut keys = Vec::new();
+    if let Some(t) = partition::table_if_exists(txn, MARKERS).map_err(|e| corrupt(&e))? {
+        for row in t.iter().map_err(|e| corrupt(&e))? {
+            let (k, v) = row.map_err(|e| corrupt(&e))?;
+            let txn = crate::types::TxnId::from_u128(k.value());
+            let m = Marker::decode(v.value())
+                .ok_or_else(|| Error::corrupt(name, format!("undecodable applied marker {txn}")))?;
+            keys.extend(m.claims.iter().map(|c| unique_key(&c.ns, &c.digest)));
+            keys.extend(m.releases.iter().map(|(ns, d)| unique_key(ns, d)));
+        }
+    }
+    region_usage(txn, name)?;
+    Ok(keys)
+}
+
+/// Checks, read-only, what recovery will read from the global file beyond the catalog:
+/// the index tables have their types, and every entry an `_inflight` row names decodes
+/// (recovery settles each of them).
+fn check_recoverable_global(txn: &redb::ReadTransaction) -> Result<()> {
+    let corrupt = |e: &dyn std::fmt::Display| Error::corrupt("global", e.to_string());
+    let unique = partition::table_if_exists(txn, UNIQUE).map_err(|e| corrupt(&e))?;
+    partition::table_if_exists(txn, TOMBSTONES).map_err(|e| corrupt(&e))?;
+    if let Some(t) = partition::table_if_exists(txn, DIRTY).map_err(|e| corrupt(&e))? {
+        for row in t.iter().map_err(|e| corrupt(&e))? {
+            row.map_err(|e| corrupt(&e))?;
+        }
+    }
+    let Some(inflight) = partition::table_if_exists(txn, INFLIGHT).map_err(|e| corrupt(&e))? else {
+        return Ok(());
+    };
+    for row in inflight.iter().map_err(|e| corrupt(&e))? {
+        let (k, _) = row.map_err(|e| corrupt(&e))?;
+        // A malformed row names nothing: recovery removes it.
+        let Some((_, ukey)) = split_txn_key(k.value()) else {
+            continue;
+        };
+        if let Some(t) = &unique
+            && let Some(v) = t.get(ukey).map_err(|e| corrupt(&e))?
+            && Entry::decode(v.value()).is_none()
+        {
+            return Err(Error::corrupt("global", "undecodable unique entry"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the global entries the regions' markers name decode (recovery replays the
+/// markers onto them). An unverified look: the first one verified the file.
+fn check_marker_entries(storage: ReadOnly<'_>, global_path: &Path, keys: &[Vec<u8>]) -> Result<()> {
+    let expect = Expect {
+        kind: KIND_GLOBAL,
+        uuid: None,
+        region: None,
+    };
+    partition::probe(storage, global_path, &expect, false, |txn| {
+        let corrupt = |e: &dyn std::fmt::Display| Error::corrupt("global", e.to_string());
+        let Some(t) = partition::table_if_exists(txn, UNIQUE).map_err(|e| corrupt(&e))? else {
+            return Ok(());
+        };
+        for k in keys {
+            if let Some(v) = t.get(k.as_slice()).map_err(|e| corrupt(&e))?
+                && Entry::decode(v.value()).is_none()
+            {
+                return Err(Error::corrupt("global", "undecodable unique entry"));
+            }
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
@@ -265,7 +349,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     }
     check_paths(&resolved)?;
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
-    let registration = Registration::acquire(ro, &all_paths)?;
+    let registration = Arc::new(Registration::acquire(ro, &all_paths)?);
 
     let state = probe_global(b, ro, &global_path, &open_specs, &disabled)?;
     let empty = HashMap::new();
@@ -298,6 +382,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         default: String::new(),
         registration,
         state: None,
+        marker_keys: Vec::new(),
     };
     let mut next = state.as_ref().map_or(1, |s| s.next_region);
     for (name, given) in &open_specs {
@@ -318,6 +403,9 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     plan.default = choose_default(b, stored_default.as_deref(), &open_specs, &disabled)?;
     if stored_default.as_deref() != Some(plan.default.as_str()) {
         plan.finish.default = Some(plan.default.clone());
+    }
+    if !plan.marker_keys.is_empty() {
+        check_marker_entries(ro, &plan.global_path, &plan.marker_keys)?;
     }
     let partitions = 1 + plan.regions.len();
     plan.cache = (b.cache_bytes / partitions).max(1 << 20);
@@ -355,7 +443,7 @@ fn probe_global(
         b.verify_on_open,
         |txn| {
             state = Some(read_global(txn)?);
-            Ok(())
+            check_recoverable_global(txn)
         },
     )?;
     if found == Probe::Missing {
@@ -425,13 +513,16 @@ fn plan_known(
     };
     let key = state.map(|s| s.digest_key);
     let seen = state.and_then(|s| s.seen.get(&e.id)).copied();
+    let mut marker_keys = Vec::new();
     let found = partition::probe(storage, &path, &expect, b.verify_on_open, |txn| {
         check_not_stale(txn, &path, name, seen)?;
-        match key {
-            Some(key) => check_digest_key(txn, &key, name),
-            None => Ok(()),
+        if let Some(key) = key {
+            check_digest_key(txn, &key, name)?;
         }
+        marker_keys = check_recoverable_region(txn, name)?;
+        Ok(())
     })?;
+    plan.marker_keys.extend(marker_keys);
     let step = match (found, e.created) {
         (Probe::Checked, true) => FileStep::Open,
         (Probe::Checked, false) => FileStep::Adopt,
@@ -545,11 +636,15 @@ fn plan_disable(
     };
     // A doubtful file's live image may hold a commit a power loss undoes, and so may any
     // file after the store was not closed cleanly (the doubtful mark can fail with the
-    // global file): its counts are not what it durably holds, so they stay unknown.
+    // global file): its counts are not what it durably holds, so they stay unknown. So
+    // are a stale file's (an older copy of the region: it may hold fewer records than the
+    // region really has).
     let doubtful = state.is_some_and(|s| s.doubtful.contains(&e.id) || !s.clean_close);
+    let seen = state.and_then(|s| s.seen.get(&e.id)).copied();
     if !doubtful {
         let _ = partition::probe(storage, &path, &expect, false, |txn| {
-            counts = Some(region_usage(txn)?);
+            check_not_stale(txn, &path, name, seen)?;
+            counts = Some(region_usage(txn, name)?);
             Ok(())
         });
     }

@@ -8,6 +8,7 @@
 pub(crate) mod catalog;
 pub(crate) mod global;
 pub(crate) mod region;
+pub(crate) mod registry;
 pub(crate) mod set;
 
 use std::path::Path;

@@ -137,8 +137,8 @@ impl Marker {
 }
 
 /// Record counts per account of a region, from its USAGE table.
-pub(crate) fn region_usage(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u64)>> {
-    let err = |e: &dyn std::fmt::Display| Error::corrupt("region", e.to_string());
+pub(crate) fn region_usage(txn: &redb::ReadTransaction, region: &str) -> Result<Vec<(u64, u64)>> {
+    let err = |e: &dyn std::fmt::Display| Error::corrupt(region, e.to_string());
     let mut v = Vec::new();
     if let Some(t) = crate::partition::table_if_exists(txn, USAGE).map_err(|e| err(&e))? {
         for row in t.iter().map_err(|e| err(&e))? {

@@ -5,9 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use redb::ReadTransaction;
 
 use crate::error::{Error, Result};
 use crate::partition::Partition;
+use crate::partition::registry::Registration;
 use crate::types::RegionId;
 
 /// An open region partition.
@@ -18,15 +20,47 @@ pub(crate) struct Region {
     /// its last step; `Db::disable_region` takes it exclusively, so it waits for (drains)
     /// every write in flight before it freezes the region's record counts.
     pub writable: RwLock<bool>,
+    /// The store's files stay registered while this region (or a snapshot of it) lives.
+    /// Declared after `part`: the file closes before the registration goes.
+    hold: Arc<Registration>,
 }
 
 impl Region {
-    pub fn new(id: RegionId, part: Partition) -> Region {
+    pub fn new(id: RegionId, part: Partition, hold: Arc<Registration>) -> Region {
         Region {
             id,
             part,
             writable: RwLock::new(true),
+            hold,
         }
+    }
+
+    /// A read snapshot of the region, shared by the records read from it. It keeps the
+    /// store's files registered until the last record of it is dropped.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Arc::new(SnapshotInner {
+            txn: self.part.begin_read()?,
+            _hold: self.hold.clone(),
+        }))
+    }
+}
+
+/// A read transaction shared by the records read from it. redb frees and reuses the pages
+/// of a snapshot once its transaction ends, even while a page guard from it is alive, so
+/// every record holds its snapshot.
+pub(crate) type Snapshot = Arc<SnapshotInner>;
+
+pub(crate) struct SnapshotInner {
+    /// Declared first: the transaction (and, if it is the last user, the file) ends before
+    /// the registration is released.
+    txn: ReadTransaction,
+    _hold: Arc<Registration>,
+}
+
+impl std::ops::Deref for SnapshotInner {
+    type Target = ReadTransaction;
+    fn deref(&self) -> &ReadTransaction {
+        &self.txn
     }
 }
 
