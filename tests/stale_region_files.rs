@@ -6,6 +6,7 @@
 mod common;
 
 use common::T;
+use common::refusal::{Env, Expect, Refusal, run_refusals};
 use common::sim::*;
 use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{AccountId, Db, Error, NewAccount, Unique};
@@ -120,50 +121,52 @@ fn stale_region_file_with_a_released_claim_leaves_two_owners() {
 /// region disabled).
 #[test]
 fn stale_region_file_is_refused_untouched_and_the_newer_file_opens() {
-    let sim = SimStorage::new();
-    let db = open(&sim).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    claim_home(&db, e, b"e0", "other@x").unwrap();
-    db.close().unwrap();
-    let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
-    let db = open(&sim).unwrap();
-    claim_home(&db, e, b"e1", "v@x").unwrap();
-    db.close().unwrap();
-    let newer = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
-
-    sim.set_bytes(sim_region(DIR, "eu"), backup.clone());
-    let before: Vec<_> = sim
-        .paths()
-        .into_iter()
-        .map(|p| (sim.live_bytes(&p), p))
-        .collect();
-    match open(&sim) {
-        Err(Error::PartitionMismatch { reason, .. }) => {
-            assert!(reason.contains("older"), "{reason}")
-        }
-        other => panic!("a stale eu must be refused: {:?}", other.map(|_| ())),
-    }
-    let after: Vec<_> = sim
-        .paths()
-        .into_iter()
-        .map(|p| (sim.live_bytes(&p), p))
-        .collect();
-    assert!(before == after, "the refused open changed files");
-    // Disabled, the stale file is not read: the store opens, and v stays taken.
-    let db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
-    assert!(db.is_taken("email", "v@x").unwrap());
-    db.close().unwrap();
-    // The newer file back: everything as before.
-    sim.set_bytes(sim_region(DIR, "eu"), newer);
-    let db = open(&sim).unwrap();
-    let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
-    assert_eq!((hit.account(), hit.key()), (e, &b"e1"[..]));
-    assert!(db.audit().unwrap().is_clean());
+    let newer = std::cell::RefCell::new(Vec::new());
+    let cases = [Refusal::new(
+        "eu restored from a backup older than the index",
+        Env::sim,
+        |env| open(env.sim_storage()),
+        Expect::Refused {
+            what: "Error::PartitionMismatch saying the file is older",
+            matches: |e| {
+                matches!(e, Error::PartitionMismatch { reason, .. } if reason.contains("older"))
+            },
+        },
+    )
+    .setup(|env| {
+        let sim = env.sim_storage();
+        let db = open(sim).unwrap();
+        let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
+        claim_home(&db, e, b"e0", "other@x").unwrap();
+        db.close().unwrap();
+        let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
+        let db = open(sim).unwrap();
+        claim_home(&db, e, b"e1", "v@x").unwrap();
+        db.close().unwrap();
+        *newer.borrow_mut() = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
+        sim.set_bytes(sim_region(DIR, "eu"), backup);
+    })
+    .after(|env| {
+        let sim = env.sim_storage();
+        // Disabled, the stale file is not read: the store opens, and v stays taken.
+        let db = Db::builder()
+            .storage(sim.clone())
+            .region("us")
+            .disable_region("eu")
+            .open(DIR)
+            .unwrap();
+        assert!(db.is_taken("email", "v@x").unwrap());
+        db.close().unwrap();
+        // The newer file back: everything as before.
+        sim.set_bytes(sim_region(DIR, "eu"), newer.borrow().clone());
+        let db = open(sim).unwrap();
+        let e = db.account_id("e").unwrap().expect("account e");
+        let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
+        assert_eq!((hit.account(), hit.key()), (e, &b"e1"[..]));
+        assert!(db.audit().unwrap().is_clean());
+        Vec::new()
+    })];
+    run_refusals(&cases);
 }
 
 // ======================================================================================
