@@ -8,6 +8,7 @@ mod common;
 use common::T;
 use common::files::*;
 use common::refusal::{Env, Expect, Refusal, run_refusals};
+use common::sim::open_us_eu_sim;
 use regionkv::layout::{global_file, region_file};
 use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{Db, Error, NewAccount, Storage};
@@ -439,14 +440,6 @@ fn new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creatin
 
 const DIR: &str = "/store";
 
-fn open_us_eu_sim(sim: &SimStorage) -> Result<Db, Error> {
-    Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region("eu")
-        .open(DIR)
-}
-
 #[test]
 fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
     let eu = region_file(Path::new(DIR), "eu");
@@ -468,14 +461,14 @@ fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
         }
         // The open that adds eu, with a fault after n storage operations, then a crash.
         sim.fail_after(n, FaultOn::Any);
-        let first = open_us_eu_sim(&sim);
+        let first = open_us_eu_sim(&sim, DIR);
         let tripped = sim.fault_tripped();
         drop(first);
         sim.crash();
         points += 1;
 
         // The region's creation completes (or restarts) at the next open.
-        match open_us_eu_sim(&sim) {
+        match open_us_eu_sim(&sim, DIR) {
             Ok(db) => {
                 let eu_id = db.region_id("eu").unwrap();
                 assert!(
@@ -492,7 +485,7 @@ fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
         // eu was created: losing its file must be refused, never answered with a new,
         // empty eu.
         Storage::remove(&sim, &eu).unwrap();
-        match open_us_eu_sim(&sim) {
+        match open_us_eu_sim(&sim, DIR) {
             Err(Error::Config(msg)) if msg.contains("eu") => {}
             Err(e) => problems.push(format!(
                 "n={n}: open with eu's file missing: {e} (expected Error::Config naming it)"
