@@ -3,6 +3,7 @@
 mod common;
 
 use common::files::*;
+use common::refusal::{Rejected, run_rejections};
 use regionkv::layout::region_file;
 use regionkv::{AccountId, AccountState, Db, Error, NewAccount};
 
@@ -106,22 +107,29 @@ fn account_home_and_allowed_regions_must_be_usable() {
         .disable_region("eu")
         .open(dir.path())
         .unwrap();
-    // Unknown home.
-    assert!(matches!(
-        db.create_account(NewAccount::new("x", "mars")),
-        Err(Error::RegionUnknown(r)) if r == "mars"
-    ));
-    // Unknown allowed region.
-    assert!(matches!(
-        db.create_account(NewAccount::new("x", "us").allow("mars")),
-        Err(Error::RegionUnknown(_))
-    ));
-    // Disabled home.
-    assert!(matches!(
-        db.create_account(NewAccount::new("x", "eu")),
-        Err(Error::RegionDisabled(r)) if r == "eu"
-    ));
+    let rows = [
+        Rejected::new(
+            "unknown home",
+            "Error::RegionUnknown(mars)",
+            |e| matches!(e, Error::RegionUnknown(r) if r == "mars"),
+            |_: &mut ()| db.create_account(NewAccount::new("x", "mars")),
+        ),
+        Rejected::new(
+            "unknown allowed region",
+            "Error::RegionUnknown",
+            |e| matches!(e, Error::RegionUnknown(_)),
+            |_: &mut ()| db.create_account(NewAccount::new("x", "us").allow("mars")),
+        ),
+        Rejected::new(
+            "disabled home",
+            "Error::RegionDisabled(eu)",
+            |e| matches!(e, Error::RegionDisabled(r) if r == "eu"),
+            |_: &mut ()| db.create_account(NewAccount::new("x", "eu")),
+        ),
+    ];
     // None of the failures took the name.
+    run_rejections(&mut (), &rows, |_| taken(&db, "x"));
+    drop(rows);
     assert_eq!(db.account_id("x").unwrap(), None);
     // A disabled region may be an allowed (not home) region.
     let x = db
@@ -132,14 +140,20 @@ fn account_home_and_allowed_regions_must_be_usable() {
         Err(Error::RegionDisabled(_))
     ));
     // Bad names.
-    assert!(matches!(
-        db.create_account(NewAccount::new("", "us")),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.create_account(NewAccount::new("n".repeat(129), "us")),
-        Err(Error::InvalidArgument(_))
-    ));
+    let rows = [
+        Rejected::invalid("empty name", |_: &mut ()| {
+            db.create_account(NewAccount::new("", "us"))
+        }),
+        Rejected::invalid("name over the limit", |_: &mut ()| {
+            db.create_account(NewAccount::new("n".repeat(129), "us"))
+        }),
+    ];
+    run_rejections(&mut (), &rows, |_| {
+        let mut t = taken(&db, "");
+        t.extend(taken(&db, &"n".repeat(129)));
+        t
+    });
+    drop(rows);
     db.create_account(NewAccount::new("n".repeat(128), "us"))
         .unwrap();
 }
@@ -162,28 +176,50 @@ fn placement_denied_writes_nothing() {
     let region_bytes =
         || ["us", "eu", "ap"].map(|r| std::fs::read(region_file(dir.path(), r)).unwrap());
     let before = region_bytes();
-    match db.write_in(eu_only, "us") {
-        Err(Error::PlacementDenied { account, region }) => {
-            assert_eq!(account, eu_only);
-            assert_eq!(region, "us");
-        }
-        other => panic!("expected PlacementDenied, got {other:?}"),
-    }
-    assert!(matches!(
-        db.write_in(eu_us, "ap"),
-        Err(Error::PlacementDenied { .. })
-    ));
-    // Reads outside the policy are refused too.
+    let denied = |e: &Error| matches!(e, Error::PlacementDenied { .. });
     let r = db.read(eu_only).unwrap();
-    assert!(matches!(
-        r.get_in("us", &NOTES, b"k"),
-        Err(Error::PlacementDenied { .. })
-    ));
-    // An unknown region is not a placement question.
-    assert!(matches!(
-        db.write_in(eu_only, "mars"),
-        Err(Error::RegionUnknown(_))
-    ));
+    let rows = [
+        Rejected::new(
+            "write outside the policy",
+            "Error::PlacementDenied naming the account and us",
+            |e| {
+                matches!(e, Error::PlacementDenied { account, region }
+                    if *account == eu_only && region == "us")
+            },
+            |_: &mut ()| db.write_in(eu_only, "us").map(drop),
+        ),
+        Rejected::new(
+            "write in an allowed account's other region",
+            "Error::PlacementDenied",
+            denied,
+            |_: &mut ()| db.write_in(eu_us, "ap").map(drop),
+        ),
+        // Reads outside the policy are refused too.
+        Rejected::new(
+            "read outside the policy",
+            "Error::PlacementDenied",
+            denied,
+            |_: &mut ()| {
+                r.get_in("us", &NOTES, b"k")
+                    .map(|o| o.map(|rec| rec.to_vec()))
+            },
+        ),
+        // An unknown region is not a placement question.
+        Rejected::new(
+            "write in an unknown region",
+            "Error::RegionUnknown",
+            |e| matches!(e, Error::RegionUnknown(_)),
+            |_: &mut ()| db.write_in(eu_only, "mars").map(drop),
+        ),
+    ];
+    // Nothing reached any region file (after every row).
+    run_rejections(&mut (), &rows, |_| {
+        (before != region_bytes())
+            .then(|| "a region file was modified".to_owned())
+            .into_iter()
+            .collect()
+    });
+    drop(rows);
     // Nothing reached any region file.
     assert!(
         before == region_bytes(),
@@ -218,4 +254,12 @@ fn placement_denied_writes_nothing() {
     assert!(after[0] != before[0], "us took the allowed write");
     drop(r);
     db.close().unwrap();
+}
+
+/// A problem if an account named `name` exists.
+fn taken(db: &Db, name: &str) -> Vec<String> {
+    match db.account_id(name) {
+        Ok(Some(id)) => vec![format!("account {name:?} was created ({id:?})")],
+        _ => Vec::new(),
+    }
 }

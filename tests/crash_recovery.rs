@@ -19,17 +19,6 @@ use regionkv::{AccountId, Db, Error, NewAccount, Unique};
 
 const DIR: &str = "/c";
 
-fn all(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim).region("us").region("eu").open(DIR)
-}
-
-fn eu_off(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-}
-
 // Guard: 41 steps: acked claims of the region stay taken while it is disabled, and owned by
 //   their records once back.
 #[test]
@@ -37,7 +26,7 @@ fn crash_at_every_step_of_a_runtime_disable() {
     let mut n = 0u64;
     loop {
         let sim = SimStorage::new();
-        let db = all(&sim).unwrap();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
         let e = db
             .create_account(NewAccount::new("e", "eu").max_records(10))
             .unwrap();
@@ -52,7 +41,7 @@ fn crash_at_every_step_of_a_runtime_disable() {
         sim.crash();
         drop(db);
 
-        let db = eu_off(&sim).unwrap();
+        let db = quiet_us_eu_off(&sim, DIR).unwrap();
         for v in &vals {
             match db.is_taken("email", v) {
                 Ok(true) | Err(Error::RegionUnsettled(_)) => {}
@@ -67,7 +56,7 @@ fn crash_at_every_step_of_a_runtime_disable() {
             );
         }
         db.close().unwrap();
-        let db = all(&sim).unwrap();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
         for (i, v) in vals.iter().enumerate() {
             let h = db.find_unique(&T, "email", v).unwrap();
             assert!(
@@ -90,7 +79,7 @@ fn crash_at_every_step_of_a_runtime_disable() {
 
 /// eu holds an acked claim of `v` the global file lost; reopened with eu disabled.
 fn unsettled(sim: &SimStorage) -> (Db, AccountId, AccountId) {
-    let db = all(sim).unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
     claim(&db, e, "eu", b"e0", "warm@x").unwrap();
@@ -98,7 +87,7 @@ fn unsettled(sim: &SimStorage) -> (Db, AccountId, AccountId) {
     claim(&db, e, "eu", b"e2", "w@x").unwrap();
     sim.crash();
     drop(db);
-    (eu_off(sim).unwrap(), e, u)
+    (quiet_us_eu_off(sim, DIR).unwrap(), e, u)
 }
 
 // Guard: crash inside forfeit x crash inside the returning open, with an eu-disabled open
@@ -115,7 +104,7 @@ fn crash_at_every_step_of_forfeit_then_of_the_return() {
         let tripped = sim.fault_tripped();
         sim.crash();
         drop(db);
-        let db = eu_off(&sim).unwrap();
+        let db = quiet_us_eu_off(&sim, DIR).unwrap();
         if matches!(db.is_taken("email", "zzz"), Err(Error::RegionUnsettled(_))) {
             db.forfeit_unsettled("eu").unwrap();
         }
@@ -133,20 +122,20 @@ fn crash_at_every_step_of_forfeit_then_of_the_return() {
                 sim.set_bytes(p, bytes.clone().unwrap());
             }
             sim.fail_after(m, FaultOn::Any);
-            let r = all(&sim);
+            let r = quiet_us_eu(&sim, DIR);
             let inner_tripped = sim.fault_tripped();
             drop(r);
             sim.crash();
             // In between: once with eu disabled (u drops v, then claims it back).
             {
-                let db = eu_off(&sim).unwrap();
+                let db = quiet_us_eu_off(&sim, DIR).unwrap();
                 let mut w = db.write(u).unwrap();
                 w.remove(&T, b"u1").unwrap();
                 w.commit().unwrap();
                 claim(&db, u, "us", b"u1", "v@x").unwrap();
                 db.close().unwrap();
             }
-            let db = all(&sim).unwrap();
+            let db = quiet_us_eu(&sim, DIR).unwrap();
             let h = db.find_unique(&T, "email", "v@x").unwrap();
             assert!(
                 h.as_ref().is_some_and(|h| h.account() == u),
@@ -224,7 +213,7 @@ fn failed_create_account_exists_after_restart() {
 /// The base store: account a (eu, allows us), a0 owned by eu/k0, a1 owned by us/k1,
 /// checkpointed; then one more claim in eu so that the next one has an unsynced Reserve.
 fn base(sim: &SimStorage) -> (Db, AccountId) {
-    let db = all(sim).unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let a = db
         .create_account(NewAccount::new("a", "eu").allow("us").max_records(10))
         .unwrap();
@@ -274,7 +263,7 @@ fn sweep(
         sim.clear_fault();
         drop(db);
         let what = format!("{on:?} n={n} result {r:?}");
-        match all(&sim) {
+        match quiet_us_eu(&sim, DIR) {
             Ok(db) => {
                 if let Err(e) = check(&db, a, &r, &what) {
                     bad.push(e);
@@ -424,7 +413,7 @@ fn runtime_disable_no_power_loss_sweep() {
             if let Err(e) = effect_matches(&r, disabled, &what) {
                 bad.push(e);
             }
-            match all(&sim) {
+            match quiet_us_eu(&sim, DIR) {
                 Ok(db) => {
                     for (k, v) in [(b"k0", "a0"), (b"k2", "a2")] {
                         if owner(&db, v) != Some((a, "eu".into(), k.to_vec())) {
@@ -457,7 +446,8 @@ fn reconfiguring_open_no_power_loss_sweep() {
             .region("ap")
             .open(DIR)
     };
-    let eu_off: Cfg = |s| quiet_builder(s).region("us").disable_region("eu").open(DIR);
+    let eu_off: Cfg = |s| quiet_us_eu_off(s, DIR);
+    let all: Cfg = |s| quiet_us_eu(s, DIR);
     let mut bad = Vec::new();
     // (name, setup before the faulty open, the faulty open, the previous configuration)
     let cases: [(&str, bool, Cfg, Cfg); 3] = [
@@ -472,7 +462,7 @@ fn reconfiguring_open_no_power_loss_sweep() {
                 let (db, a) = base(&sim);
                 drop(db);
                 if eu_disabled_first {
-                    eu_off(&sim).unwrap().close().unwrap();
+                    quiet_us_eu_off(&sim, DIR).unwrap().close().unwrap();
                 }
                 sim.fail_after(n, on);
                 let r = new(&sim);
@@ -499,7 +489,7 @@ fn reconfiguring_open_no_power_loss_sweep() {
                     }
                     Err(e) => bad.push(format!("{what}: neither configuration opens: {e}")),
                 }
-                if let Ok(db) = add_ap(&sim).or_else(|_| all(&sim)) {
+                if let Ok(db) = add_ap(&sim).or_else(|_| quiet_us_eu(&sim, DIR)) {
                     audit_clean(&db, &what);
                 } else {
                     bad.push(format!("{what}: full configuration does not open"));
@@ -552,7 +542,7 @@ fn forfeit_no_power_loss_sweep() {
                 bad.push(e);
             }
             drop(db);
-            let db = all(&sim).unwrap();
+            let db = quiet_us_eu(&sim, DIR).unwrap();
             audit_clean(&db, &what);
             if !tripped {
                 break;
@@ -577,7 +567,7 @@ fn forfeit_no_power_loss_sweep() {
 #[test]
 fn outcome_unknown_write_on_a_dying_volume_settles_one_way_after_restart() {
     let sim = SimStorage::new();
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let a = db
         .create_account(NewAccount::new("a", "us").allow("eu"))
         .unwrap();
@@ -588,7 +578,7 @@ fn outcome_unknown_write_on_a_dying_volume_settles_one_way_after_restart() {
     sim.clear_fault();
     drop(db);
 
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let seen = db
         .read(a)
         .unwrap()
@@ -599,7 +589,7 @@ fn outcome_unknown_write_on_a_dying_volume_settles_one_way_after_restart() {
     put(&db, a, "us", b"after").unwrap();
     db.close().unwrap();
     sim.crash();
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let after = db
         .read(a)
         .unwrap()
@@ -629,7 +619,7 @@ fn crash_inside_the_recovery_of_an_outcome_unknown_write_on_a_dying_volume_reope
     let mut bricked = Vec::new();
     loop {
         let sim = SimStorage::new();
-        let db = all(&sim).unwrap();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
         let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
         claim(&db, a, "eu", b"k0", "v0@x").unwrap();
         db.checkpoint().unwrap();
@@ -641,11 +631,11 @@ fn crash_inside_the_recovery_of_an_outcome_unknown_write_on_a_dying_volume_reope
         drop(db); // restart, no power loss
 
         sim.fail_after(n, FaultOn::Any);
-        let reopen = all(&sim);
+        let reopen = quiet_us_eu(&sim, DIR);
         let tripped = sim.fault_tripped();
         drop(reopen);
         sim.crash();
-        match all(&sim) {
+        match quiet_us_eu(&sim, DIR) {
             Ok(db) => {
                 let audit = db.audit().unwrap();
                 assert!(audit.is_clean(), "n={n}: {:?}", audit.findings());
@@ -691,17 +681,10 @@ fn crash_inside_the_recovery_of_an_outcome_unknown_write_on_a_dying_volume_reope
 // durable-looking state that only an enabled eu can settle).
 // ======================================================================================
 
-fn us_only(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-}
-
 /// A store with account `a` (us, allowed eu), one settled claim in eu, then a checkpoint:
 /// no `_dirty` row, nothing in flight.
 fn base_after_checkpoint(sim: &SimStorage) -> (Db, AccountId) {
-    let db = all(sim).unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let a = db
         .create_account(NewAccount::new("a", "us").allow("eu"))
         .unwrap();
@@ -753,7 +736,7 @@ fn failed_dirty_marking_reserve_leaves_a_held_value_and_an_unsettled_store() {
     drop(db); // restart, no power loss
 
     // With eu disabled the claim cannot settle: v1 stays held, never handed to another.
-    let db = us_only(&sim).unwrap();
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
     assert!(
         !matches!(db.is_taken("email", "v1@x"), Ok(false)),
         "v1 reported free while its claim is unsettled"
@@ -761,12 +744,12 @@ fn failed_dirty_marking_reserve_leaves_a_held_value_and_an_unsettled_store() {
     assert!(claim(&db, a, "us", b"u2", "v1@x").is_err());
     db.close().unwrap();
     // eu back: the claim never reached eu, recovery rolls it back; no trace is left.
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     assert!(db.recovery_report().unsettled.is_empty());
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "{audit}");
     db.close().unwrap();
-    let db = us_only(&sim).unwrap();
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
     if let Err(e) = no_trace(&db, a, "after eu returned once") {
         panic!("the unknown outcome did not settle as 'not written': {e}");
     }
@@ -789,7 +772,7 @@ fn failed_unique_claim_no_power_loss_sweep_with_eu_disabled_at_restart() {
         let tripped = sim.fault_tripped();
         sim.clear_fault();
         drop(db);
-        match us_only(&sim) {
+        match quiet_us_eu_off(&sim, DIR) {
             Ok(db) => {
                 if let Err(e) = &r
                     && !matches!(e, Error::OutcomeUnknown { .. })
@@ -827,7 +810,7 @@ fn large_unique_write_with_a_transfer_crash_at_every_step() {
     let mut n = 0u64;
     loop {
         let sim = SimStorage::new();
-        let db = all(&sim).unwrap();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
         let a = db
             .create_account(NewAccount::new("a", "us").allow("eu"))
             .unwrap();
@@ -846,7 +829,7 @@ fn large_unique_write_with_a_transfer_crash_at_every_step() {
         let tripped = sim.fault_tripped();
         drop(db);
         sim.crash();
-        let db = all(&sim).unwrap();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
         let rep = db.audit().unwrap();
         assert!(rep.is_clean(), "n={n} r={r:?}: {rep}");
         let big = db

@@ -19,6 +19,7 @@
 mod common;
 
 use common::T;
+use common::files::{Node, Snapshot, diff_files, sim_snapshot, snapshot};
 use common::rng::Rng;
 use common::sim::sim_region;
 use redb::ReadableTable;
@@ -248,13 +249,6 @@ enum Env {
     Real(tempfile::TempDir),
 }
 
-/// What a path holds, for before/after comparisons.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir,
-    File(Vec<u8>),
-}
-
 impl Env {
     fn sim(files: &Files) -> Env {
         let sim = SimStorage::new();
@@ -293,58 +287,16 @@ impl Env {
         }
     }
 
-    fn snapshot(&self) -> BTreeMap<PathBuf, Node> {
-        let mut out = BTreeMap::new();
+    /// Every file (and directory) of the case, by absolute path.
+    fn snapshot(&self) -> Snapshot {
         match self {
-            Env::Sim(sim) => {
-                for p in sim.paths() {
-                    let b = sim.live_bytes(&p).unwrap();
-                    out.insert(p, Node::File(b));
-                }
-            }
-            Env::Real(d) => walk(d.path(), &mut out),
-        }
-        out
-    }
-}
-
-fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            out.insert(p.clone(), Node::Dir);
-            walk(&p, out);
-        } else {
-            out.insert(p.clone(), Node::File(std::fs::read(&p).unwrap()));
+            Env::Sim(sim) => sim_snapshot(sim),
+            Env::Real(d) => snapshot(d.path())
+                .into_iter()
+                .map(|(rel, node)| (d.path().join(rel), node))
+                .collect(),
         }
     }
-}
-
-fn diff(before: &BTreeMap<PathBuf, Node>, after: &BTreeMap<PathBuf, Node>) -> Vec<String> {
-    let mut out = Vec::new();
-    let keys: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    for k in keys {
-        match (before.get(k), after.get(k)) {
-            (Some(_), None) => out.push(format!("{} removed", k.display())),
-            (None, Some(_)) => out.push(format!("{} created", k.display())),
-            (Some(Node::File(a)), Some(Node::File(b))) if a != b => {
-                let first = a.iter().zip(b).position(|(x, y)| x != y);
-                out.push(format!(
-                    "{} changed (len {} -> {}, first difference at {first:?})",
-                    k.display(),
-                    a.len(),
-                    b.len()
-                ));
-            }
-            (Some(x), Some(y)) if x != y => out.push(format!("{} changed kind", k.display())),
-            _ => {}
-        }
-    }
-    out
 }
 
 /// How a case's files are planted.
@@ -710,7 +662,7 @@ fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) 
             let msg = e.to_string();
             assert!(!msg.is_empty());
             out.refused = Some(msg);
-            out.modified = diff(&before, &env.snapshot());
+            out.modified = diff_files(&before, &env.snapshot());
         }
     }
     let is_region = REGIONS.contains(&case.part);
@@ -736,11 +688,9 @@ fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) 
 
 fn restore_permissions(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let mut all = BTreeMap::new();
-    walk(dir, &mut all);
-    for (p, n) in all {
+    for (rel, n) in snapshot(dir) {
         let mode = if n == Node::Dir { 0o755 } else { 0o644 };
-        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+        let _ = std::fs::set_permissions(dir.join(rel), std::fs::Permissions::from_mode(mode));
     }
 }
 

@@ -46,12 +46,6 @@ fn open_eu_disabled(sim: &SimStorage) -> Result<Db, Error> {
         .open(DIR)
 }
 
-fn claim_home(db: &Db, acct: AccountId, key: &[u8], value: &str) -> Result<(), Error> {
-    let mut w = db.write(acct)?;
-    w.insert_unique(&T, key, b"rec", &[Unique::new("email", value)])?;
-    w.commit()
-}
-
 /// Copies every file of `sim` as the running process sees it, at this instant.
 fn copy_sim(sim: &SimStorage) -> SimStorage {
     let copy = SimStorage::new();

@@ -79,13 +79,9 @@ fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
 // unknown, while that region stays ENABLED (poisoned) in the same process.
 // ======================================================================================
 
-fn all(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim).region("us").region("eu").open(DIR)
-}
-
 /// Setup: accounts e (eu) and u (us); a unique write of e in eu fails at its fsync.
 fn unknown_claim_in_eu(sim: &SimStorage) -> (Db, AccountId, AccountId) {
-    let db = all(sim).unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
     claim(&db, e, "eu", b"k0", "first@x").unwrap(); // eu dirty: later Reserves unsynced
@@ -145,7 +141,7 @@ fn find_unique_names_an_owner_from_an_unknown_write_that_a_power_loss_undoes() {
     drop(hit);
     drop(db);
     sim.crash();
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let owner_now = db
         .find_unique(&T, "email", "z@x")
         .unwrap()
@@ -166,7 +162,7 @@ fn read_returns_a_record_of_an_unknown_write_that_a_power_loss_undoes() {
     let seen = db.read(e).unwrap().get(&T, b"k").unwrap().is_some();
     drop(db);
     sim.crash();
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let now = db.read(e).unwrap().get(&T, b"k").unwrap().is_some();
     assert!(
         !seen || now,

@@ -297,24 +297,13 @@ fn forfeit_then_inflight_claim_elsewhere_leaves_a_second_owner() {
 // it holds a write of unknown outcome (poisoned), then restart / power loss, re-enable.
 // ======================================================================================
 
-fn all(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim).region("us").region("eu").open(DIR)
-}
-
-fn eu_off(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-}
-
 /// kind: 0 = unknown claim of z@x, 1 = unknown remove of the record owning first@x.
 fn run(kind: u8, other_claims: bool, crash: bool, disabled_restart: bool, clean_close: bool) {
     let tag = format!(
         "kind={kind} other={other_claims} crash={crash} dis_restart={disabled_restart} close={clean_close}"
     );
     let sim = SimStorage::new();
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let e = db
         .create_account(NewAccount::new("e", "eu").allow("us").max_records(3))
         .unwrap();
@@ -355,7 +344,7 @@ fn run(kind: u8, other_claims: bool, crash: bool, disabled_restart: bool, clean_
         drop(db);
     }
     if disabled_restart {
-        let db = eu_off(&sim).unwrap();
+        let db = quiet_us_eu_off(&sim, DIR).unwrap();
         assert!(db.audit().unwrap().is_clean(), "{tag}: audit eu-off");
         if crash {
             drop(db);
@@ -366,7 +355,7 @@ fn run(kind: u8, other_claims: bool, crash: bool, disabled_restart: bool, clean_
     } else if crash {
         sim.crash();
     }
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let rep = db.recovery_report();
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "{tag}: audit {:?}", audit.findings());
@@ -489,7 +478,7 @@ fn forfeited_value_taken_then_released_then_region_returns() {
         for crash_at_end in [false, true] {
             let tag = format!("restart_between={restart_between} crash_at_end={crash_at_end}");
             let sim = SimStorage::new();
-            let db = all(&sim).unwrap();
+            let db = quiet_us_eu(&sim, DIR).unwrap();
             let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
             let u = db.create_account(NewAccount::new("u", "us")).unwrap();
             claim(&db, e, "eu", b"k0", "first@x").unwrap();
@@ -502,7 +491,7 @@ fn forfeited_value_taken_then_released_then_region_returns() {
             claim(&db, u, "us", b"uk", "z@x").unwrap();
             let db = if restart_between {
                 db.close().unwrap();
-                eu_off(&sim).unwrap()
+                quiet_us_eu_off(&sim, DIR).unwrap()
             } else {
                 db
             };
@@ -512,7 +501,7 @@ fn forfeited_value_taken_then_released_then_region_returns() {
             if crash_at_end {
                 sim.crash();
             }
-            let db = all(&sim).unwrap();
+            let db = quiet_us_eu(&sim, DIR).unwrap();
             let rep = db.recovery_report();
             let audit = db.audit().unwrap();
             let h = db

@@ -7,11 +7,12 @@
 mod common;
 
 use regionkv::layout::{global_file, region_file};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use common::T;
+use common::files::{diff_files, sim_snapshot, snapshot};
+use common::refusal::{Env, Expect, Refusal, run_refusals};
 use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{Builder, Db, Error, NewAccount, Unique};
 
@@ -19,45 +20,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Every file under `dir` (recursively) with its bytes; directories are not listed.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.insert(path, bytes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, &mut out);
-    out
-}
-
-fn diff(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in before.keys().filter(|p| !after.contains_key(*p)) {
-        out.push(format!("{} was removed", p.display()));
-    }
-    for p in after.keys().filter(|p| !before.contains_key(*p)) {
-        out.push(format!("{} was created", p.display()));
-    }
-    for (p, b) in before {
-        if let Some(a) = after.get(p)
-            && a != b
-        {
-            out.push(format!("{} changed", p.display()));
-        }
-    }
-    out
 }
 
 fn three() -> Builder {
@@ -158,131 +120,150 @@ fn refused_opens_do_not_leak_file_descriptors() {
 }
 
 // ---------------------------------------------------------------------------------------
-// A refused open of an existing store changes nothing.
+// A refused open changes nothing: an existing store still opens as it was, a refused first
+// open leaves the directory empty.
 // ---------------------------------------------------------------------------------------
 
-#[test]
-fn two_new_regions_on_one_path_are_refused_and_change_nothing() {
-    let _serial = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    make_store(&dir);
-    let p = tmp.path().join("elsewhere").join("shared.redb");
-    let before = files(tmp.path());
-    let r = three()
-        .region_at("sa", &p)
-        .region_at("af", &p)
-        .open(&dir)
-        .map(drop);
-    let after = files(tmp.path());
-    let mut problems = diff(&before, &after);
-    match &r {
-        Ok(()) => problems.push("the open succeeded".into()),
-        Err(e @ (Error::Config(_) | Error::InvalidArgument(_))) => {
-            if e.to_string().contains("another process") {
-                problems.push(format!("the error blames another process: {e}"));
-            }
-        }
-        Err(e) => problems.push(format!(
-            "refused with {e:?}; expected Error::Config or Error::InvalidArgument"
-        )),
-    }
-    if p.exists() {
-        problems.push(format!("{} exists", p.display()));
-    }
-    if let Err(e) = old_config_opens(&dir) {
-        problems.push(e);
-    }
-    assert!(problems.is_empty(), "{problems:#?}");
+/// The folder of the store in a refusal case.
+fn store_dir(env: &Env) -> PathBuf {
+    env.at("store")
+}
+
+/// Set-up of the cases on an existing store.
+fn existing_store(env: &Env) {
+    make_store(&store_dir(env));
+}
+
+/// Set-up of the first-open cases: an empty folder.
+fn empty_store_folder(env: &Env) {
+    std::fs::create_dir(store_dir(env)).unwrap();
+}
+
+/// Follow-up of the cases on an existing store.
+fn still_opens(env: &Env) -> Vec<String> {
+    old_config_opens(&store_dir(env))
+        .err()
+        .into_iter()
+        .collect()
 }
 
 #[test]
-fn region_whose_folder_cannot_be_created_is_refused_and_changes_nothing() {
+fn refused_opens_change_nothing() {
     let _serial = serial();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    make_store(&dir);
-    let afile = tmp.path().join("afile");
-    std::fs::write(&afile, b"a regular file").unwrap();
-    let mut problems = Vec::new();
-    // Under a regular file: looking for the file already fails (ENOTDIR). And a folder
-    // that does not exist and cannot be made (no mkdir in /proc, even for root): the file
-    // looks merely missing until the open tries to create it.
-    let cases = [
-        afile.join("sub").join("sa.redb"),
-        PathBuf::from("/proc/self/regionkv-no-such-folder/sa.redb"),
-    ];
-    for path in cases {
-        let before = files(tmp.path());
-        let r = three().region_at("sa", &path).open(&dir).map(drop);
-        for d in diff(&before, &files(tmp.path())) {
-            problems.push(format!("{}: {d} ({r:?})", path.display()));
-        }
-        if r.is_ok() {
-            problems.push(format!("{}: the open succeeded", path.display()));
-        }
-        if let Err(e) = old_config_opens(&dir) {
-            problems.push(format!("{}: {e}", path.display()));
-        }
-    }
-    assert!(problems.is_empty(), "{problems:#?}");
-}
-
-// ---------------------------------------------------------------------------------------
-// A refused first open leaves the directory empty.
-// ---------------------------------------------------------------------------------------
-
-fn refused_first_open(case: &str, b: impl FnOnce(&Path) -> Builder) -> Vec<String> {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    std::fs::create_dir(&dir).unwrap();
-    let r = b(&dir).open(&dir).map(drop);
-    let mut problems = Vec::new();
-    if r.is_ok() {
-        problems.push(format!("{case}: the first open succeeded"));
-    }
-    for p in files(tmp.path()).keys() {
-        problems.push(format!("{case}: {} was left behind ({r:?})", p.display()));
-    }
-    problems
-}
-
-#[test]
-fn refused_first_open_leaves_the_directory_empty() {
-    let _serial = serial();
-    let mut problems = Vec::new();
-    problems.extend(refused_first_open("two regions, one file", |dir| {
-        let p = dir.join("regions").join("shared.redb");
-        Db::builder().region_at("us", &p).region_at("eu", p)
-    }));
-    problems.extend(refused_first_open("a region at the global file", |dir| {
-        Db::builder().region("us").region_at("eu", global_file(dir))
-    }));
-
+    let afile = |env: &Env| env.at("afile");
     // An empty path, which today resolves to the process's current directory.
     let cwd_tmp = std::env::current_dir().unwrap().join(".creating");
     let existed = cwd_tmp.exists();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    std::fs::create_dir(&dir).unwrap();
-    let r = Db::builder()
-        .region("us")
-        .region_at("eu", "")
-        .open(&dir)
-        .map(drop);
-    if !matches!(r, Err(Error::InvalidArgument(_))) {
-        problems.push(format!(
-            "empty path: {r:?}, expected Error::InvalidArgument"
-        ));
-    }
-    for p in files(tmp.path()).keys() {
-        problems.push(format!("empty path: {} was left behind", p.display()));
-    }
-    if !existed && cwd_tmp.exists() {
-        let _ = std::fs::remove_file(&cwd_tmp);
-        problems.push(format!("empty path: {} was created", cwd_tmp.display()));
-    }
-    assert!(problems.is_empty(), "{problems:#?}");
+    let cases = [
+        Refusal::new(
+            "two new regions on one path",
+            Env::real,
+            |env| {
+                let p = env.at("elsewhere").join("shared.redb");
+                three()
+                    .region_at("sa", &p)
+                    .region_at("af", &p)
+                    .open(store_dir(env))
+            },
+            Expect::Refused {
+                what: "Error::Config or Error::InvalidArgument, not blaming another process",
+                matches: |e| {
+                    matches!(e, Error::Config(_) | Error::InvalidArgument(_))
+                        && !e.to_string().contains("another process")
+                },
+            },
+        )
+        .setup(existing_store)
+        .after(|env| {
+            let p = env.at("elsewhere").join("shared.redb");
+            let mut problems = still_opens(env);
+            if p.exists() {
+                problems.push(format!("{} exists", p.display()));
+            }
+            problems
+        }),
+        // Under a regular file: looking for the file already fails (ENOTDIR).
+        Refusal::new(
+            "region under a regular file",
+            Env::real,
+            move |env| {
+                three()
+                    .region_at("sa", afile(env).join("sub").join("sa.redb"))
+                    .open(store_dir(env))
+            },
+            Expect::ANY_ERROR,
+        )
+        .setup(move |env| {
+            existing_store(env);
+            std::fs::write(afile(env), b"a regular file").unwrap();
+        })
+        .after(still_opens),
+        // A folder that does not exist and cannot be made (no mkdir in /proc, even for
+        // root): the file looks merely missing until the open tries to create it.
+        Refusal::new(
+            "region in a folder that cannot be created",
+            Env::real,
+            |env| {
+                three()
+                    .region_at("sa", "/proc/self/regionkv-no-such-folder/sa.redb")
+                    .open(store_dir(env))
+            },
+            Expect::ANY_ERROR,
+        )
+        .setup(existing_store)
+        .after(still_opens),
+        Refusal::new(
+            "first open: two regions, one file",
+            Env::real,
+            |env| {
+                let dir = store_dir(env);
+                let p = dir.join("regions").join("shared.redb");
+                Db::builder()
+                    .region_at("us", &p)
+                    .region_at("eu", p)
+                    .open(&dir)
+            },
+            Expect::ANY_ERROR,
+        )
+        .setup(empty_store_folder),
+        Refusal::new(
+            "first open: a region at the global file",
+            Env::real,
+            |env| {
+                let dir = store_dir(env);
+                Db::builder()
+                    .region("us")
+                    .region_at("eu", global_file(&dir))
+                    .open(&dir)
+            },
+            Expect::ANY_ERROR,
+        )
+        .setup(empty_store_folder),
+        Refusal::new(
+            "first open: empty path",
+            Env::real,
+            |env| {
+                Db::builder()
+                    .region("us")
+                    .region_at("eu", "")
+                    .open(store_dir(env))
+            },
+            Expect::Refused {
+                what: "Error::InvalidArgument",
+                matches: |e| matches!(e, Error::InvalidArgument(_)),
+            },
+        )
+        .setup(empty_store_folder)
+        .after(|_| {
+            let mut problems = Vec::new();
+            if !existed && cwd_tmp.exists() {
+                let _ = std::fs::remove_file(&cwd_tmp);
+                problems.push(format!("{} was created", cwd_tmp.display()));
+            }
+            problems
+        }),
+    ];
+    run_refusals(&cases);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -315,13 +296,13 @@ fn default_region_cannot_be_disabled_at_open() {
         .unwrap()
         .close()
         .unwrap();
-    let before = files(&dir);
+    let before = snapshot(&dir);
     let r = Db::builder()
         .region("us")
         .disable_region("eu")
         .default_region("eu")
         .open(&dir);
-    let mut problems = diff(&before, &files(&dir));
+    let mut problems = diff_files(&before, &snapshot(&dir));
     match r {
         Err(_) => {}
         Ok(db) => {
@@ -352,12 +333,12 @@ fn disabling_the_stored_default_at_open_keeps_an_enabled_default() {
         .unwrap();
     assert_eq!(db.region_name(db.default_region()).as_deref(), Some("eu"));
     db.close().unwrap();
-    let before = files(&dir);
+    let before = snapshot(&dir);
     // No default given: the stored one, eu, is being disabled.
     match Db::builder().region("us").disable_region("eu").open(&dir) {
         Err(e) => {
             // Refused: then nothing changed.
-            let changes = diff(&before, &files(&dir));
+            let changes = diff_files(&before, &snapshot(&dir));
             assert!(changes.is_empty(), "refused ({e}) but {changes:?}");
         }
         Ok(db) => {
@@ -446,13 +427,6 @@ fn second_handle_on_one_file_store_is_refused() {
 // A crash in the middle of an open that changes the configuration.
 // ---------------------------------------------------------------------------------------
 
-fn sim_files(sim: &SimStorage) -> BTreeMap<PathBuf, Vec<u8>> {
-    sim.paths()
-        .into_iter()
-        .filter_map(|p| sim.live_bytes(&p).map(|b| (p, b)))
-        .collect()
-}
-
 /// For every crash point of the open `new` (on a store made with `old`): the new
 /// configuration opens afterwards with a clean audit, and if the crash left every file as
 /// it was, the old configuration opens too.
@@ -480,14 +454,14 @@ fn crash_mid_open_sweep(old: fn(Builder) -> Builder, new: fn(Builder) -> Builder
             }
             db.close().unwrap();
         }
-        let before = sim_files(&sim);
+        let before = sim_snapshot(&sim);
         sim.fail_after(n, FaultOn::Any);
         let r = new(b()).open(DIR);
         let tripped = sim.fault_tripped();
         drop(r);
         sim.crash();
         points += 1;
-        let untouched = sim_files(&sim) == before;
+        let untouched = sim_snapshot(&sim) == before;
         let old_opens = match old(b()).open(DIR) {
             Ok(db) => {
                 db.close().unwrap();

@@ -639,16 +639,12 @@ fn outcome_unknown_remove_then_plain_restart_then_power_loss_keeps_the_quota() {
 // ordinary `fail_after`, not `fail_file_after`).
 // ======================================================================================
 
-fn all(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim).region("us").region("eu").open(DIR)
-}
-
 const MAX: u64 = 4;
 
 /// Fills eu with MAX records, then removes them all in one plain write whose fsync fails
 /// (`OutcomeUnknown`) while `fault` makes the following writes fail too. Returns the account.
 fn remove_all_outcome_unknown(sim: &SimStorage, whole_volume: bool) -> AccountId {
-    let db = all(sim).unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let a = db
         .create_account(NewAccount::new("a", "us").allow("eu").max_records(MAX))
         .unwrap();
@@ -679,7 +675,7 @@ fn fill_us_then_power_loss_then_count(sim: &SimStorage, db: Db, a: AccountId) ->
     }
     db.close().unwrap();
     sim.crash(); // power loss: eu's unsynced removal is gone
-    let db = all(sim).unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
     (i, total)
 }
@@ -692,7 +688,7 @@ fn fill_us_then_power_loss_then_count(sim: &SimStorage, db: Db, a: AccountId) ->
 fn outcome_unknown_remove_on_one_dying_file_then_restart_then_power_loss_keeps_the_quota() {
     let sim = SimStorage::new();
     let a = remove_all_outcome_unknown(&sim, false);
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let (i, total) = fill_us_then_power_loss_then_count(&sim, db, a);
     assert!(
         total <= MAX,
@@ -711,7 +707,7 @@ fn outcome_unknown_remove_on_one_dying_file_then_restart_then_power_loss_keeps_t
 fn outcome_unknown_remove_on_a_dying_volume_then_restart_then_power_loss_keeps_the_quota() {
     let sim = SimStorage::new();
     let a = remove_all_outcome_unknown(&sim, true);
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let (i, total) = fill_us_then_power_loss_then_count(&sim, db, a);
     assert!(
         total <= MAX,
@@ -740,7 +736,7 @@ fn outcome_unknown_remove_on_a_dying_volume_then_disable_at_open_then_power_loss
     }
     db.close().unwrap();
     sim.crash();
-    let db = all(&sim).unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
     assert!(
         total <= MAX,

@@ -6,12 +6,13 @@ mod common;
 
 use common::T;
 use common::files::*;
+use common::refusal::{Rejected, run_rejections};
 use common::sim::*;
 use proptest::prelude::*;
 use regionkv::layout::region_file;
 use regionkv::testing::SimStorage;
 use regionkv::{
-    AccountId, Db, Error, MAX_KEY, MAX_TABLE_NAME, NewAccount, Raw, Record, Table, Unique,
+    AccountId, Db, Error, MAX_KEY, MAX_TABLE_NAME, NewAccount, Raw, Record, Table, Unique, Write,
 };
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -473,54 +474,60 @@ fn invalid_arguments_are_rejected_and_write_nothing() {
     let a = db.create_account(NewAccount::new("acme", "eu")).unwrap();
     let eu = region_file(dir.path(), "eu");
     let eu_before = std::fs::read(&eu).unwrap();
-    let invalid = |r: Result<(), Error>, what: &str| {
-        assert!(
-            matches!(r, Err(Error::InvalidArgument(_))),
-            "{what}: expected InvalidArgument, got {r:?}"
-        );
-    };
-
-    let mut w = db.write(a).unwrap();
-    // Oversized values (raw and typed).
-    invalid(
-        w.insert(&NOTES, b"big", &[7u8; 1025]),
-        "raw value over limit",
-    );
-    invalid(
-        w.insert(&NOTES, b"huge", &vec![7u8; 1 << 20]),
-        "1 MiB value",
-    );
+    let long_key = vec![b'k'; MAX_KEY + 1];
     let mut big = doc("big");
     big.blob = vec![1; 2000];
-    invalid(w.insert(&DOCS, b"big", &big), "typed value over limit");
-    invalid(
-        w.insert_unique(&NOTES, b"big", &[7u8; 1025], &[Unique::new("u", "v")]),
-        "unique insert of a value over limit",
-    );
-    // Over-long keys.
-    let long_key = vec![b'k'; MAX_KEY + 1];
-    invalid(w.insert(&NOTES, &long_key, b"v"), "key over MAX_KEY");
-    invalid(
-        w.insert_unique(&NOTES, &long_key, b"v", &[Unique::new("u", "v")]),
-        "unique insert with a key over MAX_KEY",
-    );
-    invalid(
-        w.remove(&NOTES, &long_key),
-        "remove with a key over MAX_KEY",
-    );
-    // Bad table names.
-    invalid(w.insert(&EMPTY_NAME, b"k", b"v"), "empty table name");
-    invalid(w.remove(&EMPTY_NAME, b"k"), "remove from empty table name");
-    invalid(w.insert(&LONG_NAME, b"k", b"v"), "table name over limit");
-    // Bad unique values.
-    invalid(
-        w.insert_unique(&NOTES, b"k", b"v", &[Unique::new("", "v")]),
-        "empty namespace",
-    );
-    invalid(
-        w.insert_unique(&NOTES, b"k", b"v", &[Unique::new("ns", "")]),
-        "empty unique value",
-    );
+
+    let mut w = db.write(a).unwrap();
+    let rows = [
+        // Oversized values (raw and typed).
+        Rejected::invalid("raw value over limit", |w: &mut Write| {
+            w.insert(&NOTES, b"big", &[7u8; 1025])
+        }),
+        Rejected::invalid("1 MiB value", |w: &mut Write| {
+            w.insert(&NOTES, b"huge", &vec![7u8; 1 << 20])
+        }),
+        Rejected::invalid("typed value over limit", |w: &mut Write| {
+            w.insert(&DOCS, b"big", &big)
+        }),
+        Rejected::invalid("unique insert of a value over limit", |w: &mut Write| {
+            w.insert_unique(&NOTES, b"big", &[7u8; 1025], &[Unique::new("u", "v")])
+        }),
+        // Over-long keys.
+        Rejected::invalid("key over MAX_KEY", |w: &mut Write| {
+            w.insert(&NOTES, &long_key, b"v")
+        }),
+        Rejected::invalid("unique insert with a key over MAX_KEY", |w: &mut Write| {
+            w.insert_unique(&NOTES, &long_key, b"v", &[Unique::new("u", "v")])
+        }),
+        Rejected::invalid("remove with a key over MAX_KEY", |w: &mut Write| {
+            w.remove(&NOTES, &long_key)
+        }),
+        // Bad table names.
+        Rejected::invalid("empty table name", |w: &mut Write| {
+            w.insert(&EMPTY_NAME, b"k", b"v")
+        }),
+        Rejected::invalid("remove from empty table name", |w: &mut Write| {
+            w.remove(&EMPTY_NAME, b"k")
+        }),
+        Rejected::invalid("table name over limit", |w: &mut Write| {
+            w.insert(&LONG_NAME, b"k", b"v")
+        }),
+        // Bad unique values.
+        Rejected::invalid("empty namespace", |w: &mut Write| {
+            w.insert_unique(&NOTES, b"k", b"v", &[Unique::new("", "v")])
+        }),
+        Rejected::invalid("empty unique value", |w: &mut Write| {
+            w.insert_unique(&NOTES, b"k", b"v", &[Unique::new("ns", "")])
+        }),
+    ];
+    // No rejected operation was buffered.
+    run_rejections(&mut w, &rows, |w| {
+        (!w.is_empty())
+            .then(|| format!("{} operations buffered", w.len()))
+            .into_iter()
+            .collect()
+    });
     assert!(w.is_empty(), "no rejected operation was buffered");
     w.commit().unwrap();
     assert_eq!(
@@ -531,22 +538,22 @@ fn invalid_arguments_are_rejected_and_write_nothing() {
 
     // Reads with bad table names are refused too.
     let r = db.read(a).unwrap();
-    assert!(matches!(
-        r.get(&EMPTY_NAME, b"k"),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        r.scan(&EMPTY_NAME),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.scan_all(&EMPTY_NAME),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        db.find_unique(&EMPTY_NAME, "ns", "v"),
-        Err(Error::InvalidArgument(_))
-    ));
+    let reads = [
+        Rejected::invalid("get from an empty table name", |_: &mut ()| {
+            r.get(&EMPTY_NAME, b"k").map(|o| o.map(|rec| rec.to_vec()))
+        }),
+        Rejected::invalid("scan of an empty table name", |_: &mut ()| {
+            r.scan(&EMPTY_NAME).map(|s| s.count())
+        }),
+        Rejected::invalid("scan_all of an empty table name", |_: &mut ()| {
+            db.scan_all(&EMPTY_NAME).map(|s| s.count())
+        }),
+        Rejected::invalid("find_unique in an empty table name", |_: &mut ()| {
+            db.find_unique(&EMPTY_NAME, "ns", "v").map(|h| h.is_some())
+        }),
+    ];
+    run_rejections(&mut (), &reads, |_| Vec::new());
+    drop(reads);
     // An over-long key on the read path: no panic, nothing found (or refused).
     assert!(matches!(
         r.get(&NOTES, &long_key),
@@ -711,10 +718,6 @@ const T64: Table<Raw> = Table::new("😀😀😀😀😀😀😀😀😀😀😀
 
 const T65: Table<Raw> = Table::new("😀😀😀😀😀😀😀😀😀😀😀😀😀😀😀😀x");
 
-fn invalid<T: std::fmt::Debug>(r: regionkv::Result<T>, what: &str) {
-    assert!(matches!(r, Err(Error::InvalidArgument(_))), "{what}: {r:?}");
-}
-
 // Guard: limits are accepted at the edge and refused past it.
 #[test]
 fn limits_are_accepted_at_the_edge_and_refused_past_it() {
@@ -726,12 +729,15 @@ fn limits_are_accepted_at_the_edge_and_refused_past_it() {
         .max_value_size(1000)
         .open("/e")
         .unwrap();
-    invalid(
-        quiet_builder(&sim)
-            .region("us")
-            .region("r".repeat(65))
-            .open("/e2"),
-        "region 65",
+    run_rejections(
+        &mut (),
+        &[Rejected::invalid("region 65", |_: &mut ()| {
+            quiet_builder(&sim)
+                .region("us")
+                .region("r".repeat(65))
+                .open("/e2")
+        })],
+        |_| Vec::new(),
     );
     // 128 bytes of 4-byte characters; 129 refused.
     let name128 = "🦀".repeat(32);
@@ -739,9 +745,17 @@ fn limits_are_accepted_at_the_edge_and_refused_past_it() {
     let a = db
         .create_account(NewAccount::new(name128.clone(), &r64).allow("us"))
         .unwrap();
-    invalid(
-        db.create_account(NewAccount::new(format!("{name128}x"), "us")),
-        "name 129",
+    run_rejections(
+        &mut (),
+        &[Rejected::invalid("name 129", |_: &mut ()| {
+            db.create_account(NewAccount::new(format!("{name128}x"), "us"))
+        })],
+        |_| {
+            (db.account_id(&format!("{name128}x")).unwrap().is_some())
+                .then(|| "the account was created".to_owned())
+                .into_iter()
+                .collect()
+        },
     );
     let b2 = db.create_account(NewAccount::new("b", "us")).unwrap();
 
@@ -754,36 +768,50 @@ fn limits_are_accepted_at_the_edge_and_refused_past_it() {
         .unwrap();
     w.insert_unique(&T64, b"", b"", &[Unique::new("e", "x")])
         .unwrap();
-    invalid(w.insert(&T65, b"k", b"v"), "table 65");
-    invalid(w.insert(&T, &vec![0u8; 4097], b"v"), "key 4097");
-    invalid(w.insert(&T, b"k", &vec![0u8; 1001]), "value 1001");
-    invalid(
-        w.insert_unique(&T, b"k", b"v", &[Unique::new(&"n".repeat(65), "v")]),
-        "ns 65",
-    );
-    invalid(
-        w.insert_unique(&T, b"k", b"v", &[Unique::new("n", &vec![1u8; 1025])]),
-        "value 1025",
-    );
-    invalid(
-        w.insert_unique(&T, b"k", b"v", &[Unique::new("", "v")]),
-        "ns 0",
-    );
-    invalid(
-        w.insert_unique(&T, b"k", b"v", &[Unique::new("n", "")]),
-        "value 0",
-    );
+    let rows = [
+        Rejected::invalid("table 65", |w: &mut Write| w.insert(&T65, b"k", b"v")),
+        Rejected::invalid("key 4097", |w: &mut Write| {
+            w.insert(&T, &vec![0u8; 4097], b"v")
+        }),
+        Rejected::invalid("value 1001", |w: &mut Write| {
+            w.insert(&T, b"k", &vec![0u8; 1001])
+        }),
+        Rejected::invalid("ns 65", |w: &mut Write| {
+            w.insert_unique(&T, b"k", b"v", &[Unique::new(&"n".repeat(65), "v")])
+        }),
+        Rejected::invalid("value 1025", |w: &mut Write| {
+            w.insert_unique(&T, b"k", b"v", &[Unique::new("n", &vec![1u8; 1025])])
+        }),
+        Rejected::invalid("ns 0", |w: &mut Write| {
+            w.insert_unique(&T, b"k", b"v", &[Unique::new("", "v")])
+        }),
+        Rejected::invalid("value 0", |w: &mut Write| {
+            w.insert_unique(&T, b"k", b"v", &[Unique::new("n", "")])
+        }),
+    ];
+    // Only the two accepted records stay buffered.
+    run_rejections(&mut w, &rows, |w| {
+        (w.len() != 2)
+            .then(|| format!("{} operations buffered, expected 2", w.len()))
+            .into_iter()
+            .collect()
+    });
     w.commit().unwrap();
 
     let hit = db.find_unique(&T64, &ns64, &v1024).unwrap().unwrap();
     assert_eq!((hit.account(), hit.key()), (a, key4096.as_slice()));
     assert_eq!(db.find_unique(&T64, "e", "x").unwrap().unwrap().key(), b"");
     assert!(db.is_taken(&ns64, &v1024).unwrap());
-    invalid(
-        db.find_unique(&T65, "e", "x").map(|h| h.is_some()),
-        "find t65",
-    );
-    invalid(db.is_taken("e", vec![0u8; 1025]), "is_taken 1025");
+    let reads = [
+        Rejected::invalid("find t65", |_: &mut ()| {
+            db.find_unique(&T65, "e", "x").map(|h| h.is_some())
+        }),
+        Rejected::invalid("is_taken 1025", |_: &mut ()| {
+            db.is_taken("e", vec![0u8; 1025])
+        }),
+    ];
+    run_rejections(&mut (), &reads, |_| Vec::new());
+    drop(reads);
     // Another account cannot take it, even through a 0-length key.
     let mut w = db.write(b2).unwrap();
     w.insert_unique(&T64, b"", b"", &[Unique::new(&ns64, &v1024)])

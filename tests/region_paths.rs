@@ -7,11 +7,12 @@ mod common;
 
 use common::T;
 use common::files::*;
+use common::refusal::{Env, Expect, Refusal, run_refusals};
+use common::sim::open_us_eu_sim;
 use regionkv::layout::{global_file, region_file};
 use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{Db, Error, NewAccount, Storage};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 // ======================================================================================
 // Opening, reopening, the region catalog, wrong-partition files and
@@ -147,196 +148,180 @@ fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
 }
 
 // ======================================================================================
-// hostile region paths.
+// hostile region paths: every refused open changes no byte and loses no region.
 // ======================================================================================
 
-fn snapshot(sim: &SimStorage) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    sim.paths()
-        .into_iter()
-        .map(|p| {
-            let b = sim.live_bytes(&p);
-            (p, b)
-        })
-        .collect()
-}
-
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    fn walk(p: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        if let Ok(rd) = std::fs::read_dir(p) {
-            for e in rd.flatten() {
-                let path = e.path();
-                if path.is_dir() {
-                    out.insert(path.clone(), b"<dir>".to_vec());
-                    walk(&path, out);
-                } else {
-                    out.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
-                }
-            }
-        }
-    }
-    walk(dir, &mut out);
-    out
-}
-
-// Regression (fixed since): adding a region at p destroys the region living at p creating.
-/// I3: a region whose file is at `X.creating` (a legal `region_at` path) loses every
-/// acknowledged record when a later open adds a region at `X`: `create_new(X)` removes
-/// `X.creating` unconditionally before building the new file there.
-#[test]
-fn adding_a_region_at_p_destroys_the_region_living_at_p_creating() {
-    let sim = SimStorage::new();
-    let eu_path = "/s/vol/eu.creating";
-    let db = Db::builder()
-        .storage(sim.clone())
+/// A store at `/s` on the simulated storage with eu at `eu_path` and account `a` of eu
+/// holding an acknowledged record; closed.
+fn sim_store_with_eu_at(env: &Env, store: &str, eu_path: &str) {
+    let db = env
+        .builder()
         .region("us")
         .region_at("eu", eu_path)
-        .open("/s")
+        .open(store)
         .unwrap();
     let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
     let mut w = db.write(a).unwrap();
     w.insert(&T, b"k", b"acknowledged").unwrap();
     w.commit().unwrap();
     db.close().unwrap();
-
-    // Add a region at "/s/vol/eu": its temporary name is eu's file. Refused, untouched.
-    let before: Vec<_> = sim
-        .paths()
-        .into_iter()
-        .map(|p| (sim.live_bytes(&p), p))
-        .collect();
-    let r = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", eu_path)
-        .region_at("ap", "/s/vol/eu")
-        .open("/s");
-    assert!(matches!(r, Err(Error::Config(_))), "{:?}", r.map(|_| ()));
-    let after: Vec<_> = sim
-        .paths()
-        .into_iter()
-        .map(|p| (sim.live_bytes(&p), p))
-        .collect();
-    assert!(
-        before == after,
-        "a refused open changed files: {:?}",
-        sim.paths()
-    );
-    // The store opens as it was, with eu's acknowledged record.
-    let db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", eu_path)
-        .open("/s")
-        .unwrap();
-    let got = db.read(a).unwrap().get(&T, b"k").unwrap();
-    assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
 }
 
-// Regression (fixed since): two new regions p and p creating in one open lose one.
-/// Same hole inside one open: two new regions, `sa` at `P.creating` listed before `ap` at
-/// `P`. The open succeeds; `sa`'s file is deleted while it is open, so everything written
-/// to it was lost at the next open. Now refused at open.
 #[test]
-fn two_new_regions_p_and_p_creating_in_one_open_lose_one() {
-    let sim = SimStorage::new();
-    let b = || {
-        Db::builder()
-            .storage(sim.clone())
-            .region("us")
-            .region_at("sa", "/s/vol/x.creating")
-            .region_at("ap", "/s/vol/x")
-    };
-    // Refused before anything is created: no file may be lost later.
-    let r = b().open("/s");
-    assert!(matches!(r, Err(Error::Config(_))), "{:?}", r.map(|_| ()));
-    assert!(
-        sim.paths().is_empty(),
-        "files left behind: {:?}",
-        sim.paths()
-    );
-}
-
-// Regression (fixed since): refused open of two new regions file vs folder changes bytes.
-/// "A refused open changes no byte": two new regions whose paths conflict as file vs
-/// folder (`new/x` and `new/x/y.redb`) pass every plan check one by one, then the apply
-/// writes the catalog and creates `new/x` before failing on `new/x/y.redb`.
-#[test]
-fn refused_open_of_two_new_regions_file_vs_folder_changes_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    Db::builder()
-        .region("us")
-        .open(dir.path())
-        .unwrap()
-        .close()
-        .unwrap();
-    let before = tree(dir.path());
-    let r = Db::builder()
-        .region("us")
-        .region_at("ap", dir.path().join("new").join("x"))
-        .region_at("sa", dir.path().join("new").join("x").join("y.redb"))
-        .open(dir.path());
-    let after = tree(dir.path());
-    match r {
-        Ok(db) => {
-            drop(db);
-            panic!("two regions at a file and under it as a folder must be refused");
-        }
-        Err(e) => {
-            let changed: Vec<_> = after
-                .keys()
-                .chain(before.keys())
-                .filter(|k| before.get(*k) != after.get(*k))
-                .collect();
-            assert!(
-                changed.is_empty(),
-                "refused open ({e}) changed files: {changed:?}"
-            );
-        }
-    }
-}
-
-// Regression (fixed since): refused new store region under global file changes bytes.
-/// Same for a new store: a region under `<dir>/global.redb/` cannot be created (the global
-/// file will be there), but the plan only checks each path against what exists now.
-#[test]
-fn refused_new_store_region_under_global_file_changes_bytes() {
-    let sim = SimStorage::new();
-    let r = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", "/n/global.redb/eu.redb")
-        .open("/n");
-    let files = snapshot(&sim);
-    match r {
-        Ok(db) => {
-            drop(db);
-            // SimStorage has no folders: a file under a file's path is possible there.
-        }
-        Err(e) => assert!(
-            files.is_empty(),
-            "refused open ({e}) left files: {:?}",
-            files.keys().collect::<Vec<_>>()
+fn refused_region_paths_change_nothing() {
+    let long = "x".repeat(250);
+    let cases = [
+        // Regression (fixed since): adding a region at P destroys the region living at
+        //   P.creating.
+        // I3: a region whose file is at `X.creating` (a legal `region_at` path) loses every
+        // acknowledged record when a later open adds a region at `X`: `create_new(X)`
+        // removes `X.creating` unconditionally before building the new file there.
+        // Adding a region at "/s/vol/eu": its temporary name is eu's file. Refused,
+        // untouched.
+        Refusal::new(
+            "adding a region at P while a region lives at P.creating",
+            Env::sim,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .region_at("eu", "/s/vol/eu.creating")
+                    .region_at("ap", "/s/vol/eu")
+                    .open("/s")
+            },
+            Expect::CONFIG,
+        )
+        .setup(|env| sim_store_with_eu_at(env, "/s", "/s/vol/eu.creating"))
+        .after(|env| {
+            // The store opens as it was, with eu's acknowledged record.
+            let db = env
+                .builder()
+                .region("us")
+                .region_at("eu", "/s/vol/eu.creating")
+                .open("/s")
+                .unwrap();
+            let a = db.account_id("a").unwrap().expect("account a");
+            let got = db.read(a).unwrap().get(&T, b"k").unwrap();
+            assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
+            Vec::new()
+        }),
+        // Regression (fixed since): two new regions P and P.creating in one open lose one.
+        // Same hole inside one open: two new regions, `sa` at `P.creating` listed before
+        // `ap` at `P`. The open succeeded; `sa`'s file was deleted while it was open, so
+        // everything written to it was lost at the next open. Now refused before anything
+        // is created: no file may be lost later.
+        Refusal::new(
+            "two new regions at P.creating and P in one open",
+            Env::sim,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .region_at("sa", "/s/vol/x.creating")
+                    .region_at("ap", "/s/vol/x")
+                    .open("/s")
+            },
+            Expect::CONFIG,
         ),
-    }
-    // Real files: a folder cannot be made where the global file is.
-    let dir = tempfile::tempdir().unwrap();
-    let r = Db::builder()
-        .region("us")
-        .region_at("eu", dir.path().join("global.redb").join("eu.redb"))
-        .open(dir.path());
-    let after = tree(dir.path());
-    match r {
-        Ok(db) => {
-            drop(db);
-            panic!("a region under the global file's path must be refused");
-        }
-        Err(e) => assert!(
-            after.is_empty(),
-            "refused open ({e}) left files: {:?}",
-            after.keys().collect::<Vec<_>>()
+        // Regression (fixed since): refused open of two new regions file vs folder changes
+        //   bytes.
+        // "A refused open changes no byte": two new regions whose paths conflict as file vs
+        // folder (`new/x` and `new/x/y.redb`) pass every plan check one by one, then the
+        // apply wrote the catalog and created `new/x` before failing on `new/x/y.redb`.
+        Refusal::new(
+            "two new regions at a file and under it as a folder",
+            Env::real,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .region_at("ap", env.at("new").join("x"))
+                    .region_at("sa", env.at("new").join("x").join("y.redb"))
+                    .open(env.root())
+            },
+            Expect::ANY_ERROR,
+        )
+        .setup(|env| {
+            env.builder()
+                .region("us")
+                .open(env.root())
+                .unwrap()
+                .close()
+                .unwrap()
+        }),
+        // Regression (fixed since): refused new store region under global file changes
+        //   bytes.
+        // Same for a new store: a region under `<dir>/global.redb/` cannot be created (the
+        // global file will be there), but the plan only checked each path against what
+        // exists now. SimStorage has no folders: a file under a file's path is possible
+        // there, so the open may succeed.
+        Refusal::new(
+            "new store, region under the global file, simulated",
+            Env::sim,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .region_at("eu", "/n/global.redb/eu.redb")
+                    .open("/n")
+            },
+            Expect::RefusedOrOpens,
         ),
-    }
+        // Real files: a folder cannot be made where the global file is.
+        Refusal::new(
+            "new store, region under the global file",
+            Env::real,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .region_at("eu", env.at("global.redb").join("eu.redb"))
+                    .open(env.root())
+            },
+            Expect::ANY_ERROR,
+        ),
+        // Regression (fixed since): new region at the catalog path of a disabled region is
+        //   accepted.
+        // The design: "two regions on one file ... are refused by name before anything
+        // exists". eu lives at `/s2/vol/eu.redb` (region_at); its volume is unmounted, so
+        // eu is disabled and its file is absent. A new region `ap` given eu's path was
+        // accepted and created there: when the volume returns, eu's file and ap's are one
+        // path (the store can no longer open both, and one of them hides the other).
+        Refusal::new(
+            "new region at the catalog path of a disabled region",
+            Env::sim,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .disable_region("eu")
+                    .region_at("ap", "/s2/vol/eu.redb")
+                    .open("/s2")
+            },
+            Expect::ANY_ERROR,
+        )
+        .setup(|env| {
+            sim_store_with_eu_at(env, "/s2", "/s2/vol/eu.redb");
+            // The volume goes away (the file is no longer at its path).
+            env.sim_storage()
+                .rename("/s2/vol/eu.redb".as_ref(), "/unmounted/eu.redb".as_ref())
+                .unwrap();
+        }),
+        // Regression (fixed since): region path whose temporary name is too long fails
+        //   after writing.
+        // "A refused open leaves every byte as it was" (and the file-vs-folder case above,
+        // about paths that pass the plan but fail in the apply): a region_at path whose
+        // last component is 250 bytes passes every plan check (its folder exists and is
+        // writable), but its temporary name `<path>.creating` is 259 bytes, over NAME_MAX
+        // (255): the apply failed after it had already created the global file of a new
+        // store. Could open on a file system with longer names; then nothing to prove.
+        Refusal::new(
+            "region path whose temporary name is too long",
+            Env::real,
+            |env| {
+                env.builder()
+                    .region("us")
+                    .region_at("eu", env.at(&long))
+                    .open(env.at("store"))
+            },
+            Expect::RefusedOrOpens,
+        ),
+    ];
+    run_refusals(&cases);
 }
 
 // ======================================================================================
@@ -345,8 +330,9 @@ fn refused_new_store_region_under_global_file_changes_bytes() {
 
 // Regression (fixed since): new region at p destroys the disabled region living at p
 //   creating.
-/// I3: the fix of `adding_a_region_at_p_destroys_the_region_living_at_p_creating` refuses a new region at `P` while a region living at `P.creating`
-/// is *listed*. The plan's path checks only cover the regions this open enables, so with
+/// I3: the fix of the case "adding a region at P while a region lives at P.creating" (in
+/// `refused_region_paths_change_nothing`) refuses a new region at `P` while a region living
+/// at `P.creating` is *listed*. The plan's path checks only cover the regions this open enables, so with
 /// that region disabled the open succeeds and `create_new(P)` removes `P.creating`: the
 /// disabled region's file, with its acknowledged records. When the region is enabled
 /// again its file is gone.
@@ -395,90 +381,6 @@ fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
     let db = b.open("/s").expect("eu returns");
     let got = db.read(a).unwrap().get(&T, b"k").unwrap();
     assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
-}
-
-// Regression (fixed since): new region at the catalog path of a disabled region is
-//   accepted.
-/// Design 3.2: "two regions on one file ... are refused by name before anything exists".
-/// eu lives at `/s2/vol/eu.redb` (region_at); its volume is unmounted, so eu is disabled
-/// and its file is absent. A new region `ap` given eu's path is accepted and created there:
-/// when the volume returns, eu's file and ap's are one path (the store can no longer open
-/// both, and one of them hides the other).
-#[test]
-fn new_region_at_the_catalog_path_of_a_disabled_region_is_accepted() {
-    use regionkv::Storage;
-    let sim = SimStorage::new();
-    let eu_path = "/s2/vol/eu.redb";
-    let db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", eu_path)
-        .open("/s2")
-        .unwrap();
-    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-    let mut w = db.write(a).unwrap();
-    w.insert(&T, b"k", b"acknowledged").unwrap();
-    w.commit().unwrap();
-    db.close().unwrap();
-    // The volume goes away (the file is no longer at its path).
-    sim.rename(eu_path.as_ref(), "/unmounted/eu.redb".as_ref())
-        .unwrap();
-    let r = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .disable_region("eu")
-        .region_at("ap", eu_path)
-        .open("/s2");
-    let accepted = r.is_ok();
-    if let Ok(db) = r {
-        db.close().unwrap();
-    }
-    assert!(
-        !accepted,
-        "a new region was created at {eu_path}, the catalog path of disabled region eu"
-    );
-}
-
-// Regression (fixed since): region path whose temporary name is too long fails after
-//   writing.
-/// "A refused open leaves every byte as it was" (and `refused_open_of_two_new_regions_file_vs_folder_changes_bytes`, about paths that
-/// pass the plan but fail in the apply): a region_at path whose last component is 250
-/// bytes passes every plan check (its folder exists and is writable), but its temporary
-/// name `<path>.creating` is 259 bytes, over NAME_MAX (255): the apply fails after it has
-/// already created the global file of a new store.
-#[test]
-fn region_path_whose_temporary_name_is_too_long_fails_after_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let long = "x".repeat(250);
-    let r = Db::builder()
-        .region("us")
-        .region_at("eu", dir.path().join(&long))
-        .open(dir.path().join("store"));
-    let left: Vec<_> = walk(dir.path());
-    match r {
-        Ok(db) => {
-            // Could be fine on a file system with longer names; then nothing to prove.
-            drop(db);
-        }
-        Err(e) => assert!(
-            left.is_empty(),
-            "refused open ({e}) left files behind: {left:?}"
-        ),
-    }
-}
-
-fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            out.push(path.clone());
-            if path.is_dir() {
-                out.extend(walk(&path));
-            }
-        }
-    }
-    out
 }
 
 // Regression (fixed since): new store with a region at p destroys another stores live
@@ -538,14 +440,6 @@ fn new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creatin
 
 const DIR: &str = "/store";
 
-fn open_us_eu_sim(sim: &SimStorage) -> Result<Db, Error> {
-    Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region("eu")
-        .open(DIR)
-}
-
 #[test]
 fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
     let eu = region_file(Path::new(DIR), "eu");
@@ -567,14 +461,14 @@ fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
         }
         // The open that adds eu, with a fault after n storage operations, then a crash.
         sim.fail_after(n, FaultOn::Any);
-        let first = open_us_eu_sim(&sim);
+        let first = open_us_eu_sim(&sim, DIR);
         let tripped = sim.fault_tripped();
         drop(first);
         sim.crash();
         points += 1;
 
         // The region's creation completes (or restarts) at the next open.
-        match open_us_eu_sim(&sim) {
+        match open_us_eu_sim(&sim, DIR) {
             Ok(db) => {
                 let eu_id = db.region_id("eu").unwrap();
                 assert!(
@@ -591,7 +485,7 @@ fn crash_while_creating_a_region_then_losing_its_file_is_refused() {
         // eu was created: losing its file must be refused, never answered with a new,
         // empty eu.
         Storage::remove(&sim, &eu).unwrap();
-        match open_us_eu_sim(&sim) {
+        match open_us_eu_sim(&sim, DIR) {
             Err(Error::Config(msg)) if msg.contains("eu") => {}
             Err(e) => problems.push(format!(
                 "n={n}: open with eu's file missing: {e} (expected Error::Config naming it)"

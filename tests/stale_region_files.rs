@@ -6,9 +6,10 @@
 mod common;
 
 use common::T;
+use common::refusal::{Env, Expect, Refusal, run_refusals};
 use common::sim::*;
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Db, Error, NewAccount, Unique};
+use regionkv::{Db, Error, NewAccount, Unique};
 
 // ======================================================================================
 // one region file restored from an older copy of itself
@@ -18,20 +19,6 @@ use regionkv::{AccountId, Db, Error, NewAccount, Unique};
 // it must not open into a state that breaks I1/I2.
 // ======================================================================================
 
-fn open(sim: &SimStorage) -> regionkv::Result<Db> {
-    Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region("eu")
-        .open(DIR)
-}
-
-fn claim_home(db: &Db, a: AccountId, key: &[u8], v: &str) -> regionkv::Result<()> {
-    let mut w = db.write(a)?;
-    w.insert_unique(&T, key, b"x", &[Unique::new("email", v)])?;
-    w.commit()
-}
-
 // Regression (fixed since): stale region file without the claim leaves an orphan entry.
 /// Backup of eu taken before `e1` claimed `v`; the claim is checkpointed (marker deleted);
 /// the backup is restored. The index says eu's `e1` owns `v`, eu has no such record: `v`
@@ -39,19 +26,19 @@ fn claim_home(db: &Db, a: AccountId, key: &[u8], v: &str) -> regionkv::Result<()
 #[test]
 fn stale_region_file_without_the_claim_leaves_an_orphan_entry() {
     let sim = SimStorage::new();
-    let db = open(&sim).unwrap();
+    let db = open_us_eu_sim(&sim, DIR).unwrap();
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
     claim_home(&db, e, b"e0", "other@x").unwrap();
     db.close().unwrap();
     let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
 
-    let db = open(&sim).unwrap();
+    let db = open_us_eu_sim(&sim, DIR).unwrap();
     claim_home(&db, e, b"e1", "v@x").unwrap();
     db.close().unwrap();
     sim.set_bytes(sim_region(DIR, "eu"), backup); // the operator restores eu's volume from its backup
 
-    let db = match open(&sim) {
+    let db = match open_us_eu_sim(&sim, DIR) {
         Err(err) => {
             eprintln!("stale file refused: {err}");
             return;
@@ -79,14 +66,14 @@ fn stale_region_file_without_the_claim_leaves_an_orphan_entry() {
 #[test]
 fn stale_region_file_with_a_released_claim_leaves_two_owners() {
     let sim = SimStorage::new();
-    let db = open(&sim).unwrap();
+    let db = open_us_eu_sim(&sim, DIR).unwrap();
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
     claim_home(&db, e, b"e1", "v@x").unwrap();
     db.close().unwrap();
     let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
 
-    let db = open(&sim).unwrap();
+    let db = open_us_eu_sim(&sim, DIR).unwrap();
     let mut w = db.write(e).unwrap();
     w.remove(&T, b"e1").unwrap();
     w.commit().unwrap();
@@ -94,7 +81,7 @@ fn stale_region_file_with_a_released_claim_leaves_two_owners() {
     db.close().unwrap();
     sim.set_bytes(sim_region(DIR, "eu"), backup);
 
-    let db = match open(&sim) {
+    let db = match open_us_eu_sim(&sim, DIR) {
         Err(err) => {
             eprintln!("stale file refused: {err}");
             return;
@@ -120,50 +107,52 @@ fn stale_region_file_with_a_released_claim_leaves_two_owners() {
 /// region disabled).
 #[test]
 fn stale_region_file_is_refused_untouched_and_the_newer_file_opens() {
-    let sim = SimStorage::new();
-    let db = open(&sim).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    claim_home(&db, e, b"e0", "other@x").unwrap();
-    db.close().unwrap();
-    let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
-    let db = open(&sim).unwrap();
-    claim_home(&db, e, b"e1", "v@x").unwrap();
-    db.close().unwrap();
-    let newer = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
-
-    sim.set_bytes(sim_region(DIR, "eu"), backup.clone());
-    let before: Vec<_> = sim
-        .paths()
-        .into_iter()
-        .map(|p| (sim.live_bytes(&p), p))
-        .collect();
-    match open(&sim) {
-        Err(Error::PartitionMismatch { reason, .. }) => {
-            assert!(reason.contains("older"), "{reason}")
-        }
-        other => panic!("a stale eu must be refused: {:?}", other.map(|_| ())),
-    }
-    let after: Vec<_> = sim
-        .paths()
-        .into_iter()
-        .map(|p| (sim.live_bytes(&p), p))
-        .collect();
-    assert!(before == after, "the refused open changed files");
-    // Disabled, the stale file is not read: the store opens, and v stays taken.
-    let db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
-    assert!(db.is_taken("email", "v@x").unwrap());
-    db.close().unwrap();
-    // The newer file back: everything as before.
-    sim.set_bytes(sim_region(DIR, "eu"), newer);
-    let db = open(&sim).unwrap();
-    let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
-    assert_eq!((hit.account(), hit.key()), (e, &b"e1"[..]));
-    assert!(db.audit().unwrap().is_clean());
+    let newer = std::cell::RefCell::new(Vec::new());
+    let cases = [Refusal::new(
+        "eu restored from a backup older than the index",
+        Env::sim,
+        |env| open_us_eu_sim(env.sim_storage(), DIR),
+        Expect::Refused {
+            what: "Error::PartitionMismatch saying the file is older",
+            matches: |e| {
+                matches!(e, Error::PartitionMismatch { reason, .. } if reason.contains("older"))
+            },
+        },
+    )
+    .setup(|env| {
+        let sim = env.sim_storage();
+        let db = open_us_eu_sim(sim, DIR).unwrap();
+        let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
+        claim_home(&db, e, b"e0", "other@x").unwrap();
+        db.close().unwrap();
+        let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
+        let db = open_us_eu_sim(sim, DIR).unwrap();
+        claim_home(&db, e, b"e1", "v@x").unwrap();
+        db.close().unwrap();
+        *newer.borrow_mut() = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
+        sim.set_bytes(sim_region(DIR, "eu"), backup);
+    })
+    .after(|env| {
+        let sim = env.sim_storage();
+        // Disabled, the stale file is not read: the store opens, and v stays taken.
+        let db = Db::builder()
+            .storage(sim.clone())
+            .region("us")
+            .disable_region("eu")
+            .open(DIR)
+            .unwrap();
+        assert!(db.is_taken("email", "v@x").unwrap());
+        db.close().unwrap();
+        // The newer file back: everything as before.
+        sim.set_bytes(sim_region(DIR, "eu"), newer.borrow().clone());
+        let db = open_us_eu_sim(sim, DIR).unwrap();
+        let e = db.account_id("e").unwrap().expect("account e");
+        let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
+        assert_eq!((hit.account(), hit.key()), (e, &b"e1"[..]));
+        assert!(db.audit().unwrap().is_clean());
+        Vec::new()
+    })];
+    run_refusals(&cases);
 }
 
 // ======================================================================================
@@ -172,10 +161,6 @@ fn stale_region_file_is_refused_untouched_and_the_newer_file_opens() {
 // ======================================================================================
 
 const DIR: &str = "/s";
-
-fn all(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim).region("us").region("eu").open(DIR)
-}
 
 // Guard: a marker only in eu's live image, restart without power loss, power loss at every
 //   step of the recovering open: the store always reopens and audits clean.
@@ -191,7 +176,7 @@ fn crash_inside_the_recovery_of_an_outcome_unknown_write_reopens() {
     let mut bricked = Vec::new();
     loop {
         let sim = SimStorage::new();
-        let db = all(&sim).unwrap();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
         let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
         // A first unique write makes eu dirty (synced Reserve) and sets last_txn durably.
         claim(&db, a, "eu", b"k0", "v0@x").unwrap();
@@ -203,11 +188,11 @@ fn crash_inside_the_recovery_of_an_outcome_unknown_write_reopens() {
         drop(db); // restart, no power loss
 
         sim.fail_after(n, FaultOn::Any);
-        let reopen = all(&sim);
+        let reopen = quiet_us_eu(&sim, DIR);
         let tripped = sim.fault_tripped();
         drop(reopen);
         sim.crash();
-        match all(&sim) {
+        match quiet_us_eu(&sim, DIR) {
             Ok(db) => {
                 let audit = db.audit().unwrap();
                 assert!(audit.is_clean(), "n={n}: {:?}", audit.findings());

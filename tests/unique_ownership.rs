@@ -38,12 +38,6 @@ fn open_all(sim: &SimStorage) -> Db {
         .expect("open us, eu, ap")
 }
 
-fn claim_home(db: &Db, acct: AccountId, key: &[u8], value: &str) -> Result<(), Error> {
-    let mut w = db.write(acct)?;
-    w.insert_unique(&T, key, b"rec", &[Unique::new("email", value)])?;
-    w.commit()
-}
-
 /// `Some((account, key))` of the owner of `value`, as `find_unique` reports it.
 fn owner(db: &Db, value: &str) -> Result<Option<(AccountId, Vec<u8>)>, Error> {
     Ok(db

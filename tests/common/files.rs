@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use regionkv::testing::SimStorage;
 use regionkv::{AccountId, Db, NewAccount, Raw, Table};
 
 /// A byte-valued table used by several tests.
@@ -16,14 +17,18 @@ pub enum Node {
     File(Vec<u8>),
 }
 
-/// Every file and directory under `dir` (recursively), with the full bytes of each file.
-pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Node> {
+/// Every path of a store's files with what it holds.
+pub type Snapshot = BTreeMap<PathBuf, Node>;
+
+/// Every file and directory under `dir` (recursively), with the full bytes of each file;
+/// paths relative to `dir`.
+pub fn snapshot(dir: &Path) -> Snapshot {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
+fn walk(root: &Path, dir: &Path, out: &mut Snapshot) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
@@ -42,11 +47,19 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Node>) {
     }
 }
 
+/// Every file of `sim` with its live bytes (a simulated store has no directories).
+pub fn sim_snapshot(sim: &SimStorage) -> Snapshot {
+    sim.paths()
+        .into_iter()
+        .map(|p| {
+            let bytes = sim.live_bytes(&p).expect("a listed path has bytes");
+            (p, Node::File(bytes))
+        })
+        .collect()
+}
+
 /// Describes every difference between two snapshots; empty if they are identical.
-pub fn diff_files(
-    before: &BTreeMap<PathBuf, Node>,
-    after: &BTreeMap<PathBuf, Node>,
-) -> Vec<String> {
+pub fn diff_files(before: &Snapshot, after: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
     for path in before.keys().filter(|p| !after.contains_key(*p)) {
         out.push(format!("{} was removed", path.display()));
@@ -86,11 +99,7 @@ pub fn diff_files(
 }
 
 /// Asserts two snapshots are identical, naming every path that differs.
-pub fn assert_same_files(
-    before: &BTreeMap<PathBuf, Node>,
-    after: &BTreeMap<PathBuf, Node>,
-    what: &str,
-) {
+pub fn assert_same_files(before: &Snapshot, after: &Snapshot, what: &str) {
     let diff = diff_files(before, after);
     assert!(
         diff.is_empty(),

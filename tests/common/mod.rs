@@ -7,13 +7,15 @@
 //!
 //! Submodules: [`rng`] (the one pseudo-random generator), [`sim`] (stores on `SimStorage`,
 //! one-record writes, file paths from `regionkv::layout`), [`files`] (directory snapshots
-//! and their differences, byte searches, the us+eu store on disk).
+//! and their differences, byte searches, the us+eu store on disk), [`refusal`] (refused
+//! opens and rejected operations as rows of a table).
 //!
 //! Every test binary compiles this kit and uses a part of it.
 
 #![allow(dead_code)]
 
 pub mod files;
+pub mod refusal;
 pub mod rng;
 pub mod sim;
 

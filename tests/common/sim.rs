@@ -1,5 +1,6 @@
 //! Stores on the in-memory [`SimStorage`]: a builder whose checkpoint budget never fires on
-//! its own, one-record writes, and the paths of a store's files (from `regionkv::layout`).
+//! its own, the us+eu store on it, one-record writes, and the paths of a store's files
+//! (from `regionkv::layout`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,4 +48,35 @@ pub fn sim_global(dir: &str) -> PathBuf {
 /// The default file of region `name` of the store at `dir`.
 pub fn sim_region(dir: &str, name: &str) -> PathBuf {
     region_file(Path::new(dir), name)
+}
+
+/// Inserts record `key` of `T` in the account's home region, owning unique value `v` in
+/// namespace `email`.
+pub fn claim_home(db: &Db, a: AccountId, key: &[u8], v: &str) -> regionkv::Result<()> {
+    let mut w = db.write(a)?;
+    w.insert_unique(&T, key, b"x", &[Unique::new("email", v)])?;
+    w.commit()
+}
+
+/// Opens (or creates) the store at `dir` on `sim` with regions `us` and `eu`, default
+/// checkpoint budget.
+pub fn open_us_eu_sim(sim: &SimStorage, dir: &str) -> regionkv::Result<Db> {
+    Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region("eu")
+        .open(dir)
+}
+
+/// Opens the store at `dir` on `sim` with regions `us` and `eu`, on a [`quiet_builder`].
+pub fn quiet_us_eu(sim: &SimStorage, dir: &str) -> regionkv::Result<Db> {
+    quiet_builder(sim).region("us").region("eu").open(dir)
+}
+
+/// Like [`quiet_us_eu`] with `eu` disabled.
+pub fn quiet_us_eu_off(sim: &SimStorage, dir: &str) -> regionkv::Result<Db> {
+    quiet_builder(sim)
+        .region("us")
+        .disable_region("eu")
+        .open(dir)
 }
