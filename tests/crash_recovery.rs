@@ -516,11 +516,7 @@ fn forfeit_no_power_loss_sweep() {
             claim(&db, a, "eu", b"k2", "a2").unwrap(); // eu dirty, a2 only in eu's marker
             sim.crash();
             drop(db);
-            let db = quiet_builder(&sim)
-                .region("us")
-                .disable_region("eu")
-                .open(DIR)
-                .unwrap();
+            let db = quiet_us_eu_off(&sim, DIR).unwrap();
             assert!(matches!(
                 db.is_taken("email", "zz"),
                 Err(Error::RegionUnsettled(_))
@@ -531,11 +527,7 @@ fn forfeit_no_power_loss_sweep() {
             sim.clear_fault();
             drop(db);
             let what = format!("{on:?} n={n} forfeit {r:?}");
-            let db = quiet_builder(&sim)
-                .region("us")
-                .disable_region("eu")
-                .open(DIR)
-                .unwrap();
+            let db = quiet_us_eu_off(&sim, DIR).unwrap();
             let settled = db.is_taken("email", "zz").is_ok();
             let r = r.map(|_| ());
             if let Err(e) = effect_matches(&r, settled, &what) {

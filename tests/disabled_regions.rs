@@ -722,3 +722,40 @@ fn fifty_regions_some_disabled_at_open_and_at_run_time() {
     }
     assert!(db.audit().unwrap().is_clean());
 }
+
+// ======================================================================================
+// A release in a disabled region, a claim elsewhere, a power loss and the return.
+// ======================================================================================
+
+// Guard: a release in a disabled region, a claim elsewhere, a power loss and the return.
+/// I1/I2 with tombstones and a disabled region: eu releases v (confirmed, unsynced), us
+/// claims v, power loss; reopen with eu disabled (unsettled: its release marker cannot be
+/// seen). us's claim marker is replayed; tombstones are kept; checkpoints while eu is
+/// disabled; eu returns: one owner (us), audit clean.
+#[test]
+fn release_in_disabled_region_then_claim_elsewhere_then_power_loss_and_return() {
+    let sim = SimStorage::new();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
+    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    claim(&db, e, "eu", b"e1", "v@x").unwrap();
+    db.checkpoint().unwrap();
+    let mut w = db.write(e).unwrap();
+    w.insert_unique(&T, b"e1", b"y", &[]).unwrap();
+    w.commit().unwrap();
+    claim(&db, u, "us", b"u1", "v@x").unwrap();
+    sim.crash();
+    drop(db);
+
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
+    assert_eq!(hit.account(), u);
+    drop(hit); // it holds us's snapshot (and file) open
+    db.checkpoint().unwrap();
+    db.close().unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
+    assert_eq!(hit.account(), u);
+    let audit = db.audit().unwrap();
+    assert!(audit.is_clean(), "{audit}");
+}

@@ -30,11 +30,7 @@ const DIR: &str = "/e";
 #[test]
 fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
     let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
     sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Writes);
@@ -45,11 +41,7 @@ fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
     assert!(d.is_ok(), "{d:?}");
     db.close().unwrap();
 
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
     let report = db.recovery_report();
     let mut last = None;
     for i in 0..200 {

@@ -19,11 +19,7 @@ const DIR: &str = "/op";
 /// Sets up: eu holds an acknowledged claim of `value` (record `e1`) that the global file
 /// lost in a power loss; the store is reopened with eu disabled (eu is unsettled).
 fn unsettled_eu(sim: &SimStorage, value: &str) -> (Db, regionkv::AccountId, regionkv::AccountId) {
-    let db = quiet_builder(sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(sim, DIR).unwrap();
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
     // First unique write of eu since the checkpoint: marks eu dirty (synced).
@@ -38,11 +34,7 @@ fn unsettled_eu(sim: &SimStorage, value: &str) -> (Db, regionkv::AccountId, regi
     w.commit().unwrap();
     sim.crash();
     drop(db);
-    let db = quiet_builder(sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu_off(sim, DIR).unwrap();
     (db, e, u)
 }
 
@@ -68,22 +60,14 @@ fn unsettled_region_blocks_free_answers_and_claims_until_forfeit() {
     // unsettled.
     db.checkpoint().unwrap();
     db.close().unwrap();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
     assert!(matches!(
         db.is_taken("email", "v@x"),
         Err(Error::RegionUnsettled(_))
     ));
     drop(db);
     sim.crash();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
     assert!(matches!(
         db.is_taken("email", "v@x"),
         Err(Error::RegionUnsettled(_))
@@ -106,11 +90,7 @@ fn forfeit_then_other_claims_then_return_reports_claims_lost() {
         .unwrap();
     w.commit().unwrap();
     db.close().unwrap();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let lost = &db.recovery_report().claims_lost;
     assert_eq!(lost.len(), 1, "{lost:?}");
     let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
@@ -143,11 +123,7 @@ fn forfeited_claim_nobody_took_is_lost_when_a_rolled_back_claim_masked_it() {
     sim.crash();
     drop(db);
 
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let us_applied = db.read(u).unwrap().get(&T, b"u1").unwrap().is_some();
     assert!(!us_applied, "the failed us write must not be there");
     // Nobody took the value: eu's record, whose write was acknowledged, still owns it.
@@ -529,4 +505,56 @@ fn forfeited_value_taken_then_released_then_region_returns() {
             db.close().unwrap();
         }
     }
+}
+
+// ======================================================================================
+// A Releasing entry of a disabled region across a power loss, a forfeit and the return.
+// ======================================================================================
+
+// Guard: a Releasing entry left in flight in a disabled region, then a forfeit, then its return.
+/// I1/I3: a release whose region commit fails before writing (outcome unknown), made
+/// durable in the global file by a later synced commit (create_account), then a power
+/// loss and a reopen with that region disabled: the Releasing entry stays in flight (the
+/// value is held, not free, not claimable); a forfeit restores the committed owner; when
+/// the region returns, exactly one record owns the value and the audit is clean.
+#[test]
+fn releasing_entry_left_in_flight_in_a_disabled_region_then_forfeit_then_return() {
+    let sim = SimStorage::new();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
+    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    claim(&db, e, "eu", b"e1", "v@x").unwrap();
+    db.checkpoint().unwrap();
+    // Release v: eu's file dies before the region commit writes anything.
+    sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Any);
+    let mut w = db.write(e).unwrap();
+    w.insert_unique(&T, b"e1", b"y", &[]).unwrap();
+    let r = w.commit();
+    assert!(r.is_err(), "{r:?}");
+    sim.clear_fault();
+    // A synced global commit makes the Releasing entry durable.
+    db.create_account(NewAccount::new("w", "us")).unwrap();
+    sim.crash();
+    drop(db);
+
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    assert!(db.is_taken("email", "v@x").unwrap());
+    let r = claim_home(&db, u, b"u1", "v@x");
+    assert!(
+        matches!(
+            r,
+            Err(Error::RegionUnsettled(_)) | Err(Error::UniqueViolation { .. })
+        ),
+        "{r:?}"
+    );
+    db.forfeit_unsettled("eu").unwrap();
+    let r = claim_home(&db, u, b"u1", "v@x");
+    assert!(matches!(r, Err(Error::UniqueViolation { .. })), "{r:?}");
+    db.close().unwrap();
+
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let hit = db.find_unique(&T, "email", "v@x").unwrap().unwrap();
+    assert_eq!(hit.account(), e);
+    let audit = db.audit().unwrap();
+    assert!(audit.is_clean(), "{audit}");
 }

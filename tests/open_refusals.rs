@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use common::T;
-use common::files::{diff_files, sim_snapshot, snapshot};
+use common::files::{diff_files, edit_with_redb, sim_snapshot, snapshot};
 use common::refusal::{Env, Expect, Refusal, run_refusals};
+use common::sim::{
+    claim, open_us_eu_sim, quiet_builder, quiet_us_eu, remove, sim_global, sim_region,
+};
 use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{Builder, Db, Error, NewAccount, Unique};
 
@@ -377,13 +380,7 @@ fn at_least_one_region_stays_enabled() {
 fn second_handle_on_one_sim_store_is_refused() {
     let _serial = serial();
     let sim = SimStorage::new();
-    let open = || {
-        Db::builder()
-            .storage(sim.clone())
-            .region("us")
-            .region("eu")
-            .open("/store")
-    };
+    let open = || open_us_eu_sim(&sim, "/store");
     let first = open().unwrap();
     let a = first.create_account(NewAccount::new("a", "us")).unwrap();
     let second = open();
@@ -512,4 +509,234 @@ fn crash_while_adding_a_region_and_disabling_one_leaves_a_store_that_opens() {
         |b| b.region("us").region("sa").disable_region("eu"),
     );
     assert!(points > 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Refusals that come from recovery or late in the plan: decided before the first write.
+// ---------------------------------------------------------------------------------------
+
+/// The folder of the simulated stores below.
+const SIM_DIR: &str = "/attack";
+
+/// Refused with `Error::Corrupt`.
+const CORRUPT: Expect = Expect::Refused {
+    what: "Error::Corrupt",
+    matches: |e| matches!(e, Error::Corrupt { .. }),
+};
+
+/// Plants an applied-marker row that does not decode (valid pages and checksums).
+fn plant_undecodable_marker(db: &redb::Database) {
+    let w = db.begin_write().unwrap();
+    {
+        let def = redb::TableDefinition::<u128, &[u8]>::new("_markers");
+        let mut t = w.open_table(def).unwrap();
+        t.insert(u128::MAX, b"\xff\xff".as_slice()).unwrap();
+    }
+    w.commit().unwrap();
+}
+
+/// Rewrites the partition at `path` of `sim` through redb with `edit`.
+fn edit_partition(sim: &SimStorage, path: &Path, edit: impl FnOnce(&redb::Database)) {
+    let bytes = edit_with_redb(&sim.live_bytes(path).unwrap(), edit);
+    sim.set_bytes(path, bytes);
+}
+
+/// The open of the cases below: the store's `us` plus a new region `ap`, so that an apply
+/// would create ap's file and change the catalog.
+fn open_us_and_new_ap(env: &Env) -> regionkv::Result<Db> {
+    quiet_builder(env.sim_storage())
+        .region("us")
+        .region("ap")
+        .open(SIM_DIR)
+}
+
+// Regression (fixed since): an undecodable marker refused the open only after apply had
+//   changed the store.
+/// "A refused open leaves every byte as it was" (docs/design.md, "Opening"): a region file
+/// holds an applied marker that does not decode (its pages are valid: the probe and its
+/// checksums pass; markers are only decoded by recovery), and the open also adds region
+/// `ap`. It used to plan everything, reserve ap's id, create ap's file and commit the new
+/// catalog before recovery refused it with `Error::Corrupt`; the old configuration was
+/// refused afterwards. Now refused before the first write: the previous configuration (us
+/// only) meets the same damage, not a changed catalog.
+#[test]
+fn undecodable_marker_refuses_the_open_only_after_apply_changed_the_store() {
+    let _serial = serial();
+    let cases = [Refusal::new(
+        "undecodable marker in us, open adding ap",
+        Env::sim,
+        open_us_and_new_ap,
+        CORRUPT,
+    )
+    .setup(|env| {
+        let sim = env.sim_storage();
+        let db = quiet_builder(sim).region("us").open(SIM_DIR).unwrap();
+        let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+        claim(&db, a, "us", b"k", "v@x").unwrap();
+        db.close().unwrap();
+        edit_partition(sim, &sim_region(SIM_DIR, "us"), plant_undecodable_marker);
+    })
+    .after(|env| {
+        // The catalog did not change: the previous configuration is refused for the same
+        // damage, not for an unlisted region `ap`.
+        let old = quiet_builder(env.sim_storage()).region("us").open(SIM_DIR);
+        match old {
+            Err(Error::Corrupt { .. }) => Vec::new(),
+            other => vec![format!(
+                "the previous configuration: {:?}; expected the same Error::Corrupt",
+                other.map(drop)
+            )],
+        }
+    })];
+    run_refusals(&cases);
+}
+
+// Guard: late plan refusals after a power loss change nothing.
+/// A refused open changes nothing after a power loss left files a redb open would repair:
+/// refusals decided late in the plan (the default region disabled, a digest key that
+/// differs). The store then opens with its configuration and has kept its claims.
+#[test]
+fn late_plan_refusals_after_power_loss_change_nothing() {
+    let _serial = serial();
+    let crashed_store = |env: &Env| {
+        let sim = env.sim_storage();
+        let db = quiet_us_eu(sim, SIM_DIR).unwrap();
+        let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+        claim(&db, a, "us", b"k", "v@x").unwrap();
+        claim(&db, a, "us", b"k2", "w@x").unwrap();
+        sim.crash();
+        drop(db);
+    };
+    let reopens_with_claims = |env: &Env| {
+        let db = quiet_us_eu(env.sim_storage(), SIM_DIR).unwrap();
+        let mut problems = Vec::new();
+        for v in ["v@x", "w@x"] {
+            if !db.is_taken("email", v).unwrap() {
+                problems.push(format!("{v} is no longer taken"));
+            }
+        }
+        problems
+    };
+    let cases = [
+        Refusal::new(
+            "the default region disabled",
+            Env::sim,
+            |env| {
+                quiet_builder(env.sim_storage())
+                    .region("eu")
+                    .disable_region("us")
+                    .open(SIM_DIR)
+            },
+            Expect::CONFIG,
+        )
+        .setup(crashed_store)
+        .after(reopens_with_claims),
+        Refusal::new(
+            "another digest key",
+            Env::sim,
+            |env| {
+                quiet_builder(env.sim_storage())
+                    .region("us")
+                    .region("eu")
+                    .digest_key([7; 32])
+                    .open(SIM_DIR)
+            },
+            Expect::CONFIG,
+        )
+        .setup(crashed_store)
+        .after(reopens_with_claims),
+    ];
+    run_refusals(&cases);
+}
+
+/// Replaces table `name` by one of another type holding one row.
+fn retype(db: &redb::Database, name: &str) {
+    let w = db.begin_write().unwrap();
+    w.delete_table(redb::TableDefinition::<&[u8], &[u8]>::new(name))
+        .ok();
+    w.delete_table(redb::TableDefinition::<u128, &[u8]>::new(name))
+        .ok();
+    {
+        let mut t = w
+            .open_table(redb::TableDefinition::<&str, &str>::new(name))
+            .unwrap();
+        t.insert("wrong", "type").unwrap();
+    }
+    w.commit().unwrap();
+}
+
+/// Writes garbage over every entry of the global unique index.
+fn garble_entries(db: &redb::Database) {
+    let w = db.begin_write().unwrap();
+    {
+        let def = redb::TableDefinition::<&[u8], &[u8]>::new("_unique");
+        let mut t = w.open_table(def).unwrap();
+        let keys: Vec<Vec<u8>> = redb::ReadableTable::iter(&t)
+            .unwrap()
+            .map(|r| r.unwrap().0.value().to_vec())
+            .collect();
+        assert!(!keys.is_empty(), "the scenario needs index entries");
+        for k in keys {
+            t.insert(k.as_slice(), b"\x09\x09".as_slice()).unwrap();
+        }
+    }
+    w.commit().unwrap();
+}
+
+/// A store (region us) left by a power loss with markers, a dirty row, a tombstone and
+/// in-flight rows, then the partition `file` ("global" or a region) edited with `edit`.
+fn damaged_after_power_loss(env: &Env, file: &str, edit: fn(&redb::Database)) {
+    let sim = env.sim_storage();
+    let db = quiet_builder(sim).region("us").open(SIM_DIR).unwrap();
+    let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+    claim(&db, a, "us", b"k0", "v0@x").unwrap();
+    db.checkpoint().unwrap();
+    claim(&db, a, "us", b"k1", "v1@x").unwrap(); // a marker, a dirty row
+    remove(&db, a, "us", b"k0").unwrap(); // a release: a tombstone after Confirm
+    sim.crash(); // the markers stay; the unsynced Confirms are gone
+    drop(db);
+    let path = if file == "global" {
+        sim_global(SIM_DIR)
+    } else {
+        sim_region(SIM_DIR, file)
+    };
+    edit_partition(sim, &path, edit);
+}
+
+/// The class behind the undecodable marker: every table recovery and the open's last steps
+/// read is checked in phase 1, so damage in any of them refuses the open (with
+/// `Error::Corrupt`) before a write.
+#[test]
+fn damage_in_any_table_recovery_reads_refuses_the_open_before_any_write() {
+    let _serial = serial();
+    type Edit = fn(&redb::Database);
+    let damage: [(&'static str, &'static str, Edit); 8] = [
+        ("undecodable marker", "us", plant_undecodable_marker),
+        (
+            "entries the markers and in-flight rows name",
+            "global",
+            garble_entries,
+        ),
+        ("_markers of another type", "us", |db| {
+            retype(db, "_markers")
+        }),
+        ("_usage of another type", "us", |db| retype(db, "_usage")),
+        ("_unique of another type", "global", |db| {
+            retype(db, "_unique")
+        }),
+        ("_inflight of another type", "global", |db| {
+            retype(db, "_inflight")
+        }),
+        ("_tombstones of another type", "global", |db| {
+            retype(db, "_tombstones")
+        }),
+        ("_dirty of another type", "global", |db| {
+            retype(db, "_dirty")
+        }),
+    ];
+    let cases = damage.map(|(name, file, edit)| {
+        Refusal::new(name, Env::sim, open_us_and_new_ap, CORRUPT)
+            .setup(move |env| damaged_after_power_loss(env, file, edit))
+    });
+    run_refusals(&cases);
 }

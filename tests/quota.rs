@@ -331,7 +331,7 @@ fn quota_holds_with_writers_in_three_regions_and_a_runtime_disable() {
             .region("ap")
             .open(&dir)
             .unwrap();
-        let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
+        let total = record_count(&db, a);
         assert_eq!(total, MAX_THREADED, "round {round}");
     }
 }
@@ -408,11 +408,7 @@ fn region_at_region_disabled_at_open_counts_from_its_own_file() {
 fn failed_runtime_disable_is_in_effect_after_restart_and_its_counts_break_the_quota() {
     const MAX: u64 = 4;
     let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let a = db
         .create_account(NewAccount::new("a", "us").allow("eu").max_records(MAX))
         .unwrap();
@@ -435,27 +431,15 @@ fn failed_runtime_disable_is_in_effect_after_restart_and_its_counts_break_the_qu
     let failed_disable_in_effect = only_us.is_ok();
     drop(only_us);
     // The operator disables eu at open instead; the limit must hold.
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
-    let mut i = 0u8;
-    while put(&db, a, "us", &[i]).is_ok() {
-        i += 1;
-        assert!(i < 20);
-    }
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    let i = fill_until_refused(&db, a, "us", b"");
     db.close().unwrap();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let total = record_count(&db, a);
     assert!(
         total <= MAX,
         "disable_region failed ({r:?}, in effect after a restart: \
-         {failed_disable_in_effect}); account has {total} records, limit {MAX}"
+         {failed_disable_in_effect}); account has {total} records, limit {MAX} ({i} written in us)"
     );
 }
 
@@ -469,11 +453,7 @@ fn failed_runtime_disable_is_in_effect_after_restart_and_its_counts_break_the_qu
 fn outcome_unknown_write_then_runtime_disable_breaks_the_quota() {
     const MAX: u64 = 3;
     let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let a = db
         .create_account(NewAccount::new("a", "us").allow("eu").max_records(MAX))
         .unwrap();
@@ -488,27 +468,15 @@ fn outcome_unknown_write_then_runtime_disable_breaks_the_quota() {
     db.disable_region("eu").unwrap();
     drop(db);
 
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
-    let mut i = 0u8;
-    while put(&db, a, "us", &[i]).is_ok() {
-        i += 1;
-        assert!(i < 20);
-    }
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    let i = fill_until_refused(&db, a, "us", b"");
     db.close().unwrap();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let total = record_count(&db, a);
     assert!(
         total <= MAX,
-        "account has {total} records (3 in eu from the OutcomeUnknown write), limit {MAX}: \
-         eu's frozen counts missed that write"
+        "account has {total} records (3 in eu from the OutcomeUnknown write, {i} in us), limit \
+         {MAX}: eu's frozen counts missed that write"
     );
 }
 
@@ -518,60 +486,33 @@ fn outcome_unknown_write_then_runtime_disable_breaks_the_quota() {
 
 const DIR: &str = "/q";
 
+/// Fills eu with 4 records of a limited account (max 4), then removes them all in one plain
+/// write whose fsync fails (`OutcomeUnknown`): the removal is in eu's live image only. The
+/// service restarts (no power loss) with eu disabled at open or enabled, the account fills
+/// its limit in us, power is lost (eu's durable image has the 4 records again), and eu
+/// returns: the account must hold no more than its limit. Returns (records written in us,
+/// records held at the end).
+fn outcome_unknown_remove_then_restart_then_power_loss(eu_disabled_at_restart: bool) -> (u8, u64) {
+    let sim = SimStorage::new();
+    let a = remove_all_outcome_unknown(&sim, false);
+    let db = if eu_disabled_at_restart {
+        quiet_us_eu_off(&sim, DIR)
+    } else {
+        quiet_us_eu(&sim, DIR)
+    };
+    fill_us_then_power_loss_then_count(&sim, db.unwrap(), a)
+}
+
 // Regression (fixed since): outcome unknown remove then disable at open then power loss
 //   breaks the quota.
-/// A plain write removing 4 records in eu fails at its fsync (`OutcomeUnknown`): the
-/// removal is in eu's live image only. The service restarts (no power loss) with eu
-/// disabled at open — the natural reaction to a failing volume. The open freezes eu's
-/// record counts from what it reads: the live image, where the records are gone (0). The
-/// account fills its limit in us. A power loss then brings eu's durable image back — the
-/// 4 records were never removed — and once eu is enabled the account holds 8 records,
-/// limit 4. The OutcomeUnknown write settled one way for the quota ("removed") and the
+/// The restart disables eu at open — the natural reaction to a failing volume. The open
+/// used to freeze eu's record counts from what it read: the live image, where the records
+/// are gone (0), so the account filled its limit in us and held 8 records, limit 4, once
+/// eu was back. The OutcomeUnknown write settled one way for the quota ("removed") and the
 /// other way in the file ("not removed").
 #[test]
 fn outcome_unknown_remove_then_disable_at_open_then_power_loss_breaks_the_quota() {
-    const MAX: u64 = 4;
-    let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let a = db
-        .create_account(NewAccount::new("a", "us").allow("eu").max_records(MAX))
-        .unwrap();
-    for i in 0..MAX as u8 {
-        put(&db, a, "eu", &[b'e', i]).unwrap();
-    }
-    sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
-    let mut w = db.write_in(a, "eu").unwrap();
-    for i in 0..MAX as u8 {
-        w.remove(&T, &[b'e', i]).unwrap();
-    }
-    let r = w.commit();
-    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-    sim.clear_fault();
-    drop(db); // restart, no power loss
-
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
-    let mut i = 0u8;
-    while put(&db, a, "us", &[b'u', i]).is_ok() {
-        i += 1;
-        assert!(i < 20);
-    }
-    db.close().unwrap();
-    sim.crash(); // power loss: eu's unsynced removal is gone
-
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
+    let (i, total) = outcome_unknown_remove_then_restart_then_power_loss(true);
     assert!(
         total <= MAX,
         "account holds {total} records, limit {MAX}: {i} written in us while eu was \
@@ -584,52 +525,11 @@ fn outcome_unknown_remove_then_disable_at_open_then_power_loss_breaks_the_quota(
 /// state of eu durable before counting from it).
 #[test]
 fn outcome_unknown_remove_then_plain_restart_then_power_loss_keeps_the_quota() {
-    const MAX: u64 = 4;
-    let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let a = db
-        .create_account(NewAccount::new("a", "us").allow("eu").max_records(MAX))
-        .unwrap();
-    for i in 0..MAX as u8 {
-        put(&db, a, "eu", &[b'e', i]).unwrap();
-    }
-    sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
-    let mut w = db.write_in(a, "eu").unwrap();
-    for i in 0..MAX as u8 {
-        w.remove(&T, &[b'e', i]).unwrap();
-    }
-    let r = w.commit();
-    assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-    sim.clear_fault();
-    drop(db); // restart, no power loss
-
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let mut i = 0u8;
-    while put(&db, a, "us", &[b'u', i]).is_ok() {
-        i += 1;
-        assert!(i < 20);
-    }
-    db.close().unwrap();
-    sim.crash(); // power loss: eu's unsynced removal is gone
-
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
-    let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
+    let (i, total) = outcome_unknown_remove_then_restart_then_power_loss(false);
     assert!(
         total <= MAX,
-        "account holds {total} records, limit {MAX}: {i} written in us while eu was \
-         disabled, counted from eu's live image (removal of {MAX} unsynced)"
+        "account holds {total} records, limit {MAX}: {i} written in us after a plain \
+         restart, counted from eu's live image (removal of {MAX} unsynced)"
     );
 }
 
@@ -668,16 +568,11 @@ fn remove_all_outcome_unknown(sim: &SimStorage, whole_volume: bool) -> AccountId
 }
 
 fn fill_us_then_power_loss_then_count(sim: &SimStorage, db: Db, a: AccountId) -> (u8, u64) {
-    let mut i = 0u8;
-    while put(&db, a, "us", &[b'u', i]).is_ok() {
-        i += 1;
-        assert!(i < 20);
-    }
+    let i = fill_until_refused(&db, a, "us", b"u");
     db.close().unwrap();
     sim.crash(); // power loss: eu's unsynced removal is gone
     let db = quiet_us_eu(sim, DIR).unwrap();
-    let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
-    (i, total)
+    (i, record_count(&db, a))
 }
 
 // Guard: outcome unknown remove on one dying file then restart then power loss keeps the
@@ -724,20 +619,8 @@ fn outcome_unknown_remove_on_a_dying_volume_then_disable_at_open_then_power_loss
 {
     let sim = SimStorage::new();
     let a = remove_all_outcome_unknown(&sim, true);
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .open(DIR)
-        .unwrap();
-    let mut i = 0u8;
-    while put(&db, a, "us", &[b'u', i]).is_ok() {
-        i += 1;
-        assert!(i < 20);
-    }
-    db.close().unwrap();
-    sim.crash();
-    let db = quiet_us_eu(&sim, DIR).unwrap();
-    let total = db.read(a).unwrap().scan(&T).unwrap().count() as u64;
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    let (i, total) = fill_us_then_power_loss_then_count(&sim, db, a);
     assert!(
         total <= MAX,
         "account holds {total} records, limit {MAX}: {i} written in us while eu was \
@@ -946,4 +829,95 @@ fn shared_limits_with_unknown_writes_in_ap_then_ap_disabled_at_restart() {
         let rep = db.audit().unwrap();
         assert!(rep.is_clean(), "seed {seed}: {:?}", rep.findings());
     }
+}
+
+// ======================================================================================
+// A region disabled at open or at run time keeps the limit: a stale file's counts are
+// unknown; frozen counts survive a power loss.
+// ======================================================================================
+
+// Regression (fixed since): stale file disabled at open freezes too low counts and breaks
+//   the quota.
+/// eu's volume is restored from an older backup (no record of `a` yet, max_records 3).
+/// Opening with eu enabled is refused as stale, changing nothing ("Put the newer file back,
+/// or disable the region"). The operator disables eu at open: the open used to freeze eu's
+/// counts from the *stale* file (0 records of `a` instead of 2), so `a` added 3 records in
+/// us and held 5 once the newer file was back. A file older than the index has unknown
+/// counts: `a` cannot grow while eu is disabled, and ends with its 2 records.
+#[test]
+fn stale_file_disabled_at_open_freezes_too_low_counts_and_breaks_the_quota() {
+    let sim = SimStorage::new();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let a = db
+        .create_account(NewAccount::new("a", "us").allow("eu").max_records(3))
+        .unwrap();
+    db.close().unwrap();
+    // The operator's backup of eu: no record of `a` yet.
+    let backup = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
+
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    claim(&db, a, "eu", b"e0", "e0@x").unwrap();
+    claim(&db, a, "eu", b"e1", "e1@x").unwrap();
+    db.close().unwrap(); // checkpoint: the index has seen eu's last unique write
+    let newer = sim.live_bytes(sim_region(DIR, "eu")).unwrap();
+
+    // The volume is restored from the backup.
+    sim.set_bytes(sim_region(DIR, "eu"), backup);
+    let before = sim_snapshot(&sim);
+    let refused = quiet_us_eu(&sim, DIR).map(drop);
+    assert!(
+        matches!(&refused, Err(Error::PartitionMismatch { reason, .. }) if reason.contains("older")),
+        "stale eu must be refused as older than the index, got {refused:?}"
+    );
+    assert_same_files(&before, &sim_snapshot(&sim), "the refused stale open");
+    // "...or disable the region": its counts are unknown, the account cannot grow.
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    for k in [b"u0", b"u1", b"u2"] {
+        let r = put(&db, a, "us", k);
+        assert!(
+            matches!(&r, Err(Error::RegionDisabled(r)) if r == "eu"),
+            "a record added in us while eu's counts come from a stale file: {r:?}"
+        );
+    }
+    db.close().unwrap();
+
+    // The newer file is found and put back; eu is enabled again.
+    sim.set_bytes(sim_region(DIR, "eu"), newer);
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    assert_eq!(
+        record_count(&db, a),
+        2,
+        "account a (max_records 3) holds eu's 2 records and nothing added in us"
+    );
+}
+
+// Guard: runtime disable counts survive power loss and hold the quota.
+/// Quota: a region disabled at run time freezes its counts; a power loss (no clean close)
+/// and a reopen with it still disabled keep them; the limit holds across both regions and
+/// after eu returns.
+#[test]
+fn runtime_disable_counts_survive_power_loss_and_hold_the_quota() {
+    let sim = SimStorage::new();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let a = db
+        .create_account(NewAccount::new("a", "us").allow("eu").max_records(3))
+        .unwrap();
+    put(&db, a, "eu", b"e0").unwrap();
+    put(&db, a, "eu", b"e1").unwrap();
+    db.disable_region("eu").unwrap();
+    put(&db, a, "us", b"u0").unwrap();
+    assert!(matches!(
+        put(&db, a, "us", b"u1"),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    sim.crash();
+    drop(db);
+    let db = quiet_us_eu_off(&sim, DIR).unwrap();
+    assert!(matches!(
+        put(&db, a, "us", b"u1"),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    db.close().unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    assert_eq!(record_count(&db, a), 3);
 }

@@ -6,6 +6,8 @@
 mod common;
 
 use common::T;
+use common::files::{diff_files, sim_snapshot};
+use common::sim::{claim, quiet_us_eu};
 use regionkv::testing::SimStorage;
 use regionkv::{AccountId, Db, Error, NewAccount, Unique};
 use std::collections::HashMap;
@@ -449,4 +451,95 @@ fn load_for_a_few_seconds_then_verify_everything_acknowledged() {
     assert!(report.writes_committed > 0, "no write was acknowledged");
     assert!(report.reads >= 100, "{} reads", report.reads);
     assert_eq!(report.verified_values, cfg.unique_pool as usize);
+}
+
+// ======================================================================================
+// The registry of open stores: a handle outlives its store.
+// ======================================================================================
+
+/// What keeps a region snapshot of a closed store alive.
+type Keep = fn(&Db, AccountId) -> Box<dyn std::any::Any>;
+
+/// A store (us, eu) on `sim` at `DIR` where eu's account `a` owns `v@x` with record `k`;
+/// `keep` takes a handle, the store is closed and its last `Db` dropped, and a second open
+/// runs while the handle is held. Returns the handle, the second open's outcome and every
+/// file it changed.
+fn second_open_while_held(
+    sim: &SimStorage,
+    keep: Keep,
+) -> (Box<dyn std::any::Any>, regionkv::Result<()>, Vec<String>) {
+    let db = quiet_us_eu(sim, DIR).unwrap();
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    claim(&db, a, "eu", b"k", "v@x").unwrap();
+    let held = keep(&db, a);
+    db.close().unwrap();
+    let before = sim_snapshot(sim);
+    let r = quiet_us_eu(sim, DIR).map(drop);
+    let diff = diff_files(&before, &sim_snapshot(sim));
+    (held, r, diff)
+}
+
+// Regression (fixed since): a record that outlives its store let a second open past the
+//   registry.
+/// "A second open of the same store in one process is refused whatever the backend does"
+/// and "a refused open leaves every byte as it was" (docs/design.md, "Opening"; `Db::close`:
+/// "until then, opening the store again in this process is refused"). A `Hit` from
+/// `find_unique` holds its region's snapshot, hence the region file, past `Db::close` and
+/// the last `Db` clone. The registry entry used to be released with the store, so a second
+/// open passed the plan and only the backend's lock stopped it, in apply, after
+/// `global.redb` and `regions/us.redb` had been opened read-write. Now: `Error::Config`
+/// from the plan, nothing touched, and the record still reads.
+#[test]
+fn a_record_that_outlives_its_store_lets_a_second_open_past_the_registry() {
+    let sim = SimStorage::new();
+    let (held, r, diff) = second_open_while_held(&sim, |db, _| {
+        Box::new(db.find_unique(&T, "email", "v@x").unwrap().unwrap())
+    });
+    assert!(
+        matches!(r, Err(Error::Config(_))) && diff.is_empty(),
+        "second open while eu's file is still held by a record: {r:?}; files changed: {diff:?}"
+    );
+    let hit = held.downcast::<regionkv::Hit<regionkv::Raw>>().unwrap();
+    assert_eq!(hit.record().payload(), b"x");
+}
+
+/// The class behind the outliving record: every handle that holds a region snapshot
+/// (`Record`, `Row`, `Hit`, a `Rows` iterator) keeps the store's files registered after
+/// `close` and the last `Db`: a second open is refused and changes nothing until it is
+/// dropped; then it opens.
+#[test]
+fn every_handle_that_outlives_its_store_keeps_its_files_registered() {
+    let cases: &[(&str, Keep)] = &[
+        ("Record", |db, a| {
+            Box::new(db.read(a).unwrap().get(&T, b"k").unwrap().unwrap())
+        }),
+        ("Row", |db, a| {
+            Box::new(
+                db.read(a)
+                    .unwrap()
+                    .scan(&T)
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap(),
+            )
+        }),
+        ("Hit", |db, _| {
+            Box::new(db.find_unique(&T, "email", "v@x").unwrap().unwrap())
+        }),
+        ("Rows (scan_all)", |db, _| {
+            Box::new(db.scan_all(&T).unwrap())
+        }),
+    ];
+    for (case, keep) in cases {
+        let sim = SimStorage::new();
+        let (held, r, diff) = second_open_while_held(&sim, *keep);
+        assert!(
+            matches!(r, Err(Error::Config(_))) && diff.is_empty(),
+            "{case}: second open while it is held: {r:?}, files changed: {diff:?}"
+        );
+        drop(held);
+        quiet_us_eu(&sim, DIR)
+            .unwrap_or_else(|e| panic!("{case}: open after the handle is dropped: {e}"));
+    }
 }

@@ -662,11 +662,7 @@ const DIR: &str = "/r";
 #[test]
 fn record_held_across_drop_and_reopen() {
     let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
     let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
     let mut w = db.write(a).unwrap();
     w.insert_unique(&T, b"k", b"old", &[Unique::new("email", "v")])
@@ -676,7 +672,7 @@ fn record_held_across_drop_and_reopen() {
     let row = db.scan_all(&T).unwrap().next().unwrap().unwrap();
     drop(db);
     let t0 = std::time::Instant::now();
-    let db2 = quiet_builder(&sim).region("us").region("eu").open(DIR);
+    let db2 = quiet_us_eu(&sim, DIR);
     eprintln!("reopen after {:?}: {:?}", t0.elapsed(), db2.as_ref().err());
     if let Ok(db2) = &db2 {
         for i in 0..50u32 {
@@ -695,11 +691,7 @@ fn record_held_across_drop_and_reopen() {
     drop(row);
     drop(db2);
     sim.crash();
-    let db3 = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .open(DIR)
-        .unwrap();
+    let db3 = quiet_us_eu(&sim, DIR).unwrap();
     let au = db3.audit().unwrap();
     assert!(au.is_clean(), "after crash: {:?}", au.findings());
     let r = db3.read(a).unwrap();

@@ -347,7 +347,7 @@ fn acknowledged_claim_stays_visible_after_a_failed_confirm() {
 // ======================================================================================
 
 fn all(sim: &SimStorage) -> regionkv::Result<Db> {
-    quiet_builder(sim).region("us").region("eu").open(DIR)
+    quiet_us_eu(sim, DIR)
 }
 
 const T2: Table<Raw> = Table::new("t2");

@@ -136,6 +136,29 @@ pub fn open_us_eu(dir: &Path) -> Db {
     try_open_us_eu(dir).expect("open us+eu store")
 }
 
+/// Reopens the store at `dir` with its regions listed in the other order (`eu`, `us`) and
+/// no default named: the stored catalog decides ids and the default.
+pub fn reopen_eu_us(dir: &Path) -> Db {
+    Db::builder()
+        .region("eu")
+        .region("us")
+        .open(dir)
+        .expect("reopen eu+us store")
+}
+
+/// `bytes` of a partition rewritten through redb itself (in a real temporary file): valid
+/// pages and checksums around whatever `edit` changed.
+pub fn edit_with_redb(bytes: &[u8], edit: impl FnOnce(&redb::Database)) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let p = dir.path().join("f.redb");
+    std::fs::write(&p, bytes).expect("write the partition");
+    {
+        let db = redb::Database::open(&p).expect("redb opens the partition");
+        edit(&db);
+    }
+    std::fs::read(&p).expect("read the partition back")
+}
+
 /// The keys of every row of `table` the account can see, with the region name of each.
 pub fn scan_keys<V: regionkv::Value>(
     db: &Db,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use regionkv::layout::{global_file, region_file};
-use regionkv::testing::SimStorage;
+use regionkv::testing::{FaultOn, SimStorage};
 use regionkv::{AccountId, Builder, Db, Unique};
 
 use super::T;
@@ -79,4 +79,63 @@ pub fn quiet_us_eu_off(sim: &SimStorage, dir: &str) -> regionkv::Result<Db> {
         .region("us")
         .disable_region("eu")
         .open(dir)
+}
+
+/// How many records of `T` the account holds in the regions it can read (every row must
+/// read back).
+pub fn record_count(db: &Db, a: AccountId) -> u64 {
+    db.read(a)
+        .expect("read")
+        .scan(&T)
+        .expect("scan")
+        .map(|row| row.expect("row"))
+        .count() as u64
+}
+
+/// Writes plain records `prefix`+0, `prefix`+1, ... in `region` until one is refused;
+/// returns how many were written (fewer than 20, or the limit did not hold).
+pub fn fill_until_refused(db: &Db, a: AccountId, region: &str, prefix: &[u8]) -> u8 {
+    let mut i = 0u8;
+    loop {
+        let mut key = prefix.to_vec();
+        key.push(i);
+        if put(db, a, region, &key).is_err() {
+            return i;
+        }
+        i += 1;
+        assert!(i < 20, "{i} records written in {region}: no limit held");
+    }
+}
+
+/// Power loss at every storage operation of a reopen: for n = 0, 1, ... `prepare` builds a
+/// fresh store (and returns its storage), a fault trips after n operations of the reopen
+/// `open`, power is lost, and the store must open again and audit clean. Returns the fault
+/// points after which it did not open (a failed audit panics); stops at the first n beyond
+/// the reopen.
+pub fn power_loss_at_every_step_of_reopen(
+    prepare: impl Fn() -> SimStorage,
+    open: impl Fn(&SimStorage) -> regionkv::Result<Db>,
+) -> Vec<String> {
+    let mut bricked = Vec::new();
+    for n in 0u64.. {
+        assert!(n < 500, "the reopen took more than 500 storage operations");
+        let sim = prepare();
+        sim.fail_after(n, FaultOn::Any);
+        let reopen = open(&sim);
+        let tripped = sim.fault_tripped();
+        drop(reopen);
+        sim.crash();
+        match open(&sim) {
+            Ok(db) => {
+                let audit = db.audit().expect("audit");
+                assert!(audit.is_clean(), "n={n}: {:?}", audit.findings());
+                db.close().expect("close");
+            }
+            Err(e) => bricked.push(format!("n={n}: {e}")),
+        }
+        if !tripped {
+            break;
+        }
+    }
+    bricked
 }
