@@ -607,40 +607,23 @@ fn outcome_unknown_write_on_a_dying_volume_settles_one_way_after_restart() {
 /// eu's durable image never got: every later open refuses eu as a stale copy.
 #[test]
 fn crash_inside_the_recovery_of_an_outcome_unknown_write_on_a_dying_volume_reopens() {
-    let mut n = 0u64;
-    let mut bricked = Vec::new();
-    loop {
-        let sim = SimStorage::new();
-        let db = quiet_us_eu(&sim, DIR).unwrap();
-        let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-        claim(&db, a, "eu", b"k0", "v0@x").unwrap();
-        db.checkpoint().unwrap();
-        claim(&db, a, "eu", b"kk", "vk@x").unwrap(); // eu dirty again (synced Reserve)
-        sim.fail_after(0, FaultOn::Syncs);
-        let r = claim(&db, a, "eu", b"k1", "v1@x");
-        assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-        sim.clear_fault();
-        drop(db); // restart, no power loss
-
-        sim.fail_after(n, FaultOn::Any);
-        let reopen = quiet_us_eu(&sim, DIR);
-        let tripped = sim.fault_tripped();
-        drop(reopen);
-        sim.crash();
-        match quiet_us_eu(&sim, DIR) {
-            Ok(db) => {
-                let audit = db.audit().unwrap();
-                assert!(audit.is_clean(), "n={n}: {:?}", audit.findings());
-                db.close().unwrap();
-            }
-            Err(e) => bricked.push(format!("n={n}: {e}")),
-        }
-        if !tripped {
-            break;
-        }
-        n += 1;
-        assert!(n < 500);
-    }
+    let bricked = power_loss_at_every_step_of_reopen(
+        || {
+            let sim = SimStorage::new();
+            let db = quiet_us_eu(&sim, DIR).unwrap();
+            let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+            claim(&db, a, "eu", b"k0", "v0@x").unwrap();
+            db.checkpoint().unwrap();
+            claim(&db, a, "eu", b"kk", "vk@x").unwrap(); // eu dirty again (synced Reserve)
+            sim.fail_after(0, FaultOn::Syncs);
+            let r = claim(&db, a, "eu", b"k1", "v1@x");
+            assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+            sim.clear_fault();
+            drop(db); // restart, no power loss
+            sim
+        },
+        |sim| quiet_us_eu(sim, DIR),
+    );
     assert!(
         bricked.is_empty(),
         "power loss inside the reopen after an OutcomeUnknown write on a dying volume \

@@ -7,7 +7,7 @@ mod common;
 
 use common::T;
 use common::files::*;
-use common::refusal::{Env, Expect, Refusal, run_refusals};
+use common::refusal::{Env, Expect, Refusal, exists, run_refusals};
 use common::sim::open_us_eu_sim;
 use regionkv::layout::{global_file, region_file};
 use regionkv::testing::{FaultOn, SimStorage};
@@ -167,6 +167,15 @@ fn sim_store_with_eu_at(env: &Env, store: &str, eu_path: &str) {
     db.close().unwrap();
 }
 
+/// The problems of a refused first open: each of `paths` that exists.
+fn nothing_at(env: &Env, paths: &[&str]) -> Vec<String> {
+    paths
+        .iter()
+        .filter(|p| exists(env, Path::new(p)))
+        .map(|p| format!("{p} exists after the refused open"))
+        .collect()
+}
+
 #[test]
 fn refused_region_paths_change_nothing() {
     let long = "x".repeat(250);
@@ -236,7 +245,7 @@ fn refused_region_paths_change_nothing() {
                     .region_at("sa", env.at("new").join("x").join("y.redb"))
                     .open(env.root())
             },
-            Expect::ANY_ERROR,
+            Expect::ConfigContaining("would be inside region `ap`'s file"),
         )
         .setup(|env| {
             env.builder()
@@ -250,8 +259,8 @@ fn refused_region_paths_change_nothing() {
         //   bytes.
         // Same for a new store: a region under `<dir>/global.redb/` cannot be created (the
         // global file will be there), but the plan only checked each path against what
-        // exists now. SimStorage has no folders: a file under a file's path is possible
-        // there, so the open may succeed.
+        // exists now. SimStorage has no folders (a file under a file's path is possible
+        // there), yet the plan refuses it by path, as on real files.
         Refusal::new(
             "new store, region under the global file, simulated",
             Env::sim,
@@ -261,8 +270,9 @@ fn refused_region_paths_change_nothing() {
                     .region_at("eu", "/n/global.redb/eu.redb")
                     .open("/n")
             },
-            Expect::RefusedOrOpens,
-        ),
+            Expect::ConfigContaining("would be inside the global file's file"),
+        )
+        .after(|env| nothing_at(env, &["/n/global.redb", "/n/regions/us.redb"])),
         // Real files: a folder cannot be made where the global file is.
         Refusal::new(
             "new store, region under the global file",
@@ -273,7 +283,7 @@ fn refused_region_paths_change_nothing() {
                     .region_at("eu", env.at("global.redb").join("eu.redb"))
                     .open(env.root())
             },
-            Expect::ANY_ERROR,
+            Expect::ConfigContaining("would be inside the global file's file"),
         ),
         // Regression (fixed since): new region at the catalog path of a disabled region is
         //   accepted.
@@ -292,7 +302,7 @@ fn refused_region_paths_change_nothing() {
                     .region_at("ap", "/s2/vol/eu.redb")
                     .open("/s2")
             },
-            Expect::ANY_ERROR,
+            Expect::ConfigContaining("are given the same file"),
         )
         .setup(|env| {
             sim_store_with_eu_at(env, "/s2", "/s2/vol/eu.redb");
@@ -308,7 +318,7 @@ fn refused_region_paths_change_nothing() {
         // last component is 250 bytes passes every plan check (its folder exists and is
         // writable), but its temporary name `<path>.creating` is 259 bytes, over NAME_MAX
         // (255): the apply failed after it had already created the global file of a new
-        // store. Could open on a file system with longer names; then nothing to prove.
+        // store. Refused now before anything exists, with the I/O error of the name.
         Refusal::new(
             "region path whose temporary name is too long",
             Env::real,
@@ -318,8 +328,19 @@ fn refused_region_paths_change_nothing() {
                     .region_at("eu", env.at(&long))
                     .open(env.at("store"))
             },
-            Expect::RefusedOrOpens,
-        ),
+            Expect::Refused {
+                what: "Error::Io with kind InvalidFilename, for the `.creating` name",
+                matches: |e| {
+                    matches!(e, Error::Io { path, source }
+                        if source.kind() == std::io::ErrorKind::InvalidFilename
+                            && path.to_string_lossy().ends_with(".creating"))
+                },
+            },
+        )
+        .after(|env| {
+            let store = env.at("store");
+            nothing_at(env, &[&global_file(&store).to_string_lossy()])
+        }),
     ];
     run_refusals(&cases);
 }
@@ -360,10 +381,12 @@ fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
         .region("us")
         .disable_region("eu")
         .region_at("ap", "/s/vol/x")
-        .open("/s");
-    if let Ok(db) = r {
-        db.close().unwrap();
-    }
+        .open("/s")
+        .map(drop);
+    assert!(
+        matches!(&r, Err(Error::Config(m)) if m.contains("is the temporary name of region `ap`")),
+        "a new region at the path whose temporary name is the disabled eu's file: {r:?}"
+    );
     assert_eq!(
         sim.live_bytes(eu_path).map(|b| b.len()),
         eu_bytes.map(|b| b.len()),
@@ -371,14 +394,16 @@ fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
          at /s/vol/x"
     );
     // eu comes back with its acknowledged record.
-    let mut b = Db::builder()
+    assert!(
+        sim.live_bytes("/s/vol/x").is_none(),
+        "the refused open created ap"
+    );
+    let db = Db::builder()
         .storage(sim.clone())
         .region("us")
-        .region_at("eu", eu_path);
-    if sim.live_bytes("/s/vol/x").is_some() {
-        b = b.region_at("ap", "/s/vol/x");
-    }
-    let db = b.open("/s").expect("eu returns");
+        .region_at("eu", eu_path)
+        .open("/s")
+        .expect("eu returns");
     let got = db.read(a).unwrap().get(&T, b"k").unwrap();
     assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
 }
@@ -408,10 +433,17 @@ fn new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creatin
         .storage(sim.clone())
         .region("us")
         .region_at("ap", "/sh/x")
-        .open("/B");
-    if let Ok(db) = b_db {
-        db.close().unwrap();
-    }
+        .open("/B")
+        .map(drop);
+    assert!(
+        matches!(&b_db, Err(Error::Config(m)) if m.contains("/sh/x.creating exists")),
+        "store B with a region at the path whose temporary name is store A's live eu: {b_db:?}"
+    );
+    assert!(
+        sim.paths().iter().all(|p| !p.starts_with("/B")),
+        "the refused open of store B created {:?}",
+        sim.paths()
+    );
     a_db.close().unwrap();
     let reopened = Db::builder()
         .storage(sim.clone())

@@ -6,6 +6,7 @@
 mod common;
 
 use common::T;
+use common::files::{assert_same_files, sim_snapshot};
 use common::refusal::{Env, Expect, Refusal, run_refusals};
 use common::sim::*;
 use regionkv::testing::{FaultOn, SimStorage};
@@ -18,6 +19,34 @@ use regionkv::{Db, Error, NewAccount, Unique};
 // newer file. Either the open refuses the stale file, or it reconciles the index with it:
 // it must not open into a state that breaks I1/I2.
 // ======================================================================================
+
+/// Opens the store (us, eu) over eu's stale file. Both outcomes are legitimate. Refused:
+/// the error is `Error::PartitionMismatch` saying eu's file is older than the index, no byte
+/// changed, and with eu disabled the store opens with `v` still taken (the index keeps the
+/// newer file's view); returns `None`. Opened: returns the store for the caller's checks of
+/// the reconciled state.
+fn open_over_stale_eu(sim: &SimStorage, v: &str) -> Option<Db> {
+    let before = sim_snapshot(sim);
+    let err = match open_us_eu_sim(sim, DIR) {
+        Ok(db) => return Some(db),
+        Err(err) => err,
+    };
+    assert!(
+        matches!(&err, Error::PartitionMismatch { reason, .. } if reason.contains("older")),
+        "stale eu refused with {err:?}; expected Error::PartitionMismatch saying it is older"
+    );
+    assert_same_files(
+        &before,
+        &sim_snapshot(sim),
+        "the refused open of the stale file",
+    );
+    let db = quiet_us_eu_off(sim, DIR).expect("the store opens with eu disabled");
+    assert!(
+        db.is_taken("email", v).unwrap(),
+        "{v} is free once eu (stale) is disabled"
+    );
+    None
+}
 
 // Regression (fixed since): stale region file without the claim leaves an orphan entry.
 /// Backup of eu taken before `e1` claimed `v`; the claim is checkpointed (marker deleted);
@@ -38,12 +67,8 @@ fn stale_region_file_without_the_claim_leaves_an_orphan_entry() {
     db.close().unwrap();
     sim.set_bytes(sim_region(DIR, "eu"), backup); // the operator restores eu's volume from its backup
 
-    let db = match open_us_eu_sim(&sim, DIR) {
-        Err(err) => {
-            eprintln!("stale file refused: {err}");
-            return;
-        }
-        Ok(db) => db,
+    let Some(db) = open_over_stale_eu(&sim, "v@x") else {
+        return; // refused, as checked
     };
     let owner = db.find_unique(&T, "email", "v@x").unwrap();
     let mut w = db.write(u).unwrap();
@@ -81,12 +106,8 @@ fn stale_region_file_with_a_released_claim_leaves_two_owners() {
     db.close().unwrap();
     sim.set_bytes(sim_region(DIR, "eu"), backup);
 
-    let db = match open_us_eu_sim(&sim, DIR) {
-        Err(err) => {
-            eprintln!("stale file refused: {err}");
-            return;
-        }
-        Ok(db) => db,
+    let Some(db) = open_over_stale_eu(&sim, "v@x") else {
+        return; // refused, as checked
     };
     let e1_back = db.read(e).unwrap().get(&T, b"e1").unwrap().is_some();
     let owner = db
@@ -172,40 +193,23 @@ const DIR: &str = "/s";
 /// store that opens again.
 #[test]
 fn crash_inside_the_recovery_of_an_outcome_unknown_write_reopens() {
-    let mut n = 0u64;
-    let mut bricked = Vec::new();
-    loop {
-        let sim = SimStorage::new();
-        let db = quiet_us_eu(&sim, DIR).unwrap();
-        let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-        // A first unique write makes eu dirty (synced Reserve) and sets last_txn durably.
-        claim(&db, a, "eu", b"k0", "v0@x").unwrap();
-        db.checkpoint().unwrap();
-        sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
-        let r = claim(&db, a, "eu", b"k1", "v1@x");
-        assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
-        sim.clear_fault();
-        drop(db); // restart, no power loss
-
-        sim.fail_after(n, FaultOn::Any);
-        let reopen = quiet_us_eu(&sim, DIR);
-        let tripped = sim.fault_tripped();
-        drop(reopen);
-        sim.crash();
-        match quiet_us_eu(&sim, DIR) {
-            Ok(db) => {
-                let audit = db.audit().unwrap();
-                assert!(audit.is_clean(), "n={n}: {:?}", audit.findings());
-                db.close().unwrap();
-            }
-            Err(e) => bricked.push(format!("n={n}: {e}")),
-        }
-        if !tripped {
-            break;
-        }
-        n += 1;
-        assert!(n < 500);
-    }
+    let bricked = power_loss_at_every_step_of_reopen(
+        || {
+            let sim = SimStorage::new();
+            let db = quiet_us_eu(&sim, DIR).unwrap();
+            let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+            // A first unique write makes eu dirty (synced Reserve) and sets last_txn durably.
+            claim(&db, a, "eu", b"k0", "v0@x").unwrap();
+            db.checkpoint().unwrap();
+            sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
+            let r = claim(&db, a, "eu", b"k1", "v1@x");
+            assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+            sim.clear_fault();
+            drop(db); // restart, no power loss
+            sim
+        },
+        |sim| quiet_us_eu(sim, DIR),
+    );
     assert!(
         bricked.is_empty(),
         "power loss inside the reopen after an OutcomeUnknown write leaves a store that \

@@ -71,6 +71,8 @@ pub enum Expect {
         what: &'static str,
         matches: fn(&Error) -> bool,
     },
+    /// Be refused with `Error::Config` whose message contains the text.
+    ConfigContaining(&'static str),
     /// Be refused (with any error) or open; a refusal must still change nothing.
     RefusedOrOpens,
 }
@@ -147,6 +149,17 @@ impl<'a> Refusal<'a> {
                 }
                 (Err(e), Expect::Refused { what, matches }) if !matches(e) => {
                     problems.push(format!("refused with {e:?}; expected {what}"));
+                }
+                (Ok(()), Expect::ConfigContaining(text)) => {
+                    problems.push(format!(
+                        "the open succeeded; expected Error::Config containing {text:?}"
+                    ));
+                }
+                (Err(e), Expect::ConfigContaining(text)) if !matches!(e, Error::Config(m) if m.contains(text)) =>
+                {
+                    problems.push(format!(
+                        "refused with {e:?}; expected Error::Config containing {text:?}"
+                    ));
                 }
                 _ => {}
             }
