@@ -67,11 +67,7 @@ fn account_rows_lookup_and_duplicate_names() {
     db.close().unwrap();
 
     // After reopen: the same rows, the name still taken, new ids are new.
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
+    let db = reopen_eu_us(dir.path());
     assert_eq!(db.account_id("acme").unwrap(), Some(acme));
     let a2 = db.account(acme).unwrap();
     assert_eq!(a2.name(), "acme");

@@ -144,7 +144,7 @@ fn verify(db: &Db, ids: &Ids, acked: &Acked, ctx: &str) {
         let got = hit.map(|h| (h.account(), h.key().to_vec()));
         assert_eq!(got, Some((*a, key.clone())), "{ctx}: acked claim of {v}");
     }
-    let n = record_count(&db, ids.limited);
+    let n = record_count(db, ids.limited);
     assert!(
         n <= MAX,
         "{ctx}: limited account holds {n} records, limit {MAX}"

@@ -130,11 +130,7 @@ fn quota_spans_regions_and_survives_reopen() {
     db.close().unwrap();
 
     // After reopen the count is the same, so the limit is still enforced.
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
+    let db = reopen_eu_us(dir.path());
     assert_eq!(count(&db, acme), 3);
     assert_quota(put_note(&db, acme, "us", "u9"), acme, "after reopen, us");
     assert_quota(put_note(&db, acme, "eu", "e9"), acme, "after reopen, eu");

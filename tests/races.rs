@@ -7,7 +7,7 @@ mod common;
 
 use common::T;
 use common::files::{diff_files, sim_snapshot};
-use common::sim::{claim, quiet_us_eu};
+use common::sim::{claim, open_us_eu_ap_sim, open_us_eu_sim, quiet_us_eu};
 use regionkv::testing::SimStorage;
 use regionkv::{AccountId, Db, Error, NewAccount, Unique};
 use std::collections::HashMap;
@@ -226,12 +226,7 @@ fn close_during_commits_keeps_every_acknowledged_write() {
     for round in 0..5u32 {
         let sim = SimStorage::new();
         let dir = format!("/close{round}");
-        let db = Db::builder()
-            .storage(sim.clone())
-            .region("us")
-            .region("eu")
-            .open(&dir)
-            .unwrap();
+        let db = open_us_eu_sim(&sim, &dir).unwrap();
         let accts: Vec<_> = (0..4)
             .map(|i| {
                 db.create_account(NewAccount::new(format!("a{i}"), ["us", "eu"][i % 2]))
@@ -274,12 +269,7 @@ fn close_during_commits_keeps_every_acknowledged_write() {
         );
         drop(db);
         sim.crash();
-        let db = Db::builder()
-            .storage(sim.clone())
-            .region("us")
-            .region("eu")
-            .open(&dir)
-            .unwrap();
+        let db = open_us_eu_sim(&sim, &dir).unwrap();
         for (a, acked) in results {
             let r = db.read(a).unwrap();
             for i in acked {
@@ -335,13 +325,7 @@ fn watchdog(round: Arc<AtomicU64>, done: Arc<AtomicBool>) {
 }
 
 fn open_us_eu_ap(sim: &SimStorage) -> Db {
-    Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region("eu")
-        .region("ap")
-        .open(DIR)
-        .expect("open_us_eu_ap us, eu, ap")
+    open_us_eu_ap_sim(sim, DIR)
 }
 
 #[test]

@@ -46,11 +46,7 @@ fn smoke() {
     drop(r);
     drop(hit);
     db.close().unwrap();
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
+    let db = reopen_eu_us(dir.path());
     let hit = db.find_unique(&T, "email", "x@y").unwrap().unwrap();
     assert_eq!(hit.account(), a);
     let mut w = db.write(a).unwrap();
@@ -134,11 +130,7 @@ fn reopen_round_trip_typed_and_raw_records() {
     };
 
     // Reopen (regions listed in another order) and read everything back.
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
+    let db = reopen_eu_us(dir.path());
     assert_eq!(db.account_id("acme").unwrap(), Some(acme));
     assert_eq!(db.account_id("bob").unwrap(), Some(bob));
     let r = db.read(acme).unwrap();

@@ -51,6 +51,19 @@ fn files_are_laid_out_as_designed() {
     );
 }
 
+/// Opens the store at `dir` with regions `enabled` (in that order) and `disabled`.
+fn open_with(dir: &Path, enabled: &[&str], disabled: &[&str]) -> Db {
+    let mut b = Db::builder();
+    for r in enabled {
+        b = b.region(*r);
+    }
+    for r in disabled {
+        b = b.disable_region(*r);
+    }
+    b.open(dir)
+        .unwrap_or_else(|e| panic!("open with {enabled:?}, {disabled:?} disabled: {e}"))
+}
+
 fn ids(db: &Db) -> Vec<(String, u16, bool)> {
     let mut v: Vec<_> = db
         .regions()
@@ -83,22 +96,13 @@ fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
     db.close().unwrap();
 
     // Reopen, other order, no default named: ids and the default stay.
-    let db = Db::builder()
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
+    let db = reopen_eu_us(dir.path());
     assert_eq!(ids(&db), first);
     assert_eq!(db.default_region(), us);
     db.close().unwrap();
 
     // Add a region later: existing ids unchanged, the new one is new.
-    let db = Db::builder()
-        .region("ap")
-        .region("eu")
-        .region("us")
-        .open(dir.path())
-        .unwrap();
+    let db = open_with(dir.path(), &["ap", "eu", "us"], &[]);
     assert_eq!(db.region_id("us").unwrap(), us);
     assert_eq!(db.region_id("eu").unwrap(), eu);
     let ap = db.region_id("ap").unwrap();
@@ -110,23 +114,13 @@ fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
 
     // Every order of the three keeps every id.
     for order in [["us", "ap", "eu"], ["eu", "us", "ap"], ["ap", "us", "eu"]] {
-        let db = Db::builder()
-            .region(order[0])
-            .region(order[1])
-            .region(order[2])
-            .open(dir.path())
-            .unwrap();
+        let db = open_with(dir.path(), &order, &[]);
         assert_eq!(ids(&db), with_ap, "order {order:?}");
         db.close().unwrap();
     }
 
     // Disabling a region keeps its id (listed as not enabled); re-enabling keeps it too.
-    let db = Db::builder()
-        .region("us")
-        .region("eu")
-        .disable_region("ap")
-        .open(dir.path())
-        .unwrap();
+    let db = open_with(dir.path(), &["us", "eu"], &["ap"]);
     let disabled: Vec<_> = with_ap
         .iter()
         .map(|(n, id, _)| (n.clone(), *id, n != "ap"))
@@ -134,13 +128,7 @@ fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
     assert_eq!(ids(&db), disabled);
     db.close().unwrap();
     // A later region never reuses an id, even of a disabled region.
-    let db = Db::builder()
-        .region("us")
-        .region("eu")
-        .region("sa")
-        .disable_region("ap")
-        .open(dir.path())
-        .unwrap();
+    let db = open_with(dir.path(), &["us", "eu", "sa"], &["ap"]);
     let sa = db.region_id("sa").unwrap();
     assert!(![us, eu, ap].contains(&sa));
     assert_eq!(db.region_id("ap").unwrap(), ap);

@@ -30,12 +30,7 @@ fn sim_builder(sim: &SimStorage) -> Builder {
 }
 
 fn open_all(sim: &SimStorage) -> Db {
-    sim_builder(sim)
-        .region("us")
-        .region("eu")
-        .region("ap")
-        .open(DIR)
-        .expect("open us, eu, ap")
+    open_us_eu_ap_sim(sim, DIR)
 }
 
 /// `Some((account, key))` of the owner of `value`, as `find_unique` reports it.

@@ -88,7 +88,11 @@ pub fn record_count(db: &Db, a: AccountId) -> u64 {
         .expect("read")
         .scan(&T)
         .expect("scan")
-        .map(|row| row.expect("row"))
+        .inspect(|row| {
+            if let Err(e) = row {
+                panic!("row of account {a:?}: {e}");
+            }
+        })
         .count() as u64
 }
 
@@ -138,4 +142,16 @@ pub fn power_loss_at_every_step_of_reopen(
         }
     }
     bricked
+}
+
+/// Opens (or creates) the store at `dir` on `sim` with regions `us`, `eu` and `ap`, default
+/// checkpoint budget; panics on error.
+pub fn open_us_eu_ap_sim(sim: &SimStorage, dir: &str) -> Db {
+    Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region("eu")
+        .region("ap")
+        .open(dir)
+        .unwrap_or_else(|e| panic!("open us, eu, ap at {dir}: {e}"))
 }
