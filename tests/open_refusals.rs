@@ -1,5 +1,6 @@
-//! A refused open changes nothing and leaks no file descriptor; the default region stays
-//! enabled; one handle per store.
+//! A refused open changes nothing and leaks no file descriptor (refusals decided late in
+//! the plan or by recovery's checks, damage in any table recovery reads, included); the
+//! default region stays enabled; one handle per store.
 //!
 //! The tests of this file take one lock: the descriptor count of the process is only
 //! meaningful while no other test of the binary opens files.
