@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Db, Error, NewAccount};
+use regionkv::{AccountId, Db, Error};
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -24,41 +24,13 @@ enum Step {
     FaultThenCrash(u8, Op, bool),
 }
 
-fn uniques() -> impl Strategy<Value = Vec<(u8, u8)>> {
-    proptest::collection::vec((0u8..2, 0u8..VALUES), 0..3)
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let a = 0usize..3;
-    let r = 0usize..3;
-    let k = 0u8..KEYS;
-    prop_oneof![
-        1 => (a.clone(), r.clone(), k.clone(), 0u8..8)
-            .prop_map(|(acct, region, key, val)| Op::Insert { acct, region, key, val }),
-        3 => (a.clone(), r.clone(), k.clone(), 0u8..8, uniques()).prop_map(
-            |(acct, region, key, val, uniques)| Op::InsertUnique { acct, region, key, val, uniques }
-        ),
-        1 => (a.clone(), r.clone(), k.clone(), k.clone(), uniques(), uniques()).prop_map(
-            |(acct, region, k1, k2, u1, u2)| Op::Pair {
-                acct,
-                region,
-                keys: (k1, k2),
-                uniques: (u1, u2)
-            }
-        ),
-        2 => (a, r, k).prop_map(|(acct, region, key)| Op::Remove { acct, region, key }),
-        1 => Just(Op::Checkpoint),
-    ]
-    .prop_filter("engine refuses before any I/O", is_valid)
-}
-
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (0usize..3).prop_map(Step::Create),
-        12 => op().prop_map(Step::Op),
+        12 => op_strategy(3).prop_map(Step::Op),
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
-        1 => (0u8..40, op(), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
+        1 => (0u8..40, op_strategy(3), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
     ]
 }
 
@@ -70,16 +42,6 @@ fn open(sim: &SimStorage) -> Db {
         .checkpoint_budget(4, std::time::Duration::from_secs(3600))
         .open(DIR)
         .expect("open")
-}
-
-fn op_account(op: &Op) -> Option<usize> {
-    match op {
-        Op::Insert { acct, .. }
-        | Op::InsertUnique { acct, .. }
-        | Op::Pair { acct, .. }
-        | Op::Remove { acct, .. } => Some(*acct),
-        Op::Checkpoint => None,
-    }
 }
 
 /// The ids known so far, by workload account index.
@@ -98,26 +60,16 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     for (i, step) in steps.into_iter().enumerate() {
         match step {
             Step::Create(a) => {
-                let (name, home, others) = ACCOUNTS[a];
-                let mut n = NewAccount::new(name, home);
-                for o in others {
-                    n = n.allow(*o);
-                }
-                let r = db.create_account(n);
+                let r = db.create_account(new_account(a));
                 match ids[a] {
                     None => ids[a] = Some(r.map_err(|e| TestCaseError::fail(e.to_string()))?),
                     Some(_) => prop_assert!(matches!(r, Err(Error::AccountNameTaken(_))), "{r:?}"),
                 }
             }
             Step::Op(op) => {
-                if op_account(&op).is_some_and(|a| ids[a].is_none()) {
+                let Some(r) = execute_some(&db, &ids, &op) else {
                     continue;
-                }
-                let idv: Vec<AccountId> = ids
-                    .iter()
-                    .map(|i| i.unwrap_or(AccountId::from_raw(0)))
-                    .collect();
-                let r = execute(&db, &idv, &op);
+                };
                 let want = model.apply(&op);
                 prop_assert_eq!(classify(&r), Some(want), "step {} {:?}: {:?}", i, op, r);
             }
@@ -131,15 +83,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 db = open(&sim);
             }
             Step::FaultThenCrash(n, op, power_loss) => {
-                if op_account(&op).is_some_and(|a| ids[a].is_none()) {
+                if !runnable(&ids, &op) {
                     continue;
                 }
-                let idv: Vec<AccountId> = ids
-                    .iter()
-                    .map(|i| i.unwrap_or(AccountId::from_raw(0)))
-                    .collect();
                 sim.fail_after(n as u64, FaultOn::Any);
-                let r = execute(&db, &idv, &op);
+                let r = execute_some(&db, &ids, &op).expect("runnable");
                 let tripped = sim.fault_tripped();
                 if power_loss {
                     sim.crash();
