@@ -137,3 +137,106 @@ proptest! {
         run(all)?;
     }
 }
+
+/// The checker is not vacuous: a model that differs from the store in any one way (a row
+/// the store lacks, a row the model lacks, a value, an owner, a value that does not name
+/// its writer, a region wrongly called disabled, accounts mixed up) is reported, and the
+/// model refuses what the store must refuse (a claim of a taken value, a region outside
+/// the account's).
+#[test]
+fn checker_reports_every_kind_of_difference() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = create_accounts(&db);
+    let mut model = Model::default();
+    for op in workload(7, 80) {
+        let r = execute(&db, &ids, &op);
+        assert_eq!(classify(&r), Some(model.apply(&op)), "{op:?}: {r:?}");
+    }
+    check(&db, &ids, &model).expect("the store matches its model");
+    let some: Vec<Option<AccountId>> = ids.iter().map(|i| Some(*i)).collect();
+    let (claim, owner) = model.owners.iter().next().expect("an owned value");
+    let (claim, owner) = (claim.clone(), owner.clone());
+    let fails = |what: &str, m: &Model, ids: &[Option<AccountId>], cat: &Catalog, kind: &str| {
+        match check_catalog(&db, ids, m, cat) {
+            Ok(()) => panic!("{what}: not reported"),
+            Err(e) => assert!(e.contains(kind), "{what}: reported as {e}"),
+        }
+    };
+    let none = Catalog::default();
+
+    let mut m = model.clone();
+    let row = Row {
+        value: vec![1],
+        uniques: vec![],
+    };
+    m.rows.insert((0, "us", vec![KEYS]), row);
+    fails("a row the store lacks", &m, &some, &none, "missing: ");
+
+    let mut m = model.clone();
+    let (k, row) = m.rows.pop_first().unwrap();
+    for u in &row.uniques {
+        m.owners.remove(u);
+    }
+    fails(
+        &format!("a row {k:?} the model lacks"),
+        &m,
+        &some,
+        &none,
+        "wrong: ",
+    );
+
+    let mut m = model.clone();
+    m.rows.values_mut().next().unwrap().value.push(9);
+    fails("a value", &m, &some, &none, "wrong: ");
+
+    let mut m = model.clone();
+    m.owners.remove(&claim);
+    fails("an owner", &m, &some, &none, "wrong: find_unique");
+
+    let mut m = model.clone();
+    m.values = Values::NameWriter;
+    fails(
+        "values not naming their writer",
+        &m,
+        &some,
+        &none,
+        "a leaked row",
+    );
+
+    let eu = Catalog {
+        disabled: vec!["eu"],
+        unsettled: false,
+    };
+    fails(
+        "eu called disabled",
+        &model,
+        &some,
+        &eu,
+        "in a disabled region",
+    );
+
+    let mut swapped = some.clone();
+    swapped.swap(0, 1);
+    fails("accounts mixed up", &model, &swapped, &none, "wrong: ");
+
+    let mut m = model.clone();
+    let thief = (owner.0 + 1) % ACCOUNTS.len();
+    let steal = Commit {
+        acct: thief,
+        region: allowed(thief)[0],
+        recs: vec![Rec::Put {
+            key: vec![0],
+            value: vec![1],
+            uniques: Some(vec![claim.clone()]),
+        }],
+    };
+    assert_eq!(m.commit(&steal), Outcome::Violation);
+    let outside = Commit {
+        acct: 0,
+        region: "ap",
+        recs: vec![Rec::Remove { key: vec![0] }],
+    };
+    assert_eq!(m.commit(&outside), Outcome::Denied);
+    assert_eq!(m, model, "a refused commit changes nothing");
+}
