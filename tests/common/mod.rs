@@ -317,8 +317,8 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
         let region = g.next(3) as usize;
         let key = g.next(KEYS as u64) as u8;
         let op = match g.next(10) {
-            0..=2 => {
-                let n = 1 + g.next(2);
+            c @ (0..=2 | 9) => {
+                let n = if c == 9 { 1 } else { 1 + g.next(2) };
                 let val = g.next(8) as u8;
                 Op::InsertUnique {
                     acct,
@@ -353,17 +353,7 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
                     uniques: (a, b),
                 }
             }
-            8 => Op::Checkpoint,
-            _ => {
-                let val = g.next(8) as u8;
-                Op::InsertUnique {
-                    acct,
-                    region,
-                    key,
-                    val,
-                    uniques: random_uniques(&mut g, 1),
-                }
-            }
+            _ => Op::Checkpoint,
         };
         if is_valid(&op) {
             ops.push(op);

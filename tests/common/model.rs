@@ -547,8 +547,8 @@ impl Cmp<'_> {
         rows: regionkv::Rows<Raw>,
         what: &str,
     ) {
-        let allowed = &self.model.accounts[acct].allowed;
-        let mut seen: BTreeSet<(&'static str, Vec<u8>)> = BTreeSet::new();
+        let allowed = self.model.accounts[acct].allowed.clone();
+        let mut seen: BTreeSet<RowKey> = BTreeSet::new();
         let mut disabled_items = 0;
         for (n, row) in rows.enumerate() {
             if n == SCAN_LIMIT {
@@ -557,39 +557,18 @@ impl Cmp<'_> {
                     .push(format!("{what}: more than {SCAN_LIMIT} rows"));
                 break;
             }
-            let row = match row {
-                Ok(row) => row,
-                Err(Error::RegionDisabled(_)) => {
-                    disabled_items += 1;
-                    continue;
-                }
-                Err(e) => {
-                    self.out.errors.push(format!("{what}: row: {e}"));
-                    continue;
-                }
-            };
-            let key = row.key().to_vec();
-            if row.account() != id {
-                self.out.wrong.push(format!(
-                    "{what}: a row of {} (key {})",
-                    row.account(),
-                    show(&key)
-                ));
+            if let Err(Error::RegionDisabled(_)) = row {
+                disabled_items += 1;
                 continue;
             }
-            let Some(region) = self
-                .db
-                .region_name(row.region())
-                .and_then(|n| self.model.region(&n))
-            else {
-                self.out
-                    .wrong
-                    .push(format!("{what}: a row in unknown region {}", row.region()));
+            let Some((account, region, key, value)) = self.scanned(what, row) else {
                 continue;
             };
-            let value = row.record().to_vec();
-            let rk = (acct, region, key.clone());
-            if !allowed.contains(&region) || self.cat.is_disabled(region) {
+            if account != id {
+                self.out
+                    .wrong
+                    .push(format!("{what}: a row of {account} (key {})", show(&key)));
+            } else if !allowed.contains(&region) || self.cat.is_disabled(region) {
                 self.out.wrong.push(format!(
                     "{what}: a row in {region}, not an enabled region of the account"
                 ));
@@ -597,49 +576,90 @@ impl Cmp<'_> {
                 self.out
                     .wrong
                     .push(format!("{what}: key {} outside the prefix", show(&key)));
-            } else if !seen.insert((region, key.clone())) {
-                self.out
-                    .wrong
-                    .push(format!("{what}: {region} {} twice", show(&key)));
-            } else if !self.names(acct, &value) {
-                self.out.wrong.push(format!(
-                    "{what}: {region} {}: value {} of another writer (a leaked row)",
-                    show(&key),
-                    show(&value)
-                ));
             } else {
-                match self.model.rows.get(&rk) {
-                    Some(want) if want.value == value => {}
-                    Some(want) => self.out.wrong.push(format!(
-                        "{what}: {region} {}: store {}, model {}",
-                        show(&key),
-                        show(&value),
-                        show(&want.value)
-                    )),
-                    None => self
-                        .out
-                        .wrong
-                        .push(format!("{what}: unexpected row {region} {}", show(&key))),
-                }
+                self.row(what, (acct, region, key), &value, &mut seen);
             }
         }
-        for (a, region, key) in self.model.rows.keys() {
-            if *a == acct
-                && key.starts_with(prefix)
-                && !self.cat.is_disabled(region)
-                && !seen.contains(&(*region, key.clone()))
-            {
-                self.out
-                    .missing
-                    .push(format!("{what}: no row {region} {}", show(key)));
-            }
-        }
+        self.unseen(what, &seen, |(a, _, key)| {
+            *a == acct && key.starts_with(prefix)
+        });
         let disabled = allowed.iter().filter(|r| self.cat.is_disabled(r)).count();
         if disabled_items != disabled {
             self.out.wrong.push(format!(
                 "{what}: {disabled_items} RegionDisabled items, {disabled} regions of the \
                  account disabled"
             ));
+        }
+    }
+
+    /// A scanned row as (account, region, key, value); `None` (reported) if it failed to
+    /// read or lies in a region the model does not know.
+    fn scanned(
+        &mut self,
+        what: &str,
+        row: Result<regionkv::Row<Raw>, Error>,
+    ) -> Option<(AccountId, &'static str, Vec<u8>, Vec<u8>)> {
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                self.out.errors.push(format!("{what}: row: {e}"));
+                return None;
+            }
+        };
+        let Some(region) = self
+            .db
+            .region_name(row.region())
+            .and_then(|n| self.model.region(&n))
+        else {
+            self.out.wrong.push(format!(
+                "{what}: a row in unknown region {} (key {})",
+                row.region(),
+                show(row.key())
+            ));
+            return None;
+        };
+        Some((
+            row.account(),
+            region,
+            row.key().to_vec(),
+            row.record().to_vec(),
+        ))
+    }
+
+    /// One scanned row of account `rk.0` against the model: once, naming its writer, with
+    /// the model's value.
+    fn row(&mut self, what: &str, rk: RowKey, value: &[u8], seen: &mut BTreeSet<RowKey>) {
+        let (acct, region, key) = &rk;
+        let at = format!("{what}: a{acct} {region} {}", show(key));
+        if seen.contains(&rk) {
+            self.out.wrong.push(format!("{at} twice"));
+        } else if !self.names(*acct, value) {
+            self.out.wrong.push(format!(
+                "{at}: value {} of another writer (a leaked or mistagged row)",
+                show(value)
+            ));
+        } else {
+            match self.model.rows.get(&rk) {
+                Some(want) if want.value == value => {}
+                Some(want) => self.out.wrong.push(format!(
+                    "{at}: store {}, model {}",
+                    show(value),
+                    show(&want.value)
+                )),
+                None => self.out.wrong.push(format!("{at}: unexpected row")),
+            }
+        }
+        seen.insert(rk);
+    }
+
+    /// Every model row in an enabled region that `filter` selects must have been `seen`.
+    fn unseen(&mut self, what: &str, seen: &BTreeSet<RowKey>, filter: impl Fn(&RowKey) -> bool) {
+        for rk in self.model.rows.keys() {
+            if filter(rk) && !self.cat.is_disabled(rk.1) && !seen.contains(rk) {
+                self.out
+                    .missing
+                    .push(format!("{what}: no row a{} {} {}", rk.0, rk.1, show(&rk.2)));
+            }
         }
     }
 
@@ -752,10 +772,11 @@ impl Cmp<'_> {
     }
 
     fn scan_all(&mut self) {
+        let what = "scan_all";
         let rows = match self.db.scan_all(&self.table) {
             Ok(rows) => rows,
             Err(e) => {
-                self.out.errors.push(format!("scan_all: {e}"));
+                self.out.errors.push(format!("{what}: {e}"));
                 return;
             }
         };
@@ -764,69 +785,28 @@ impl Cmp<'_> {
             if n == SCAN_LIMIT {
                 self.out
                     .wrong
-                    .push(format!("scan_all: more than {SCAN_LIMIT} rows"));
+                    .push(format!("{what}: more than {SCAN_LIMIT} rows"));
                 break;
             }
-            let row = match row {
-                Ok(row) => row,
-                Err(e) => {
-                    self.out.errors.push(format!("scan_all: row: {e}"));
-                    continue;
-                }
+            let Some((account, region, key, value)) = self.scanned(what, row) else {
+                continue;
             };
-            let key = row.key().to_vec();
-            let Some(acct) = self.ids.iter().position(|i| *i == Some(row.account())) else {
+            let Some(acct) = self.ids.iter().position(|i| *i == Some(account)) else {
                 self.out.wrong.push(format!(
-                    "scan_all: a row of unknown account {} (key {})",
-                    row.account(),
+                    "{what}: a row of unknown account {account} (key {})",
                     show(&key)
                 ));
                 continue;
             };
-            let Some(region) = self
-                .db
-                .region_name(row.region())
-                .and_then(|n| self.model.region(&n))
-            else {
-                self.out.wrong.push(format!(
-                    "scan_all: a row in unknown region {}",
-                    row.region()
-                ));
-                continue;
-            };
-            let value = row.record().to_vec();
-            let rk = (acct, region, key);
-            let what = format!("scan_all: row a{acct} {region} {}", show(&rk.2));
             if self.cat.is_disabled(region) {
-                self.out.wrong.push(format!("{what} in a disabled region"));
-            } else if !seen.insert(rk.clone()) {
-                self.out.wrong.push(format!("{what} twice"));
-            } else if !self.names(acct, &value) {
                 self.out.wrong.push(format!(
-                    "{what}: value {} of another writer (a row tagged with the wrong owner)",
-                    show(&value)
+                    "{what}: a{acct} {region} {} in a disabled region",
+                    show(&key)
                 ));
             } else {
-                match self.model.rows.get(&rk) {
-                    Some(want) if want.value == value => {}
-                    Some(want) => self.out.wrong.push(format!(
-                        "{what}: store {}, model {}",
-                        show(&value),
-                        show(&want.value)
-                    )),
-                    None => self.out.wrong.push(format!("{what}: unexpected")),
-                }
+                self.row(what, (acct, region, key), &value, &mut seen);
             }
         }
-        for rk in self.model.rows.keys() {
-            if !self.cat.is_disabled(rk.1) && !seen.contains(rk) {
-                self.out.missing.push(format!(
-                    "scan_all: no row a{} {} {}",
-                    rk.0,
-                    rk.1,
-                    show(&rk.2)
-                ));
-            }
-        }
+        self.unseen(what, &seen, |_| true);
     }
 }
