@@ -502,22 +502,18 @@ impl Cmp<'_> {
         for key in &keys {
             for &region in &self.model.regions {
                 phase(format!("get a{acct} {region} {}", show(key)));
-                let got = r.get_in(region, &t, key).map(|o| o.map(|rec| rec.to_vec()));
-                let want = self.want(acct, region, key);
-                self.point(
-                    format!("get_in {region} by a{acct} ({id}) of key {}", show(key)),
-                    acct,
-                    want,
-                    got,
-                );
+                // `get_in` in every region, and `get` in the home region too.
+                let mut reads = vec![(format!("get_in {region}"), r.get_in(region, &t, key))];
                 if region == home {
-                    let got = r.get(&t, key).map(|o| o.map(|rec| rec.to_vec()));
+                    reads.push(("get".to_owned(), r.get(&t, key)));
+                }
+                for (how, got) in reads {
                     let want = self.want(acct, region, key);
                     self.point(
-                        format!("get by a{acct} ({id}) of key {}", show(key)),
+                        format!("{how} by a{acct} ({id}) of key {}", show(key)),
                         acct,
                         want,
-                        got,
+                        got.map(|o| o.map(|rec| rec.to_vec())),
                     );
                 }
             }
