@@ -19,13 +19,17 @@
 mod common;
 
 use common::T;
-use common::files::{Node, Snapshot, diff_files, sim_snapshot, snapshot};
+use common::files::{NOTES, Node, Snapshot, diff_files, sim_snapshot, snapshot};
+use common::model::{
+    Acct, Catalog, Commit, Model, Outcome as Predicted, Probes, Rec, classify, compare,
+    execute_commit,
+};
 use common::rng::Rng;
 use common::sim::sim_region;
 use redb::ReadableTable;
 use regionkv::layout::{global_file, region_file};
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Builder, Db, Error, NewAccount, Raw, Table, Unique};
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -33,33 +37,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::time::Duration;
 
-// ======================================================================================
-// Hostile files: damaged, foreign and misplaced partition files.
-//
-// A small store (3 regions, 4 accounts, plain and unique records) is built once on the
-// in-memory [`SimStorage`]; every case plants its files, one of them damaged (truncated,
-// a page zeroed, a byte flipped, replaced by another file, ...), and then:
-// - opens the store and, if that succeeds, runs every read (`get`, `get_in`, `scan`,
-//   `find_unique`, `scan_all`, `audit`) and a small write: each returns `Ok` or an
-//   `Error`, never panics; every `Ok` read returns exactly the seeded data;
-// - if the open is refused: no file was modified (bytes compared before and after, and
-//   no file created or removed);
-// - if the damaged file is a region: the store opened with that region disabled works in
-//   the other regions (reads and writes) and leaves the damaged file as it was.
-//
-// Each case runs on its own thread inside `catch_unwind`, with a time limit, so that one
-// test reports every case that panicked or hung (with the phase it was in) instead of
-// stopping at the first. Real files are used only where a case needs them (a directory
-// at a file's path, file permissions).
-// ======================================================================================
-
 const DIR: &str = "/hostile";
 
 const REGIONS: [&str; 3] = ["us", "eu", "ap"];
 
-const NOTES: Table<Raw> = Table::new("notes");
-
 const NS: &str = "email";
+
+/// A unique value the seed claims and releases again.
+const GONE: &str = "gone@example.com";
 
 const PAGE: usize = 4096;
 
@@ -74,30 +59,22 @@ const ACCOUNTS: [(&str, &str, &[&str]); 4] = [
     ("a3", "us", &[]),
 ];
 
-#[derive(Clone, Debug)]
-struct Acct {
-    id: AccountId,
-    home: &'static str,
-    allowed: Vec<&'static str>,
-}
-
-/// What the seeded store holds.
-#[derive(Clone, Debug, Default)]
-struct Model {
-    accounts: Vec<Acct>,
-    /// (account, region, key) -> value.
-    rows: BTreeMap<(AccountId, &'static str, Vec<u8>), Vec<u8>>,
-    /// unique value -> owning (account, region, key).
-    owners: BTreeMap<String, (AccountId, &'static str, Vec<u8>)>,
-}
-
 /// File path -> bytes, for every file of a store.
 type Files = BTreeMap<PathBuf, Vec<u8>>;
 
 #[derive(Clone)]
 struct Seed {
     files: Files,
+    /// What the seeded store holds (account indices as in `ACCOUNTS`).
     model: Model,
+    /// The id of each account, by index.
+    ids: Vec<AccountId>,
+}
+
+impl Seed {
+    fn ids(&self) -> Vec<Option<AccountId>> {
+        self.ids.iter().map(|i| Some(*i)).collect()
+    }
 }
 
 fn path_of(part: &str) -> PathBuf {
@@ -132,54 +109,70 @@ fn build_seed() -> Seed {
         .storage(sim.clone())
         .open(DIR)
         .expect("seed open");
-    let mut model = Model::default();
-    for (name, home, others) in ACCOUNTS {
-        let mut new = NewAccount::new(name, home);
-        for o in others {
-            new = new.allow(*o);
-        }
-        let id = db.create_account(new).expect("create account");
-        let mut allowed = vec![home];
-        allowed.extend_from_slice(others);
-        model.accounts.push(Acct { id, home, allowed });
-    }
-    for (ai, a) in model.accounts.clone().iter().enumerate() {
+    let accounts = ACCOUNTS
+        .iter()
+        .map(|(_, home, others)| Acct::new(home, others))
+        .collect();
+    let mut model = Model::new(NOTES.name(), &REGIONS, accounts);
+    let ids: Vec<AccountId> = ACCOUNTS
+        .iter()
+        .map(|(name, home, others)| {
+            let mut new = NewAccount::new(*name, *home);
+            for o in *others {
+                new = new.allow(*o);
+            }
+            db.create_account(new).expect("create account")
+        })
+        .collect();
+    let accounts = model.accounts.clone();
+    let home = accounts[0].home;
+    let mut seed_commit = |c: Commit| {
+        execute_commit(&db, &NOTES, ids[c.acct], &c).expect("seed commit");
+        assert_eq!(model.commit(&c), Predicted::Ok, "{c:?}");
+    };
+    for (ai, a) in accounts.iter().enumerate() {
         for &region in &a.allowed {
             // Several commits per region: more redb transactions, more pages.
             for batch in 0..3 {
-                let mut w = db.write_in(a.id, region).expect("write_in");
-                for j in 0..4 {
-                    let i = batch * 4 + j;
-                    let key = format!("k{i:02}").into_bytes();
-                    let value = value_for(ai, region, i);
-                    if i % 3 == 0 {
-                        let u = format!("u{ai}-{region}-{i}@example.com");
-                        w.insert_unique(&NOTES, &key, &value, &[Unique::new(NS, &u)])
-                            .expect("insert_unique");
-                        model.owners.insert(u, (a.id, region, key.clone()));
-                    } else {
-                        w.insert(&NOTES, &key, &value).expect("insert");
-                    }
-                    model.rows.insert((a.id, region, key), value);
-                }
-                w.commit().expect("seed commit");
+                let recs = (0..4)
+                    .map(|j| {
+                        let i = batch * 4 + j;
+                        // Plain records, and every third one owning a unique value.
+                        let uniques = (i % 3 == 0).then(|| {
+                            vec![(NS.to_owned(), format!("u{ai}-{region}-{i}@example.com"))]
+                        });
+                        Rec::Put {
+                            key: format!("k{i:02}").into_bytes(),
+                            value: value_for(ai, region, i),
+                            uniques,
+                        }
+                    })
+                    .collect();
+                seed_commit(Commit {
+                    acct: ai,
+                    region,
+                    recs,
+                });
             }
         }
     }
     // A record and its value removed again: freed pages and tombstones in the files.
-    let a0 = model.accounts[0].id;
-    let mut w = db.write(a0).unwrap();
-    w.insert_unique(
-        &NOTES,
-        b"gone",
-        b"x",
-        &[Unique::new(NS, "gone@example.com")],
-    )
-    .unwrap();
-    w.commit().unwrap();
-    let mut w = db.write(a0).unwrap();
-    w.remove(&NOTES, b"gone").unwrap();
-    w.commit().unwrap();
+    seed_commit(Commit {
+        acct: 0,
+        region: home,
+        recs: vec![Rec::Put {
+            key: b"gone".to_vec(),
+            value: b"x".to_vec(),
+            uniques: Some(vec![(NS.to_owned(), GONE.to_owned())]),
+        }],
+    });
+    seed_commit(Commit {
+        acct: 0,
+        region: home,
+        recs: vec![Rec::Remove {
+            key: b"gone".to_vec(),
+        }],
+    });
     assert!(db.audit().unwrap().is_clean(), "seed store audits clean");
     db.close().expect("seed close");
     let files = sim
@@ -190,7 +183,7 @@ fn build_seed() -> Seed {
             (p, b)
         })
         .collect();
-    Seed { files, model }
+    Seed { files, model, ids }
 }
 
 /// One seed per test binary run; every case starts from a copy of it.
@@ -355,120 +348,31 @@ impl Phase {
     }
 }
 
-fn region_name(db: &Db, id: regionkv::RegionId) -> Option<&'static str> {
-    let n = db.region_name(id)?;
-    REGIONS.iter().copied().find(|r| *r == n)
+/// What the checks read besides the seeded data: a key never written (absent in every
+/// region) and the unique value that was claimed and released again (free).
+fn probes() -> Probes {
+    Probes {
+        keys: vec![b"never-written".to_vec()],
+        prefixes: Vec::new(),
+        values: vec![(NS.to_owned(), GONE.to_owned())],
+    }
 }
 
-/// Runs every read against the model. Returns (wrong, missing, errors).
-fn exercise(db: &Db, model: &Model, phase: &Phase, out: &mut Outcome) {
-    for a in &model.accounts {
-        phase.set(format!("read({})", a.id));
-        let r = match db.read(a.id) {
-            Ok(r) => r,
-            Err(_) => {
-                out.read_errors += 1;
-                continue;
-            }
-        };
-        for ((acct, region, key), want) in model.rows.range((a.id, "", vec![])..) {
-            if *acct != a.id {
-                break;
-            }
-            phase.set(format!("get {} {region} {:?}", a.id, bstr(key)));
-            let got = if *region == a.home {
-                r.get(&NOTES, key)
-            } else {
-                r.get_in(region, &NOTES, key)
-            };
-            match got {
-                Ok(Some(rec)) if &*rec == want.as_slice() => {}
-                Ok(Some(rec)) => out.wrong.push(format!(
-                    "get {} {region} {:?}: {} bytes, expected {}",
-                    a.id,
-                    bstr(key),
-                    rec.len(),
-                    want.len()
-                )),
-                Ok(None) => {
-                    out.missing
-                        .push(format!("get {} {region} {:?}: None", a.id, bstr(key)))
-                }
-                Err(_) => out.read_errors += 1,
-            }
-        }
-        phase.set(format!("get absent key {}", a.id));
-        match r.get(&NOTES, b"never-written") {
-            Ok(Some(_)) => out
-                .wrong
-                .push(format!("get {} of an absent key: Some", a.id)),
-            Ok(None) => {}
-            Err(_) => out.read_errors += 1,
-        }
-        phase.set(format!("scan {}", a.id));
-        match r.scan(&NOTES) {
-            Ok(rows) => {
-                for row in rows.take(10_000) {
-                    match row {
-                        Ok(row) => {
-                            if row.account() != a.id {
-                                out.wrong.push(format!(
-                                    "scan of {} yielded a row of {}",
-                                    a.id,
-                                    row.account()
-                                ));
-                                continue;
-                            }
-                            check_row(db, model, &row, "scan", out);
-                        }
-                        Err(_) => out.read_errors += 1,
-                    }
-                }
-            }
-            Err(_) => out.read_errors += 1,
-        }
-    }
-    for (value, (acct, region, key)) in &model.owners {
-        phase.set(format!("find_unique {value}"));
-        match db.find_unique(&NOTES, NS, value) {
-            Ok(Some(hit)) => {
-                let want = &model.rows[&(*acct, *region, key.clone())];
-                if hit.account() != *acct
-                    || region_name(db, hit.region()) != Some(region)
-                    || hit.key() != key.as_slice()
-                    || &**hit.record() != want.as_slice()
-                {
-                    out.wrong.push(format!(
-                        "find_unique {value}: {:?}, expected {acct} {region} {:?}",
-                        hit,
-                        bstr(key)
-                    ));
-                }
-            }
-            Ok(None) => out.missing.push(format!("find_unique {value}: None")),
-            Err(_) => out.read_errors += 1,
-        }
-    }
-    phase.set("find_unique of a released value");
-    match db.find_unique(&NOTES, NS, "gone@example.com") {
-        Ok(Some(h)) => out
-            .wrong
-            .push(format!("find_unique of a released value: {h:?}")),
-        Ok(None) => {}
-        Err(_) => out.read_errors += 1,
-    }
-    phase.set("scan_all");
-    match db.scan_all(&NOTES) {
-        Ok(rows) => {
-            for row in rows.take(10_000) {
-                match row {
-                    Ok(row) => check_row(db, model, &row, "scan_all", out),
-                    Err(_) => out.read_errors += 1,
-                }
-            }
-        }
-        Err(_) => out.read_errors += 1,
-    }
+/// Runs every read against the seeded model ([`compare`]): wrong data and data read as
+/// absent are findings, read errors are counted. Then the audit, and a small write per
+/// account.
+fn exercise(db: &Db, seed: &Seed, phase: &Phase, out: &mut Outcome) {
+    let found = compare(
+        db,
+        &seed.ids(),
+        &seed.model,
+        &Catalog::default(),
+        &probes(),
+        &|p| phase.set(p),
+    );
+    out.wrong.extend(found.wrong);
+    out.missing.extend(found.missing);
+    out.read_errors += found.errors.len();
     phase.set("audit");
     match db.audit() {
         Ok(report) => out.audit_findings = Some(report.findings().len()),
@@ -476,55 +380,31 @@ fn exercise(db: &Db, model: &Model, phase: &Phase, out: &mut Outcome) {
     }
     // A small write per account: Ok or an error, never a panic (its data is not checked:
     // the damaged store is thrown away).
-    for a in &model.accounts {
-        phase.set(format!("write {}", a.id));
-        if let Ok(mut w) = db.write(a.id) {
+    for id in &seed.ids {
+        phase.set(format!("write {id}"));
+        if let Ok(mut w) = db.write(*id) {
             let _ = w.insert(&NOTES, b"after-damage", b"w");
             let _ = w.insert_unique(
                 &NOTES,
                 b"after-damage-u",
                 b"u",
-                &[Unique::new(NS, format!("after-{}", a.id).as_str())],
+                &[Unique::new(NS, format!("after-{id}").as_str())],
             );
             let _ = w.commit();
         }
     }
 }
 
-/// A scanned row must be a seeded row with its seeded value.
-fn check_row(db: &Db, model: &Model, row: &regionkv::Row<Raw>, what: &str, out: &mut Outcome) {
-    let Some(region) = region_name(db, row.region()) else {
-        out.wrong
-            .push(format!("{what}: row in unknown region {}", row.region()));
-        return;
-    };
-    match model.rows.get(&(row.account(), region, row.key().to_vec())) {
-        Some(want) if &**row.record() == want.as_slice() => {}
-        Some(want) => out.wrong.push(format!(
-            "{what}: {} {region} {:?}: {} bytes, expected {}",
-            row.account(),
-            bstr(row.key()),
-            row.record().len(),
-            want.len()
-        )),
-        None => out.wrong.push(format!(
-            "{what}: unexpected row {} {region} {:?}",
-            row.account(),
-            bstr(row.key())
-        )),
-    }
-}
-
-fn bstr(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The store opened with region `damaged` disabled: the other regions must work, and the
-/// damaged file must stay as it was.
+/// The store opened with region `damaged` disabled: every read must answer as the model
+/// says with that region disabled (its rows and values `RegionDisabled`, the others
+/// exactly the seeded data), a plain and a unique write must succeed in every other region
+/// of every account and be read back (the model with those writes, checked again), writes
+/// in the damaged region must be refused, the audit must be clean, and the damaged file
+/// must stay as it was.
 fn disabled_check(
     env: &Env,
     damaged: &'static str,
-    model: &Model,
+    seed: &Seed,
     phase: &Phase,
     keep: &mut Vec<Db>,
 ) -> Result<(), String> {
@@ -541,74 +421,58 @@ fn disabled_check(
         .open(b)
         .map_err(|e| format!("open with {damaged} disabled: {e}"))?;
     keep.push(db.clone());
+    let cat = Catalog {
+        disabled: vec![damaged],
+        unsettled: false,
+    };
+    let ids = seed.ids();
+    let mut model = seed.model.clone();
     let mut errs = Vec::new();
-    for a in &model.accounts {
-        phase.set(format!("disabled: reads of {}", a.id));
-        let r = db.read(a.id).map_err(|e| format!("read({}): {e}", a.id))?;
-        for ((acct, region, key), want) in &model.rows {
-            if *acct != a.id {
-                continue;
-            }
-            let got = r.get_in(region, &NOTES, key);
-            match (got, *region == damaged) {
-                (Ok(Some(rec)), false) if &*rec == want.as_slice() => {}
-                (Err(Error::RegionDisabled(_)), true) => {}
-                (got, _) => errs.push(format!(
-                    "get_in {} {region} {:?}: {:?}",
-                    a.id,
-                    bstr(key),
-                    got.map(|o| o.map(|r| r.len()))
-                )),
-            }
+    let check = |model: &Model, when: &str, errs: &mut Vec<String>| {
+        let found = compare(&db, &ids, model, &cat, &probes(), &|p| {
+            phase.set(format!("disabled {when}: {p}"))
+        });
+        if let Err(e) = found.into_result() {
+            errs.push(format!("{when}: {e}"));
         }
-        drop(r);
+    };
+    check(&model, "seeded data", &mut errs);
+    for (acct, a) in seed.model.accounts.iter().enumerate() {
+        let id = seed.ids[acct];
         for &region in &a.allowed {
-            phase.set(format!("disabled: write {} in {region}", a.id));
-            let w = db.write_in(a.id, region);
+            phase.set(format!("disabled: write {id} in {region}"));
             if region == damaged {
+                let w = db.write_in(id, region);
                 if !matches!(w, Err(Error::RegionDisabled(_))) {
-                    errs.push(format!("write_in {} {region}: {:?}", a.id, w.map(|_| ())));
+                    errs.push(format!("write_in {id} {region}: {:?}", w.map(|_| ())));
                 }
                 continue;
             }
-            let fresh = format!("fresh-{}-{region}@example.com", a.id);
-            let done = (|| -> Result<(), Error> {
-                let mut w = w?;
-                w.insert(&NOTES, b"after-disable", b"plain")?;
-                w.insert_unique(
-                    &NOTES,
-                    b"after-disable-u",
-                    b"uniq",
-                    &[Unique::new(NS, &fresh)],
-                )?;
-                w.commit()?;
-                let r = db.read(a.id)?;
-                let plain = r.get_in(region, &NOTES, b"after-disable")?;
-                if plain.as_deref() != Some(b"plain".as_slice()) {
-                    return Err(Error::InvalidArgument("written row not read back".into()));
-                }
-                let hit = db.find_unique(&NOTES, NS, &fresh)?;
-                if hit.map(|h| h.account()) != Some(a.id) {
-                    return Err(Error::InvalidArgument("claimed value not found".into()));
-                }
-                Ok(())
-            })();
-            if let Err(e) = done {
-                errs.push(format!("write in {region} by {}: {e}", a.id));
+            let fresh = format!("fresh-{id}-{region}@example.com");
+            let c = Commit {
+                acct,
+                region,
+                recs: vec![
+                    Rec::Put {
+                        key: b"after-disable".to_vec(),
+                        value: b"plain".to_vec(),
+                        uniques: None,
+                    },
+                    Rec::Put {
+                        key: b"after-disable-u".to_vec(),
+                        value: b"uniq".to_vec(),
+                        uniques: Some(vec![(NS.to_owned(), fresh)]),
+                    },
+                ],
+            };
+            let r = execute_commit(&db, &NOTES, id, &c);
+            let want = model.commit(&c);
+            if classify(&r) != Some(want) || want != Predicted::Ok {
+                errs.push(format!("write in {region} by {id}: {r:?}, model {want:?}"));
             }
         }
     }
-    phase.set("disabled: find_unique");
-    for (value, (acct, region, key)) in &model.owners {
-        match (db.find_unique(&NOTES, NS, value), *region == damaged) {
-            (Ok(Some(h)), false) if h.account() == *acct && h.key() == key.as_slice() => {}
-            (Err(Error::RegionDisabled(_)), true) => {}
-            (got, _) => errs.push(format!(
-                "find_unique {value}: {:?}",
-                got.map(|h| h.map(|h| h.account()))
-            )),
-        }
-    }
+    check(&model, "after writes", &mut errs);
     phase.set("disabled: audit");
     match db.audit() {
         Ok(rep) if rep.is_clean() => {}
@@ -648,13 +512,13 @@ fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) 
         phase.set("prepare");
         out.note = prep(&env);
     }
-    let model = &seed().model;
+    let seeded = seed();
     let before = env.snapshot();
     phase.set("open");
     match env.open(builder()) {
         Ok(db) => {
             keep.push(db.clone());
-            exercise(&db, model, phase, out);
+            exercise(&db, seeded, phase, out);
             phase.set("close");
             let _ = db.close();
         }
@@ -675,7 +539,7 @@ fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) 
         if let Some(prep) = case.prepare {
             prep(&env);
         }
-        out.disabled = Some(disabled_check(&env, case.part, model, phase, keep));
+        out.disabled = Some(disabled_check(&env, case.part, seeded, phase, keep));
         if let Env::Real(d) = &env {
             restore_permissions(d.path());
         }
@@ -1265,22 +1129,23 @@ fn changed_digest_key_must_not_allow_a_second_owner() {
             return;
         }
     };
-    let model = &seed().model;
-    let (value, (owner, _, _)) = model.owners.iter().next().unwrap();
-    let thief = model.accounts.iter().find(|a| a.id != *owner).unwrap();
+    let seeded = seed();
+    let ((_, value), (owner, _, _)) = seeded.model.owners.iter().next().unwrap();
+    let owner = seeded.ids[*owner];
+    let thief = seeded.ids.iter().copied().find(|a| *a != owner).unwrap();
     let found = db
         .find_unique(&NOTES, NS, value)
         .map(|h| h.map(|h| h.account()));
-    let mut w = db.write(thief.id).unwrap();
+    let mut w = db.write(thief).unwrap();
     w.insert_unique(&NOTES, b"thief", b"x", &[Unique::new(NS, value)])
         .unwrap();
     let second_claim = w.commit();
     let audit = db.audit().unwrap();
     assert!(
-        matches!(found, Ok(Some(a)) if a == *owner) && second_claim.is_err(),
+        matches!(found, Ok(Some(a)) if a == owner) && second_claim.is_err(),
         "value {value} owned by {owner}: find_unique -> {found:?}; a claim by {} -> {:?}; \
          audit afterwards: {:?}",
-        thief.id,
+        thief,
         second_claim,
         audit.findings()
     );
@@ -1320,8 +1185,8 @@ fn damage_base() -> Vec<(PathBuf, Vec<u8>)> {
         .create_account(NewAccount::new("e", "eu").allow("us").max_records(50))
         .unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
-    for i in 0..20u32 {
-        let (a, r) = if i % 2 == 0 { (e, "eu") } else { (u, "us") };
+    // Record `k<i>` owning value `v<i>` in namespace `m`.
+    let claim = |a: AccountId, r: &str, i: u32| {
         let mut w = db.write_in(a, r).unwrap();
         w.insert_unique(
             &T,
@@ -1331,18 +1196,14 @@ fn damage_base() -> Vec<(PathBuf, Vec<u8>)> {
         )
         .unwrap();
         w.commit().unwrap();
+    };
+    for i in 0..20u32 {
+        let (a, r) = if i % 2 == 0 { (e, "eu") } else { (u, "us") };
+        claim(a, r, i);
     }
     db.checkpoint().unwrap();
     for i in 20..26u32 {
-        let mut w = db.write_in(e, "eu").unwrap();
-        w.insert_unique(
-            &T,
-            format!("k{i}").as_bytes(),
-            b"payload",
-            &[Unique::new("m", &format!("v{i}"))],
-        )
-        .unwrap();
-        w.commit().unwrap();
+        claim(e, "eu", i);
     }
     // an unknown write in eu (doubtful row)
     sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);

@@ -8,18 +8,23 @@
 //! of 1 to 16 0xFF bytes, keys equal to another account's full stored key (its id ++ its
 //! user key), and keys that begin with the account's own id. Afterwards, for every account
 //! A, every read through `db.read(A)` (`get`, `get_in` for every region, `scan`,
-//! `scan_prefix` with crafted prefixes) yields exactly the rows a `BTreeMap` model says A
-//! holds, each scanned row tagged with A; `find_unique`, `is_taken` and `scan_all` name the
-//! right owner of every row and value.
+//! `scan_prefix` with crafted prefixes) yields exactly the rows the kit's model
+//! (`common::model`) says A holds, each scanned row tagged with A; `find_unique`, `is_taken`
+//! and `scan_all` name the right owner of every row and value. Every value names its writer
+//! (`Values::NameWriter`), so a leaked row is recognisable as such.
 
-use std::collections::BTreeMap;
+mod common;
 
+use common::REGIONS;
+use common::model::{
+    Acct, Catalog, Commit, Model, Probes, Rec, Values, classify, compare, execute_commit,
+    writer_value,
+};
 use proptest::prelude::*;
 use regionkv::testing::SimStorage;
-use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
+use regionkv::{AccountId, Db, NewAccount, Raw, Table};
 
 const DIR: &str = "/isolation";
-const REGIONS: [&str; 3] = ["us", "eu", "ap"];
 const ITEMS: Table<Raw> = Table::new("items");
 const NS: &str = "handle";
 /// Unique values `handle-0` .. `handle-5`: few, so claims collide across accounts.
@@ -159,29 +164,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// (account index, region index, user key).
-type RowKey = (usize, usize, Vec<u8>);
-
-#[derive(Debug, Default)]
-struct Model {
-    rows: BTreeMap<RowKey, (Vec<u8>, Option<u8>)>,
-    owners: BTreeMap<u8, RowKey>,
-}
-
 fn unique_value(u: u8) -> String {
     format!("handle-{u}")
 }
 
-/// A record's value names its writer, so a leaked row is recognisable.
-fn record_value(acct: usize, val: u8) -> Vec<u8> {
-    format!("acct{acct}-val{val}").into_bytes()
-}
-
 fn open(sim: &SimStorage) -> Db {
     Db::builder()
-        .region("us")
-        .region("eu")
-        .region("ap")
+        .region(REGIONS[0])
+        .region(REGIONS[1])
+        .region(REGIONS[2])
         .storage(sim.clone())
         .open(DIR)
         .expect("open")
@@ -205,25 +196,34 @@ impl World {
         let sim = SimStorage::new();
         let db = open(&sim);
         let mut ids = Vec::new();
+        let mut accounts = Vec::new();
         for (i, s) in specs.iter().enumerate() {
             let mut new = NewAccount::new(format!("acct{i}"), REGIONS[s.home]);
-            for r in s.allowed() {
-                new = new.allow(REGIONS[r]);
+            let allowed: Vec<&'static str> = s.allowed().iter().map(|r| REGIONS[*r]).collect();
+            for r in &allowed {
+                new = new.allow(*r);
             }
             ids.push(db.create_account(new).expect("create account"));
+            accounts.push(Acct::new(REGIONS[s.home], &allowed));
         }
+        let mut model = Model::new(ITEMS.name(), &REGIONS, accounts);
+        // A record's value names its writer, so a leaked row is recognisable.
+        model.values = Values::NameWriter;
         World {
             sim,
             handle: Some(db),
             ids,
             specs,
-            model: Model::default(),
+            model,
         }
     }
 
+    /// Runs `op` against the store and the model: the store must accept exactly what the
+    /// model does (a write to a region outside the account's is `PlacementDenied`, a claim
+    /// of a value another record owns a `UniqueViolation`).
     fn apply(&mut self, op: &Op) {
         let n = self.ids.len();
-        let (acct, region) = match op {
+        let (acct, region, rec) = match op {
             Op::Reopen => {
                 if let Some(db) = self.handle.take() {
                     db.close().expect("close");
@@ -231,94 +231,60 @@ impl World {
                 self.handle = Some(open(&self.sim));
                 return;
             }
-            Op::Insert { acct, region, .. }
-            | Op::InsertUnique { acct, region, .. }
-            | Op::Remove { acct, region, .. } => (acct % n, *region),
+            Op::Insert {
+                acct,
+                region,
+                key,
+                val,
+            } => {
+                let acct = acct % n;
+                let rec = Rec::Put {
+                    key: key.resolve(acct, &self.ids),
+                    value: writer_value(acct, *val),
+                    uniques: None,
+                };
+                (acct, *region, rec)
+            }
+            Op::InsertUnique {
+                acct,
+                region,
+                key,
+                val,
+                uniq,
+            } => {
+                let acct = acct % n;
+                let rec = Rec::Put {
+                    key: key.resolve(acct, &self.ids),
+                    value: writer_value(acct, *val),
+                    uniques: Some(
+                        uniq.map(|u| (NS.to_owned(), unique_value(u)))
+                            .into_iter()
+                            .collect(),
+                    ),
+                };
+                (acct, *region, rec)
+            }
+            Op::Remove { acct, region, key } => {
+                let acct = acct % n;
+                let rec = Rec::Remove {
+                    key: key.resolve(acct, &self.ids),
+                };
+                (acct, *region, rec)
+            }
         };
-        let id = self.ids[acct];
-        let allowed = self.specs[acct].allowed().contains(&region);
-        let w = self.db().write_in(id, REGIONS[region]);
-        if !allowed {
-            assert!(
-                matches!(w, Err(Error::PlacementDenied { .. })),
-                "{op:?}: write_in a denied region: {:?}",
-                w.map(|_| ())
-            );
-            return;
-        }
-        let mut w = w.expect("write_in an allowed region");
-        let m = &mut self.model;
-        match op {
-            Op::Insert { key, val, .. } => {
-                let key = key.resolve(acct, &self.ids);
-                let value = record_value(acct, *val);
-                w.insert(&ITEMS, &key, &value).unwrap();
-                w.commit().expect("insert commits");
-                let rk = (acct, region, key);
-                let uniq = m.rows.get(&rk).and_then(|(_, u)| *u);
-                m.rows.insert(rk, (value, uniq));
-            }
-            Op::InsertUnique { key, val, uniq, .. } => {
-                let key = key.resolve(acct, &self.ids);
-                let value = record_value(acct, *val);
-                let rk = (acct, region, key.clone());
-                let u = uniq.map(unique_value);
-                let list: Vec<Unique<'_>> = u.iter().map(|u| Unique::new(NS, u)).collect();
-                w.insert_unique(&ITEMS, &key, &value, &list).unwrap();
-                let taken = uniq
-                    .and_then(|u| m.owners.get(&u))
-                    .is_some_and(|o| *o != rk);
-                let r = w.commit();
-                if taken {
-                    assert!(
-                        matches!(r, Err(Error::UniqueViolation { .. })),
-                        "{op:?}: value owned elsewhere, commit said {r:?}"
-                    );
-                    return;
-                }
-                r.unwrap_or_else(|e| panic!("{op:?}: {e}"));
-                if let Some((_, Some(old))) = m.rows.get(&rk) {
-                    m.owners.remove(old);
-                }
-                if let Some(u) = uniq {
-                    m.owners.insert(*u, rk.clone());
-                }
-                m.rows.insert(rk, (value, *uniq));
-            }
-            Op::Remove { key, .. } => {
-                let key = key.resolve(acct, &self.ids);
-                w.remove(&ITEMS, &key).unwrap();
-                w.commit().expect("remove commits");
-                if let Some((_, Some(old))) = m.rows.remove(&(acct, region, key)) {
-                    m.owners.remove(&old);
-                }
-            }
-            Op::Reopen => unreachable!(),
-        }
+        let commit = Commit {
+            acct,
+            region: REGIONS[region],
+            recs: vec![rec],
+        };
+        let r = execute_commit(self.db(), &ITEMS, self.ids[acct], &commit);
+        let want = self.model.commit(&commit);
+        assert_eq!(classify(&r), Some(want), "{op:?}: the store said {r:?}");
     }
 
-    /// The rows of account `a`, as (region, key, value), in key order per region.
-    fn rows_of(&self, a: usize, prefix: &[u8]) -> Vec<(usize, Vec<u8>, Vec<u8>)> {
-        let mut v: Vec<_> = self
-            .model
-            .rows
-            .iter()
-            .filter(|((acct, _, k), _)| *acct == a && k.starts_with(prefix))
-            .map(|((_, r, k), (val, _))| (*r, k.clone(), val.clone()))
-            .collect();
-        v.sort();
-        v
-    }
-
-    fn region_index(&self, id: regionkv::RegionId) -> usize {
-        let name = self.db().region_name(id).expect("known region");
-        REGIONS
-            .iter()
-            .position(|r| *r == name)
-            .expect("one of ours")
-    }
-
-    fn prefixes(&self, a: usize) -> Vec<Vec<u8>> {
+    /// Prefixes every account scans: the empty one, 0x00, runs of 0xFF, every account id
+    /// and pieces of it, and every key an account could hold.
+    fn prefixes(&self) -> Vec<Vec<u8>> {
         let mut p: Vec<Vec<u8>> = vec![
             vec![],
             vec![0x00],
@@ -336,124 +302,39 @@ impl World {
             p.push([&be[..], b"k"].concat());
             p.push([&be[..], &[0xFF]].concat());
         }
-        // Every key the account could hold is a prefix too.
-        p.extend(universe(a, &self.ids));
+        p.extend(self.keys());
         p.sort();
         p.dedup();
         p
     }
 
+    /// Every key any account could hold.
+    fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = (0..self.ids.len())
+            .flat_map(|a| universe(a, &self.ids))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Every read of every account against the model (point reads of every key any account
+    /// could hold in every region, scans of crafted prefixes, every unique value,
+    /// `scan_all`), then the audit.
     fn check(&self) {
         let db = self.db();
-        for (a, &id) in self.ids.iter().enumerate() {
-            let r = db.read(id).expect("read");
-            assert_eq!(r.account(), id);
-            let allowed = self.specs[a].allowed();
-            let home = self.specs[a].home;
-            // Point reads of every key any account could hold, in every region.
-            for key in universe(a, &self.ids) {
-                for (ri, region) in REGIONS.iter().enumerate() {
-                    let got = r.get_in(region, &ITEMS, &key);
-                    if !allowed.contains(&ri) {
-                        assert!(
-                            matches!(got, Err(Error::PlacementDenied { .. })),
-                            "get_in {region} outside the policy of account {a}: {:?}",
-                            got.map(|o| o.map(|r| r.to_vec()))
-                        );
-                        continue;
-                    }
-                    let got = got.expect("get_in").map(|rec| rec.to_vec());
-                    let want = self
-                        .model
-                        .rows
-                        .get(&(a, ri, key.clone()))
-                        .map(|v| v.0.clone());
-                    assert_eq!(
-                        got, want,
-                        "get_in {region} by account {a} ({id}) of key {key:02x?}"
-                    );
-                    if ri == home {
-                        let got = r.get(&ITEMS, &key).expect("get").map(|rec| rec.to_vec());
-                        assert_eq!(got, want, "get by account {a} of key {key:02x?}");
-                    }
-                }
-            }
-            // Scans: the whole account, and crafted prefixes.
-            for prefix in self.prefixes(a) {
-                let rows = if prefix.is_empty() {
-                    r.scan(&ITEMS)
-                } else {
-                    r.scan_prefix(&ITEMS, &prefix)
-                }
-                .expect("scan");
-                let mut got = Vec::new();
-                for row in rows {
-                    let row = row.expect("scanned row");
-                    assert_eq!(
-                        row.account(),
-                        id,
-                        "scan_prefix {prefix:02x?} by account {a} yielded a row of {} (key {:02x?})",
-                        row.account(),
-                        row.key()
-                    );
-                    got.push((
-                        self.region_index(row.region()),
-                        row.key().to_vec(),
-                        row.record().to_vec(),
-                    ));
-                }
-                got.sort();
-                assert_eq!(
-                    got,
-                    self.rows_of(a, &prefix),
-                    "scan_prefix {prefix:02x?} by account {a} ({id})"
-                );
-            }
+        let probes = Probes {
+            keys: self.keys(),
+            prefixes: self.prefixes(),
+            values: (0..UNIQUES)
+                .map(|u| (NS.to_owned(), unique_value(u)))
+                .collect(),
+        };
+        let ids: Vec<Option<AccountId>> = self.ids.iter().map(|i| Some(*i)).collect();
+        let found = compare(db, &ids, &self.model, &Catalog::default(), &probes, &|_| {});
+        if let Err(e) = found.into_result() {
+            panic!("ids {:?}: {e}", self.ids);
         }
-        // Unique values: the right owner, or none.
-        for u in 0..UNIQUES {
-            let value = unique_value(u);
-            let hit = db.find_unique(&ITEMS, NS, &value).expect("find_unique");
-            match (hit, self.model.owners.get(&u)) {
-                (None, None) => {}
-                (Some(h), Some((a, r, k))) => {
-                    assert_eq!(h.account(), self.ids[*a], "owner of {value}");
-                    assert_eq!(self.region_index(h.region()), *r, "region of {value}");
-                    assert_eq!(h.key(), k.as_slice(), "key of {value}");
-                    assert_eq!(
-                        h.record().to_vec(),
-                        self.model.rows[&(*a, *r, k.clone())].0,
-                        "record of {value}"
-                    );
-                }
-                (h, want) => panic!("find_unique {value}: got {h:?}, model owner {want:?}"),
-            }
-            assert_eq!(
-                db.is_taken(NS, &value).unwrap(),
-                self.model.owners.contains_key(&u),
-                "is_taken {value}"
-            );
-        }
-        // scan_all: every row tagged with its real owner.
-        let mut all: Vec<RowKey> = Vec::new();
-        for row in db.scan_all(&ITEMS).expect("scan_all") {
-            let row = row.expect("row");
-            let a = self
-                .ids
-                .iter()
-                .position(|i| *i == row.account())
-                .expect("row of a known account");
-            let rk = (a, self.region_index(row.region()), row.key().to_vec());
-            assert_eq!(
-                Some(&row.record().to_vec()),
-                self.model.rows.get(&rk).map(|v| &v.0),
-                "scan_all row {rk:?}"
-            );
-            all.push(rk);
-        }
-        all.sort();
-        let want: Vec<RowKey> = self.model.rows.keys().cloned().collect();
-        assert_eq!(all, want, "scan_all rows");
         let report = db.audit().expect("audit");
         assert!(report.is_clean(), "audit: {:?}", report.findings());
     }

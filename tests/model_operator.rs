@@ -15,10 +15,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::files::{diff_files, sim_snapshot};
 use common::*;
 use proptest::prelude::*;
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Db, Error, NewAccount};
+use regionkv::{AccountId, Db, Error};
 
 const DIR: &str = "/opmodel";
 /// A region no account uses, added at open by some cases (then listed or disabled).
@@ -58,37 +59,17 @@ enum Step {
     FaultThenCrash(u8, Op, bool),
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let a = 0usize..3;
-    let r = 0usize..3;
-    let k = 0u8..KEYS;
-    let u = || proptest::collection::vec((0u8..2, 0u8..VALUES), 0..3);
-    prop_oneof![
-        1 => (a.clone(), r.clone(), k.clone(), 0u8..8)
-            .prop_map(|(acct, region, key, val)| Op::Insert { acct, region, key, val }),
-        4 => (a.clone(), r.clone(), k.clone(), 0u8..8, u()).prop_map(
-            |(acct, region, key, val, uniques)| Op::InsertUnique { acct, region, key, val, uniques }
-        ),
-        1 => (a.clone(), r.clone(), k.clone(), k.clone(), u(), u()).prop_map(
-            |(acct, region, k1, k2, u1, u2)| Op::Pair { acct, region, keys: (k1, k2), uniques: (u1, u2) }
-        ),
-        2 => (a, r, k).prop_map(|(acct, region, key)| Op::Remove { acct, region, key }),
-        1 => Just(Op::Checkpoint),
-    ]
-    .prop_filter("engine refuses before any I/O", is_valid)
-}
-
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         2 => (0usize..3).prop_map(Step::Create),
-        14 => op().prop_map(Step::Op),
+        14 => op_strategy(4).prop_map(Step::Op),
         2 => (0u8..64, any::<bool>()).prop_map(|(disable, extra)| Step::Reopen { disable, extra }),
         2 => (0u8..64, any::<bool>()).prop_map(|(disable, extra)| Step::CrashReopen { disable, extra }),
         1 => (0usize..4).prop_map(Step::DisableNow),
         1 => (1usize..3).prop_map(Step::DisableUnderLoad),
         1 => (any::<u8>(), 0u8..64, any::<bool>())
             .prop_map(|(n, disable, extra)| Step::FaultyReopen { n, disable, extra }),
-        2 => (0u8..40, op(), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
+        2 => (0u8..40, op_strategy(4), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
     ]
 }
 
@@ -171,16 +152,6 @@ struct State {
     unsettled: BTreeSet<&'static str>,
 }
 
-fn snapshot(sim: &SimStorage) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
-    sim.paths()
-        .into_iter()
-        .map(|p| {
-            let b = sim.live_bytes(&p);
-            (p, b)
-        })
-        .collect()
-}
-
 impl State {
     fn catalog(&self) -> Catalog {
         Catalog {
@@ -227,13 +198,15 @@ impl State {
 
     /// A refused open must change no byte, and the store must still open as it was.
     fn refused_open_changes_nothing(&mut self, b: regionkv::Builder) -> Result<(), TestCaseError> {
-        let before = snapshot(&self.sim);
+        let before = sim_snapshot(&self.sim);
         let r = b.open(DIR);
         prop_assert!(r.is_err(), "open must be refused");
+        let diff = diff_files(&before, &sim_snapshot(&self.sim));
         prop_assert!(
-            snapshot(&self.sim) == before,
-            "a refused open changed files: {:?}",
-            r.err()
+            diff.is_empty(),
+            "a refused open changed files: {:?}: {:?}",
+            r.err(),
+            diff
         );
         Ok(())
     }
@@ -245,12 +218,7 @@ impl State {
     }
 
     fn run_op(&mut self, i: usize, op: &Op) -> Result<(), TestCaseError> {
-        let idv: Vec<AccountId> = self
-            .ids
-            .iter()
-            .map(|i| i.unwrap_or(AccountId::from_raw(0)))
-            .collect();
-        let r = execute(&self.db, &idv, op);
+        let r = execute_some(&self.db, &self.ids, op).expect("runnable");
         if let Some(region) = op_region(op)
             && self.config.disabled.contains(region)
         {
@@ -312,12 +280,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     for (i, step) in steps.into_iter().enumerate() {
         match step {
             Step::Create(a) => {
-                let (name, home, others) = ACCOUNTS[a];
-                let mut n = NewAccount::new(name, home);
-                for o in others {
-                    n = n.allow(*o);
-                }
-                let r = s.db.create_account(n);
+                let home = ACCOUNTS[a].1;
+                let r = s.db.create_account(new_account(a));
                 match (s.ids[a], &r) {
                     (None, Ok(id)) => s.ids[a] = Some(*id),
                     (_, Err(Error::RegionDisabled(_))) if s.config.disabled.contains(home) => {}
@@ -326,9 +290,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 }
             }
             Step::Op(op) => {
-                if let Some(a) = op_account(&op)
-                    && s.ids[a].is_none()
-                {
+                if !runnable(&s.ids, &op) {
                     continue;
                 }
                 s.run_op(i, &op)?;
@@ -423,18 +385,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 }
             }
             Step::FaultThenCrash(n, op, power_loss) => {
-                if let Some(a) = op_account(&op)
-                    && s.ids[a].is_none()
-                {
+                if !runnable(&s.ids, &op) {
                     continue;
                 }
-                let idv: Vec<AccountId> = s
-                    .ids
-                    .iter()
-                    .map(|i| i.unwrap_or(AccountId::from_raw(0)))
-                    .collect();
                 s.sim.fail_after(n as u64, FaultOn::Any);
-                let r = execute(&s.db, &idv, &op);
+                let r = execute_some(&s.db, &s.ids, &op).expect("runnable");
                 let tripped = s.sim.fault_tripped();
                 if power_loss {
                     s.sim.crash();
@@ -619,16 +574,6 @@ fn disable_under_load(
     }
     s.config.disabled.insert(region);
     Ok(())
-}
-
-fn op_account(op: &Op) -> Option<usize> {
-    match op {
-        Op::Insert { acct, .. }
-        | Op::InsertUnique { acct, .. }
-        | Op::Pair { acct, .. }
-        | Op::Remove { acct, .. } => Some(*acct),
-        Op::Checkpoint => None,
-    }
 }
 
 proptest! {

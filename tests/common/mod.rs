@@ -1,11 +1,13 @@
 //! The shared kit of the integration tests.
 //!
-//! This module: a small protocol workload over 3 regions, an in-memory model of what the
-//! store must contain, and a checker that compares a live store with it (`check`,
-//! `check_some`, `check_catalog`). Spaces are small on purpose: few accounts, few keys, few
-//! unique values, so claims collide.
+//! This module: a small protocol workload over 3 regions ([`Op`], [`workload`], the
+//! proptest strategy [`op_strategy`]), run against a store ([`execute`]) and against the
+//! one model of the kit ([`Model::apply`]), and the checker of that model over the
+//! workload's keys and values (`check`, `check_some`, `check_catalog`). Spaces are small on
+//! purpose: few accounts, few keys, few unique values, so claims collide.
 //!
-//! Submodules: [`rng`] (the one pseudo-random generator), [`sim`] (stores on `SimStorage`,
+//! Submodules: [`model`] (the one model of what a store must contain, its writes, and the
+//! checker that compares a live store with it), [`rng`] (the one pseudo-random generator), [`sim`] (stores on `SimStorage`,
 //! one-record writes, file paths from `regionkv::layout`), [`files`] (directory snapshots
 //! and their differences, byte searches, the us+eu store on disk), [`refusal`] (refused
 //! opens and rejected operations as rows of a table).
@@ -15,14 +17,19 @@
 #![allow(dead_code)]
 
 pub mod files;
+pub mod model;
 pub mod refusal;
 pub mod rng;
 pub mod sim;
 
-use std::collections::BTreeMap;
+use proptest::prelude::*;
+use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table};
 
-use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
-
+#[allow(unused_imports)]
+pub use model::{
+    Acct, Catalog, Claim, Commit, Findings, Model, Outcome, Probes, Rec, Row, RowKey, Values,
+    classify, compare, execute_commit,
+};
 pub use rng::Rng;
 
 pub const T: Table<Raw> = Table::new("t");
@@ -83,41 +90,76 @@ pub enum Op {
     Checkpoint,
 }
 
+/// (namespace index, value index) pairs a record claims.
+pub type Uniques = Vec<(u8, u8)>;
+
 impl Op {
     pub fn region_name(acct: usize, region: usize) -> &'static str {
         let a = allowed(acct);
         a[region % a.len()]
     }
+
+    /// The account the op writes as, if it writes.
+    pub fn account(&self) -> Option<usize> {
+        match self {
+            Op::Insert { acct, .. }
+            | Op::InsertUnique { acct, .. }
+            | Op::Pair { acct, .. }
+            | Op::Remove { acct, .. } => Some(*acct),
+            Op::Checkpoint => None,
+        }
+    }
+
+    /// The commit the op is (`None`: a checkpoint).
+    pub fn to_commit(&self) -> Option<Commit> {
+        let put = |key: u8, val: u8, uniques: Option<&Uniques>| Rec::Put {
+            key: vec![key],
+            value: record_value(val),
+            uniques: uniques.map(|u| uniq_list(u)),
+        };
+        let (acct, region, recs) = match self {
+            Op::Checkpoint => return None,
+            Op::Insert {
+                acct,
+                region,
+                key,
+                val,
+            } => (acct, region, vec![put(*key, *val, None)]),
+            Op::InsertUnique {
+                acct,
+                region,
+                key,
+                val,
+                uniques,
+            } => (acct, region, vec![put(*key, *val, Some(uniques))]),
+            // Keys equal: the same record twice in one write, the last operation wins.
+            Op::Pair {
+                acct,
+                region,
+                keys,
+                uniques,
+            } => (
+                acct,
+                region,
+                vec![
+                    put(keys.0, keys.0, Some(&uniques.0)),
+                    put(keys.1, keys.1, Some(&uniques.1)),
+                ],
+            ),
+            Op::Remove { acct, region, key } => {
+                (acct, region, vec![Rec::Remove { key: vec![*key] }])
+            }
+        };
+        Some(Commit {
+            acct: *acct,
+            region: Op::region_name(*acct, *region),
+            recs,
+        })
+    }
 }
 
-/// What a record is, in the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub value: Vec<u8>,
-    pub uniques: Vec<(String, String)>,
-}
-
-pub type RowKey = (usize, &'static str, u8);
-/// (namespace index, value index) pairs a record claims.
-pub type Uniques = Vec<(u8, u8)>;
-/// One record a write sets: key, value, owned (namespace, value) pairs.
-type RecordSet = (RowKey, Vec<u8>, Vec<(String, String)>);
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Model {
-    pub rows: BTreeMap<RowKey, Row>,
-    pub owners: BTreeMap<(String, String), RowKey>,
-}
-
-/// Outcome classes the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Violation,
-}
-
-fn uniq_list(u: &[(u8, u8)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = u
+fn uniq_list(u: &[(u8, u8)]) -> Vec<Claim> {
+    let v: Vec<Claim> = u
         .iter()
         .map(|&(ns, val)| {
             (
@@ -126,128 +168,33 @@ fn uniq_list(u: &[(u8, u8)]) -> Vec<(String, String)> {
             )
         })
         .collect();
-    v.sort();
-    v.dedup();
-    v
+    model::canonical(&v)
 }
 
 impl Model {
-    /// Applies `op` if the engine must accept it; returns the predicted outcome.
-    pub fn apply(&mut self, op: &Op) -> Outcome {
-        match op {
-            Op::Checkpoint => Outcome::Ok,
-            Op::Insert {
-                acct,
-                region,
-                key,
-                val,
-            } => {
-                let rk = (*acct, Op::region_name(*acct, *region), *key);
-                let uniques = self
-                    .rows
-                    .get(&rk)
-                    .map(|r| r.uniques.clone())
-                    .unwrap_or_default();
-                self.rows.insert(
-                    rk,
-                    Row {
-                        value: record_value(*val),
-                        uniques,
-                    },
-                );
-                Outcome::Ok
-            }
-            Op::InsertUnique {
-                acct,
-                region,
-                key,
-                val,
-                uniques,
-            } => {
-                let rk = (*acct, Op::region_name(*acct, *region), *key);
-                self.set_records(&[(rk, record_value(*val), uniq_list(uniques))])
-            }
-            Op::Pair {
-                acct,
-                region,
-                keys,
-                uniques,
-            } => {
-                let r = Op::region_name(*acct, *region);
-                if keys.0 == keys.1 {
-                    // Same record twice in one write: the last operation wins.
-                    return self.set_records(&[(
-                        (*acct, r, keys.1),
-                        record_value(keys.1),
-                        uniq_list(&uniques.1),
-                    )]);
-                }
-                let a = uniq_list(&uniques.0);
-                let b = uniq_list(&uniques.1);
-                self.set_records(&[
-                    ((*acct, r, keys.0), record_value(keys.0), a),
-                    ((*acct, r, keys.1), record_value(keys.1), b),
-                ])
-            }
-            Op::Remove { acct, region, key } => {
-                let rk = (*acct, Op::region_name(*acct, *region), *key);
-                if let Some(row) = self.rows.remove(&rk) {
-                    for u in row.uniques {
-                        self.owners.remove(&u);
-                    }
-                }
-                Outcome::Ok
-            }
-        }
+    /// The model of the workload's store: table `T`, regions `REGIONS`, accounts
+    /// `ACCOUNTS`, nothing written.
+    pub fn workload() -> Model {
+        let accounts = ACCOUNTS
+            .iter()
+            .map(|(_, home, others)| Acct::new(home, others))
+            .collect();
+        Model::new(T.name(), &REGIONS, accounts)
     }
 
-    /// Sets several records of one write atomically (each owning exactly its list).
-    fn set_records(&mut self, recs: &[RecordSet]) -> Outcome {
-        // Values claimed by two records of the write: the engine refuses the write
-        // (DuplicateInWrite); the workload never generates that, see `is_valid`.
-        let written: Vec<RowKey> = recs.iter().map(|r| r.0).collect();
-        for (rk, _, new) in recs {
-            for u in new {
-                if let Some(owner) = self.owners.get(u)
-                    && owner != rk
-                    && !written.contains(owner)
-                {
-                    return Outcome::Violation;
-                }
-                // Owned by another record of this write that keeps it: also a conflict.
-                if let Some(owner) = self.owners.get(u)
-                    && owner != rk
-                    && written.contains(owner)
-                {
-                    let keeps = recs.iter().any(|(k, _, l)| k == owner && l.contains(u));
-                    if keeps {
-                        return Outcome::Violation;
-                    }
-                }
-            }
+    /// Applies `op` if the engine must accept it; returns the predicted outcome.
+    pub fn apply(&mut self, op: &Op) -> Outcome {
+        match op.to_commit() {
+            None => Outcome::Ok,
+            Some(c) => self.commit(&c),
         }
-        for (rk, value, new) in recs {
-            if let Some(old) = self.rows.get(rk) {
-                for u in &old.uniques {
-                    if self.owners.get(u) == Some(rk) {
-                        self.owners.remove(u);
-                    }
-                }
-            }
-            self.rows.insert(
-                *rk,
-                Row {
-                    value: value.clone(),
-                    uniques: new.clone(),
-                },
-            );
-        }
-        for (rk, _, new) in recs {
-            for u in new {
-                self.owners.insert(u.clone(), *rk);
-            }
-        }
-        Outcome::Ok
+    }
+}
+
+/// The workload's model ([`Model::workload`]).
+impl Default for Model {
+    fn default() -> Model {
+        Model::workload()
     }
 }
 
@@ -265,61 +212,24 @@ pub fn is_valid(op: &Op) -> bool {
 
 /// Runs an op against the store.
 pub fn execute(db: &Db, ids: &[AccountId], op: &Op) -> Result<(), Error> {
-    let write = |acct: usize, region: usize| db.write_in(ids[acct], Op::region_name(acct, region));
-    match op {
-        Op::Checkpoint => db.checkpoint(),
-        Op::Insert {
-            acct,
-            region,
-            key,
-            val,
-        } => {
-            let mut w = write(*acct, *region)?;
-            w.insert(&T, &[*key], &record_value(*val))?;
-            w.commit()
-        }
-        Op::InsertUnique {
-            acct,
-            region,
-            key,
-            val,
-            uniques,
-        } => {
-            let list = uniq_list(uniques);
-            let us: Vec<Unique> = list.iter().map(|(n, v)| Unique::new(n, v)).collect();
-            let mut w = write(*acct, *region)?;
-            w.insert_unique(&T, &[*key], &record_value(*val), &us)?;
-            w.commit()
-        }
-        Op::Pair {
-            acct,
-            region,
-            keys,
-            uniques,
-        } => {
-            let la = uniq_list(&uniques.0);
-            let lb = uniq_list(&uniques.1);
-            let ua: Vec<Unique> = la.iter().map(|(n, v)| Unique::new(n, v)).collect();
-            let ub: Vec<Unique> = lb.iter().map(|(n, v)| Unique::new(n, v)).collect();
-            let mut w = write(*acct, *region)?;
-            w.insert_unique(&T, &[keys.0], &record_value(keys.0), &ua)?;
-            w.insert_unique(&T, &[keys.1], &record_value(keys.1), &ub)?;
-            w.commit()
-        }
-        Op::Remove { acct, region, key } => {
-            let mut w = write(*acct, *region)?;
-            w.remove(&T, &[*key])?;
-            w.commit()
-        }
+    match op.to_commit() {
+        None => db.checkpoint(),
+        Some(c) => execute_commit(db, &T, ids[c.acct], &c),
     }
 }
 
-pub fn classify(r: &Result<(), Error>) -> Option<Outcome> {
-    match r {
-        Ok(()) => Some(Outcome::Ok),
-        Err(Error::UniqueViolation { .. }) => Some(Outcome::Violation),
-        Err(_) => None,
+/// Like [`execute`], for a workload in which some accounts do not exist yet (`None`):
+/// `None` if the op's account does not exist (the op is not run).
+pub fn execute_some(db: &Db, ids: &[Option<AccountId>], op: &Op) -> Option<Result<(), Error>> {
+    match op.to_commit() {
+        None => Some(db.checkpoint()),
+        Some(c) => ids[c.acct].map(|id| execute_commit(db, &T, id, &c)),
     }
+}
+
+/// Whether the op can run: its account exists (or it writes as nobody).
+pub fn runnable(ids: &[Option<AccountId>], op: &Op) -> bool {
+    op.account().is_none_or(|a| ids[a].is_some())
 }
 
 pub fn builder() -> regionkv::Builder {
@@ -330,17 +240,20 @@ pub fn builder() -> regionkv::Builder {
     b
 }
 
+/// Account `i` of the workload.
+pub fn new_account(i: usize) -> NewAccount {
+    let (name, home, others) = ACCOUNTS[i];
+    let mut n = NewAccount::new(name, home);
+    for o in others {
+        n = n.allow(*o);
+    }
+    n
+}
+
 /// Creates the accounts of the workload; returns their ids.
 pub fn create_accounts(db: &Db) -> Vec<AccountId> {
-    ACCOUNTS
-        .iter()
-        .map(|(name, home, others)| {
-            let mut n = NewAccount::new(*name, *home);
-            for o in *others {
-                n = n.allow(*o);
-            }
-            db.create_account(n).expect("create account")
-        })
+    (0..ACCOUNTS.len())
+        .map(|i| db.create_account(new_account(i)).expect("create account"))
         .collect()
 }
 
@@ -351,7 +264,21 @@ pub fn account_ids(db: &Db) -> Vec<AccountId> {
         .collect()
 }
 
-/// Compares the store with the model: every row (I3), every owner (I1, I2).
+/// What the checker of the workload reads besides the model's data: every key of the
+/// workload and every unique value of each namespace.
+pub fn workload_probes() -> Probes {
+    Probes {
+        keys: (0..KEYS).map(|k| vec![k]).collect(),
+        prefixes: Vec::new(),
+        values: NAMESPACES
+            .iter()
+            .flat_map(|ns| (0..VALUES).map(move |v| (ns.to_string(), unique_value(v))))
+            .collect(),
+    }
+}
+
+/// Compares the store with the model ([`compare`] over [`workload_probes`]): every row
+/// (I3), every owner (I1, I2).
 pub fn check(db: &Db, ids: &[AccountId], model: &Model) -> Result<(), String> {
     let all: Vec<Option<AccountId>> = ids.iter().map(|i| Some(*i)).collect();
     check_some(db, &all, model)
@@ -360,6 +287,18 @@ pub fn check(db: &Db, ids: &[AccountId], model: &Model) -> Result<(), String> {
 /// Like [`check`], for a workload in which some accounts do not exist yet (`None`).
 pub fn check_some(db: &Db, ids: &[Option<AccountId>], model: &Model) -> Result<(), String> {
     check_catalog(db, ids, model, &Catalog::default())
+}
+
+/// Like [`check_some`], with disabled regions: rows there read as `RegionDisabled`; a value
+/// owned there is taken (and `find_unique` says `RegionDisabled`); while `unsettled`, a
+/// value the model calls free may be refused but never handed to a second owner.
+pub fn check_catalog(
+    db: &Db,
+    ids: &[Option<AccountId>],
+    model: &Model,
+    cat: &Catalog,
+) -> Result<(), String> {
+    compare(db, ids, model, cat, &workload_probes(), &|_| {}).into_result()
 }
 
 /// `n` (namespace, value) index pairs.
@@ -378,8 +317,8 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
         let region = g.next(3) as usize;
         let key = g.next(KEYS as u64) as u8;
         let op = match g.next(10) {
-            0..=2 => {
-                let n = 1 + g.next(2);
+            c @ (0..=2 | 9) => {
+                let n = if c == 9 { 1 } else { 1 + g.next(2) };
                 let val = g.next(8) as u8;
                 Op::InsertUnique {
                     acct,
@@ -414,17 +353,7 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
                     uniques: (a, b),
                 }
             }
-            8 => Op::Checkpoint,
-            _ => {
-                let val = g.next(8) as u8;
-                Op::InsertUnique {
-                    acct,
-                    region,
-                    key,
-                    val,
-                    uniques: random_uniques(&mut g, 1),
-                }
-            }
+            _ => Op::Checkpoint,
         };
         if is_valid(&op) {
             ops.push(op);
@@ -433,149 +362,29 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
     ops
 }
 
-/// What the store may answer while some regions are disabled.
-#[derive(Debug, Clone, Default)]
-pub struct Catalog {
-    /// Disabled regions (by name).
-    pub disabled: Vec<&'static str>,
-    /// Some disabled region may hold claims a crash left unsettled: "free" answers may be
-    /// refused with `RegionUnsettled` (or `Busy` for an in-flight entry left behind).
-    pub unsettled: bool,
-}
-
-impl Catalog {
-    pub fn is_disabled(&self, region: &str) -> bool {
-        self.disabled.contains(&region)
-    }
-}
-
-/// Like [`check_some`], with disabled regions: rows there read as `RegionDisabled`; a value
-/// owned there is taken (and `find_unique` says `RegionDisabled`); while `unsettled`, a
-/// value the model calls free may be refused but never handed to a second owner.
-pub fn check_catalog(
-    db: &Db,
-    ids: &[Option<AccountId>],
-    model: &Model,
-    cat: &Catalog,
-) -> Result<(), String> {
-    for (acct, id) in ids.iter().enumerate() {
-        let Some(id) = id else { continue };
-        let r = db.read(*id).map_err(|e| format!("read({acct}): {e}"))?;
-        for region in allowed(acct) {
-            for key in 0..KEYS {
-                let got = r.get_in(region, &T, &[key]);
-                if cat.is_disabled(region) {
-                    if !matches!(got, Err(Error::RegionDisabled(_))) {
-                        return Err(format!(
-                            "get a{acct} {region} k{key} in a disabled region: {:?}",
-                            got.map(|o| o.map(|r| r.to_vec()))
-                        ));
-                    }
-                    continue;
-                }
-                let got = got
-                    .map_err(|e| format!("get a{acct} {region} k{key}: {e}"))?
-                    .map(|rec| rec.to_vec());
-                let want = model
-                    .rows
-                    .get(&(acct, region, key))
-                    .map(|r| r.value.clone());
-                if got != want {
-                    return Err(format!(
-                        "row a{acct} {region} k{key}: store {got:?}, model {want:?}"
-                    ));
-                }
-            }
-        }
-    }
-    for ns in NAMESPACES {
-        for v in 0..VALUES {
-            let value = unique_value(v);
-            let want = model
-                .owners
-                .get(&(ns.to_string(), value.clone()))
-                .map(|(a, r, k)| (*a, r.to_string(), vec![*k]));
-            let hit = db.find_unique(&T, ns, &value);
-            let taken = db.is_taken(ns, &value);
-            match &want {
-                Some((_, region, _)) if cat.is_disabled(region) => {
-                    if !matches!(
-                        hit,
-                        Err(Error::RegionDisabled(_)) | Err(Error::RegionUnsettled(_))
-                    ) {
-                        return Err(format!(
-                            "find_unique {ns}/{value} owned in disabled {region}: {:?}",
-                            hit.map(|h| h.map(|h| h.account()))
-                        ));
-                    }
-                    match taken {
-                        Ok(true) => {}
-                        Err(Error::RegionUnsettled(_)) if cat.unsettled => {}
-                        other => {
-                            return Err(format!(
-                                "is_taken {ns}/{value} owned in disabled {region}: {other:?}"
-                            ));
-                        }
-                    }
-                    continue;
-                }
-                None if cat.unsettled => {
-                    // May be refused; must never name an owner the model does not know.
-                    match hit {
-                        // An entry left in flight by the crash names the disabled region.
-                        Ok(None)
-                        | Err(Error::RegionUnsettled(_))
-                        | Err(Error::RegionDisabled(_)) => {}
-                        Ok(Some(h)) => {
-                            return Err(format!(
-                                "find_unique {ns}/{value}: owner {:?}, model none",
-                                h.account()
-                            ));
-                        }
-                        Err(e) => return Err(format!("find_unique {ns}/{value}: {e}")),
-                    }
-                    if let Err(e) = &taken
-                        && !matches!(e, Error::RegionUnsettled(_))
-                    {
-                        return Err(format!("is_taken {ns}/{value}: {e}"));
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let got = hit
-                .map_err(|e| format!("find_unique {ns}/{value}: {e}"))?
-                .map(|h| {
-                    let acct = ids
-                        .iter()
-                        .position(|i| *i == Some(h.account()))
-                        .expect("known account");
-                    let region = db.region_name(h.region()).unwrap();
-                    (acct, region, h.key().to_vec())
-                });
-            if got != want {
-                return Err(format!(
-                    "owner of {ns}/{value}: store {got:?}, model {want:?}"
-                ));
-            }
-            let taken = taken.map_err(|e| format!("is_taken {ns}/{value}: {e}"))?;
-            if taken != want.is_some() {
-                return Err(format!(
-                    "is_taken {ns}/{value}: {taken}, model owner {want:?}"
-                ));
-            }
-        }
-    }
-    Ok(())
+/// Workload ops as a proptest strategy; `unique_weight` weighs `InsertUnique` against
+/// 1 `Insert`, 1 `Pair`, 2 `Remove` and 1 `Checkpoint`.
+pub fn op_strategy(unique_weight: u32) -> impl Strategy<Value = Op> {
+    let a = 0usize..3;
+    let r = 0usize..3;
+    let k = 0u8..KEYS;
+    let u = || proptest::collection::vec((0u8..2, 0u8..VALUES), 0..3);
+    prop_oneof![
+        1 => (a.clone(), r.clone(), k.clone(), 0u8..8)
+            .prop_map(|(acct, region, key, val)| Op::Insert { acct, region, key, val }),
+        unique_weight => (a.clone(), r.clone(), k.clone(), 0u8..8, u()).prop_map(
+            |(acct, region, key, val, uniques)| Op::InsertUnique { acct, region, key, val, uniques }
+        ),
+        1 => (a.clone(), r.clone(), k.clone(), k.clone(), u(), u()).prop_map(
+            |(acct, region, k1, k2, u1, u2)| Op::Pair { acct, region, keys: (k1, k2), uniques: (u1, u2) }
+        ),
+        2 => (a, r, k).prop_map(|(acct, region, key)| Op::Remove { acct, region, key }),
+        1 => Just(Op::Checkpoint),
+    ]
+    .prop_filter("engine refuses before any I/O", is_valid)
 }
 
 /// The region an op writes to, if it writes.
 pub fn op_region(op: &Op) -> Option<&'static str> {
-    match op {
-        Op::Insert { acct, region, .. }
-        | Op::InsertUnique { acct, region, .. }
-        | Op::Pair { acct, region, .. }
-        | Op::Remove { acct, region, .. } => Some(Op::region_name(*acct, *region)),
-        Op::Checkpoint => None,
-    }
+    op.to_commit().map(|c| c.region)
 }
