@@ -33,7 +33,7 @@ use regionkv::{AccountId, Db, NewAccount, Table};
 
 /// ~100 bytes archived: 8 + 4 + 8 (string header) + 80 (string bytes) = 100, plus the
 /// 6-byte envelope: 106 bytes stored.
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize)]
+#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct Rec {
     id: u64,
@@ -160,7 +160,7 @@ fn build(dir: &Path) -> (Db, redb::Database, AccountId) {
             for i in start..end {
                 let r = rec(i);
                 let bytes = regionkv::encode_value::<Rec>(
-                    "recs",
+                    &RECS,
                     regionkv::AccountId::from_raw(0),
                     b"bench",
                     &r,
@@ -267,7 +267,7 @@ fn benches(c: &mut Criterion) {
                     n = n.wrapping_add(1);
                     let v = raw_t.get(black_box(k.as_slice())).unwrap().unwrap();
                     let rec = regionkv::decode_value::<Rec>(
-                        "recs",
+                        &RECS,
                         regionkv::AccountId::from_raw(0),
                         b"bench",
                         v.value(),
@@ -292,7 +292,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| black_box(black_box(&held).validated().unwrap().seats.to_native()))
         });
         let buf = regionkv::encode_value::<Rec>(
-            "recs",
+            &RECS,
             regionkv::AccountId::from_raw(0),
             b"bench",
             &rec(123_456),
@@ -301,7 +301,7 @@ fn benches(c: &mut Criterion) {
         g.bench_function("decode_value", |b| {
             b.iter(|| {
                 let v = regionkv::decode_value::<Rec>(
-                    "recs",
+                    &RECS,
                     regionkv::AccountId::from_raw(0),
                     b"bench",
                     black_box(&buf),

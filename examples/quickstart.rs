@@ -6,7 +6,7 @@
 
 use regionkv::{Db, Error, NewAccount, Table, Unique};
 
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize)]
+#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct License {
     key: String,

@@ -22,7 +22,7 @@ use crate::read::{Hit, Read, Record, Rows};
 use crate::reservation::index::IndexRead;
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
-use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED, user_table_name};
+use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED};
 use crate::table::{Table, digest};
 use crate::types::{AccountId, RegionId};
 use crate::write::Write;
@@ -441,7 +441,10 @@ impl Db {
     pub fn scan_all<V: Value>(&self, table: &Table<V>) -> Result<Rows<V>> {
         self.inner.check_open()?;
         check_table_name(table.name())?;
-        Ok(Rows::all(&self.inner, table.name()))
+        Ok(Rows::all(
+            &self.inner,
+            crate::partition::schemas::Declared::of(table),
+        ))
     }
 
     /// The id of a region by name.
@@ -699,16 +702,15 @@ fn owner_at<V: Value>(
     {
         return Ok(None);
     }
-    let tname = user_table_name(table.name());
-    let def = redb::TableDefinition::<&[u8], &[u8]>::new(&tname);
-    let Some(data) = region.part.read_table(txn, def)? else {
+    let d = crate::partition::schemas::Declared::of(table);
+    let Some(data) = crate::read::open_checked(&region.part, txn, &d)? else {
         return Ok(None);
     };
     let dkey = crate::partition::region::data_key(loc.account, &loc.key);
     let Some(guard) = data.get(dkey.as_slice()).at(&region.part)? else {
         return Ok(None);
     };
-    let record = Record::new(guard, txn, &region.part.name, table.name(), &dkey)?;
+    let record = Record::new(guard, txn, &region.part, &d, &dkey)?;
     Ok(Some(Hit {
         account: AccountId(loc.account),
         region: region.id,

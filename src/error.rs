@@ -95,14 +95,15 @@ pub enum Error {
         /// What did not match.
         reason: String,
     },
-    /// The file was written by a newer version of regionkv.
-    #[error("{path} has format version {found}; this build reads up to {supported}")]
+    /// The file was written by another version of regionkv (a newer one, or one before
+    /// format 2, whose records carry no schema version).
+    #[error("{path} has format version {found}; this build reads format {supported}")]
     FormatVersion {
         /// The file.
         path: PathBuf,
         /// Version found in the file.
         found: u32,
-        /// Newest version this build understands.
+        /// The version this build reads.
         supported: u32,
     },
     /// The partition saw an I/O failure and refuses further writes until the store is
@@ -140,9 +141,51 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A table was read or written with another type than the one it holds in that
+    /// region (another fingerprint, codec or schema version): the stored bytes are not
+    /// interpreted. Nothing was written. Not retryable: the table handle's type or version
+    /// must change (or the stored records be migrated).
+    #[error(
+        "schema mismatch in table `{table}` (partition `{partition}`): it holds {stored}, \
+         asked for {asked}"
+    )]
+    SchemaMismatch {
+        /// The user table.
+        table: String,
+        /// The region partition.
+        partition: String,
+        /// What the table holds there.
+        stored: Box<SchemaInfo>,
+        /// What the handle asked for.
+        asked: Box<SchemaInfo>,
+    },
     /// The store was closed with [`Db::close`](crate::Db::close).
     #[error("the store is closed")]
     Closed,
+}
+
+/// The schema of a table as stored or as asked (see [`Error::SchemaMismatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaInfo {
+    /// The Rust type's name (not part of the fingerprint).
+    pub type_name: String,
+    /// `"rkyv"` or `"raw"`.
+    pub codec: String,
+    /// The schema version.
+    pub version: u16,
+    /// The type's [`Schema`](crate::Schema) fingerprint.
+    pub fingerprint: u64,
+}
+
+impl std::fmt::Display for SchemaInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} v{} ({}, fingerprint {:#018x})",
+            self.type_name, self.version, self.codec, self.fingerprint
+        )
+    }
 }
 
 impl Error {

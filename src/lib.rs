@@ -6,7 +6,7 @@
 //! ```
 //! use regionkv::{Db, NewAccount, Table, Unique};
 //!
-//! #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize)]
+//! #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema)]
 //! #[rkyv(crate = regionkv::rkyv)]
 //! struct License { key: String, seats: u32 }
 //! const LICENSES: Table<License> = Table::new("licenses");
@@ -48,6 +48,9 @@
 
 #![warn(missing_docs)]
 
+// The derive names `::regionkv::...`; this makes those paths work inside the crate too.
+extern crate self as regionkv;
+
 mod account;
 mod audit;
 pub mod backends;
@@ -71,14 +74,19 @@ pub use account::{Account, AccountState, NewAccount};
 pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FileStorage, Storage};
 pub use builder::{Builder, DEFAULT_CACHE_BYTES};
+#[doc(hidden)]
+pub use codec::shape::__private;
+pub use codec::shape::{Schema, schema_label};
 pub use codec::value::{Raw, Value};
 pub use db::{Db, ForfeitReport, RegionInfo, Stats};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SchemaInfo};
 pub use limits::{
     DEFAULT_MAX_VALUE, MAX_ACCOUNT_NAME, MAX_KEY, MAX_NAMESPACE, MAX_REGION_NAME, MAX_TABLE_NAME,
     MAX_UNIQUE_VALUE,
 };
 pub use read::{Hit, Read, Record, Row, Rows};
+/// `#[derive(Schema)]`: see [`Schema`].
+pub use regionkv_derive::Schema;
 pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
 pub use table::{Table, Unique};
@@ -91,30 +99,55 @@ pub use rkyv;
 
 /// Decodes a value as stored under `key` of `account` in `table` (envelope + payload)
 /// without a store: checks the header and the CRC (which covers the row's table and key
-/// too), then validates the payload. Total: any input gives `Ok` or [`Error::Corrupt`].
-/// For tools and fuzzing.
+/// too), that the record's schema version is the handle's, then validates the payload.
+/// Total: any input gives `Ok` or an error ([`Error::Corrupt`]; [`Error::SchemaMismatch`]
+/// for a record of another schema version). For tools and fuzzing.
 pub fn decode_value<'v, V: Value>(
-    table: &str,
+    table: &Table<V>,
     account: AccountId,
     key: &[u8],
     bytes: &'v [u8],
 ) -> Result<&'v V::View> {
     let dkey = partition::region::data_key(account.get(), key);
-    let binding = codec::envelope::Binding { table, key: &dkey };
-    codec::envelope::decode::<V>(bytes, &binding)
-        .map_err(|e| Error::corrupt("<bytes>", e.to_string()))
+    let binding = codec::envelope::Binding {
+        table: table.name(),
+        key: &dkey,
+    };
+    let (version, view) = codec::envelope::decode::<V>(bytes, &binding)
+        .map_err(|e| Error::corrupt("<bytes>", e.to_string()))?;
+    if version != table.schema_version() {
+        let d = partition::schemas::Declared::of(table);
+        let mut stored = d.info();
+        stored.version = version;
+        stored.fingerprint = 0;
+        stored.type_name = "(unknown without the store)".to_owned();
+        return Err(Error::SchemaMismatch {
+            table: table.name().to_owned(),
+            partition: "<bytes>".to_owned(),
+            stored: Box::new(stored),
+            asked: Box::new(d.info()),
+        });
+    }
+    Ok(view)
 }
 
 /// Encodes a value exactly as regionkv stores it under `key` of `account` in `table`
-/// (envelope + payload). For tools and fuzzing.
+/// (envelope + payload, with the handle's schema version). For tools and fuzzing.
 pub fn encode_value<V: Value>(
-    table: &str,
+    table: &Table<V>,
     account: AccountId,
     key: &[u8],
     value: &V::Input,
 ) -> Result<Vec<u8>> {
     let payload = V::encode(value).map_err(Error::InvalidArgument)?;
     let dkey = partition::region::data_key(account.get(), key);
-    let binding = codec::envelope::Binding { table, key: &dkey };
-    Ok(codec::envelope::seal::<V>(&binding, &payload))
+    let binding = codec::envelope::Binding {
+        table: table.name(),
+        key: &dkey,
+    };
+    Ok(codec::envelope::seal::<V>(
+        &binding,
+        table.schema_version(),
+        &payload,
+    ))
 }

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use redb::{AccessGuard, ReadOnlyTable, TableDefinition};
 
 use crate::account::Account;
-use crate::codec::envelope::HEADER_LEN;
-use crate::codec::envelope::check_value;
+use crate::codec::envelope::{HEADER_LEN, check_envelope, corrupt_value};
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
 use crate::limits::check_table_name;
-use crate::partition::At;
+use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
+use crate::partition::{At, Partition};
 use crate::schema::user_table_name;
 use crate::table::Table;
 use crate::types::{AccountId, RegionId};
@@ -26,7 +26,7 @@ type DataTable = ReadOnlyTable<Bytes, Bytes>;
 
 /// A stored record, read in place: derefs to `V::Archived` (or `[u8]` for
 /// [`Raw`](crate::Raw)) inside redb's page, with no copy and no deserialization. Its
-/// checksum and archive were validated when it was read.
+/// checksum, schema version and archive were validated when it was read.
 ///
 /// The record keeps its snapshot (and so the pages it points into) alive, also after the
 /// [`Read`], scan or lookup that produced it is dropped; drop it when done.
@@ -41,14 +41,29 @@ pub(crate) use crate::partition::set::Snapshot;
 
 impl<V: Value> Record<V> {
     /// `data_key`: the row's key, `account ++ user key` (the envelope's CRC covers it).
+    /// The table's schema row was checked against `d` when its table was opened; here the
+    /// record's own schema version must be `d`'s, and its payload must validate for `V`.
     pub(crate) fn new(
         guard: AccessGuard<'static, Bytes>,
         snapshot: &Snapshot,
-        partition: &str,
-        table: &str,
+        part: &Partition,
+        d: &Declared,
         data_key: &[u8],
     ) -> Result<Self> {
-        check_value::<V>(guard.value(), partition, table, data_key)?;
+        let u = check_envelope::<V>(guard.value(), &part.name, d.table, data_key)?;
+        if u.version != d.version {
+            return Err(schemas::record_version_error(
+                part, snapshot, d, u.version, data_key,
+            ));
+        }
+        V::view(u.payload).map_err(|e| {
+            corrupt_value(
+                &part.name,
+                d.table,
+                data_key,
+                format_args!("payload failed validation: {e}"),
+            )
+        })?;
         Ok(Record {
             guard,
             _snapshot: snapshot.clone(),
@@ -90,29 +105,44 @@ impl<V: Value> std::fmt::Debug for Record<V> {
 struct Snap {
     region: Arc<Region>,
     txn: Snapshot,
-    tables: Vec<(&'static str, Option<DataTable>)>,
+    /// Tables opened so far, with the schema they were checked against.
+    tables: Vec<(Declared, Option<DataTable>)>,
 }
 
 impl Snap {
-    fn table(&mut self, name: &'static str) -> Result<Option<&DataTable>> {
+    fn table(&mut self, d: &Declared) -> Result<Option<&DataTable>> {
         // Table names are `&'static str` consts: the same pointer almost always.
         let idx = match self
             .tables
             .iter()
-            .position(|(n, _)| std::ptr::eq(*n, name) || *n == name)
+            .position(|(n, _)| (std::ptr::eq(n.table, d.table) || n.table == d.table) && n == d)
         {
             Some(i) => i,
             None => {
-                check_table_name(name)?;
-                let tname = user_table_name(name);
-                let def = TableDefinition::<Bytes, Bytes>::new(&tname);
-                let t = self.region.part.read_table(&self.txn, def)?;
-                self.tables.push((name, t));
+                let t = open_checked(&self.region.part, &self.txn, d)?;
+                self.tables.push((*d, t));
                 self.tables.len() - 1
             }
         };
         Ok(self.tables[idx].1.as_ref())
     }
+}
+
+/// Opens user table `d.table` of a snapshot and checks its recorded schema against `d`;
+/// `None` when the table does not exist in this region.
+pub(crate) fn open_checked(
+    part: &Partition,
+    txn: &Snapshot,
+    d: &Declared,
+) -> Result<Option<DataTable>> {
+    check_table_name(d.table)?;
+    let tname = user_table_name(d.table);
+    let def = TableDefinition::<Bytes, Bytes>::new(&tname);
+    let Some(t) = part.read_table(txn, def)? else {
+        return Ok(None);
+    };
+    schemas::check_read(part, txn, d)?;
+    Ok(Some(t))
 }
 
 /// A read snapshot of one account's data. Every region is read at the snapshot taken the
@@ -202,8 +232,9 @@ impl Read {
         key: &[u8],
     ) -> Result<Option<Record<V>>> {
         let account = self.account.id().0;
+        let d = Declared::of(table);
         self.with_snap(region, |snap| {
-            let Some(t) = snap.table(table.name())? else {
+            let Some(t) = snap.table(&d)? else {
                 return Ok(None);
             };
             let mut stack = [0u8; 8 + STACK_KEY];
@@ -217,10 +248,7 @@ impl Read {
                 &heap
             };
             match t.get(full).at(&snap.region.part)? {
-                Some(guard) => {
-                    Record::new(guard, &snap.txn, &snap.region.part.name, table.name(), full)
-                        .map(Some)
-                }
+                Some(guard) => Record::new(guard, &snap.txn, &snap.region.part, &d, full).map(Some),
                 None => Ok(None),
             }
         })
@@ -244,12 +272,13 @@ impl Read {
     /// [`Error::InvalidArgument`] for a bad table name.
     pub fn scan_prefix<V: Value>(&self, table: &Table<V>, prefix: &[u8]) -> Result<Rows<V>> {
         check_table_name(table.name())?;
+        let d = Declared::of(table);
         let account = self.account.id().0;
         let (lo, hi) = prefix_bounds(account, prefix);
         let mut parts = VecDeque::new();
         for &region in self.account.allowed() {
             let part = self.with_snap(region, |snap| {
-                let Some(t) = snap.table(table.name())? else {
+                let Some(t) = snap.table(&d)? else {
                     return Ok(None);
                 };
                 let range = match &hi {
@@ -270,7 +299,7 @@ impl Read {
             });
         }
         Ok(Rows {
-            table: table.name(),
+            table: d,
             parts,
             current: None,
             _value: PhantomData,
@@ -305,14 +334,14 @@ struct RangePart {
 /// Rows from one or more regions: `Read::scan` (one account) or `Db::scan_all` (every
 /// account). Yields `Result<Row<V>>`.
 pub struct Rows<V: Value> {
-    table: &'static str,
+    table: Declared,
     parts: VecDeque<Result<RangePart>>,
     current: Option<RangePart>,
     _value: PhantomData<fn() -> V>,
 }
 
 impl<V: Value> Rows<V> {
-    pub(crate) fn all(inner: &Inner, table: &'static str) -> Self {
+    pub(crate) fn all(inner: &Inner, table: Declared) -> Self {
         let mut parts = VecDeque::new();
         // One read of the region set, and no other lock taken while it is held (a second
         // `regions.read()` here would deadlock against a waiting `disable_region`).
@@ -328,9 +357,7 @@ impl<V: Value> Rows<V> {
         for region in set {
             let part = region.and_then(|r| {
                 let txn = r.snapshot()?;
-                let tname = user_table_name(table);
-                let def = TableDefinition::<Bytes, Bytes>::new(&tname);
-                let Some(t) = r.part.read_table(&txn, def)? else {
+                let Some(t) = open_checked(&r.part, &txn, &table)? else {
                     return Ok(None);
                 };
                 let range = t.range::<&[u8]>(..).at(&r.part)?;
@@ -376,14 +403,16 @@ impl<V: Value> Iterator for Rows<V> {
                         }
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
-                        return Some(Record::new(v, snapshot, name, self.table, full).map(
-                            |record| Row {
-                                region: region.id,
-                                account: AccountId(account),
-                                key,
-                                record,
-                            },
-                        ));
+                        return Some(
+                            Record::new(v, snapshot, &region.part, &self.table, full).map(
+                                |record| Row {
+                                    region: region.id,
+                                    account: AccountId(account),
+                                    key,
+                                    record,
+                                },
+                            ),
+                        );
                     }
                     Some(Err(e)) => {
                         let err = region.part.err(e);

@@ -3,9 +3,9 @@
 
 use redb::TableDefinition;
 
-/// Format version written into every partition's meta table. A file with a larger version
-/// is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written into every partition's meta table. A file of another version is
+/// refused. Version 2: record envelopes carry a schema version, regions have `_schemas`.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Every partition: `key -> bytes`. Keys below.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("_meta");
@@ -87,6 +87,10 @@ pub(crate) const MARKERS: TableDefinition<u128, &[u8]> = TableDefinition::new("_
 /// Unique values owned by a record: `[table_len u8][table][account u64 BE][user key]` ->
 /// encoded list of (namespace, digest, plaintext). The plaintext stays in the region.
 pub(crate) const OWNED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("_owned");
+/// What each user table holds: (table, schema version) -> `[codec u8][fingerprint u64
+/// LE][type name utf-8]` (`partition/schemas.rs`). Written with a table's first row; never
+/// changed.
+pub(crate) const SCHEMAS: TableDefinition<(&str, u16), &[u8]> = TableDefinition::new("_schemas");
 /// Per-account usage in this region: account -> (records, bytes).
 pub(crate) const USAGE: TableDefinition<u64, (u64, u64)> = TableDefinition::new("_usage");
 

@@ -6,11 +6,17 @@ use std::marker::PhantomData;
 ///
 /// Each region partition holds one redb table per user table; rows are keyed by
 /// `account ++ key`, so one tenant's rows are contiguous. `V` is an rkyv-archivable type
-/// (read back in place as `V::Archived`) or [`Raw`](crate::Raw) for plain bytes.
+/// with [`Schema`](crate::Schema) (read back in place as `V::Archived`) or
+/// [`Raw`](crate::Raw) for plain bytes.
+///
+/// The first write of a table in a region records what it holds there: the codec, the
+/// type's fingerprint and the schema version. A read or write through a handle of another
+/// type is refused with [`Error::SchemaMismatch`](crate::Error::SchemaMismatch), never read
+/// as data.
 ///
 /// ```
-/// use regionkv::{Raw, Table};
-/// #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize)]
+/// use regionkv::{Raw, Schema, Table};
+/// #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Schema)]
 /// #[rkyv(crate = regionkv::rkyv)]
 /// struct License { key: String, seats: u32 }
 /// const LICENSES: Table<License> = Table::new("licenses");
@@ -20,14 +26,17 @@ use std::marker::PhantomData;
 /// ```
 pub struct Table<V: ?Sized> {
     name: &'static str,
+    version: u16,
     _value: PhantomData<fn() -> V>,
 }
 
 impl<V: ?Sized> Table<V> {
-    /// A table handle. The name is checked when the table is first used: 1 to 64 bytes.
+    /// A table handle, of schema version 1. The name is checked when the table is first
+    /// used: 1 to 64 bytes.
     pub const fn new(name: &'static str) -> Self {
         Table {
             name,
+            version: 1,
             _value: PhantomData,
         }
     }
@@ -35,6 +44,12 @@ impl<V: ?Sized> Table<V> {
     /// The table's name.
     pub const fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The schema version this handle reads and writes (recorded with every record and,
+    /// with the type's fingerprint, in each region where the table exists).
+    pub const fn schema_version(&self) -> u16 {
+        self.version
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::account::Account;
 use crate::codec::envelope;
@@ -16,6 +16,7 @@ use crate::partition::At;
 use crate::partition::region::{
     Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
 };
+use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
 use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation, ReserveReq};
 use crate::schema::*;
@@ -61,6 +62,8 @@ pub struct Write {
     account: Arc<Account>,
     region: Arc<Region>,
     ops: BTreeMap<(&'static str, Vec<u8>), Op>,
+    /// The schema of each table this write touches (one per table name).
+    schemas: Vec<Declared>,
 }
 
 impl std::fmt::Debug for Write {
@@ -100,6 +103,7 @@ impl Write {
             account,
             region,
             ops: BTreeMap::new(),
+            schemas: Vec::new(),
         })
     }
 
@@ -113,13 +117,37 @@ impl Write {
         self.account.id()
     }
 
-    fn encode<V: Value>(&self, table: &str, key: &[u8], value: &V::Input) -> Result<Vec<u8>> {
+    /// Checks a table handle against the other operations of this write: one table name,
+    /// one schema. The handle is checked against what the region records at commit.
+    fn declare<V: Value>(&mut self, table: &Table<V>) -> Result<()> {
+        check_table_name(table.name())?;
+        let d = Declared::of(table);
+        match self.schemas.iter().find(|s| s.table == d.table) {
+            Some(s) if *s == d => Ok(()),
+            Some(s) => Err(Error::SchemaMismatch {
+                table: d.table.to_owned(),
+                partition: self.region.part.name.clone(),
+                stored: Box::new(s.info()),
+                asked: Box::new(d.info()),
+            }),
+            None => {
+                self.schemas.push(d);
+                Ok(())
+            }
+        }
+    }
+
+    fn encode<V: Value>(&self, table: &Table<V>, key: &[u8], value: &V::Input) -> Result<Vec<u8>> {
         let payload =
             V::encode(value).map_err(|e| Error::invalid(format!("cannot encode value: {e}")))?;
         check_value_size(payload.len(), self.db.inner.opts.max_value)?;
         let dkey = data_key(self.account.id().0, key);
         Ok(envelope::seal::<V>(
-            &envelope::Binding { table, key: &dkey },
+            &envelope::Binding {
+                table: table.name(),
+                key: &dkey,
+            },
+            table.schema_version(),
             &payload,
         ))
     }
@@ -129,7 +157,8 @@ impl Write {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad table name, a key over 4 KiB or a value over
-    /// the configured limit; nothing is buffered then.
+    /// the configured limit; [`Error::SchemaMismatch`] if another operation of this write
+    /// used the table with another type. Nothing is buffered then.
     pub fn insert<V: Value>(
         &mut self,
         table: &Table<V>,
@@ -138,7 +167,8 @@ impl Write {
     ) -> Result<()> {
         check_table_name(table.name())?;
         check_key(key)?;
-        let value = self.encode::<V>(table.name(), key, value)?;
+        let value = self.encode::<V>(table, key, value)?;
+        self.declare(table)?;
         let slot = (table.name(), key.to_vec());
         // After a remove in the same write the record starts afresh, without values.
         let uniques = match self.ops.get(&slot) {
@@ -167,6 +197,7 @@ impl Write {
     ) -> Result<()> {
         check_table_name(table.name())?;
         check_key(key)?;
+        let value = self.encode::<V>(table, key, value)?;
         let mut owned = Vec::with_capacity(uniques.len());
         let mut seen = HashSet::new();
         for u in uniques {
@@ -182,7 +213,7 @@ impl Write {
                 value: u.value.to_vec(),
             });
         }
-        let value = self.encode::<V>(table.name(), key, value)?;
+        self.declare(table)?;
         self.ops.insert(
             (table.name(), key.to_vec()),
             Op::Put {
@@ -196,10 +227,12 @@ impl Write {
     /// Removes a record (if present) and releases the unique values it owned.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a bad table name or key.
+    /// [`Error::InvalidArgument`] for a bad table name or key; [`Error::SchemaMismatch`]
+    /// as for [`Write::insert`] (the table's recorded schema is checked at commit too).
     pub fn remove<V: Value>(&mut self, table: &Table<V>, key: &[u8]) -> Result<()> {
         check_table_name(table.name())?;
         check_key(key)?;
+        self.declare(table)?;
         self.ops.insert((table.name(), key.to_vec()), Op::Remove);
         Ok(())
     }
@@ -226,6 +259,7 @@ impl Write {
     /// - [`Error::Busy`] (retryable): a value is held by a transaction in flight;
     /// - [`Error::DuplicateInWrite`]: two records of this write claim the same value;
     /// - [`Error::QuotaExceeded`], [`Error::PlacementDenied`];
+    /// - [`Error::SchemaMismatch`]: a table holds another type in this region;
     /// - [`Error::OutcomeUnknown`]: the region commit itself failed; the region refuses
     ///   writes until the store is reopened, and recovery then settles the write one way
     ///   in every partition;
@@ -308,6 +342,17 @@ impl Write {
         let part = &self.region.part;
         let acct = self.account.id().0;
         let mut plan = Plan::default();
+        for d in &self.schemas {
+            let name = user_table_name(d.table);
+            let rows = w
+                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                .at(part)?
+                .len()
+                .at(part)?;
+            if schemas::check_write(part, w, d, rows)? {
+                plan.register.push(*d);
+            }
+        }
         let owned_t = w.open_table(OWNED).at(part)?;
         let mut current = None;
         for ((tname, key), op) in &self.ops {
@@ -436,6 +481,9 @@ impl Write {
     ) -> Result<()> {
         let part = &self.region.part;
         let acct = self.account.id().0;
+        for d in &plan.register {
+            schemas::register(part, w, d)?;
+        }
         let mut current = None;
         for ((tname, key), op) in &self.ops {
             let data = table_for(w, part, &mut current, tname)?;
@@ -529,6 +577,8 @@ struct Plan {
     releases: Vec<ReleaseReq>,
     /// Owned-value rows to write (an empty list removes the row).
     owned_updates: Vec<(Vec<u8>, Vec<Owned>)>,
+    /// Tables this write creates in the region: their schema rows.
+    register: Vec<Declared>,
     delta_records: i64,
     delta_bytes: i64,
 }

@@ -11,7 +11,7 @@ use regionkv::{AccountId, Db, Error, FindingKind, NewAccount, Raw, Table, Unique
 const USERS: Table<Raw> = Table::new("users");
 const NOTES: Table<Raw> = Table::new("notes");
 
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize)]
+#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct License {
     key: String,
@@ -403,8 +403,7 @@ fn row_outside_the_placement_policy_and_of_an_unknown_account() {
     let s = build();
     // carol may only store data in eu; account 999 does not exist.
     let encode = |account: u64, key: &[u8]| {
-        regionkv::encode_value::<Raw>("notes", AccountId::from_raw(account), key, b"misplaced")
-            .unwrap()
+        regionkv::encode_value(&NOTES, AccountId::from_raw(account), key, b"misplaced").unwrap()
     };
     let value = encode(s.carol, b"p1");
     let other = encode(999, b"x");

@@ -71,7 +71,9 @@ fn smoke() {
 // disabled regions, through the public API only.
 // ======================================================================================
 
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug, Clone, PartialEq)]
+#[derive(
+    regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema, Debug, Clone, PartialEq,
+)]
 #[rkyv(crate = regionkv::rkyv)]
 struct License {
     key: String,
@@ -175,7 +177,9 @@ fn reopen_round_trip_typed_and_raw_records() {
 // checks, through the public API only.
 // ======================================================================================
 
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug, Clone, PartialEq)]
+#[derive(
+    regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema, Debug, Clone, PartialEq,
+)]
 #[rkyv(crate = regionkv::rkyv)]
 struct Doc {
     name: String,
@@ -631,7 +635,7 @@ proptest! {
         check(&db, a, &docs);
         // encode_value / decode_value agree with what the store returns.
         for (k, d) in &docs {
-            let t = DOCS.name();
+            let t = &DOCS;
             let bytes = regionkv::encode_value::<Doc>(t, a, k, d).unwrap();
             let view = regionkv::decode_value::<Doc>(t, a, k, &bytes).unwrap();
             assert_doc(view, d);

@@ -10,7 +10,7 @@ use std::path::Path;
 use common::files::*;
 use regionkv::{Db, NewAccount, Table, Unique};
 
-#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, Debug)]
+#[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema, Debug)]
 #[rkyv(crate = regionkv::rkyv)]
 struct Customer {
     name: String,

@@ -193,16 +193,29 @@ const DIR: &str = "/s";
 /// store that opens again.
 #[test]
 fn crash_inside_the_recovery_of_an_outcome_unknown_write_reopens() {
+    // A store where eu is dirty (synced Reserve) with `last_txn` durable, and a second
+    // unique write in eu about to run; `fail` makes that write's `n`th eu sync fail.
+    let setup = |fail: Option<u64>| {
+        let sim = SimStorage::new();
+        let db = quiet_us_eu(&sim, DIR).unwrap();
+        let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+        claim(&db, a, "eu", b"k0", "v0@x").unwrap();
+        db.checkpoint().unwrap();
+        let before = sim.syncs_of(sim_region(DIR, "eu"));
+        if let Some(n) = fail {
+            sim.fail_file_after(sim_region(DIR, "eu"), n, FaultOn::Syncs);
+        }
+        let r = claim(&db, a, "eu", b"k1", "v1@x");
+        (sim, db, r, before)
+    };
+    // The commit's sync is the write's last sync of eu (redb may sync before it, when it
+    // grows the file). Runs are deterministic: a run without fault counts them.
+    let (dry, _db, r, before) = setup(None);
+    r.unwrap();
+    let commit_sync = dry.syncs_of(sim_region(DIR, "eu")) - before - 1;
     let bricked = power_loss_at_every_step_of_reopen(
         || {
-            let sim = SimStorage::new();
-            let db = quiet_us_eu(&sim, DIR).unwrap();
-            let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-            // A first unique write makes eu dirty (synced Reserve) and sets last_txn durably.
-            claim(&db, a, "eu", b"k0", "v0@x").unwrap();
-            db.checkpoint().unwrap();
-            sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
-            let r = claim(&db, a, "eu", b"k1", "v1@x");
+            let (sim, db, r, _) = setup(Some(commit_sync));
             assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
             sim.clear_fault();
             drop(db); // restart, no power loss

@@ -36,7 +36,7 @@ const PAGE: usize = 4096;
 const KEYS: u8 = 6;
 const NAMESPACES: [&str; 2] = ["email", "slug"];
 
-#[derive(Debug, PartialEq, rkyv::Archive, rkyv::Serialize)]
+#[derive(Debug, PartialEq, rkyv::Archive, rkyv::Serialize, regionkv::Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct Doc {
     owner: String,

@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use regionkv::rkyv;
 use regionkv::{AccountId, Raw, decode_value, encode_value};
 
-#[derive(Debug, PartialEq, Arbitrary, rkyv::Archive, rkyv::Serialize)]
+#[derive(Debug, PartialEq, Arbitrary, rkyv::Archive, rkyv::Serialize, regionkv::Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct Rec {
     name: String,

@@ -72,6 +72,11 @@ pub enum FindingKind {
     /// the store's digest key (the key or the row was changed): uniqueness of that value
     /// is not enforced. Names the `_owned` row.
     DigestMismatch,
+    /// A data row whose schema does not read as its table's: its schema version is not
+    /// recorded in `_schemas`, its codec is not the one recorded, or it is older than the
+    /// newest recorded version (`Db::migrate` rewrites it); or a table with rows and no
+    /// schema row at all. Names the data row (or the table).
+    Schema,
 }
 
 impl fmt::Display for FindingKind {
@@ -87,6 +92,7 @@ impl fmt::Display for FindingKind {
             FindingKind::InFlight => "in flight",
             FindingKind::Undecodable => "undecodable",
             FindingKind::DigestMismatch => "digest mismatch",
+            FindingKind::Schema => "schema",
         })
     }
 }

@@ -16,9 +16,10 @@ use crate::error::Result;
 use crate::partition::At;
 use crate::partition::global::unique_key;
 use crate::partition::region::{Marker, Owned, decode_owned, owned_key, split_owned_key};
+use crate::partition::schemas::{self, Stored};
 use crate::partition::set::Region;
 use crate::reservation::state::{Entry, Loc, State};
-use crate::schema::{MARKERS, OWNED, USAGE, USER_TABLE_PREFIX, user_table_name};
+use crate::schema::{MARKERS, OWNED, SCHEMAS, USAGE, USER_TABLE_PREFIX, user_table_name};
 use crate::types::{RegionId, TxnId};
 
 /// The snapshots of the open regions, by region id.
@@ -112,8 +113,42 @@ pub(super) fn check(
     owned(a, ctx, snaps, snap, suspects)
 }
 
+/// The recorded schema versions of user table `table` (`_schemas`), oldest first; a row
+/// that cannot be decoded is a finding and left out.
+fn table_schemas(
+    a: &mut Auditor,
+    snap: &Snap,
+    schema_t: Option<&ReadOnlyTable<(&'static str, u16), Bytes>>,
+    table: &str,
+) -> Result<Vec<Stored>> {
+    let part = &snap.region.part;
+    let Some(t) = schema_t else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for row in t.range((table, 0u16)..=(table, u16::MAX)).at(part)? {
+        let (k, v) = row.at(part)?;
+        let version = k.value().1;
+        match Stored::decode(version, v.value()) {
+            Some(s) => out.push(s),
+            None => {
+                let mut key = table.as_bytes().to_vec();
+                key.extend_from_slice(&version.to_be_bytes());
+                a.find(
+                    FindingKind::Undecodable,
+                    &snap.name,
+                    Some(SCHEMAS.name()),
+                    Some(&key),
+                    format!("schema row of table `{table}` version {version} is undecodable"),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Checks the rows of every user table (`t/<table>`) of the region: placement (I4), known
-/// account, envelope. Returns what each account's rows hold, for [`usage`].
+/// account, envelope, schema. Returns what each account's rows hold, for [`usage`].
 fn data_rows(a: &mut Auditor, ctx: &Ctx<'_>, snap: &Snap) -> Result<Counted> {
     let part = &snap.region.part;
     let mut counted = Counted::new();
@@ -124,8 +159,12 @@ fn data_rows(a: &mut Auditor, ctx: &Ctx<'_>, snap: &Snap) -> Result<Counted> {
         .map(|h| h.name().to_owned())
         .filter(|n| n.starts_with(USER_TABLE_PREFIX))
         .collect();
+    let schema_t = a.open(part, &snap.txn, SCHEMAS)?;
     for tname in &tables {
+        let user = tname.strip_prefix(USER_TABLE_PREFIX).unwrap_or(tname);
+        let versions = table_schemas(a, snap, schema_t.as_ref(), user)?;
         let def = TableDefinition::<Bytes, Bytes>::new(tname);
+        let mut unregistered = 0u64;
         a.scan_table(part, &snap.txn, def, |a, key, value| {
             a.report.records += 1;
             let Some(acct) = key
@@ -140,9 +179,24 @@ fn data_rows(a: &mut Auditor, ctx: &Ctx<'_>, snap: &Snap) -> Result<Counted> {
             let c = counted.entry(acct).or_default();
             c.0 += 1;
             c.1 += value.len() as u64;
-            data_row(a, ctx, snap, tname, (key, value), acct);
+            if versions.is_empty() {
+                unregistered += 1;
+            }
+            data_row(a, ctx, snap, tname, (key, value), acct, &versions);
             Ok(Row::Read)
         })?;
+        if unregistered > 0 {
+            a.find(
+                FindingKind::Schema,
+                &snap.name,
+                Some(tname),
+                None,
+                format!(
+                    "table `{user}` holds {unregistered} rows but no schema row (`_schemas`): \
+                     what type wrote them is unknown"
+                ),
+            );
+        }
     }
     Ok(counted)
 }
@@ -156,6 +210,7 @@ fn data_row(
     tname: &str,
     (key, value): (&[u8], &[u8]),
     acct: u64,
+    versions: &[Stored],
 ) {
     let part_name = &snap.name;
     match ctx.accounts.get(&acct) {
@@ -179,9 +234,9 @@ fn data_row(
         ),
         Some(_) => {}
     }
-    if let Some(why) = envelope_problem(value, tname, key) {
+    if let Some((kind, why)) = envelope_problem(value, tname, key, versions) {
         a.find(
-            FindingKind::Checksum,
+            kind,
             part_name,
             Some(tname),
             Some(key),
@@ -453,10 +508,16 @@ impl Suspects {
     }
 }
 
-/// Why a stored value's envelope is rejected, if it is. Either codec (raw or rkyv) is
-/// accepted: the table's value type is not known here, so the payload itself is not
-/// validated, only its header and checksum.
-fn envelope_problem(v: &[u8], table: &str, data_key: &[u8]) -> Option<String> {
+/// Why a stored value is rejected, if it is: a damaged envelope (`Checksum`), or a record
+/// whose schema version is not recorded for its table, or is older than the newest one
+/// recorded (`Schema`: it reads only through an upgrade, or not at all). The table's value
+/// type is not known here, so the payload itself is not validated.
+fn envelope_problem(
+    v: &[u8],
+    table: &str,
+    data_key: &[u8],
+    versions: &[Stored],
+) -> Option<(FindingKind, String)> {
     let codec = match v.get(1) {
         Some(&c) if c <= 1 => c,
         _ => 0,
@@ -466,10 +527,40 @@ fn envelope_problem(v: &[u8], table: &str, data_key: &[u8]) -> Option<String> {
         table,
         key: data_key,
     };
-    match envelope::unseal(v, codec, &binding) {
-        Ok(_) => None,
-        Err(EnvelopeError::Codec { found, .. }) => Some(format!("unknown codec byte {found}")),
-        Err(e) => Some(e.to_string()),
+    let u = match envelope::unseal(v, codec, &binding) {
+        Ok(u) => u,
+        Err(EnvelopeError::Codec { found, .. }) => {
+            return Some((FindingKind::Checksum, format!("unknown codec byte {found}")));
+        }
+        Err(e) => return Some((FindingKind::Checksum, e.to_string())),
+    };
+    let newest = versions.last()?;
+    match versions.iter().find(|s| s.version == u.version) {
+        None => Some((
+            FindingKind::Schema,
+            format!(
+                "record of schema version {}, which is not recorded for table `{table}`",
+                u.version
+            ),
+        )),
+        Some(s) if s.codec != codec => Some((
+            FindingKind::Schema,
+            format!(
+                "record written with codec {}, its schema version {} records {}",
+                schemas::codec_name(codec),
+                s.version,
+                schemas::codec_name(s.codec)
+            ),
+        )),
+        Some(s) if s.version != newest.version => Some((
+            FindingKind::Schema,
+            format!(
+                "record of schema version {} ({}); the table's newest is {} ({}): \
+                 migrate the table",
+                s.version, s.type_name, newest.version, newest.type_name
+            ),
+        )),
+        Some(_) => None,
     }
 }
 
@@ -509,25 +600,49 @@ mod tests {
             table: "t",
             key: dkey,
         };
-        let problem = |v: &[u8]| envelope_problem(v, "t/t", dkey);
-        let good = seal::<Raw>(&at, b"hello");
+        let row = |version: u16, codec: u8| Stored {
+            version,
+            codec,
+            fingerprint: 7,
+            type_name: format!("T{version}"),
+        };
+        let v1 = [row(1, 0)];
+        let problem = |v: &[u8]| envelope_problem(v, "t/t", dkey, &v1).map(|(_, why)| why);
+        let good = seal::<Raw>(&at, 1, b"hello");
         assert_eq!(problem(&good), None);
         let mut rkyv_codec = good.clone();
-        rkyv_codec[1] = 1; // the CRC does not cover the codec byte: codec 1 is accepted
-        assert_eq!(problem(&rkyv_codec), None);
+        rkyv_codec[1] = 1; // the CRC covers the codec byte
+        assert!(problem(&rkyv_codec).unwrap().contains("checksum"));
         let mut bad = good.clone();
         bad[1] = 9;
         assert!(problem(&bad).unwrap().contains("unknown codec byte 9"));
         let mut bad = good.clone();
-        bad[7] ^= 1;
+        bad[9] ^= 1;
+        assert!(problem(&bad).unwrap().contains("checksum"));
+        let mut bad = good.clone();
+        bad[2] ^= 1; // the schema version: damage, not a schema finding
         assert!(problem(&bad).unwrap().contains("checksum"));
         assert!(problem(&good[..3]).is_some());
         assert!(problem(&[]).is_some());
         // The same bytes under another row.
-        assert!(envelope_problem(&good, "t/t", b"\0\0\0\0\0\0\0\x02k").is_some());
-        let mut bad = good;
-        bad[0] = 2;
+        assert!(envelope_problem(&good, "t/t", b"\0\0\0\0\0\0\0\x02k", &v1).is_some());
+        let mut bad = good.clone();
+        bad[0] = 1;
         assert!(problem(&bad).unwrap().contains("version"));
+        // Schema findings: an unrecorded version, an old version, a codec the row denies.
+        let v2 = seal::<Raw>(&at, 2, b"hello");
+        let (kind, why) = envelope_problem(&v2, "t/t", dkey, &v1).unwrap();
+        assert_eq!(kind, FindingKind::Schema);
+        assert!(why.contains("not recorded"), "{why}");
+        let both = [row(1, 0), row(2, 0)];
+        let (kind, why) = envelope_problem(&good, "t/t", dkey, &both).unwrap();
+        assert_eq!(kind, FindingKind::Schema);
+        assert!(why.contains("newest is 2"), "{why}");
+        assert_eq!(envelope_problem(&v2, "t/t", dkey, &both), None);
+        let rkyv_row = [row(1, 1)];
+        let (kind, why) = envelope_problem(&good, "t/t", dkey, &rkyv_row).unwrap();
+        assert_eq!(kind, FindingKind::Schema);
+        assert!(why.contains("codec raw"), "{why}");
     }
 
     #[test]

@@ -1,21 +1,26 @@
-//! The stored value envelope: `[version u8][codec u8][crc32 u32 LE][payload]`.
+//! The stored value envelope:
+//! `[envelope version u8][codec u8][schema version u16 LE][crc32 u32 LE][payload]`.
 //!
-//! The CRC covers the row the value is stored under as well as the payload:
-//! `crc32([table_len u8][table][key_len u32 LE][data key][payload])`, where the data key is
-//! `account ++ user key`. Value bytes copied (by damage) under another key, account or
-//! table fail the check, so a damaged file can never make one account's value read back
-//! as another's.
+//! The CRC covers the row the value is stored under, the codec and schema version, and the
+//! payload: `crc32([table_len u8][table][key_len u32 LE][data key][codec][schema version
+//! u16 LE][payload])`, where the data key is `account ++ user key`. Value bytes copied (by
+//! damage) under another key, account or table fail the check, so a damaged file can never
+//! make one account's value read back as another's; a damaged schema version fails it too,
+//! so damage is never reported as a schema mismatch.
 //!
-//! The payload starts at byte 6. rkyv's format is pinned to alignment 1 (see Cargo.toml),
+//! The schema version names the row of `_schemas` (table, version) that says which type
+//! wrote the payload.
+//!
+//! The payload starts at byte 8. rkyv's format is pinned to alignment 1 (see Cargo.toml),
 //! so the payload can be read in place at any offset of redb's unaligned value slice.
 
 use crate::codec::value::Value;
 use crate::error::{Error, Result};
 
 /// Envelope format version.
-pub(crate) const ENVELOPE_VERSION: u8 = 1;
+pub(crate) const ENVELOPE_VERSION: u8 = 2;
 /// Length of the header before the payload.
-pub(crate) const HEADER_LEN: usize = 6;
+pub(crate) const HEADER_LEN: usize = 8;
 
 /// Why a stored value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,33 +63,44 @@ pub(crate) struct Binding<'a> {
 }
 
 #[inline]
-fn crc(b: &Binding<'_>, payload: &[u8]) -> u32 {
+fn crc(b: &Binding<'_>, codec: u8, version: u16, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[b.table.len() as u8]);
     h.update(b.table.as_bytes());
     h.update(&(b.key.len() as u32).to_le_bytes());
     h.update(b.key);
+    h.update(&[codec]);
+    h.update(&version.to_le_bytes());
     h.update(payload);
     h.finalize()
 }
 
-/// Wraps an encoded payload in an envelope bound to its row.
-pub(crate) fn seal<V: Value + ?Sized>(b: &Binding<'_>, payload: &[u8]) -> Vec<u8> {
+/// Wraps an encoded payload of schema `version` in an envelope bound to its row.
+pub(crate) fn seal<V: Value + ?Sized>(b: &Binding<'_>, version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.push(ENVELOPE_VERSION);
     out.push(V::CODEC);
-    out.extend_from_slice(&crc(b, payload).to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&crc(b, V::CODEC, version, payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
 
-/// Checks header and CRC and returns the payload. Total: any input gives `Ok` or `Err`.
+/// A checked envelope: the schema version it names and its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unsealed<'v> {
+    pub version: u16,
+    pub payload: &'v [u8],
+}
+
+/// Checks header and CRC and returns the schema version and the payload. Total: any input
+/// gives `Ok` or `Err`.
 #[inline]
 pub(crate) fn unseal<'v>(
     bytes: &'v [u8],
     expected_codec: u8,
     b: &Binding<'_>,
-) -> Result<&'v [u8], EnvelopeError> {
+) -> Result<Unsealed<'v>, EnvelopeError> {
     if bytes.len() < HEADER_LEN {
         return Err(EnvelopeError::Short(bytes.len()));
     }
@@ -97,48 +113,62 @@ pub(crate) fn unseal<'v>(
             expected: expected_codec,
         });
     }
-    let stored = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
+    let version = u16::from_le_bytes([bytes[2], bytes[3]]);
+    let stored = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let payload = &bytes[HEADER_LEN..];
-    let computed = crc(b, payload);
+    let computed = crc(b, bytes[1], version, payload);
     if stored != computed {
         return Err(EnvelopeError::Crc { stored, computed });
     }
-    Ok(payload)
+    Ok(Unsealed { version, payload })
 }
 
-/// Checks the envelope and validates the payload for `V`, returning the in-place view.
+/// Checks the envelope and validates the payload for `V`, returning the schema version and
+/// the in-place view. The caller compares the version with the one it asked for.
 #[inline]
 pub(crate) fn decode<'v, V: Value + ?Sized>(
     bytes: &'v [u8],
     b: &Binding<'_>,
-) -> Result<&'v V::View, EnvelopeError> {
-    let payload = unseal(bytes, V::CODEC, b)?;
-    V::view(payload).map_err(EnvelopeError::Invalid)
+) -> Result<(u16, &'v V::View), EnvelopeError> {
+    let u = unseal(bytes, V::CODEC, b)?;
+    V::view(u.payload)
+        .map(|v| (u.version, v))
+        .map_err(EnvelopeError::Invalid)
 }
 
-/// Validates a stored value for `V` (envelope CRC bound to the row, then the payload);
-/// a failure is [`Error::Corrupt`] naming the partition, table and user key. Returns
-/// nothing: the caller then reads the payload in place, unchecked.
-pub(crate) fn check_value<V: Value>(
-    bytes: &[u8],
+/// The [`Error::Corrupt`] for a stored value of `table` under `data_key` that failed `e`.
+#[cold]
+pub(crate) fn corrupt_value(
     partition: &str,
     table: &str,
     data_key: &[u8],
-) -> Result<()> {
+    e: impl std::fmt::Display,
+) -> Error {
+    let key = data_key.get(8..).unwrap_or_default();
+    Error::corrupt(
+        partition,
+        format!(
+            "table `{table}`, key {:?}: {e}",
+            String::from_utf8_lossy(key)
+        ),
+    )
+}
+
+/// Checks a stored value's envelope (CRC bound to the row) and returns its schema version
+/// and payload, not yet validated for a type; a failure is [`Error::Corrupt`] naming the
+/// partition, table and user key.
+#[inline]
+pub(crate) fn check_envelope<'v, V: Value>(
+    bytes: &'v [u8],
+    partition: &str,
+    table: &str,
+    data_key: &[u8],
+) -> Result<Unsealed<'v>> {
     let binding = Binding {
         table,
         key: data_key,
     };
-    decode::<V>(bytes, &binding).map(|_| ()).map_err(|e| {
-        let key = data_key.get(8..).unwrap_or_default();
-        Error::corrupt(
-            partition,
-            format!(
-                "table `{table}`, key {:?}: {e}",
-                String::from_utf8_lossy(key)
-            ),
-        )
-    })
+    unseal(bytes, V::CODEC, &binding).map_err(|e| corrupt_value(partition, table, data_key, e))
 }
 
 #[cfg(test)]
@@ -153,8 +183,11 @@ mod tests {
 
     #[test]
     fn seal_unseal_round_trip_and_every_flip_detected() {
-        let sealed = seal::<Raw>(&AT, b"payload bytes");
-        assert_eq!(decode::<Raw>(&sealed, &AT).unwrap(), b"payload bytes");
+        let sealed = seal::<Raw>(&AT, 3, b"payload bytes");
+        assert_eq!(
+            decode::<Raw>(&sealed, &AT).unwrap(),
+            (3, &b"payload bytes"[..])
+        );
         for i in 0..sealed.len() {
             for bit in 0..8 {
                 let mut bad = sealed.clone();
@@ -175,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_value_read_under_another_row_fails_its_check() {
-        let sealed = seal::<Raw>(&AT, b"payload bytes");
+        let sealed = seal::<Raw>(&AT, 1, b"payload bytes");
         let other_account = Binding {
             table: "t",
             key: b"\0\0\0\0\0\0\0\x02k",

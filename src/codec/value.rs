@@ -5,15 +5,18 @@ use rkyv::rancor::BoxedError;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 
+use crate::codec::shape::Schema;
+
 mod sealed {
     pub trait Sealed {}
 }
 
 /// A type that can be stored in a [`Table`](crate::Table).
 ///
-/// Implemented for every rkyv-archivable type (records read in place, as their
-/// `Archived` form) and for [`Raw`] (bytes in, `&[u8]` out, for callers with their own
-/// encoding). Sealed: the two implementations cover every use.
+/// Implemented for every rkyv-archivable type that implements [`Schema`] (records read in
+/// place, as their `Archived` form; `#[derive(Schema)]` next to rkyv's derives) and for
+/// [`Raw`] (bytes in, `&[u8]` out, for callers with their own encoding). Sealed: the two
+/// implementations cover every use.
 pub trait Value: sealed::Sealed + 'static {
     /// What a read yields, borrowed from the database page.
     type View: ?Sized;
@@ -21,6 +24,12 @@ pub trait Value: sealed::Sealed + 'static {
     type Input: ?Sized;
     #[doc(hidden)]
     const CODEC: u8;
+    /// The fingerprint of the stored shape (see [`Schema`]).
+    #[doc(hidden)]
+    const FINGERPRINT: u64;
+    /// The type's name, for messages.
+    #[doc(hidden)]
+    const TYPE_NAME: &'static str;
     #[doc(hidden)]
     fn encode(input: &Self::Input) -> Result<Vec<u8>, String>;
     #[doc(hidden)]
@@ -40,6 +49,8 @@ impl Value for Raw {
     type View = [u8];
     type Input = [u8];
     const CODEC: u8 = 0;
+    const FINGERPRINT: u64 = crate::codec::shape::schema_label("raw bytes");
+    const TYPE_NAME: &'static str = "Raw";
     fn encode(input: &[u8]) -> Result<Vec<u8>, String> {
         Ok(input.to_vec())
     }
@@ -57,6 +68,7 @@ impl<T> sealed::Sealed for T where T: rkyv::Archive {}
 impl<T> Value for T
 where
     T: rkyv::Archive
+        + Schema
         + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rkyv::rancor::Error>>
         + 'static,
     T::Archived: rkyv::Portable
@@ -66,6 +78,8 @@ where
     type View = T::Archived;
     type Input = T;
     const CODEC: u8 = 1;
+    const FINGERPRINT: u64 = T::FINGERPRINT;
+    const TYPE_NAME: &'static str = T::TYPE_NAME;
     fn encode(input: &T) -> Result<Vec<u8>, String> {
         rkyv::to_bytes::<rkyv::rancor::Error>(input)
             .map(|v| v.into_vec())

@@ -9,6 +9,7 @@ pub(crate) mod catalog;
 pub(crate) mod global;
 pub(crate) mod region;
 pub(crate) mod registry;
+pub(crate) mod schemas;
 pub(crate) mod set;
 
 use std::path::Path;
@@ -137,7 +138,7 @@ fn read_meta(path: &Path, txn: &ReadTransaction, expect: &Expect) -> Result<()> 
         .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
         .map(u32::from_le_bytes)
         .ok_or_else(|| not_ours("meta has no format version"))?;
-    if format > FORMAT_VERSION {
+    if format != FORMAT_VERSION {
         return Err(Error::FormatVersion {
             path: path.to_owned(),
             found: format,

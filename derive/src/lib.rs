@@ -1,0 +1,240 @@
+//! `#[derive(Schema)]` for regionkv records.
+//!
+//! The derive computes, at compile time, a 64-bit fingerprint of what rkyv archives for the
+//! type: the kind (struct or enum), every field's name in order, every field's type (through
+//! that type's own `Schema` fingerprint, so a retyped field changes it), the variant names of
+//! an enum in order, and the rkyv attributes that change the archived bytes (`with`, `as`,
+//! `remote`, `niche`, ...). The type's own name is not part of it: renaming a struct keeps
+//! its records readable. regionkv stores the fingerprint with every table and refuses to read
+//! or write a table with a type whose fingerprint differs.
+//!
+//! Attributes:
+//! - `#[schema(as = "label")]` on a field: the field's type is not hashed through its
+//!   `Schema` impl but as the given label. For field types from other crates that have no
+//!   `Schema` impl (and cannot get one here), and for recursive types (`Vec<Self>`-like
+//!   fields). Change the label when the field's archived layout changes.
+//! - `#[schema(crate = path)]` on the type: where regionkv is (default `::regionkv`).
+
+use proc_macro::TokenStream;
+use proc_macro2::{TokenStream as Tokens, TokenTree};
+use quote::quote;
+use syn::{Data, DeriveInput, Fields, parse_macro_input, spanned::Spanned};
+
+/// Derives `regionkv::Schema`. See the crate documentation.
+#[proc_macro_derive(Schema, attributes(schema))]
+pub fn derive_schema(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match expand(input) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// rkyv attribute keys that do not change the archived bytes (names of generated types,
+/// extra derives and bounds): left out of the fingerprint, so adding a derive keeps records
+/// readable.
+const LAYOUT_NEUTRAL: &[&str] = &[
+    "crate",
+    "derive",
+    "compare",
+    "attr",
+    "bytecheck",
+    "archived",
+    "resolver",
+    "archive_bounds",
+    "serialize_bounds",
+    "deserialize_bounds",
+    "omit_bounds",
+];
+
+struct SchemaAttrs {
+    krate: Option<syn::Path>,
+    label: Option<String>,
+}
+
+fn schema_attrs(attrs: &[syn::Attribute]) -> syn::Result<SchemaAttrs> {
+    let mut out = SchemaAttrs {
+        krate: None,
+        label: None,
+    };
+    for a in attrs.iter().filter(|a| a.path().is_ident("schema")) {
+        a.parse_nested_meta(|meta| {
+            if meta.path.is_ident("crate") {
+                out.krate = Some(meta.value()?.parse()?);
+                Ok(())
+            } else if meta.path.is_ident("as") {
+                let s: syn::LitStr = meta.value()?.parse()?;
+                out.label = Some(s.value());
+                Ok(())
+            } else {
+                Err(meta
+                    .error("unknown schema attribute (expected `as = \"...\"` or `crate = path`)"))
+            }
+        })?;
+    }
+    Ok(out)
+}
+
+/// Token text without whitespace: stable across compiler versions, unlike `to_string`.
+fn canonical(tokens: Tokens, out: &mut String) {
+    for t in tokens {
+        match t {
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                    proc_macro2::Delimiter::Brace => ("{", "}"),
+                    proc_macro2::Delimiter::Bracket => ("[", "]"),
+                    proc_macro2::Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                canonical(g.stream(), out);
+                out.push_str(close);
+            }
+            TokenTree::Ident(i) => {
+                if out.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                    out.push(' ');
+                }
+                out.push_str(&i.to_string());
+            }
+            TokenTree::Punct(p) => out.push(p.as_char()),
+            TokenTree::Literal(l) => {
+                if out.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+                    out.push(' ');
+                }
+                out.push_str(&l.to_string());
+            }
+        }
+    }
+}
+
+/// The layout-relevant parts of the `#[rkyv(...)]` attributes, in order, as canonical text.
+fn rkyv_layout(attrs: &[syn::Attribute]) -> syn::Result<String> {
+    let mut out = String::new();
+    for a in attrs.iter().filter(|a| a.path().is_ident("rkyv")) {
+        let list = a.meta.require_list()?;
+        let mut item: Vec<TokenTree> = Vec::new();
+        let flush = |item: &mut Vec<TokenTree>, out: &mut String| {
+            let key = match item.first() {
+                Some(TokenTree::Ident(i)) => i.to_string(),
+                _ => String::new(),
+            };
+            if !item.is_empty() && !LAYOUT_NEUTRAL.contains(&key.as_str()) {
+                if !out.is_empty() {
+                    out.push(',');
+                }
+                canonical(item.drain(..).collect(), out);
+            }
+            item.clear();
+        };
+        for t in list.tokens.clone() {
+            match &t {
+                TokenTree::Punct(p) if p.as_char() == ',' => flush(&mut item, &mut out),
+                _ => item.push(t),
+            }
+        }
+        flush(&mut item, &mut out);
+    }
+    Ok(out)
+}
+
+fn fields_fp(krate: &syn::Path, fields: &Fields) -> syn::Result<Tokens> {
+    let (kind, list): (&str, Vec<&syn::Field>) = match fields {
+        Fields::Named(f) => ("named", f.named.iter().collect()),
+        Fields::Unnamed(f) => ("tuple", f.unnamed.iter().collect()),
+        Fields::Unit => ("unit", Vec::new()),
+    };
+    let n = list.len() as u64;
+    let mut steps = vec![quote! {
+        let h = #krate::__private::fp_str(h, #kind);
+        let h = #krate::__private::fp_u64(h, #n);
+    }];
+    for (i, f) in list.iter().enumerate() {
+        let name = match &f.ident {
+            Some(id) => id.to_string(),
+            None => i.to_string(),
+        };
+        let layout = rkyv_layout(&f.attrs)?;
+        let sa = schema_attrs(&f.attrs)?;
+        if sa.krate.is_some() {
+            return Err(syn::Error::new(
+                f.span(),
+                "`crate` belongs on the type, not a field",
+            ));
+        }
+        let ty = &f.ty;
+        let child = match sa.label {
+            Some(label) => quote! { #krate::__private::fp_label(#label) },
+            None => quote! { <#ty as #krate::Schema>::FINGERPRINT },
+        };
+        steps.push(quote! {
+            let h = #krate::__private::fp_str(h, #name);
+            let h = #krate::__private::fp_str(h, #layout);
+            let h = #krate::__private::fp_u64(h, #child);
+        });
+    }
+    Ok(quote! { #(#steps)* })
+}
+
+fn expand(input: DeriveInput) -> syn::Result<Tokens> {
+    let top = schema_attrs(&input.attrs)?;
+    if top.label.is_some() {
+        return Err(syn::Error::new(
+            input.ident.span(),
+            "`as` belongs on a field; implement `Schema` by hand to label a whole type",
+        ));
+    }
+    let krate: syn::Path = top.krate.unwrap_or_else(|| syn::parse_quote!(::regionkv));
+    let container = rkyv_layout(&input.attrs)?;
+    let body = match &input.data {
+        Data::Struct(s) => {
+            let f = fields_fp(&krate, &s.fields)?;
+            quote! {
+                let h = #krate::__private::fp_str(h, "struct");
+                #f
+            }
+        }
+        Data::Enum(e) => {
+            let n = e.variants.len() as u64;
+            let mut steps = Vec::new();
+            for v in &e.variants {
+                let name = v.ident.to_string();
+                let layout = rkyv_layout(&v.attrs)?;
+                let f = fields_fp(&krate, &v.fields)?;
+                steps.push(quote! {
+                    let h = #krate::__private::fp_str(h, #name);
+                    let h = #krate::__private::fp_str(h, #layout);
+                    #f
+                });
+            }
+            quote! {
+                let h = #krate::__private::fp_str(h, "enum");
+                let h = #krate::__private::fp_u64(h, #n);
+                #(#steps)*
+            }
+        }
+        Data::Union(u) => {
+            return Err(syn::Error::new(
+                u.union_token.span,
+                "Schema cannot be derived for a union (rkyv does not archive unions)",
+            ));
+        }
+    };
+    let ident = &input.ident;
+    let name = ident.to_string();
+    let mut generics = input.generics.clone();
+    for p in generics.type_params_mut() {
+        p.bounds.push(syn::parse_quote!(#krate::Schema));
+    }
+    let (impl_g, ty_g, where_g) = generics.split_for_impl();
+    Ok(quote! {
+        impl #impl_g #krate::Schema for #ident #ty_g #where_g {
+            const TYPE_NAME: &'static str = #name;
+            const FINGERPRINT: u64 = {
+                let h = #krate::__private::FP_START;
+                let h = #krate::__private::fp_str(h, #container);
+                #body
+                #krate::__private::fp_finish(h)
+            };
+        }
+    })
+}
