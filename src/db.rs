@@ -419,13 +419,25 @@ impl Db {
     /// Whether `value` is owned (or being claimed) in `namespace`: one global point read.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty or over-long namespace or value.
+    /// [`Error::InvalidArgument`] for an empty or over-long namespace or value;
+    /// [`Error::RegionUnsettled`] while a disabled region may hold claims a crash left
+    /// unsettled, when the value looks free (the region might own it) or is owned by a
+    /// record of that region (the region might have released it).
     pub fn is_taken(&self, namespace: &str, value: impl AsRef<[u8]>) -> Result<bool> {
         self.inner.check_open()?;
-        let taken = self
+        let entry = self
             .inner
             .unique_entry(namespace, value.as_ref())?
-            .is_some_and(|e| e.state != State::Tombstone);
+            .filter(|e| e.state != State::Tombstone);
+        if let Some(name) = entry
+            .as_ref()
+            .and_then(|e| self.inner.coord.unsettled_name(e.loc.region))
+        {
+            // Owned by a record of an unsettled region, whose unreplayed markers may have
+            // released it: neither answer is known.
+            return Err(Error::RegionUnsettled(name));
+        }
+        let taken = entry.is_some();
         if !taken {
             // "Free" is an answer only a settled store can give.
             self.inner.coord.check_settled()?;

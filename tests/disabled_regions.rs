@@ -754,3 +754,61 @@ fn release_in_disabled_region_then_claim_elsewhere_then_power_loss_and_return() 
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "{audit}");
 }
+
+/// A value released by a write whose Confirm a power loss undid, in a region that is
+/// disabled at the next open: the durable index still names the record (as its owner, or
+/// as releasing it), and the region's applied marker (which settles the release) cannot be
+/// read. Whether the value is taken is then unknown: a claim of it, and `is_taken`, must
+/// say `RegionUnsettled`, never `UniqueViolation` nor an answer (the release stands in the
+/// region). When the region returns, the release is replayed and the value can be claimed.
+/// Two rows: the release is the first unique write after a checkpoint (its Reserve is
+/// synced: the index says Releasing), or not (its Reserve is lost too: Committed).
+#[test]
+fn value_released_in_a_region_disabled_after_power_loss_is_unknown_not_taken() {
+    for first_after_checkpoint in [true, false] {
+        let row = format!("first unique write after the checkpoint: {first_after_checkpoint}");
+        let sim = SimStorage::new();
+        let db = quiet_builder(&sim)
+            .region("us")
+            .region("eu")
+            .open(DIR)
+            .unwrap();
+        let a = db
+            .create_account(NewAccount::new("a", "us").allow("eu"))
+            .unwrap();
+        claim(&db, a, "us", b"k2", "v1@x").unwrap();
+        db.checkpoint().unwrap(); // the claim is settled in the durable index
+        if !first_after_checkpoint {
+            claim(&db, a, "us", b"k0", "v0@x").unwrap(); // marks us dirty (synced)
+        }
+        remove(&db, a, "us", b"k2").unwrap(); // the release: synced in us, unsynced Confirm
+        sim.crash(); // power loss while the store is open
+        drop(db);
+        let db = quiet_builder(&sim)
+            .disable_region("us")
+            .region("eu")
+            .default_region("eu")
+            .open(DIR)
+            .unwrap();
+        let r = claim(&db, a, "eu", b"k9", "v1@x");
+        assert!(
+            matches!(&r, Err(Error::RegionUnsettled(r)) if r == "us"),
+            "{row}: claim of a value whose release may be unreplayed: {r:?}"
+        );
+        let t = db.is_taken("email", "v1@x");
+        assert!(
+            matches!(&t, Err(Error::RegionUnsettled(r)) if r == "us"),
+            "{row}: is_taken of a value whose release may be unreplayed: {t:?}"
+        );
+        db.close().unwrap();
+        let db = quiet_builder(&sim)
+            .region("us")
+            .region("eu")
+            .open(DIR)
+            .unwrap();
+        assert!(!db.is_taken("email", "v1@x").unwrap(), "{row}");
+        claim(&db, a, "eu", b"k9", "v1@x").unwrap();
+        let audit = db.audit().unwrap();
+        assert!(audit.is_clean(), "{row}: {audit}");
+    }
+}

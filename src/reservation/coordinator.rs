@@ -149,6 +149,15 @@ impl Coordinator {
         self.unsettled.read().iter().any(|(r, _)| *r == id)
     }
 
+    /// The name of region `id` if it is listed as unsettled.
+    pub fn unsettled_name(&self, id: u16) -> Option<String> {
+        self.unsettled
+            .read()
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, n)| n.clone())
+    }
+
     /// Gives up the unsettled claims of disabled region `id`: its `_dirty` row is removed
     /// and every in-flight entry of it rolled back, in one synced global commit. Returns the
     /// number of entries rolled back.
@@ -234,8 +243,14 @@ impl Coordinator {
                     table: c.table.clone(),
                     key: c.key.clone(),
                 };
-                let next = state::claim(cur.as_ref(), txn, loc, c.transfer)
-                    .map_err(|x| conflict_err(x, &c.ns, cur.as_ref(), stuck))?;
+                let next = state::claim(cur.as_ref(), txn, loc, c.transfer).map_err(|x| {
+                    // Owned by a record of an unsettled region: that region's unreplayed
+                    // markers may have released it, so "taken" is not known.
+                    match cur.as_ref().and_then(|e| self.unsettled_name(e.loc.region)) {
+                        Some(name) => Error::RegionUnsettled(name),
+                        None => conflict_err(x, &c.ns, cur.as_ref(), stuck),
+                    }
+                })?;
                 index.put_in_flight(&k, txn, &next)?;
                 keys.push(k);
             }
