@@ -60,6 +60,7 @@ mod db;
 mod error;
 pub mod layout;
 mod limits;
+mod migrate;
 mod open;
 mod partition;
 mod read;
@@ -84,12 +85,13 @@ pub use limits::{
     DEFAULT_MAX_VALUE, MAX_ACCOUNT_NAME, MAX_KEY, MAX_NAMESPACE, MAX_REGION_NAME, MAX_TABLE_NAME,
     MAX_UNIQUE_VALUE,
 };
+pub use migrate::{DEFAULT_MIGRATE_BATCH, MigrateProgress, MigrateReport};
 pub use read::{Hit, Read, Record, Row, Rows};
 /// `#[derive(Schema)]`: see [`Schema`].
 pub use regionkv_derive::Schema;
 pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
-pub use table::{Table, Unique};
+pub use table::{MAX_OLD_VERSIONS, Table, Unique, Upgrade};
 pub use types::{AccountId, RegionId};
 pub use write::Write;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use redb::{AccessGuard, ReadOnlyTable, TableDefinition};
 
 use crate::account::Account;
-use crate::codec::envelope::{HEADER_LEN, check_envelope, corrupt_value};
+use crate::codec::envelope::{HEADER_LEN, corrupt_value};
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
@@ -28,21 +28,35 @@ type DataTable = ReadOnlyTable<Bytes, Bytes>;
 /// [`Raw`](crate::Raw)) inside redb's page, with no copy and no deserialization. Its
 /// checksum, schema version and archive were validated when it was read.
 ///
+/// A record of an older schema version that the table handle reads through an upgrade
+/// ([`Table::upgrade_from`](crate::Table::upgrade_from)) is the exception: it is the
+/// upgraded value, re-encoded and owned ([`Record::is_upgraded`]), not zero-copy, until
+/// [`Db::migrate`](crate::Db::migrate) rewrites the table.
+///
 /// The record keeps its snapshot (and so the pages it points into) alive, also after the
 /// [`Read`], scan or lookup that produced it is dropped; drop it when done.
 pub struct Record<V: Value> {
-    // Field order is drop order: the page guard before the snapshot it was read from.
-    guard: AccessGuard<'static, Bytes>,
-    _snapshot: Snapshot,
+    held: Held,
     _value: PhantomData<fn() -> V>,
+}
+
+enum Held {
+    /// In place. Field order is drop order: the page guard before its snapshot.
+    Page {
+        guard: AccessGuard<'static, Bytes>,
+        _snapshot: Snapshot,
+    },
+    /// An owned payload (an upgraded old record), validated for `V`.
+    Owned(Vec<u8>),
 }
 
 pub(crate) use crate::partition::set::Snapshot;
 
 impl<V: Value> Record<V> {
     /// `data_key`: the row's key, `account ++ user key` (the envelope's CRC covers it).
-    /// The table's schema row was checked against `d` when its table was opened; here the
-    /// record's own schema version must be `d`'s, and its payload must validate for `V`.
+    /// The table's schema rows were checked against `d` when its table was opened; here the
+    /// record's own schema version must be `d`'s (read in place) or one of its declared old
+    /// versions (read through the upgrade), and the payload must validate.
     pub(crate) fn new(
         guard: AccessGuard<'static, Bytes>,
         snapshot: &Snapshot,
@@ -50,30 +64,69 @@ impl<V: Value> Record<V> {
         d: &Declared,
         data_key: &[u8],
     ) -> Result<Self> {
-        let u = check_envelope::<V>(guard.value(), &part.name, d.table, data_key)?;
-        if u.version != d.version {
-            return Err(schemas::record_version_error(
-                part, snapshot, d, u.version, data_key,
-            ));
-        }
-        V::view(u.payload).map_err(|e| {
+        let bytes = guard.value();
+        // The codec byte is checked against the version's own codec below.
+        let codec = bytes.get(1).copied().unwrap_or(V::CODEC);
+        let expected = if codec == V::CODEC {
+            V::CODEC
+        } else {
+            d.olds_codec(codec).unwrap_or(V::CODEC)
+        };
+        let u = crate::codec::envelope::unseal(
+            bytes,
+            expected,
+            &crate::codec::envelope::Binding {
+                table: d.table,
+                key: data_key,
+            },
+        )
+        .map_err(|e| corrupt_value(&part.name, d.table, data_key, e))?;
+        let invalid = |e: String| {
             corrupt_value(
                 &part.name,
                 d.table,
                 data_key,
                 format_args!("payload failed validation: {e}"),
             )
-        })?;
-        Ok(Record {
-            guard,
-            _snapshot: snapshot.clone(),
-            _value: PhantomData,
-        })
+        };
+        if u.version == d.version && expected == V::CODEC {
+            V::view(u.payload).map_err(invalid)?;
+            return Ok(Record {
+                held: Held::Page {
+                    guard,
+                    _snapshot: snapshot.clone(),
+                },
+                _value: PhantomData,
+            });
+        }
+        match d.old(u.version) {
+            Some(old) if old.codec == expected => {
+                let new = (old.read)(u.payload).map_err(invalid)?;
+                V::view(&new).map_err(invalid)?;
+                Ok(Record {
+                    held: Held::Owned(new),
+                    _value: PhantomData,
+                })
+            }
+            _ => Err(schemas::record_version_error(
+                part, snapshot, d, u.version, data_key,
+            )),
+        }
     }
 
     /// The encoded payload (the rkyv archive, or the raw bytes), without the envelope.
+    #[inline]
     pub fn payload(&self) -> &[u8] {
-        &self.guard.value()[HEADER_LEN..]
+        match &self.held {
+            Held::Page { guard, .. } => &guard.value()[HEADER_LEN..],
+            Held::Owned(p) => p,
+        }
+    }
+
+    /// Whether this is an older record read through its table's upgrade: an owned,
+    /// re-encoded value rather than the stored bytes read in place.
+    pub fn is_upgraded(&self) -> bool {
+        matches!(self.held, Held::Owned(_))
     }
 
     /// The value through validated access again (what `Deref` returns, checked once
@@ -88,17 +141,23 @@ impl<V: Value> Deref for Record<V> {
 
     #[inline]
     fn deref(&self) -> &V::View {
-        // SAFETY: `Record::new` is the only constructor and it validated these bytes
-        // (envelope CRC, then rkyv's checked access for `V`). An `AccessGuard` is
-        // immutable and pins the page it points into, so `value()` returns the same bytes
-        // on every call. Tested by `record_deref_matches_validated_access`.
-        unsafe { V::view_unchecked(&self.guard.value()[HEADER_LEN..]) }
+        // SAFETY: `Record::new` is the only constructor and it validated these bytes with
+        // rkyv's checked access for `V` (after the envelope CRC, for a page). An
+        // `AccessGuard` is immutable and pins the page it points into, so `value()` returns
+        // the same bytes on every call; an owned payload is never changed. Tested by
+        // `record_deref_matches_validated_access`.
+        unsafe { V::view_unchecked(self.payload()) }
     }
 }
 
 impl<V: Value> std::fmt::Debug for Record<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Record({} bytes)", self.payload().len())
+        write!(
+            f,
+            "Record({} bytes{})",
+            self.payload().len(),
+            if self.is_upgraded() { ", upgraded" } else { "" }
+        )
     }
 }
 

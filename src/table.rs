@@ -2,6 +2,8 @@
 
 use std::marker::PhantomData;
 
+use crate::codec::value::Value;
+
 /// A typed table: `const LICENSES: Table<License> = Table::new("licenses");`
 ///
 /// Each region partition holds one redb table per user table; rows are keyed by
@@ -27,8 +29,12 @@ use std::marker::PhantomData;
 pub struct Table<V: ?Sized> {
     name: &'static str,
     version: u16,
+    olds: [Option<OldVersion>; MAX_OLD_VERSIONS],
     _value: PhantomData<fn() -> V>,
 }
+
+/// How many older schema versions one table handle can read.
+pub const MAX_OLD_VERSIONS: usize = 8;
 
 impl<V: ?Sized> Table<V> {
     /// A table handle, of schema version 1. The name is checked when the table is first
@@ -37,6 +43,7 @@ impl<V: ?Sized> Table<V> {
         Table {
             name,
             version: 1,
+            olds: [const { None }; MAX_OLD_VERSIONS],
             _value: PhantomData,
         }
     }
@@ -51,6 +58,117 @@ impl<V: ?Sized> Table<V> {
     pub const fn schema_version(&self) -> u16 {
         self.version
     }
+
+    /// The same table at schema `version` (1 by default): records it writes carry this
+    /// version. Raise it whenever `V` changes shape, and declare how the older versions
+    /// read with [`Table::upgrade_from`].
+    ///
+    /// # Panics
+    /// At compile time (in a `const`) if `version` is 0.
+    pub const fn version(mut self, version: u16) -> Self {
+        assert!(version > 0, "schema versions start at 1");
+        self.version = version;
+        self
+    }
+
+    pub(crate) fn old_versions(&self) -> impl Iterator<Item = &OldVersion> {
+        self.olds.iter().flatten()
+    }
+}
+
+impl<V: Value<Input = V>> Table<V> {
+    /// Declares that records of schema `version`, written with type `Old`, read through
+    /// this handle as `V`, converted by [`Upgrade::upgrade`]. Such a read yields an owned,
+    /// upgraded value (see [`Record::is_upgraded`](crate::Record::is_upgraded)): not
+    /// zero-copy. [`Db::migrate`](crate::Db::migrate) rewrites old records as the current
+    /// version so reads are zero-copy again.
+    ///
+    /// ```
+    /// use regionkv::{Schema, Table, Upgrade};
+    /// # use regionkv::rkyv;
+    /// #[derive(rkyv::Archive, rkyv::Serialize, Schema)]
+    /// #[rkyv(crate = regionkv::rkyv)]
+    /// struct LicenseV1 { key: String, seats: u32 }
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize, Schema)]
+    /// #[rkyv(crate = regionkv::rkyv)]
+    /// struct License { key: String, seats: u32, max_seats: u32 }
+    ///
+    /// impl Upgrade<License> for LicenseV1 {
+    ///     fn upgrade(old: &ArchivedLicenseV1) -> License {
+    ///         let seats = old.seats.to_native();
+    ///         License { key: old.key.to_string(), seats, max_seats: seats }
+    ///     }
+    /// }
+    ///
+    /// const LICENSES: Table<License> =
+    ///     Table::new("licenses").version(2).upgrade_from::<LicenseV1>(1);
+    /// # assert_eq!(LICENSES.schema_version(), 2);
+    /// ```
+    ///
+    /// # Panics
+    /// At compile time (in a `const`) if `version` is declared twice or more than
+    /// [`MAX_OLD_VERSIONS`] versions are declared. A declared version not below the
+    /// handle's own is refused when the table is used ([`Error::InvalidArgument`](crate::Error::InvalidArgument)).
+    pub const fn upgrade_from<Old: Upgrade<V>>(mut self, version: u16) -> Self {
+        let mut i = 0;
+        while i < MAX_OLD_VERSIONS {
+            match &self.olds[i] {
+                Some(o) => assert!(o.version != version, "an old version is declared twice"),
+                None => {
+                    self.olds[i] = Some(OldVersion {
+                        version,
+                        codec: Old::CODEC,
+                        fingerprint: Old::FINGERPRINT,
+                        type_name: Old::TYPE_NAME,
+                        read: upgrade_payload::<Old, V>,
+                    });
+                    return self;
+                }
+            }
+            i += 1;
+        }
+        panic!("too many old versions declared for one table");
+    }
+}
+
+/// How records of an older schema read as the current type: implement it for the old type.
+///
+/// `upgrade` receives the old record as stored (its archived form, validated) and returns
+/// the current value. It runs on every read of an old record until
+/// [`Db::migrate`](crate::Db::migrate) has rewritten the table; it must not fail (give
+/// missing fields a default).
+pub trait Upgrade<New>: Value {
+    /// The current value for an old record.
+    fn upgrade(old: &Self::View) -> New;
+}
+
+/// An older schema version a table reads through an upgrade (see [`Table::upgrade_from`]).
+#[derive(Clone, Copy)]
+pub(crate) struct OldVersion {
+    pub version: u16,
+    pub codec: u8,
+    pub fingerprint: u64,
+    pub type_name: &'static str,
+    /// Validates an old payload and returns the payload of its upgraded value.
+    pub read: fn(&[u8]) -> std::result::Result<Vec<u8>, String>,
+}
+
+impl std::fmt::Debug for OldVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OldVersion({} v{}, {:#018x})",
+            self.type_name, self.version, self.fingerprint
+        )
+    }
+}
+
+fn upgrade_payload<Old: Upgrade<New>, New: Value<Input = New>>(
+    payload: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
+    let old = Old::view(payload)?;
+    New::encode(&Old::upgrade(old))
 }
 
 impl<V: ?Sized> Clone for Table<V> {

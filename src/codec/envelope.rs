@@ -77,11 +77,16 @@ fn crc(b: &Binding<'_>, codec: u8, version: u16, payload: &[u8]) -> u32 {
 
 /// Wraps an encoded payload of schema `version` in an envelope bound to its row.
 pub(crate) fn seal<V: Value + ?Sized>(b: &Binding<'_>, version: u16, payload: &[u8]) -> Vec<u8> {
+    seal_raw(b, V::CODEC, version, payload)
+}
+
+/// [`seal`] with the codec given as a byte.
+pub(crate) fn seal_raw(b: &Binding<'_>, codec: u8, version: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.push(ENVELOPE_VERSION);
-    out.push(V::CODEC);
+    out.push(codec);
     out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&crc(b, V::CODEC, version, payload).to_le_bytes());
+    out.extend_from_slice(&crc(b, codec, version, payload).to_le_bytes());
     out.extend_from_slice(payload);
     out
 }
@@ -152,23 +157,6 @@ pub(crate) fn corrupt_value(
             String::from_utf8_lossy(key)
         ),
     )
-}
-
-/// Checks a stored value's envelope (CRC bound to the row) and returns its schema version
-/// and payload, not yet validated for a type; a failure is [`Error::Corrupt`] naming the
-/// partition, table and user key.
-#[inline]
-pub(crate) fn check_envelope<'v, V: Value>(
-    bytes: &'v [u8],
-    partition: &str,
-    table: &str,
-    data_key: &[u8],
-) -> Result<Unsealed<'v>> {
-    let binding = Binding {
-        table,
-        key: data_key,
-    };
-    unseal(bytes, V::CODEC, &binding).map_err(|e| corrupt_value(partition, table, data_key, e))
 }
 
 #[cfg(test)]

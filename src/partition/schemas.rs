@@ -4,9 +4,15 @@
 //! The first write of a table in a region records the codec, the fingerprint and the name of
 //! the type it is written with, under the table handle's schema version, in the same
 //! transaction as its first row: a data table that exists has its schema row. Every read and
-//! write then compares the handle's type with that row and refuses another type with
+//! write then compares the handle's type with those rows and refuses another type with
 //! [`Error::SchemaMismatch`] before any byte of a record is interpreted. Rows are never
 //! changed once written.
+//!
+//! A handle reads the records of its own version in place, and those of the older versions
+//! it declares (`Table::upgrade_from`, same fingerprint as recorded) through their upgrade.
+//! A write registers the handle's version only when the handle can read every version the
+//! table already records (or the table is empty): a type cannot be slipped into a table of
+//! records it does not understand.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
@@ -14,27 +20,76 @@ use crate::codec::value::Value;
 use crate::error::{Error, Result, SchemaInfo};
 use crate::partition::{At, Partition};
 use crate::schema::SCHEMAS;
-use crate::table::Table;
+use crate::table::{MAX_OLD_VERSIONS, OldVersion, Table};
 
-/// The schema a table handle asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The schema a table handle asks for: its own version, and the older versions it reads
+/// through an upgrade.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Declared {
     pub table: &'static str,
     pub version: u16,
     pub codec: u8,
     pub fingerprint: u64,
     pub type_name: &'static str,
+    pub olds: [Option<OldVersion>; MAX_OLD_VERSIONS],
+}
+
+impl PartialEq for Declared {
+    /// Same table, same schema, same older versions (by version and fingerprint).
+    fn eq(&self, o: &Declared) -> bool {
+        let key = |d: &Declared| {
+            d.olds
+                .map(|x| x.map(|x| (x.version, x.codec, x.fingerprint)))
+        };
+        self.table == o.table
+            && self.version == o.version
+            && self.codec == o.codec
+            && self.fingerprint == o.fingerprint
+            && key(self) == key(o)
+    }
 }
 
 impl Declared {
     pub fn of<V: Value>(t: &Table<V>) -> Self {
+        let mut olds = [None; MAX_OLD_VERSIONS];
+        for (slot, o) in olds.iter_mut().zip(t.old_versions()) {
+            *slot = Some(*o);
+        }
         Declared {
             table: t.name(),
             version: t.schema_version(),
             codec: V::CODEC,
             fingerprint: V::FINGERPRINT,
             type_name: V::TYPE_NAME,
+            olds,
         }
+    }
+
+    /// Checks what `Table`'s const builders cannot: every declared old version is below the
+    /// handle's own.
+    pub fn check(&self) -> Result<()> {
+        match self.old_versions().find(|o| o.version >= self.version) {
+            Some(o) => Err(Error::invalid(format!(
+                "table `{}`: old schema version {} is not below the handle's version {}",
+                self.table, o.version, self.version
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn old_versions(&self) -> impl Iterator<Item = &OldVersion> {
+        self.olds.iter().flatten()
+    }
+
+    /// `codec` if an old version declares it.
+    pub fn olds_codec(&self, codec: u8) -> Option<u8> {
+        self.old_versions()
+            .find(|o| o.codec == codec)
+            .map(|o| o.codec)
+    }
+
+    pub fn old(&self, version: u16) -> Option<&OldVersion> {
+        self.old_versions().find(|o| o.version == version)
     }
 
     fn row(&self) -> Vec<u8> {
@@ -45,16 +100,35 @@ impl Declared {
         v
     }
 
-    fn matches(&self, s: &Stored) -> bool {
-        s.codec == self.codec && s.fingerprint == self.fingerprint
-    }
-
     pub fn info(&self) -> SchemaInfo {
         SchemaInfo {
             type_name: self.type_name.to_owned(),
             codec: codec_name(self.codec),
             version: self.version,
             fingerprint: self.fingerprint,
+        }
+    }
+
+    /// What this handle expects of recorded version `version`: `Some(true)` it reads it (in
+    /// place or through an upgrade) and `s` matches, `Some(false)` it declares that version
+    /// but `s` is another type, `None` it does not know that version.
+    fn reads(&self, s: &Stored) -> Option<bool> {
+        if s.version == self.version {
+            return Some(s.codec == self.codec && s.fingerprint == self.fingerprint);
+        }
+        self.old(s.version)
+            .map(|o| s.codec == o.codec && s.fingerprint == o.fingerprint)
+    }
+
+    fn old_info(&self, version: u16) -> SchemaInfo {
+        match self.old(version) {
+            Some(o) => SchemaInfo {
+                type_name: o.type_name.to_owned(),
+                codec: codec_name(o.codec),
+                version: o.version,
+                fingerprint: o.fingerprint,
+            },
+            None => self.info(),
         }
     }
 }
@@ -132,37 +206,8 @@ fn mismatch(part: &Partition, d: &Declared, stored: &Stored) -> Error {
         table: d.table.to_owned(),
         partition: part.name.clone(),
         stored: Box::new(stored.info()),
-        asked: Box::new(d.info()),
+        asked: Box::new(d.old_info(stored.version)),
     }
-}
-
-/// What the schema rows say of a handle.
-enum Verdict {
-    Matches,
-    /// No row for any version: the table was never written in this region.
-    Unregistered,
-    Mismatch(Error),
-}
-
-fn judge(
-    part: &Partition,
-    t: &impl ReadableTable<(&'static str, u16), &'static [u8]>,
-    d: &Declared,
-) -> Result<Verdict> {
-    if let Some(g) = t.get((d.table, d.version)).at(part)? {
-        let s = Stored::decode(d.version, g.value())
-            .ok_or_else(|| undecodable(part, d.table, d.version))?;
-        return Ok(if d.matches(&s) {
-            Verdict::Matches
-        } else {
-            Verdict::Mismatch(mismatch(part, d, &s))
-        });
-    }
-    // Another version is recorded: name the newest.
-    Ok(match stored_versions(part, t, d.table)?.pop() {
-        Some(s) => Verdict::Mismatch(mismatch(part, d, &s)),
-        None => Verdict::Unregistered,
-    })
 }
 
 #[cold]
@@ -173,21 +218,61 @@ fn no_schema_row(part: &Partition, table: &str) -> Error {
     )
 }
 
-/// For a read of a data table that exists in `txn`: the handle's schema must be the one
-/// recorded.
+/// What the schema rows of a table say of a handle.
+struct Verdict {
+    /// The handle's own version is recorded (as its type).
+    current: bool,
+    /// Every recorded version is one the handle reads.
+    reads_all: bool,
+    /// The recorded versions, oldest first.
+    stored: Vec<Stored>,
+}
+
+/// Compares the recorded versions of `d.table` with the handle: a version the handle
+/// declares but records as another type is a mismatch.
+fn judge(
+    part: &Partition,
+    t: &impl ReadableTable<(&'static str, u16), &'static [u8]>,
+    d: &Declared,
+) -> Result<Verdict> {
+    d.check()?;
+    let stored = stored_versions(part, t, d.table)?;
+    let mut v = Verdict {
+        current: false,
+        reads_all: true,
+        stored: Vec::new(),
+    };
+    for s in &stored {
+        match d.reads(s) {
+            Some(true) => v.current |= s.version == d.version,
+            Some(false) => return Err(mismatch(part, d, s)),
+            None => v.reads_all = false,
+        }
+    }
+    v.stored = stored;
+    Ok(v)
+}
+
+/// For a read of a data table that exists in `txn`: the handle must read at least one of
+/// the recorded versions, and every version it declares must be recorded as its type.
+/// Records of a version it does not know fail one by one (see [`record_version_error`]).
 pub(crate) fn check_read(part: &Partition, txn: &ReadTransaction, d: &Declared) -> Result<()> {
     let Some(t) = part.read_table(txn, SCHEMAS)? else {
         return Err(no_schema_row(part, d.table));
     };
-    match judge(part, &t, d)? {
-        Verdict::Matches => Ok(()),
-        Verdict::Mismatch(e) => Err(e),
-        Verdict::Unregistered => Err(no_schema_row(part, d.table)),
+    let v = judge(part, &t, d)?;
+    match v.stored.last() {
+        None => Err(no_schema_row(part, d.table)),
+        Some(newest) if !v.current && !v.stored.iter().any(|s| d.reads(s) == Some(true)) => {
+            Err(mismatch(part, d, newest))
+        }
+        Some(_) => Ok(()),
     }
 }
 
-/// For a write: `Ok(true)` when the table must be registered by this write (no schema row
-/// and no rows yet), `Ok(false)` when the recorded schema is the handle's.
+/// For a write: `Ok(true)` when the handle's version must be registered by this write,
+/// `Ok(false)` when it is recorded already. Registering needs a table the handle fully
+/// reads: empty, or holding only versions it declares.
 pub(crate) fn check_write(
     part: &Partition,
     w: &WriteTransaction,
@@ -195,11 +280,14 @@ pub(crate) fn check_write(
     data_rows: u64,
 ) -> Result<bool> {
     let t = w.open_table(SCHEMAS).at(part)?;
-    match judge(part, &t, d)? {
-        Verdict::Matches => Ok(false),
-        Verdict::Mismatch(e) => Err(e),
-        Verdict::Unregistered if data_rows == 0 => Ok(true),
-        Verdict::Unregistered => Err(no_schema_row(part, d.table)),
+    let v = judge(part, &t, d)?;
+    if v.current {
+        return Ok(false);
+    }
+    match v.stored.last() {
+        None if data_rows > 0 => Err(no_schema_row(part, d.table)),
+        Some(newest) if !v.reads_all && data_rows > 0 => Err(mismatch(part, d, newest)),
+        _ => Ok(true),
     }
 }
 

@@ -1,0 +1,323 @@
+//! `Db::migrate`: rewrites a table's records of older schema versions as the current
+//! version, in bounded batches, each one synced region commit.
+//!
+//! A batch reads up to `batch` old records from a cursor, upgrades each through the table
+//! handle's declared upgrade, and writes them back sealed with the current version (and the
+//! accounts' byte counters adjusted) in one region write transaction. A crash loses at most
+//! the batch in flight; running `migrate` again finds what is left (records of the current
+//! version are skipped), so it is resumable without any saved cursor. A pass ends at the
+//! table's end; passes repeat until one rewrites nothing, so records written at an old
+//! version behind the cursor meanwhile are caught too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::codec::envelope::{self, Binding, corrupt_value};
+use crate::codec::value::Value;
+use crate::db::{Db, Inner};
+use crate::error::{Error, Result};
+use crate::partition::At;
+use crate::partition::schemas::{self, Declared};
+use crate::partition::set::Region;
+use crate::schema::{USAGE, user_table_name};
+use crate::table::Table;
+
+/// Records per batch of [`Db::migrate`].
+pub const DEFAULT_MIGRATE_BATCH: usize = 1000;
+
+/// What [`Db::migrate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrateReport {
+    /// Records rewritten as the current version.
+    pub rewritten: u64,
+    /// Regions whose table holds only current records now (the table absent counts).
+    pub regions: Vec<String>,
+    /// Disabled regions, not migrated (their files are not open): run again when enabled.
+    pub skipped: Vec<String>,
+}
+
+/// Progress of [`Db::migrate_with`], after each committed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrateProgress {
+    /// The region the batch was in.
+    pub region: String,
+    /// Records rewritten by this call so far, in all regions.
+    pub rewritten: u64,
+    /// Records of the table in this region (old and current).
+    pub region_records: u64,
+}
+
+impl Db {
+    /// Rewrites every record of `table` whose schema version is older than the handle's as
+    /// the current version (through the upgrade the handle declares for it), in every
+    /// enabled region, [`DEFAULT_MIGRATE_BATCH`] records per synced commit. Afterwards reads
+    /// are zero-copy again and `audit()` reports no outdated record.
+    ///
+    /// Resumable: after a crash or an error, calling it again finishes the work.
+    ///
+    /// # Errors
+    /// [`Error::SchemaMismatch`] if the table holds a version the handle neither is nor
+    /// declares (nothing of that batch is written; earlier batches stay);
+    /// [`Error::InvalidArgument`] for a bad table name or a batch of 0; storage errors.
+    ///
+    /// ```
+    /// # use regionkv::{Db, NewAccount, Schema, Table, Upgrade};
+    /// # use regionkv::rkyv;
+    /// # #[derive(rkyv::Archive, rkyv::Serialize, Schema)]
+    /// # #[rkyv(crate = regionkv::rkyv)]
+    /// # struct V1 { n: u32 }
+    /// # #[derive(rkyv::Archive, rkyv::Serialize, Schema)]
+    /// # #[rkyv(crate = regionkv::rkyv)]
+    /// # struct V2 { n: u64 }
+    /// # impl Upgrade<V2> for V1 { fn upgrade(o: &ArchivedV1) -> V2 { V2 { n: o.n.to_native().into() } } }
+    /// const OLD: Table<V1> = Table::new("items");
+    /// const NEW: Table<V2> = Table::new("items").version(2).upgrade_from::<V1>(1);
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::builder().region("us").open(dir.path())?;
+    /// # let a = db.create_account(NewAccount::new("a", "us"))?;
+    /// # let mut w = db.write(a)?;
+    /// # w.insert(&OLD, b"i1", &V1 { n: 7 })?;
+    /// # w.commit()?;
+    /// let r = db.read(a)?;
+    /// assert!(r.get(&NEW, b"i1")?.unwrap().is_upgraded()); // owned, upgraded
+    /// let report = db.migrate(&NEW)?;
+    /// assert_eq!(report.rewritten, 1);
+    /// let r = db.read(a)?;
+    /// let rec = r.get(&NEW, b"i1")?.unwrap();
+    /// assert!(!rec.is_upgraded());                          // in place again
+    /// assert_eq!(rec.n, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn migrate<V: Value>(&self, table: &Table<V>) -> Result<MigrateReport> {
+        self.migrate_with(table, DEFAULT_MIGRATE_BATCH, |_| {})
+    }
+
+    /// [`Db::migrate`] with `batch` records per commit, calling `progress` after each
+    /// committed batch.
+    ///
+    /// # Errors
+    /// Those of [`Db::migrate`].
+    pub fn migrate_with<V: Value>(
+        &self,
+        table: &Table<V>,
+        batch: usize,
+        mut progress: impl FnMut(&MigrateProgress),
+    ) -> Result<MigrateReport> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        crate::limits::check_table_name(table.name())?;
+        if batch == 0 {
+            return Err(Error::invalid("migrate: a batch of 0 records"));
+        }
+        let d = Declared::of(table);
+        d.check()?;
+        let mut report = MigrateReport::default();
+        for (name, region) in regions(inner) {
+            let Some(region) = region else {
+                report.skipped.push(name);
+                continue;
+            };
+            loop {
+                let pass = migrate_pass(inner, &region, &d, batch, &mut report, &mut progress)?;
+                match pass {
+                    Pass::Disabled => {
+                        report.skipped.push(name.clone());
+                        break;
+                    }
+                    Pass::Rewrote(0) => {
+                        report.regions.push(name.clone());
+                        break;
+                    }
+                    Pass::Rewrote(_) => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Every catalog region: its name and, when open, the region.
+fn regions(inner: &Inner) -> Vec<(String, Option<Arc<Region>>)> {
+    let set = inner.regions.read();
+    set.by_id
+        .iter()
+        .flatten()
+        .map(|(name, _)| {
+            let r = set
+                .names
+                .get(name)
+                .and_then(|&id| set.get(crate::types::RegionId(id)).ok());
+            (name.clone(), r)
+        })
+        .collect()
+}
+
+enum Pass {
+    /// The region was disabled meanwhile.
+    Disabled,
+    /// Records rewritten in this pass.
+    Rewrote(u64),
+}
+
+/// One pass over the table in `region`, batch after batch, to its end.
+fn migrate_pass(
+    inner: &Inner,
+    region: &Region,
+    d: &Declared,
+    batch: usize,
+    report: &mut MigrateReport,
+    progress: &mut impl FnMut(&MigrateProgress),
+) -> Result<Pass> {
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut rewrote = 0;
+    loop {
+        // As for a write: `Db::close` and `Db::disable_region` wait for this batch.
+        let _store_gate = inner.writers.read();
+        inner.check_open()?;
+        let writable = region.writable.read();
+        if !*writable {
+            return Ok(Pass::Disabled);
+        }
+        let part = &region.part;
+        let w = part.begin_write()?;
+        let tname = user_table_name(d.table);
+        let def = TableDefinition::<&[u8], &[u8]>::new(&tname);
+        let (done, n, records) = {
+            let mut data = w.open_table(def).at(part)?;
+            let records = data.len().at(part)?;
+            if records == 0 {
+                return Ok(Pass::Rewrote(rewrote));
+            }
+            if schemas::check_write(part, &w, d, records)? {
+                schemas::register(part, &w, d)?;
+            }
+            let (rows, done) = next_batch(part, &data, d, cursor.as_deref(), batch)?;
+            let mut bytes: HashMap<u64, i64> = HashMap::new();
+            for r in &rows {
+                data.insert(r.key.as_slice(), r.value.as_slice()).at(part)?;
+                *bytes.entry(r.account).or_default() += r.delta;
+            }
+            drop(data);
+            adjust_bytes(&w, part, &bytes)?;
+            if let Some(last) = done.as_ref() {
+                cursor = Some(last.clone());
+            }
+            (done.is_none(), rows.len() as u64, records)
+        };
+        part.commit(w)?;
+        rewrote += n;
+        report.rewritten += n;
+        progress(&MigrateProgress {
+            region: part.name.clone(),
+            rewritten: report.rewritten,
+            region_records: records,
+        });
+        if done {
+            return Ok(Pass::Rewrote(rewrote));
+        }
+    }
+}
+
+/// A record rewritten as the current version.
+struct Rewrite {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    account: u64,
+    /// New length minus old length.
+    delta: i64,
+}
+
+/// Up to `batch` old records after `cursor`, upgraded; and the key to continue after
+/// (`None`: the table's end was reached).
+fn next_batch(
+    part: &crate::partition::Partition,
+    data: &redb::Table<'_, &'static [u8], &'static [u8]>,
+    d: &Declared,
+    cursor: Option<&[u8]>,
+    batch: usize,
+) -> Result<(Vec<Rewrite>, Option<Vec<u8>>)> {
+    use std::ops::Bound;
+    let range = match cursor {
+        Some(c) => data.range::<&[u8]>((Bound::Excluded(c), Bound::Unbounded)),
+        None => data.range::<&[u8]>(..),
+    }
+    .at(part)?;
+    let mut out = Vec::new();
+    for row in range {
+        let (k, v) = row.at(part)?;
+        let (key, bytes) = (k.value(), v.value());
+        let codec = bytes.get(1).copied().unwrap_or(d.codec);
+        let binding = Binding {
+            table: d.table,
+            key,
+        };
+        let u = envelope::unseal(bytes, codec, &binding)
+            .map_err(|e| corrupt_value(&part.name, d.table, key, e))?;
+        if u.version == d.version && codec == d.codec {
+            continue;
+        }
+        let Some(old) = d.old(u.version).filter(|o| o.codec == codec) else {
+            return Err(Error::SchemaMismatch {
+                table: d.table.to_owned(),
+                partition: part.name.clone(),
+                stored: Box::new(crate::error::SchemaInfo {
+                    type_name: "(a version this handle does not declare)".to_owned(),
+                    codec: schemas::codec_name(codec),
+                    version: u.version,
+                    fingerprint: 0,
+                }),
+                asked: Box::new(d.info()),
+            });
+        };
+        let payload = (old.read)(u.payload).map_err(|e| {
+            corrupt_value(
+                &part.name,
+                d.table,
+                key,
+                format_args!("old payload failed validation: {e}"),
+            )
+        })?;
+        let value = envelope::seal_raw(&binding, d.codec, d.version, &payload);
+        let account = key
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            .unwrap_or(0);
+        out.push(Rewrite {
+            key: key.to_vec(),
+            delta: value.len() as i64 - bytes.len() as i64,
+            value,
+            account,
+        });
+        if out.len() == batch {
+            return Ok((out, Some(key.to_vec())));
+        }
+    }
+    Ok((out, None))
+}
+
+/// Adds each account's byte delta to its `_usage` row (records unchanged).
+fn adjust_bytes(
+    w: &redb::WriteTransaction,
+    part: &crate::partition::Partition,
+    bytes: &HashMap<u64, i64>,
+) -> Result<()> {
+    let mut usage = w.open_table(USAGE).at(part)?;
+    for (&acct, &delta) in bytes {
+        if delta == 0 {
+            continue;
+        }
+        let (r, b) = usage
+            .get(acct)
+            .at(part)?
+            .map(|g| g.value())
+            .unwrap_or((0, 0));
+        usage
+            .insert(acct, (r, (b as i64 + delta).max(0) as u64))
+            .at(part)?;
+    }
+    Ok(())
+}
