@@ -33,6 +33,16 @@ pub enum Error {
     /// same unique value, or the account is being moved). Retry later.
     #[error("busy: {0}")]
     Busy(String),
+    /// A record this write read ([`Write::get`](crate::Write::get)) was changed by another
+    /// commit before this one: nothing was written. Retry the whole read-modify-write
+    /// ([`Db::update`](crate::Db::update) does).
+    #[error("conflict: record {key:?} of table `{table}` changed since this write read it")]
+    Conflict {
+        /// The table of the record.
+        table: String,
+        /// Its user key.
+        key: Vec<u8>,
+    },
     /// The account's placement policy does not allow data in this region.
     #[error("placement denied: account {account} may not store data in region `{region}`")]
     PlacementDenied {
@@ -191,10 +201,10 @@ impl std::fmt::Display for SchemaInfo {
 impl Error {
     /// Whether the same operation may succeed if retried later without any other change.
     ///
-    /// `Busy` is retryable; a unique violation, a denied placement or
-    /// corruption are not.
+    /// `Busy` and `Conflict` are retryable; a unique violation, a denied placement, a
+    /// schema mismatch or corruption are not.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Busy(_))
+        matches!(self, Error::Busy(_) | Error::Conflict { .. })
     }
 
     pub(crate) fn corrupt(partition: &str, what: impl Into<String>) -> Self {

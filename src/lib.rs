@@ -93,7 +93,7 @@ pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
 pub use table::{MAX_OLD_VERSIONS, Table, Unique, Upgrade};
 pub use types::{AccountId, RegionId};
-pub use write::Write;
+pub use write::{UPDATE_ATTEMPTS, Write};
 
 /// The rkyv crate regionkv is built with (format features pinned): derive your records'
 /// `Archive` and `Serialize` through it with `#[rkyv(crate = regionkv::rkyv)]`.

@@ -46,8 +46,10 @@ enum Held {
         guard: AccessGuard<'static, Bytes>,
         _snapshot: Snapshot,
     },
-    /// An owned payload (an upgraded old record), validated for `V`.
-    Owned(Vec<u8>),
+    /// An upgraded old record: an owned payload, validated for `V`.
+    Upgraded(Vec<u8>),
+    /// A value a write buffered, read back: an owned payload, validated for `V`.
+    Buffered(Vec<u8>),
 }
 
 pub(crate) use crate::partition::set::Snapshot;
@@ -104,7 +106,7 @@ impl<V: Value> Record<V> {
                 let new = (old.read)(u.payload).map_err(invalid)?;
                 V::view(&new).map_err(invalid)?;
                 Ok(Record {
-                    held: Held::Owned(new),
+                    held: Held::Upgraded(new),
                     _value: PhantomData,
                 })
             }
@@ -114,25 +116,57 @@ impl<V: Value> Record<V> {
         }
     }
 
+    /// An owned payload (a value a write buffered), validated for `V`.
+    pub(crate) fn from_payload(payload: Vec<u8>) -> Result<Self> {
+        V::view(&payload).map_err(|e| Error::corrupt("<write>", e))?;
+        Ok(Record {
+            held: Held::Buffered(payload),
+            _value: PhantomData,
+        })
+    }
+
     /// The encoded payload (the rkyv archive, or the raw bytes), without the envelope.
     #[inline]
     pub fn payload(&self) -> &[u8] {
         match &self.held {
             Held::Page { guard, .. } => &guard.value()[HEADER_LEN..],
-            Held::Owned(p) => p,
+            Held::Upgraded(p) | Held::Buffered(p) => p,
         }
     }
 
     /// Whether this is an older record read through its table's upgrade: an owned,
     /// re-encoded value rather than the stored bytes read in place.
     pub fn is_upgraded(&self) -> bool {
-        matches!(self.held, Held::Owned(_))
+        matches!(self.held, Held::Upgraded(_))
+    }
+
+    /// Whether this is the stored bytes read in place (zero-copy): not an upgraded old
+    /// record, nor a value a [`Write`](crate::Write) buffered and read back.
+    pub fn is_in_place(&self) -> bool {
+        matches!(self.held, Held::Page { .. })
     }
 
     /// The value through validated access again (what `Deref` returns, checked once
     /// more by rkyv); mostly for tests.
     pub fn validated(&self) -> Result<&V::View> {
         V::view(self.payload()).map_err(|e| Error::corrupt("?", e))
+    }
+}
+
+impl<V> Record<V>
+where
+    V: Value<View = <V as rkyv::Archive>::Archived> + rkyv::Archive,
+    <V as rkyv::Archive>::Archived:
+        rkyv::Deserialize<V, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    /// An owned copy of the record (rkyv deserialization; the record type must derive
+    /// `rkyv::Deserialize` too), e.g. to change it and insert it again.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if rkyv cannot deserialize the (validated) archive.
+    pub fn deserialize(&self) -> Result<V> {
+        rkyv::deserialize::<V, rkyv::rancor::Error>(&**self)
+            .map_err(|e| Error::corrupt("?", format!("cannot deserialize the record: {e}")))
     }
 }
 
@@ -200,7 +234,8 @@ pub(crate) fn open_checked(
     let Some(t) = part.read_table(txn, def)? else {
         return Ok(None);
     };
-    schemas::check_read(part, txn, d)?;
+    let rows = redb::ReadableTableMetadata::len(&t).at(part)?;
+    schemas::check_read(part, txn, d, rows)?;
     Ok(Some(t))
 }
 

@@ -18,6 +18,7 @@ use crate::partition::region::{
 };
 use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
+use crate::read::{Record, Snapshot, open_checked};
 use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation, ReserveReq};
 use crate::schema::*;
 use crate::table::{Table, Unique};
@@ -64,6 +65,11 @@ pub struct Write {
     ops: BTreeMap<(&'static str, Vec<u8>), Op>,
     /// The schema of each table this write touches (one per table name).
     schemas: Vec<Declared>,
+    /// The region snapshot [`Write::get`] reads, taken at the first read.
+    snapshot: Option<Snapshot>,
+    /// What each record read through [`Write::get`] was (a digest of its stored bytes;
+    /// `None`: absent). Commit fails with [`Error::Conflict`] if any changed since.
+    reads: BTreeMap<(&'static str, Vec<u8>), Option<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for Write {
@@ -104,6 +110,8 @@ impl Write {
             region,
             ops: BTreeMap::new(),
             schemas: Vec::new(),
+            snapshot: None,
+            reads: BTreeMap::new(),
         })
     }
 
@@ -124,12 +132,7 @@ impl Write {
         let d = Declared::of(table);
         match self.schemas.iter().find(|s| s.table == d.table) {
             Some(s) if *s == d => Ok(()),
-            Some(s) => Err(Error::SchemaMismatch {
-                table: d.table.to_owned(),
-                partition: self.region.part.name.clone(),
-                stored: Box::new(s.info()),
-                asked: Box::new(d.info()),
-            }),
+            Some(s) => Err(self.in_write_mismatch(s, &d)),
             None => {
                 self.schemas.push(d);
                 Ok(())
@@ -237,6 +240,120 @@ impl Write {
         Ok(())
     }
 
+    /// Reads `key` as this write sees it: its own buffered change of the record if it has
+    /// one (an insert reads as the inserted value, owned; a remove as `None`), else the
+    /// record in this write's region, from a snapshot taken at the write's first read.
+    ///
+    /// What a `get` read from the region is checked again at commit: if a concurrent commit
+    /// changed the record (or created it) in between, [`Write::commit`] fails with the
+    /// retryable [`Error::Conflict`] and writes nothing. So a value read, changed and
+    /// inserted in one `Write` can never overwrite an update it did not see. See
+    /// [`Write::update`] and [`Db::update`](crate::Db::update) (which retries).
+    ///
+    /// # Errors
+    /// [`Error::SchemaMismatch`] if the table holds another type in this region (or this
+    /// write used it with another type); [`Error::Corrupt`]; [`Error::InvalidArgument`]
+    /// for a bad table name or key.
+    pub fn get<V: Value>(&mut self, table: &Table<V>, key: &[u8]) -> Result<Option<Record<V>>> {
+        check_table_name(table.name())?;
+        check_key(key)?;
+        let d = Declared::of(table);
+        if let Some(s) = self.schemas.iter().find(|s| s.table == d.table)
+            && *s != d
+        {
+            return Err(self.in_write_mismatch(s, &d));
+        }
+        let slot = (table.name(), key.to_vec());
+        if let Some(op) = self.ops.get(&slot) {
+            return match op {
+                Op::Put { value, .. } => {
+                    Record::from_payload(value[envelope::HEADER_LEN..].to_vec()).map(Some)
+                }
+                Op::Remove => Ok(None),
+            };
+        }
+        let part = &self.region.part;
+        let snap = match &self.snapshot {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.region.snapshot()?;
+                self.snapshot = Some(s.clone());
+                s
+            }
+        };
+        let dkey = data_key(self.account.id().0, key);
+        let (record, seen) = match open_checked(part, &snap, &d)? {
+            None => (None, None),
+            Some(t) => match t.get(dkey.as_slice()).at(part)? {
+                None => (None, None),
+                Some(g) => {
+                    let digest = *blake3::hash(g.value()).as_bytes();
+                    (Some(Record::new(g, &snap, part, &d, &dkey)?), Some(digest))
+                }
+            },
+        };
+        self.reads.entry(slot).or_insert(seen);
+        Ok(record)
+    }
+
+    /// Read-modify-write of one record: `f` gets the record as [`Write::get`] reads it and
+    /// returns the new value, or `None` to leave it as it is. Returns whether a value was
+    /// buffered. The record keeps the unique values it owns (or, in a table that declares
+    /// its unique values, owns those of the new value).
+    ///
+    /// ```
+    /// # use regionkv::{Db, NewAccount, Schema, Table};
+    /// # use regionkv::rkyv;
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Schema)]
+    /// #[rkyv(crate = regionkv::rkyv)]
+    /// struct License { key: String, seats: u32 }
+    /// const LICENSES: Table<License> = Table::new("licenses");
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::builder().region("eu").open(dir.path())?;
+    /// # let acme = db.create_account(NewAccount::new("acme", "eu"))?;
+    /// # let mut w = db.write(acme)?;
+    /// # w.insert(&LICENSES, b"l1", &License { key: "K-1".into(), seats: 5 })?;
+    /// # w.commit()?;
+    /// let mut w = db.write(acme)?;
+    /// w.update(&LICENSES, b"l1", |old| {
+    ///     let mut l = old?.deserialize().ok()?; // an owned copy to change
+    ///     l.seats = 500;
+    ///     Some(l)
+    /// })?;
+    /// w.commit()?; // Error::Conflict (retryable) if l1 changed since the read
+    /// assert_eq!(db.read(acme)?.get(&LICENSES, b"l1")?.unwrap().seats, 500);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`Write::get`] and [`Write::insert`].
+    pub fn update<V: Value, O: std::borrow::Borrow<V::Input>>(
+        &mut self,
+        table: &Table<V>,
+        key: &[u8],
+        f: impl FnOnce(Option<&Record<V>>) -> Option<O>,
+    ) -> Result<bool> {
+        let old = self.get(table, key)?;
+        match f(old.as_ref()) {
+            Some(new) => {
+                drop(old);
+                self.insert(table, key, new.borrow())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    #[cold]
+    fn in_write_mismatch(&self, first: &Declared, d: &Declared) -> Error {
+        Error::SchemaMismatch {
+            table: d.table.to_owned(),
+            partition: self.region.part.name.clone(),
+            stored: Box::new(first.info()),
+            asked: Box::new(d.info()),
+        }
+    }
+
     /// Number of buffered operations.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -245,6 +362,29 @@ impl Write {
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Validate: every record [`Write::get`] read from the region is still what it read
+    /// (read in the region write transaction, which no other commit can change under us).
+    fn validate_reads(&self, w: &redb::WriteTransaction) -> Result<()> {
+        let part = &self.region.part;
+        let acct = self.account.id().0;
+        let mut current = None;
+        for ((tname, key), seen) in &self.reads {
+            let data = table_for(w, part, &mut current, tname)?;
+            let dkey = data_key(acct, key);
+            let now = data
+                .get(dkey.as_slice())
+                .at(part)?
+                .map(|g| *blake3::hash(g.value()).as_bytes());
+            if now != *seen {
+                return Err(Error::Conflict {
+                    table: tname.to_string(),
+                    key: key.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Applies every buffered operation atomically, durable when this returns `Ok`.
@@ -260,6 +400,7 @@ impl Write {
     /// - [`Error::DuplicateInWrite`]: two records of this write claim the same value;
     /// - [`Error::QuotaExceeded`], [`Error::PlacementDenied`];
     /// - [`Error::SchemaMismatch`]: a table holds another type in this region;
+    /// - [`Error::Conflict`] (retryable): a record read through [`Write::get`] changed;
     /// - [`Error::OutcomeUnknown`]: the region commit itself failed; the region refuses
     ///   writes until the store is reopened, and recovery then settles the write one way
     ///   in every partition;
@@ -269,6 +410,7 @@ impl Write {
     pub fn commit(self) -> Result<()> {
         let inner = &*self.db.inner;
         if self.ops.is_empty() {
+            // Nothing to write: what it read cannot be overwritten by it.
             inner.check_open()?;
             return Ok(());
         }
@@ -286,6 +428,7 @@ impl Write {
 
         // One writer per region at a time: what `plan` reads cannot change under us.
         let w = part.begin_write()?;
+        self.validate_reads(&w)?;
         let plan = self.plan(&w)?;
         let mut ticket = QuotaTicket {
             inner,
@@ -647,4 +790,68 @@ fn table_for<'c, 't>(
 #[cold]
 fn internal() -> Error {
     Error::invalid("internal: table handle missing")
+}
+
+/// How many times [`Db::update`] runs a read-modify-write that keeps conflicting.
+pub const UPDATE_ATTEMPTS: usize = 32;
+
+impl Db {
+    /// Read-modify-write of one record of `account` in its home region, committed, and
+    /// retried when a concurrent commit changed the record in between ([`Error::Conflict`]):
+    /// `f` may run more than once, each time on the record as it is then. Returns whether
+    /// a value was written (`f` returned `Some`).
+    ///
+    /// ```
+    /// # use regionkv::{Db, NewAccount, Schema, Table};
+    /// # use regionkv::rkyv;
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Schema)]
+    /// #[rkyv(crate = regionkv::rkyv)]
+    /// struct License { key: String, seats: u32 }
+    /// const LICENSES: Table<License> = Table::new("licenses");
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::builder().region("eu").open(dir.path())?;
+    /// # let acme = db.create_account(NewAccount::new("acme", "eu"))?;
+    /// # let mut w = db.write(acme)?;
+    /// # w.insert(&LICENSES, b"l1", &License { key: "K-1".into(), seats: 5 })?;
+    /// # w.commit()?;
+    /// db.update(acme, &LICENSES, b"l1", |old| {
+    ///     let mut l = old?.deserialize().ok()?;
+    ///     l.seats += 1;
+    ///     Some(l)
+    /// })?;
+    /// assert_eq!(db.read(acme)?.get(&LICENSES, b"l1")?.unwrap().seats, 6);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`Write::update`] and [`Write::commit`]; `Conflict` only after
+    /// [`UPDATE_ATTEMPTS`] attempts all conflicted.
+    pub fn update<V: Value, O: std::borrow::Borrow<V::Input>>(
+        &self,
+        account: AccountId,
+        table: &Table<V>,
+        key: &[u8],
+        mut f: impl FnMut(Option<&Record<V>>) -> Option<O>,
+    ) -> Result<bool> {
+        let mut last = None;
+        for attempt in 0..UPDATE_ATTEMPTS {
+            if attempt > 0 {
+                // Let the commit that won go first: a random pause, growing with the
+                // attempts, so that writers that keep colliding spread out.
+                let cap_us = 20u64 << attempt.min(8);
+                let r = getrandom::u64().unwrap_or(attempt as u64);
+                std::thread::sleep(std::time::Duration::from_micros(r % cap_us));
+            }
+            let mut w = self.write(account)?;
+            if !w.update(table, key, &mut f)? {
+                return Ok(false);
+            }
+            match w.commit() {
+                Ok(()) => return Ok(true),
+                Err(e @ Error::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("update: no attempt ran")))
+    }
 }

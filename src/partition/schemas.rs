@@ -256,12 +256,24 @@ fn judge(
 /// For a read of a data table that exists in `txn`: the handle must read at least one of
 /// the recorded versions, and every version it declares must be recorded as its type.
 /// Records of a version it does not know fail one by one (see [`record_version_error`]).
-pub(crate) fn check_read(part: &Partition, txn: &ReadTransaction, d: &Declared) -> Result<()> {
+///
+/// `data_rows`: the rows of the data table. An empty data table without schema rows (one
+/// a write transaction opened without writing to it) reads as empty.
+pub(crate) fn check_read(
+    part: &Partition,
+    txn: &ReadTransaction,
+    d: &Declared,
+    data_rows: u64,
+) -> Result<()> {
     let Some(t) = part.read_table(txn, SCHEMAS)? else {
-        return Err(no_schema_row(part, d.table));
+        return match data_rows {
+            0 => Ok(()),
+            _ => Err(no_schema_row(part, d.table)),
+        };
     };
     let v = judge(part, &t, d)?;
     match v.stored.last() {
+        None if data_rows == 0 => Ok(()),
         None => Err(no_schema_row(part, d.table)),
         Some(newest) if !v.current && !v.stored.iter().any(|s| d.reads(s) == Some(true)) => {
             Err(mismatch(part, d, newest))
