@@ -62,13 +62,16 @@ fn store_with_claim(sim: &SimStorage) -> (Db, AccountId, AccountId) {
     (db, a, b)
 }
 
-/// With eu disabled after a crash, `X` (claimed by a, home eu) must stay protected; then,
-/// with eu enabled again, there must be exactly one owner: a.
-fn check_claim_protected_while_eu_disabled(
+/// A crash of `db`; then, with eu disabled, `X` (claimed by a, home eu) must stay
+/// protected, and with eu enabled again there must be exactly one owner: a.
+fn crash_then_check_claim_protected_while_eu_disabled(
     sim: &SimStorage,
+    db: Db,
     a: AccountId,
     b: AccountId,
 ) -> Vec<String> {
+    sim.crash();
+    drop(db);
     let mut problems = Vec::new();
     let db = open_eu_disabled(sim).expect("open with eu disabled after the crash");
     let taken = db.is_taken("email", X);
@@ -108,9 +111,7 @@ fn check_claim_protected_while_eu_disabled(
 fn crash_then_open_with_owner_region_disabled_keeps_the_claim() {
     let sim = SimStorage::new();
     let (db, a, b) = store_with_claim(&sim);
-    sim.crash();
-    drop(db);
-    let problems = check_claim_protected_while_eu_disabled(&sim, a, b);
+    let problems = crash_then_check_claim_protected_while_eu_disabled(&sim, db, a, b);
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
@@ -131,9 +132,7 @@ fn claim_stays_protected_after_a_long_run_of_plain_writes_then_a_crash() {
         i += 1;
         std::thread::sleep(Duration::from_millis(2));
     }
-    sim.crash();
-    drop(db);
-    let problems = check_claim_protected_while_eu_disabled(&sim, a, b);
+    let problems = crash_then_check_claim_protected_while_eu_disabled(&sim, db, a, b);
     assert!(problems.is_empty(), "after {i} plain writes: {problems:#?}");
 }
 
@@ -411,11 +410,7 @@ fn region_at_disabled_at_open_keeps_its_record_counts() {
     };
     assert!(eu_path.exists());
 
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(&dir)
-        .unwrap();
+    let db = open_us_eu_off(&dir);
     // eu holds 1 record of a: exactly 9 more fit in us.
     let mut added = 0;
     for i in 0..12 {
@@ -484,11 +479,7 @@ fn disabled_region_refuses_reads_and_writes_and_keeps_its_data() {
     let (eu_tenant, us_tenant) = seed_store(dir.path());
     let eu_bytes = std::fs::read(region_file(dir.path(), "eu")).unwrap();
 
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(dir.path())
-        .unwrap();
+    let db = open_us_eu_off(dir.path());
     let disabled = |r: Result<_, Error>, what: &str| match r {
         Err(Error::RegionDisabled(name)) => assert_eq!(name, "eu", "{what}"),
         Err(e) => panic!("{what}: expected RegionDisabled, got {e:?}"),
@@ -581,11 +572,8 @@ fn disable_region_at_runtime() {
     // Idempotent.
     db.disable_region("eu").unwrap();
     assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
+        !common::region_enabled(&db, "eu"),
+        "eu is listed as disabled"
     );
     assert!(matches!(
         db.write_in(eu_tenant, "eu"),
@@ -606,11 +594,8 @@ fn disable_region_at_runtime() {
     // Recorded in the catalog: opening without eu is fine now.
     let db = Db::builder().region("us").open(dir.path()).unwrap();
     assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
+        !common::region_enabled(&db, "eu"),
+        "eu is listed as disabled"
     );
     assert!(matches!(db.write(eu_tenant), Err(Error::RegionDisabled(_))));
     db.close().unwrap();
@@ -731,8 +716,7 @@ fn fifty_regions_some_disabled_at_open_and_at_run_time() {
 fn release_in_disabled_region_then_claim_elsewhere_then_power_loss_and_return() {
     let sim = SimStorage::new();
     let db = quiet_us_eu(&sim, DIR).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    let (e, u) = e_and_u(&db);
     claim(&db, e, "eu", b"e1", "v@x").unwrap();
     db.checkpoint().unwrap();
     let mut w = db.write(e).unwrap();
