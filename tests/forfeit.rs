@@ -179,6 +179,20 @@ fn drop_without_close_then_reopen_is_refused_while_the_timer_holds_the_store() {
     }
 }
 
+/// Opens the store at `DIR` on a [`quiet_builder`] with regions us, eu and ap, `disabled`
+/// (if any) disabled.
+fn us_eu_ap(sim: &SimStorage, disabled: Option<&str>) -> Db {
+    let mut b = quiet_builder(sim);
+    for r in ["us", "eu", "ap"] {
+        b = if disabled == Some(r) {
+            b.disable_region(r)
+        } else {
+            b.region(r)
+        };
+    }
+    b.open(DIR).unwrap()
+}
+
 // Regression (fixed since): forfeit then inflight claim elsewhere leaves a second owner.
 /// (a) + I1/I2: eu's claim is forfeited; a record of ap claims the value, its Reserve is
 /// durable (first unique write of ap: synced) and its region commit fails (outcome
@@ -190,12 +204,7 @@ fn drop_without_close_then_reopen_is_refused_while_the_timer_holds_the_store() {
 #[test]
 fn forfeit_then_inflight_claim_elsewhere_leaves_a_second_owner() {
     let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, None);
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let a = db.create_account(NewAccount::new("a", "ap")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
@@ -204,22 +213,12 @@ fn forfeit_then_inflight_claim_elsewhere_leaves_a_second_owner() {
     sim.crash();
     drop(db);
 
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, Some("eu"));
     db.forfeit_unsettled("eu").unwrap();
     claim_on_a_dying_file_then_power_loss(&sim, db, "ap", a, b"a1");
 
     // eu back, ap disabled.
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .disable_region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, Some("ap"));
     // The forfeited claim met ap's claim of the same value (its outcome still unknown):
     // eu's record gives the value up, and says so.
     let lost = db.recovery_report().claims_lost;
@@ -229,12 +228,7 @@ fn forfeit_then_inflight_claim_elsewhere_leaves_a_second_owner() {
     );
     db.close().unwrap();
     // Everything back.
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, None);
     let a_applied = db.read(a).unwrap().get(&T, b"a1").unwrap().is_some();
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "I1/I2: {audit}");
