@@ -107,12 +107,19 @@ fn crash_then_check_claim_protected_while_eu_disabled(
     problems
 }
 
-#[test]
-fn crash_then_open_with_owner_region_disabled_keeps_the_claim() {
+/// [`store_with_claim`], then `between` on the store and a's id (it says what it did, for
+/// the message), then [`crash_then_check_claim_protected_while_eu_disabled`]: no problem.
+fn assert_claim_protected_through_a_crash(between: impl FnOnce(&Db, AccountId) -> String) {
     let sim = SimStorage::new();
     let (db, a, b) = store_with_claim(&sim);
+    let what = between(&db, a);
     let problems = crash_then_check_claim_protected_while_eu_disabled(&sim, db, a, b);
-    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(problems.is_empty(), "{what}: {problems:#?}");
+}
+
+#[test]
+fn crash_then_open_with_owner_region_disabled_keeps_the_claim() {
+    assert_claim_protected_through_a_crash(|_, _| "crash right after the claim".into());
 }
 
 #[test]
@@ -120,20 +127,19 @@ fn claim_stays_protected_after_a_long_run_of_plain_writes_then_a_crash() {
     // Default checkpoint budget: nothing but a unique write ever syncs the global
     // partition, so the claim's only durable trace is the marker in eu, however long ago
     // it was acknowledged.
-    let sim = SimStorage::new();
-    let (db, a, b) = store_with_claim(&sim);
-    let start = Instant::now();
-    let mut i = 0u32;
-    while start.elapsed() < Duration::from_millis(1500) {
-        let mut w = db.write(a).unwrap();
-        w.insert(&T, format!("plain-{}", i % 64).as_bytes(), &i.to_le_bytes())
-            .unwrap();
-        w.commit().unwrap();
-        i += 1;
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let problems = crash_then_check_claim_protected_while_eu_disabled(&sim, db, a, b);
-    assert!(problems.is_empty(), "after {i} plain writes: {problems:#?}");
+    assert_claim_protected_through_a_crash(|db, a| {
+        let start = Instant::now();
+        let mut i = 0u32;
+        while start.elapsed() < Duration::from_millis(1500) {
+            let mut w = db.write(a).unwrap();
+            w.insert(&T, format!("plain-{}", i % 64).as_bytes(), &i.to_le_bytes())
+                .unwrap();
+            w.commit().unwrap();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        format!("after {i} plain writes")
+    });
 }
 
 #[test]
@@ -183,6 +189,22 @@ fn wait_for(counter: &AtomicUsize, n: usize) {
     }
 }
 
+/// `n` writer threads, thread `t` running `body(t, its handle of the store, commits)`;
+/// returns their handles.
+fn spawn_writers<R: Send + 'static>(
+    db: &Db,
+    n: usize,
+    commits: &Arc<AtomicUsize>,
+    body: impl Fn(usize, Db, Arc<AtomicUsize>) -> R + Clone + Send + 'static,
+) -> Vec<std::thread::JoinHandle<R>> {
+    (0..n)
+        .map(|t| {
+            let (db, commits, body) = (db.clone(), commits.clone(), body.clone());
+            std::thread::spawn(move || body(t, db, commits))
+        })
+        .collect()
+}
+
 fn count_records(db: &Db, acct: AccountId) -> usize {
     let r = db.read(acct).unwrap();
     r.scan(&T)
@@ -199,11 +221,7 @@ fn disable_region_waits_for_commits_in_flight() {
     let mut problems = Vec::new();
     for round in 0..ROUNDS {
         // eu listed again: enabled (thawed) for this round.
-        let db = sim_builder(&sim)
-            .region("us")
-            .region("eu")
-            .open(DIR)
-            .unwrap();
+        let db = open_us_eu_sim(&sim, DIR).unwrap();
         let a = db
             .create_account(
                 NewAccount::new(format!("a{round}"), "us")
@@ -212,40 +230,34 @@ fn disable_region_waits_for_commits_in_flight() {
             )
             .unwrap();
         let commits = Arc::new(AtomicUsize::new(0));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|t| {
-                let db = db.clone();
-                let commits = commits.clone();
-                std::thread::spawn(move || {
-                    let key = format!("k{t}").into_bytes();
-                    let value = big_value();
-                    // The state of `key` as of the last acknowledged commit.
-                    let mut present = false;
-                    loop {
-                        // Refused once eu is disabled (RegionDisabled today).
-                        let Ok(mut w) = db.write_in(a, "eu") else {
-                            break;
-                        };
-                        if present {
-                            w.remove(&T, &key).unwrap();
-                        } else {
-                            w.insert(&T, &key, &value).unwrap();
-                        }
-                        match w.commit() {
-                            Ok(()) => {
-                                present = !present;
-                                commits.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(Error::QuotaExceeded { .. }) => std::thread::yield_now(),
-                            Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
-                            // Refused, nothing written (RegionDisabled today).
-                            Err(_) => break,
-                        }
+        let writers = spawn_writers(&db, WRITERS, &commits, move |t, db, commits| {
+            let key = format!("k{t}").into_bytes();
+            let value = big_value();
+            // The state of `key` as of the last acknowledged commit.
+            let mut present = false;
+            loop {
+                // Refused once eu is disabled (RegionDisabled today).
+                let Ok(mut w) = db.write_in(a, "eu") else {
+                    break;
+                };
+                if present {
+                    w.remove(&T, &key).unwrap();
+                } else {
+                    w.insert(&T, &key, &value).unwrap();
+                }
+                match w.commit() {
+                    Ok(()) => {
+                        present = !present;
+                        commits.fetch_add(1, Ordering::SeqCst);
                     }
-                    (key, present)
-                })
-            })
-            .collect();
+                    Err(Error::QuotaExceeded { .. }) => std::thread::yield_now(),
+                    Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
+                    // Refused, nothing written (RegionDisabled today).
+                    Err(_) => break,
+                }
+            }
+            (key, present)
+        });
         wait_for(&commits, 4);
         db.disable_region("eu").unwrap();
         // What the files hold the instant disable_region returned.
@@ -294,11 +306,7 @@ fn disable_region_waits_for_commits_in_flight() {
             }
         }
         db.close().unwrap();
-        let db = sim_builder(&sim)
-            .region("us")
-            .region("eu")
-            .open(DIR)
-            .unwrap();
+        let db = open_us_eu_sim(&sim, DIR).unwrap();
         let total = count_records(&db, a);
         if total > 2 {
             problems.push(format!(
@@ -327,34 +335,28 @@ fn close_waits_for_commits_in_flight() {
         let db = sim_builder(&sim).region("us").open(DIR).unwrap();
         let a = db.create_account(NewAccount::new("a", "us")).unwrap();
         let commits = Arc::new(AtomicUsize::new(0));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|t| {
-                let db = db.clone();
-                let commits = commits.clone();
-                std::thread::spawn(move || {
-                    let value = big_value();
-                    let mut acked = Vec::new();
-                    for i in 0.. {
-                        let key = format!("w{t}-{i}").into_bytes();
-                        // Refused once the store is closed (Closed).
-                        let Ok(mut w) = db.write(a) else {
-                            break;
-                        };
-                        w.insert(&T, &key, &value).unwrap();
-                        match w.commit() {
-                            Ok(()) => {
-                                acked.push(key);
-                                commits.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
-                            // Refused, nothing written (Closed today).
-                            Err(_) => break,
-                        }
+        let writers = spawn_writers(&db, WRITERS, &commits, move |t, db, commits| {
+            let value = big_value();
+            let mut acked = Vec::new();
+            for i in 0.. {
+                let key = format!("w{t}-{i}").into_bytes();
+                // Refused once the store is closed (Closed).
+                let Ok(mut w) = db.write(a) else {
+                    break;
+                };
+                w.insert(&T, &key, &value).unwrap();
+                match w.commit() {
+                    Ok(()) => {
+                        acked.push(key);
+                        commits.fetch_add(1, Ordering::SeqCst);
                     }
-                    acked
-                })
-            })
-            .collect();
+                    Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
+                    // Refused, nothing written (Closed today).
+                    Err(_) => break,
+                }
+            }
+            acked
+        });
         wait_for(&commits, 4);
         db.clone().close().unwrap();
         // What the files hold the instant close returned.
