@@ -98,11 +98,7 @@ fn account_home_and_allowed_regions_must_be_usable() {
         let db = open_us_eu(dir.path());
         db.close().unwrap();
     }
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(dir.path())
-        .unwrap();
+    let db = open_us_eu_off(dir.path());
     let rows = [
         Rejected::new(
             "unknown home",

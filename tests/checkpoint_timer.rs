@@ -165,89 +165,98 @@ fn reopen_and_verify(sim: &SimStorage, ids: &Ids, acked: &Acked, ctx: &str) {
     db.close().unwrap();
 }
 
-// Guard: timer races writers disable and close.
-#[test]
-fn timer_races_writers_disable_and_close() {
-    let done = watchdog("timer_races_writers_disable_and_close");
-    for round in 0..4u64 {
+/// `rounds` rounds of the race, each on a fresh store under a watchdog named `name`: the
+/// writers run; `during` acts on the store while they write (with the round, the storage
+/// and the store; it may end the store and hands back what the writers must outlive); the
+/// writers stop; `after` ends what `during` handed back; every acknowledged write must then
+/// survive a restart and a power loss ([`reopen_and_verify`]).
+fn race<R>(
+    name: &'static str,
+    rounds: u64,
+    during: impl Fn(u64, &SimStorage, Db) -> R,
+    after: impl Fn(&SimStorage, R),
+) {
+    let done = watchdog(name);
+    for round in 0..rounds {
         let sim = SimStorage::new();
         let db = b(&sim).open(DIR).unwrap();
         let ids = setup(&db);
         let acked = Arc::new(Mutex::new(Acked::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let hs = writers(&db, &ids, &acked, &stop);
-        std::thread::sleep(Duration::from_millis(5 + round * 7));
-        db.disable_region("ap").unwrap();
-        let f = db.forfeit_unsettled("ap").unwrap();
-        assert!(!f.was_unsettled, "{f:?}");
-        std::thread::sleep(Duration::from_millis(5 + round * 3));
-        let probe = db.clone();
-        db.close().unwrap();
-        // Nothing may write once close returned: no timer checkpoint, no write.
-        let (w0, s0) = (sim.writes(), sim.syncs());
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(
-            (sim.writes(), sim.syncs()),
-            (w0, s0),
-            "round {round}: I/O after close returned"
-        );
-        assert!(matches!(probe.checkpoint(), Err(Error::Closed)));
+        let left = during(round, &sim, db);
         stop.store(true, Ordering::Release);
         for h in hs {
             h.join().unwrap();
         }
-        drop(probe);
+        after(&sim, left);
         let acked = std::mem::take(&mut *acked.lock());
-        reopen_and_verify(&sim, &ids, &acked, &format!("round {round}"));
+        reopen_and_verify(&sim, &ids, &acked, &format!("{name} round {round}"));
     }
     done.store(true, Ordering::Release);
+}
+
+// Guard: timer races writers disable and close.
+#[test]
+fn timer_races_writers_disable_and_close() {
+    race(
+        "timer_races_writers_disable_and_close",
+        4,
+        |round, sim, db| {
+            std::thread::sleep(Duration::from_millis(5 + round * 7));
+            db.disable_region("ap").unwrap();
+            let f = db.forfeit_unsettled("ap").unwrap();
+            assert!(!f.was_unsettled, "{f:?}");
+            std::thread::sleep(Duration::from_millis(5 + round * 3));
+            let probe = db.clone();
+            db.close().unwrap();
+            // Nothing may write once close returned: no timer checkpoint, no write.
+            let (w0, s0) = (sim.writes(), sim.syncs());
+            std::thread::sleep(Duration::from_millis(60));
+            assert_eq!(
+                (sim.writes(), sim.syncs()),
+                (w0, s0),
+                "round {round}: I/O after close returned"
+            );
+            assert!(matches!(probe.checkpoint(), Err(Error::Closed)));
+            probe
+        },
+        |_, probe| drop(probe),
+    );
 }
 
 // Guard: timer races writers and drop without close.
 #[test]
 fn timer_races_writers_and_drop_without_close() {
-    let done = watchdog("timer_races_writers_and_drop_without_close");
-    for round in 0..4u64 {
-        let sim = SimStorage::new();
-        let db = b(&sim).open(DIR).unwrap();
-        let ids = setup(&db);
-        let acked = Arc::new(Mutex::new(Acked::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let hs = writers(&db, &ids, &acked, &stop);
-        std::thread::sleep(Duration::from_millis(5 + round * 9));
-        stop.store(true, Ordering::Release);
-        for h in hs {
-            h.join().unwrap();
-        }
-        drop(db); // no close: the timer may hold the last reference for a moment
-        let acked = std::mem::take(&mut *acked.lock());
-        reopen_and_verify(&sim, &ids, &acked, &format!("round {round}"));
-    }
-    done.store(true, Ordering::Release);
+    race(
+        "timer_races_writers_and_drop_without_close",
+        4,
+        |round, _, db| {
+            std::thread::sleep(Duration::from_millis(5 + round * 9));
+            db
+        },
+        // No close: the timer may hold the last reference for a moment.
+        |_, db| drop(db),
+    );
 }
 
+/// The race with `path` dying mid-run (after `round * 5` storage operations): the store is
+/// closed as well as it can be and the fault cleared before the restart.
 fn dying_file(path: std::path::PathBuf, name: &'static str) {
-    let done = watchdog(name);
-    for round in 0..6u64 {
-        let sim = SimStorage::new();
-        let db = b(&sim).open(DIR).unwrap();
-        let ids = setup(&db);
-        let acked = Arc::new(Mutex::new(Acked::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let hs = writers(&db, &ids, &acked, &stop);
-        std::thread::sleep(Duration::from_millis(3));
-        sim.fail_file_after(&path, round * 5, FaultOn::Any);
-        std::thread::sleep(Duration::from_millis(15));
-        stop.store(true, Ordering::Release);
-        for h in hs {
-            h.join().unwrap();
-        }
-        let _ = db.close();
-        sim.clear_fault();
-        let acked = std::mem::take(&mut *acked.lock());
-        reopen_and_verify(&sim, &ids, &acked, &format!("{name} round {round}"));
-    }
-    done.store(true, Ordering::Release);
+    race(
+        name,
+        6,
+        |round, sim, db| {
+            std::thread::sleep(Duration::from_millis(3));
+            sim.fail_file_after(&path, round * 5, FaultOn::Any);
+            std::thread::sleep(Duration::from_millis(15));
+            db
+        },
+        |sim, db| {
+            let _ = db.close();
+            sim.clear_fault();
+        },
+    );
 }
 
 // Guard: timer races writers with a dying global then restart and power loss.

@@ -19,7 +19,9 @@
 mod common;
 
 use common::T;
-use common::files::{NOTES, Node, Snapshot, diff_files, sim_snapshot, snapshot};
+use common::files::{
+    NOTES, Node, Snapshot, diff_files, edit_with_redb, plain_redb_file, sim_snapshot, snapshot,
+};
 use common::model::{
     Acct, Catalog, Commit, Model, Outcome as Predicted, Probes, Rec, classify, compare,
     execute_commit,
@@ -871,18 +873,6 @@ fn byte_flips() {
     run_all("byte flips", cases);
 }
 
-/// Rewrites a partition's bytes through redb itself (a real temporary file).
-fn edit_with_redb(bytes: &[u8], edit: impl FnOnce(&redb::Database)) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("f.redb");
-    std::fs::write(&p, bytes).unwrap();
-    {
-        let db = redb::Database::open(&p).unwrap();
-        edit(&db);
-    }
-    std::fs::read(&p).unwrap()
-}
-
 fn set_meta(bytes: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
     edit_with_redb(bytes, |db| {
         let w = db.begin_write().unwrap();
@@ -895,23 +885,6 @@ fn set_meta(bytes: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
         }
         w.commit().unwrap();
     })
-}
-
-fn plain_redb_file() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("plain.redb");
-    {
-        let db = redb::Database::create(&p).unwrap();
-        let w = db.begin_write().unwrap();
-        {
-            let mut t = w
-                .open_table(redb::TableDefinition::<&str, &[u8]>::new("other"))
-                .unwrap();
-            t.insert("k", b"v".as_slice()).unwrap();
-        }
-        w.commit().unwrap();
-    }
-    std::fs::read(&p).unwrap()
 }
 
 #[test]
@@ -1284,11 +1257,7 @@ fn run_flips(verify: bool, iters: u64) -> Vec<String> {
         }
         let r = catch_unwind(AssertUnwindSafe(|| exercise_damaged(&sim, verify, eu_dis)));
         if let Err(p) = r {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = common::panic_message(&*p);
             panics.push(format!(
                 "it={it} file={} flips={flips:?} eu_disabled={eu_dis}: {msg}",
                 files[fi].0.display()

@@ -62,13 +62,16 @@ fn store_with_claim(sim: &SimStorage) -> (Db, AccountId, AccountId) {
     (db, a, b)
 }
 
-/// With eu disabled after a crash, `X` (claimed by a, home eu) must stay protected; then,
-/// with eu enabled again, there must be exactly one owner: a.
-fn check_claim_protected_while_eu_disabled(
+/// A crash of `db`; then, with eu disabled, `X` (claimed by a, home eu) must stay
+/// protected, and with eu enabled again there must be exactly one owner: a.
+fn crash_then_check_claim_protected_while_eu_disabled(
     sim: &SimStorage,
+    db: Db,
     a: AccountId,
     b: AccountId,
 ) -> Vec<String> {
+    sim.crash();
+    drop(db);
     let mut problems = Vec::new();
     let db = open_eu_disabled(sim).expect("open with eu disabled after the crash");
     let taken = db.is_taken("email", X);
@@ -104,14 +107,19 @@ fn check_claim_protected_while_eu_disabled(
     problems
 }
 
-#[test]
-fn crash_then_open_with_owner_region_disabled_keeps_the_claim() {
+/// [`store_with_claim`], then `between` on the store and a's id (it says what it did, for
+/// the message), then [`crash_then_check_claim_protected_while_eu_disabled`]: no problem.
+fn assert_claim_protected_through_a_crash(between: impl FnOnce(&Db, AccountId) -> String) {
     let sim = SimStorage::new();
     let (db, a, b) = store_with_claim(&sim);
-    sim.crash();
-    drop(db);
-    let problems = check_claim_protected_while_eu_disabled(&sim, a, b);
-    assert!(problems.is_empty(), "{problems:#?}");
+    let what = between(&db, a);
+    let problems = crash_then_check_claim_protected_while_eu_disabled(&sim, db, a, b);
+    assert!(problems.is_empty(), "{what}: {problems:#?}");
+}
+
+#[test]
+fn crash_then_open_with_owner_region_disabled_keeps_the_claim() {
+    assert_claim_protected_through_a_crash(|_, _| "crash right after the claim".into());
 }
 
 #[test]
@@ -119,22 +127,19 @@ fn claim_stays_protected_after_a_long_run_of_plain_writes_then_a_crash() {
     // Default checkpoint budget: nothing but a unique write ever syncs the global
     // partition, so the claim's only durable trace is the marker in eu, however long ago
     // it was acknowledged.
-    let sim = SimStorage::new();
-    let (db, a, b) = store_with_claim(&sim);
-    let start = Instant::now();
-    let mut i = 0u32;
-    while start.elapsed() < Duration::from_millis(1500) {
-        let mut w = db.write(a).unwrap();
-        w.insert(&T, format!("plain-{}", i % 64).as_bytes(), &i.to_le_bytes())
-            .unwrap();
-        w.commit().unwrap();
-        i += 1;
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    sim.crash();
-    drop(db);
-    let problems = check_claim_protected_while_eu_disabled(&sim, a, b);
-    assert!(problems.is_empty(), "after {i} plain writes: {problems:#?}");
+    assert_claim_protected_through_a_crash(|db, a| {
+        let start = Instant::now();
+        let mut i = 0u32;
+        while start.elapsed() < Duration::from_millis(1500) {
+            let mut w = db.write(a).unwrap();
+            w.insert(&T, format!("plain-{}", i % 64).as_bytes(), &i.to_le_bytes())
+                .unwrap();
+            w.commit().unwrap();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        format!("after {i} plain writes")
+    });
 }
 
 #[test]
@@ -184,6 +189,22 @@ fn wait_for(counter: &AtomicUsize, n: usize) {
     }
 }
 
+/// `n` writer threads, thread `t` running `body(t, its handle of the store, commits)`;
+/// returns their handles.
+fn spawn_writers<R: Send + 'static>(
+    db: &Db,
+    n: usize,
+    commits: &Arc<AtomicUsize>,
+    body: impl Fn(usize, Db, Arc<AtomicUsize>) -> R + Clone + Send + 'static,
+) -> Vec<std::thread::JoinHandle<R>> {
+    (0..n)
+        .map(|t| {
+            let (db, commits, body) = (db.clone(), commits.clone(), body.clone());
+            std::thread::spawn(move || body(t, db, commits))
+        })
+        .collect()
+}
+
 fn count_records(db: &Db, acct: AccountId) -> usize {
     let r = db.read(acct).unwrap();
     r.scan(&T)
@@ -200,11 +221,7 @@ fn disable_region_waits_for_commits_in_flight() {
     let mut problems = Vec::new();
     for round in 0..ROUNDS {
         // eu listed again: enabled (thawed) for this round.
-        let db = sim_builder(&sim)
-            .region("us")
-            .region("eu")
-            .open(DIR)
-            .unwrap();
+        let db = open_us_eu_sim(&sim, DIR).unwrap();
         let a = db
             .create_account(
                 NewAccount::new(format!("a{round}"), "us")
@@ -213,40 +230,34 @@ fn disable_region_waits_for_commits_in_flight() {
             )
             .unwrap();
         let commits = Arc::new(AtomicUsize::new(0));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|t| {
-                let db = db.clone();
-                let commits = commits.clone();
-                std::thread::spawn(move || {
-                    let key = format!("k{t}").into_bytes();
-                    let value = big_value();
-                    // The state of `key` as of the last acknowledged commit.
-                    let mut present = false;
-                    loop {
-                        // Refused once eu is disabled (RegionDisabled today).
-                        let Ok(mut w) = db.write_in(a, "eu") else {
-                            break;
-                        };
-                        if present {
-                            w.remove(&T, &key).unwrap();
-                        } else {
-                            w.insert(&T, &key, &value).unwrap();
-                        }
-                        match w.commit() {
-                            Ok(()) => {
-                                present = !present;
-                                commits.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(Error::QuotaExceeded { .. }) => std::thread::yield_now(),
-                            Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
-                            // Refused, nothing written (RegionDisabled today).
-                            Err(_) => break,
-                        }
+        let writers = spawn_writers(&db, WRITERS, &commits, move |t, db, commits| {
+            let key = format!("k{t}").into_bytes();
+            let value = big_value();
+            // The state of `key` as of the last acknowledged commit.
+            let mut present = false;
+            loop {
+                // Refused once eu is disabled (RegionDisabled today).
+                let Ok(mut w) = db.write_in(a, "eu") else {
+                    break;
+                };
+                if present {
+                    w.remove(&T, &key).unwrap();
+                } else {
+                    w.insert(&T, &key, &value).unwrap();
+                }
+                match w.commit() {
+                    Ok(()) => {
+                        present = !present;
+                        commits.fetch_add(1, Ordering::SeqCst);
                     }
-                    (key, present)
-                })
-            })
-            .collect();
+                    Err(Error::QuotaExceeded { .. }) => std::thread::yield_now(),
+                    Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
+                    // Refused, nothing written (RegionDisabled today).
+                    Err(_) => break,
+                }
+            }
+            (key, present)
+        });
         wait_for(&commits, 4);
         db.disable_region("eu").unwrap();
         // What the files hold the instant disable_region returned.
@@ -295,11 +306,7 @@ fn disable_region_waits_for_commits_in_flight() {
             }
         }
         db.close().unwrap();
-        let db = sim_builder(&sim)
-            .region("us")
-            .region("eu")
-            .open(DIR)
-            .unwrap();
+        let db = open_us_eu_sim(&sim, DIR).unwrap();
         let total = count_records(&db, a);
         if total > 2 {
             problems.push(format!(
@@ -328,34 +335,28 @@ fn close_waits_for_commits_in_flight() {
         let db = sim_builder(&sim).region("us").open(DIR).unwrap();
         let a = db.create_account(NewAccount::new("a", "us")).unwrap();
         let commits = Arc::new(AtomicUsize::new(0));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|t| {
-                let db = db.clone();
-                let commits = commits.clone();
-                std::thread::spawn(move || {
-                    let value = big_value();
-                    let mut acked = Vec::new();
-                    for i in 0.. {
-                        let key = format!("w{t}-{i}").into_bytes();
-                        // Refused once the store is closed (Closed).
-                        let Ok(mut w) = db.write(a) else {
-                            break;
-                        };
-                        w.insert(&T, &key, &value).unwrap();
-                        match w.commit() {
-                            Ok(()) => {
-                                acked.push(key);
-                                commits.fetch_add(1, Ordering::SeqCst);
-                            }
-                            Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
-                            // Refused, nothing written (Closed today).
-                            Err(_) => break,
-                        }
+        let writers = spawn_writers(&db, WRITERS, &commits, move |t, db, commits| {
+            let value = big_value();
+            let mut acked = Vec::new();
+            for i in 0.. {
+                let key = format!("w{t}-{i}").into_bytes();
+                // Refused once the store is closed (Closed).
+                let Ok(mut w) = db.write(a) else {
+                    break;
+                };
+                w.insert(&T, &key, &value).unwrap();
+                match w.commit() {
+                    Ok(()) => {
+                        acked.push(key);
+                        commits.fetch_add(1, Ordering::SeqCst);
                     }
-                    acked
-                })
-            })
-            .collect();
+                    Err(e @ Error::OutcomeUnknown { .. }) => panic!("commit: {e}"),
+                    // Refused, nothing written (Closed today).
+                    Err(_) => break,
+                }
+            }
+            acked
+        });
         wait_for(&commits, 4);
         db.clone().close().unwrap();
         // What the files hold the instant close returned.
@@ -411,11 +412,7 @@ fn region_at_disabled_at_open_keeps_its_record_counts() {
     };
     assert!(eu_path.exists());
 
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(&dir)
-        .unwrap();
+    let db = open_us_eu_off(&dir);
     // eu holds 1 record of a: exactly 9 more fit in us.
     let mut added = 0;
     for i in 0..12 {
@@ -484,11 +481,7 @@ fn disabled_region_refuses_reads_and_writes_and_keeps_its_data() {
     let (eu_tenant, us_tenant) = seed_store(dir.path());
     let eu_bytes = std::fs::read(region_file(dir.path(), "eu")).unwrap();
 
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(dir.path())
-        .unwrap();
+    let db = open_us_eu_off(dir.path());
     let disabled = |r: Result<_, Error>, what: &str| match r {
         Err(Error::RegionDisabled(name)) => assert_eq!(name, "eu", "{what}"),
         Err(e) => panic!("{what}: expected RegionDisabled, got {e:?}"),
@@ -581,11 +574,8 @@ fn disable_region_at_runtime() {
     // Idempotent.
     db.disable_region("eu").unwrap();
     assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
+        !common::region_enabled(&db, "eu"),
+        "eu is listed as disabled"
     );
     assert!(matches!(
         db.write_in(eu_tenant, "eu"),
@@ -606,11 +596,8 @@ fn disable_region_at_runtime() {
     // Recorded in the catalog: opening without eu is fine now.
     let db = Db::builder().region("us").open(dir.path()).unwrap();
     assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
+        !common::region_enabled(&db, "eu"),
+        "eu is listed as disabled"
     );
     assert!(matches!(db.write(eu_tenant), Err(Error::RegionDisabled(_))));
     db.close().unwrap();
@@ -731,8 +718,7 @@ fn fifty_regions_some_disabled_at_open_and_at_run_time() {
 fn release_in_disabled_region_then_claim_elsewhere_then_power_loss_and_return() {
     let sim = SimStorage::new();
     let db = quiet_us_eu(&sim, DIR).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    let (e, u) = e_and_u(&db);
     claim(&db, e, "eu", b"e1", "v@x").unwrap();
     db.checkpoint().unwrap();
     let mut w = db.write(e).unwrap();

@@ -7,7 +7,7 @@ mod common;
 use common::T;
 use common::sim::*;
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Db, Error, NewAccount};
+use regionkv::{AccountId, Db, Error};
 use std::time::Duration;
 
 // ======================================================================================
@@ -31,8 +31,7 @@ const DIR: &str = "/e";
 fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
     let sim = SimStorage::new();
     let db = quiet_us_eu(&sim, DIR).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    let (e, u) = e_and_u(&db);
     sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Writes);
     let r = claim(&db, e, "eu", b"k", "z@x");
     assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
@@ -43,9 +42,22 @@ fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
 
     let db = quiet_us_eu_off(&sim, DIR).unwrap();
     let report = db.recovery_report();
+    if let Err(last) = retry_claim_of_z_from_us(&db, u) {
+        panic!(
+            "200 retries over 200+ ms of an error that is_retryable() all failed with the same \
+             error: {last:?}; it names no region, and recovery_report() = {report:?} lists \
+             nothing unsettled: only enabling eu or forfeit_unsettled(\"eu\") clears it"
+        );
+    }
+}
+
+/// Claims `z@x` from us as `u` (a new record each try) while the error is retryable, 200
+/// tries 1 ms apart. Ok once it answers otherwise: settled, or a non-retryable error, which
+/// must name eu. Err(the last retryable error) if every try was retryable.
+fn retry_claim_of_z_from_us(db: &Db, u: AccountId) -> Result<(), Option<String>> {
     let mut last = None;
     for i in 0..200 {
-        match claim(&db, u, "us", format!("k{i}").as_bytes(), "z@x") {
+        match claim(db, u, "us", format!("k{i}").as_bytes(), "z@x") {
             Err(err) if err.is_retryable() => {
                 last = Some(err.to_string());
                 std::thread::sleep(Duration::from_millis(1));
@@ -55,15 +67,11 @@ fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
                 if let Err(err) = &other {
                     assert!(err.to_string().contains("eu"), "{err}");
                 }
-                return;
+                return Ok(());
             }
         }
     }
-    panic!(
-        "200 retries over 200+ ms of an error that is_retryable() all failed with the same \
-         error: {last:?}; it names no region, and recovery_report() = {report:?} lists \
-         nothing unsettled: only enabling eu or forfeit_unsettled(\"eu\") clears it"
-    );
+    Err(last)
 }
 
 // ======================================================================================
@@ -74,8 +82,7 @@ fn busy_from_a_disabled_regions_in_flight_claim_is_retryable_forever() {
 /// Setup: accounts e (eu) and u (us); a unique write of e in eu fails at its fsync.
 fn unknown_claim_in_eu(sim: &SimStorage) -> (Db, AccountId, AccountId) {
     let db = quiet_us_eu(sim, DIR).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    let (e, u) = e_and_u(&db);
     claim(&db, e, "eu", b"k0", "first@x").unwrap(); // eu dirty: later Reserves unsynced
     sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
     let r = claim(&db, e, "eu", b"k", "z@x");
@@ -97,25 +104,12 @@ fn unknown_claim_in_eu(sim: &SimStorage) -> (Db, AccountId, AccountId) {
 fn busy_from_a_poisoned_enabled_regions_in_flight_claim_is_retryable_forever() {
     let sim = SimStorage::new();
     let (db, _e, u) = unknown_claim_in_eu(&sim);
-    let mut last = None;
-    for i in 0..200 {
-        match claim(&db, u, "us", format!("k{i}").as_bytes(), "z@x") {
-            Err(err) if err.is_retryable() => {
-                last = Some(err.to_string());
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            other => {
-                if let Err(err) = &other {
-                    assert!(err.to_string().contains("eu"), "{err}");
-                }
-                return;
-            }
-        }
+    if let Err(last) = retry_claim_of_z_from_us(&db, u) {
+        panic!(
+            "200 retries over 200+ ms of an error that is_retryable() all failed: {last:?}; \
+             only a reopen settles eu's unknown claim"
+        );
     }
-    panic!(
-        "200 retries over 200+ ms of an error that is_retryable() all failed: {last:?}; \
-         only a reopen settles eu's unknown claim"
-    );
 }
 
 // Guard: find unique names an owner from an unknown write that a power loss undoes.

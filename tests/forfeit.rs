@@ -7,7 +7,7 @@ mod common;
 use common::T;
 use common::sim::*;
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{Db, Error, NewAccount, Unique};
+use regionkv::{AccountId, Db, Error, NewAccount, Unique};
 use std::time::Duration;
 
 // ======================================================================================
@@ -16,22 +16,34 @@ use std::time::Duration;
 
 const DIR: &str = "/op";
 
+/// `acct` claims `v@x` on record `key` in its home `region`, whose file dies before the
+/// commit writes anything: the commit must fail. Then power is lost.
+fn claim_on_a_dying_file_then_power_loss(
+    sim: &SimStorage,
+    db: Db,
+    region: &str,
+    acct: AccountId,
+    key: &[u8],
+) {
+    sim.fail_file_after(sim_region(DIR, region), 0, FaultOn::Any);
+    let mut w = db.write(acct).unwrap();
+    w.insert_unique(&T, key, b"x", &[Unique::new("email", "v@x")])
+        .unwrap();
+    let r = w.commit();
+    assert!(r.is_err(), "the {region} commit must fail: {r:?}");
+    sim.crash();
+    drop(db);
+}
+
 /// Sets up: eu holds an acknowledged claim of `value` (record `e1`) that the global file
 /// lost in a power loss; the store is reopened with eu disabled (eu is unsettled).
 fn unsettled_eu(sim: &SimStorage, value: &str) -> (Db, regionkv::AccountId, regionkv::AccountId) {
     let db = quiet_us_eu(sim, DIR).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    let (e, u) = e_and_u(&db);
     // First unique write of eu since the checkpoint: marks eu dirty (synced).
-    let mut w = db.write(e).unwrap();
-    w.insert_unique(&T, b"e0", b"x", &[Unique::new("email", "warmup")])
-        .unwrap();
-    w.commit().unwrap();
+    claim_home(&db, e, b"e0", "warmup").unwrap();
     // Acknowledged; its global entry is unsynced.
-    let mut w = db.write(e).unwrap();
-    w.insert_unique(&T, b"e1", b"x", &[Unique::new("email", value)])
-        .unwrap();
-    w.commit().unwrap();
+    claim_home(&db, e, b"e1", value).unwrap();
     sim.crash();
     drop(db);
     let db = quiet_us_eu_off(sim, DIR).unwrap();
@@ -114,14 +126,7 @@ fn forfeited_claim_nobody_took_is_lost_when_a_rolled_back_claim_masked_it() {
     let (db, e, u) = unsettled_eu(&sim, "v@x");
     db.forfeit_unsettled("eu").unwrap();
     // us's region file dies before its commit writes anything.
-    sim.fail_file_after(sim_region(DIR, "us"), 0, FaultOn::Any);
-    let mut w = db.write(u).unwrap();
-    w.insert_unique(&T, b"u1", b"x", &[Unique::new("email", "v@x")])
-        .unwrap();
-    let r = w.commit();
-    assert!(r.is_err(), "the us commit must fail: {r:?}");
-    sim.crash();
-    drop(db);
+    claim_on_a_dying_file_then_power_loss(&sim, db, "us", u, b"u1");
 
     let db = quiet_us_eu(&sim, DIR).unwrap();
     let us_applied = db.read(u).unwrap().get(&T, b"u1").unwrap().is_some();
@@ -174,6 +179,20 @@ fn drop_without_close_then_reopen_is_refused_while_the_timer_holds_the_store() {
     }
 }
 
+/// Opens the store at `DIR` on a [`quiet_builder`] with regions us, eu and ap, `disabled`
+/// (if any) disabled.
+fn us_eu_ap(sim: &SimStorage, disabled: Option<&str>) -> Db {
+    let mut b = quiet_builder(sim);
+    for r in ["us", "eu", "ap"] {
+        b = if disabled == Some(r) {
+            b.disable_region(r)
+        } else {
+            b.region(r)
+        };
+    }
+    b.open(DIR).unwrap()
+}
+
 // Regression (fixed since): forfeit then inflight claim elsewhere leaves a second owner.
 /// (a) + I1/I2: eu's claim is forfeited; a record of ap claims the value, its Reserve is
 /// durable (first unique write of ap: synced) and its region commit fails (outcome
@@ -185,49 +204,21 @@ fn drop_without_close_then_reopen_is_refused_while_the_timer_holds_the_store() {
 #[test]
 fn forfeit_then_inflight_claim_elsewhere_leaves_a_second_owner() {
     let sim = SimStorage::new();
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, None);
     let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
     let a = db.create_account(NewAccount::new("a", "ap")).unwrap();
     let u = db.create_account(NewAccount::new("u", "us")).unwrap();
-    let mut w = db.write(e).unwrap();
-    w.insert_unique(&T, b"e0", b"x", &[Unique::new("email", "warmup")])
-        .unwrap();
-    w.commit().unwrap();
-    let mut w = db.write(e).unwrap();
-    w.insert_unique(&T, b"e1", b"x", &[Unique::new("email", "v@x")])
-        .unwrap();
-    w.commit().unwrap();
+    claim_home(&db, e, b"e0", "warmup").unwrap();
+    claim_home(&db, e, b"e1", "v@x").unwrap();
     sim.crash();
     drop(db);
 
-    let db = quiet_builder(&sim)
-        .region("us")
-        .disable_region("eu")
-        .region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, Some("eu"));
     db.forfeit_unsettled("eu").unwrap();
-    sim.fail_file_after(sim_region(DIR, "ap"), 0, FaultOn::Any);
-    let mut w = db.write(a).unwrap();
-    w.insert_unique(&T, b"a1", b"x", &[Unique::new("email", "v@x")])
-        .unwrap();
-    let r = w.commit();
-    assert!(r.is_err(), "{r:?}");
-    sim.crash();
-    drop(db);
+    claim_on_a_dying_file_then_power_loss(&sim, db, "ap", a, b"a1");
 
     // eu back, ap disabled.
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .disable_region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, Some("ap"));
     // The forfeited claim met ap's claim of the same value (its outcome still unknown):
     // eu's record gives the value up, and says so.
     let lost = db.recovery_report().claims_lost;
@@ -237,12 +228,7 @@ fn forfeit_then_inflight_claim_elsewhere_leaves_a_second_owner() {
     );
     db.close().unwrap();
     // Everything back.
-    let db = quiet_builder(&sim)
-        .region("us")
-        .region("eu")
-        .region("ap")
-        .open(DIR)
-        .unwrap();
+    let db = us_eu_ap(&sim, None);
     let a_applied = db.read(a).unwrap().get(&T, b"a1").unwrap().is_some();
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "I1/I2: {audit}");
@@ -455,8 +441,7 @@ fn forfeited_value_taken_then_released_then_region_returns() {
             let tag = format!("restart_between={restart_between} crash_at_end={crash_at_end}");
             let sim = SimStorage::new();
             let db = quiet_us_eu(&sim, DIR).unwrap();
-            let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-            let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+            let (e, u) = e_and_u(&db);
             claim(&db, e, "eu", b"k0", "first@x").unwrap();
             sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
             let r = claim(&db, e, "eu", b"k", "z@x");
@@ -521,8 +506,7 @@ fn forfeited_value_taken_then_released_then_region_returns() {
 fn releasing_entry_left_in_flight_in_a_disabled_region_then_forfeit_then_return() {
     let sim = SimStorage::new();
     let db = quiet_us_eu(&sim, DIR).unwrap();
-    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
-    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    let (e, u) = e_and_u(&db);
     claim(&db, e, "eu", b"e1", "v@x").unwrap();
     db.checkpoint().unwrap();
     // Release v: eu's file dies before the region commit writes anything.

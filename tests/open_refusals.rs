@@ -30,12 +30,12 @@ fn three() -> Builder {
     Db::builder().region("us").region("eu").region("ap")
 }
 
-/// A closed store with regions us, eu, ap, an account in each and a claimed value.
-fn make_store(dir: &Path) {
-    let db = three().open(dir).unwrap();
-    for (i, r) in ["us", "eu", "ap"].into_iter().enumerate() {
+/// For each of `regions`, account `a{i}` homed there, whose record `k` claims
+/// `{region}@example.com`.
+fn account_and_claim_in_each(db: &Db, regions: &[&str]) {
+    for (i, r) in regions.iter().enumerate() {
         let a = db
-            .create_account(NewAccount::new(format!("a{i}"), r))
+            .create_account(NewAccount::new(format!("a{i}"), *r))
             .unwrap();
         let mut w = db.write(a).unwrap();
         w.insert_unique(
@@ -47,6 +47,12 @@ fn make_store(dir: &Path) {
         .unwrap();
         w.commit().unwrap();
     }
+}
+
+/// A closed store with regions us, eu, ap, an account in each and a claimed value.
+fn make_store(dir: &Path) {
+    let db = three().open(dir).unwrap();
+    account_and_claim_in_each(&db, &["us", "eu", "ap"]);
     db.close().unwrap();
 }
 
@@ -436,20 +442,7 @@ fn crash_mid_open_sweep(old: fn(Builder) -> Builder, new: fn(Builder) -> Builder
         let b = || Db::builder().storage(sim.clone()).digest_key([3; 32]);
         {
             let db = old(b()).open(DIR).unwrap();
-            for (i, r) in ["us", "eu"].into_iter().enumerate() {
-                let a = db
-                    .create_account(NewAccount::new(format!("a{i}"), r))
-                    .unwrap();
-                let mut w = db.write(a).unwrap();
-                w.insert_unique(
-                    &T,
-                    b"k",
-                    b"v",
-                    &[Unique::new("email", format!("{r}@example.com").as_str())],
-                )
-                .unwrap();
-                w.commit().unwrap();
-            }
+            account_and_claim_in_each(&db, &["us", "eu"]);
             db.close().unwrap();
         }
         let before = sim_snapshot(&sim);

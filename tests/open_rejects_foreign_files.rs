@@ -291,17 +291,10 @@ fn region_in_catalog_but_not_configured_is_a_config_error_unless_disabled(m: &mu
         |e| matches!(e, Error::Config(_)),
     );
     // Explicitly disabled: opens.
-    let db = Db::builder()
-        .region("us")
-        .disable_region("eu")
-        .open(dir.path())
-        .expect("open with eu disabled");
+    let db = open_us_eu_off(dir.path());
     assert!(
-        !db.regions()
-            .iter()
-            .find(|r| r.name == "eu")
-            .unwrap()
-            .enabled
+        !common::region_enabled(&db, "eu"),
+        "eu is listed as disabled"
     );
     db.close().unwrap();
     assert_seed_intact(dir.path(), seeded);
@@ -461,18 +454,7 @@ fn a_plain_redb_file_without_meta_is_rejected(m: &mut Modified) {
     let seeded = seed_store(dir.path());
     let eu = region_file(dir.path(), "eu");
     let saved = std::fs::read(&eu).unwrap();
-    std::fs::remove_file(&eu).unwrap();
-    {
-        let db = redb::Database::create(&eu).unwrap();
-        let w = db.begin_write().unwrap();
-        {
-            let mut t = w
-                .open_table(redb::TableDefinition::<&str, &[u8]>::new("other"))
-                .unwrap();
-            t.insert("k", b"v".as_slice()).unwrap();
-        }
-        w.commit().unwrap();
-    }
+    std::fs::write(&eu, plain_redb_file()).unwrap();
     m.expect_rejected(
         dir.path(),
         "plain redb file at eu.redb",
@@ -589,11 +571,7 @@ fn foreign_files_are_refused_and_the_refused_open_changes_nothing() {
             m.assert_none();
         }));
         if let Err(p) = r {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = common::panic_message(&*p);
             failed.push(format!("{name}: {msg}"));
         }
     }

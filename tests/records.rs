@@ -364,19 +364,10 @@ fn check_corruption_reported(db: &Db, a: AccountId) {
 #[test]
 fn crc_corruption_in_the_file_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let a = {
-        let db = open_us_eu(dir.path());
-        let a = write_marked(&db);
-        db.close().unwrap();
-        a
-    };
+    let a = marked_store(dir.path());
     let eu = region_file(dir.path(), "eu");
     let mut bytes = std::fs::read(&eu).unwrap();
-    assert!(flip_all(&mut bytes, MARK_RAW) >= 1, "raw payload found");
-    assert!(
-        flip_all(&mut bytes, MARK_DOC.as_bytes()) >= 1,
-        "doc payload found"
-    );
+    flip_marks(&mut bytes);
     std::fs::write(&eu, &bytes).unwrap();
 
     // By default the open verifies redb's page checksums and refuses the damaged file.
@@ -386,6 +377,23 @@ fn crc_corruption_in_the_file_is_detected() {
     let db = open_unverified(dir.path());
     check_corruption_reported(&db, a);
     db.close().unwrap();
+}
+
+/// A closed us+eu store at `dir` holding [`write_marked`]'s records; returns their account.
+fn marked_store(dir: &Path) -> AccountId {
+    let db = open_us_eu(dir);
+    let a = write_marked(&db);
+    db.close().unwrap();
+    a
+}
+
+/// Flips every occurrence of both marked payloads in a partition's bytes (each must occur).
+fn flip_marks(bytes: &mut [u8]) {
+    assert!(flip_all(bytes, MARK_RAW) >= 1, "raw payload found");
+    assert!(
+        flip_all(bytes, MARK_DOC.as_bytes()) >= 1,
+        "doc payload found"
+    );
 }
 
 /// A store opened without page-checksum verification, so that the envelope CRC is what
@@ -421,8 +429,7 @@ fn crc_corruption_detected_through_sim_storage() {
     };
     let eu = region_file(root, "eu");
     let mut bytes = sim.live_bytes(&eu).expect("eu file in the sim");
-    assert!(flip_all(&mut bytes, MARK_RAW) >= 1);
-    assert!(flip_all(&mut bytes, MARK_DOC.as_bytes()) >= 1);
+    flip_marks(&mut bytes);
     sim.set_bytes(&eu, bytes);
     let db = open();
     check_corruption_reported(&db, a);
@@ -432,12 +439,7 @@ fn crc_corruption_detected_through_sim_storage() {
 fn corrupt_envelope_header_is_detected() {
     // Damage the stored CRC itself (the 4 bytes before the payload) instead of the payload.
     let dir = tempfile::tempdir().unwrap();
-    let a = {
-        let db = open_us_eu(dir.path());
-        let a = write_marked(&db);
-        db.close().unwrap();
-        a
-    };
+    let a = marked_store(dir.path());
     let eu = region_file(dir.path(), "eu");
     let mut bytes = std::fs::read(&eu).unwrap();
     let offsets: Vec<usize> = find_all(&bytes, MARK_RAW).collect();

@@ -11,7 +11,7 @@ use common::refusal::{Env, Expect, Refusal, exists, run_refusals};
 use common::sim::open_us_eu_sim;
 use regionkv::layout::{global_file, region_file};
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{Db, Error, NewAccount, Storage};
+use regionkv::{AccountId, Db, Error, NewAccount, Storage};
 use std::path::Path;
 
 // ======================================================================================
@@ -139,6 +139,24 @@ fn catalog_ids_stable_across_reopen_reorder_and_added_region() {
 // hostile region paths: every refused open changes no byte and loses no region.
 // ======================================================================================
 
+/// Creates account `a` (home eu), whose record `k` of `T` holds `acknowledged`.
+fn write_acknowledged(db: &Db) -> AccountId {
+    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert(&T, b"k", b"acknowledged").unwrap();
+    w.commit().unwrap();
+    a
+}
+
+/// Opens the store at `store` on `sim` with regions us and eu, eu at `eu_path`.
+fn open_us_and_eu_at(sim: &SimStorage, store: &str, eu_path: &str) -> regionkv::Result<Db> {
+    Db::builder()
+        .storage(sim.clone())
+        .region("us")
+        .region_at("eu", eu_path)
+        .open(store)
+}
+
 /// A store at `/s` on the simulated storage with eu at `eu_path` and account `a` of eu
 /// holding an acknowledged record; closed.
 fn sim_store_with_eu_at(env: &Env, store: &str, eu_path: &str) {
@@ -148,10 +166,7 @@ fn sim_store_with_eu_at(env: &Env, store: &str, eu_path: &str) {
         .region_at("eu", eu_path)
         .open(store)
         .unwrap();
-    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-    let mut w = db.write(a).unwrap();
-    w.insert(&T, b"k", b"acknowledged").unwrap();
-    w.commit().unwrap();
+    write_acknowledged(&db);
     db.close().unwrap();
 }
 
@@ -349,16 +364,8 @@ fn refused_region_paths_change_nothing() {
 fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
     let sim = SimStorage::new();
     let eu_path = "/s/vol/x.creating";
-    let db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", eu_path)
-        .open("/s")
-        .unwrap();
-    let a = db.create_account(NewAccount::new("a", "eu")).unwrap();
-    let mut w = db.write(a).unwrap();
-    w.insert(&T, b"k", b"acknowledged").unwrap();
-    w.commit().unwrap();
+    let db = open_us_and_eu_at(&sim, "/s", eu_path).unwrap();
+    let a = write_acknowledged(&db);
     db.close().unwrap();
     let eu_bytes = sim.live_bytes(eu_path);
     assert!(eu_bytes.is_some());
@@ -386,12 +393,7 @@ fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
         sim.live_bytes("/s/vol/x").is_none(),
         "the refused open created ap"
     );
-    let db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", eu_path)
-        .open("/s")
-        .expect("eu returns");
+    let db = open_us_and_eu_at(&sim, "/s", eu_path).expect("eu returns");
     let got = db.read(a).unwrap().get(&T, b"k").unwrap();
     assert_eq!(got.as_deref(), Some(&b"acknowledged"[..]));
 }
@@ -406,16 +408,8 @@ fn new_region_at_p_destroys_the_disabled_region_living_at_p_creating() {
 #[test]
 fn new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creating() {
     let sim = SimStorage::new();
-    let a_db = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", "/sh/x.creating")
-        .open("/A")
-        .unwrap();
-    let acct = a_db.create_account(NewAccount::new("a", "eu")).unwrap();
-    let mut w = a_db.write(acct).unwrap();
-    w.insert(&T, b"k", b"acknowledged").unwrap();
-    w.commit().unwrap();
+    let a_db = open_us_and_eu_at(&sim, "/A", "/sh/x.creating").unwrap();
+    let acct = write_acknowledged(&a_db);
 
     let b_db = Db::builder()
         .storage(sim.clone())
@@ -433,11 +427,7 @@ fn new_store_with_a_region_at_p_destroys_another_stores_live_region_at_p_creatin
         sim.paths()
     );
     a_db.close().unwrap();
-    let reopened = Db::builder()
-        .storage(sim.clone())
-        .region("us")
-        .region_at("eu", "/sh/x.creating")
-        .open("/A");
+    let reopened = open_us_and_eu_at(&sim, "/A", "/sh/x.creating");
     let got = reopened.as_ref().map(|db| {
         db.read(acct)
             .unwrap()

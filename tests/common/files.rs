@@ -136,6 +136,16 @@ pub fn open_us_eu(dir: &Path) -> Db {
     try_open_us_eu(dir).expect("open us+eu store")
 }
 
+/// Opens the store at `dir` with region `us` enabled and `eu` disabled, no default named;
+/// panics on error.
+pub fn open_us_eu_off(dir: &Path) -> Db {
+    Db::builder()
+        .region("us")
+        .disable_region("eu")
+        .open(dir)
+        .expect("open us with eu disabled")
+}
+
 /// Reopens the store at `dir` with its regions listed in the other order (`eu`, `us`) and
 /// no default named: the stored catalog decides ids and the default.
 pub fn reopen_eu_us(dir: &Path) -> Db {
@@ -157,6 +167,24 @@ pub fn edit_with_redb(bytes: &[u8], edit: impl FnOnce(&redb::Database)) -> Vec<u
         edit(&db);
     }
     std::fs::read(&p).expect("read the partition back")
+}
+
+/// The bytes of a plain redb file (no store's `_meta`): one table `other` holding `k` = `v`.
+pub fn plain_redb_file() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let p = dir.path().join("plain.redb");
+    {
+        let db = redb::Database::create(&p).expect("redb creates a file");
+        let w = db.begin_write().expect("begin write");
+        {
+            let mut t = w
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("other"))
+                .expect("open table other");
+            t.insert("k", b"v".as_slice()).expect("insert k");
+        }
+        w.commit().expect("commit");
+    }
+    std::fs::read(&p).expect("read the plain redb file")
 }
 
 /// The keys of every row of `table` the account can see, with the region name of each.

@@ -264,6 +264,24 @@ pub fn account_ids(db: &Db) -> Vec<AccountId> {
         .collect()
 }
 
+/// Whether region `name` of the store is enabled (panics if the store does not list it).
+pub fn region_enabled(db: &Db, name: &str) -> bool {
+    db.regions()
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("region {name} is not listed"))
+        .enabled
+}
+
+/// The message of a caught panic (empty if it carries neither a `String` nor a `&str`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// What the checker of the workload reads besides the model's data: every key of the
 /// workload and every unique value of each namespace.
 pub fn workload_probes() -> Probes {

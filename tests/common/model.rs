@@ -547,10 +547,7 @@ impl Cmp<'_> {
         let mut seen: BTreeSet<RowKey> = BTreeSet::new();
         let mut disabled_items = 0;
         for (n, row) in rows.enumerate() {
-            if n == SCAN_LIMIT {
-                self.out
-                    .wrong
-                    .push(format!("{what}: more than {SCAN_LIMIT} rows"));
+            if self.past_scan_limit(what, n) {
                 break;
             }
             if let Err(Error::RegionDisabled(_)) = row {
@@ -767,6 +764,17 @@ impl Cmp<'_> {
         }
     }
 
+    /// Whether row `n` (from 0) of scan `what` is past [`SCAN_LIMIT`]: then the scan is
+    /// wrong (recorded) and must stop.
+    fn past_scan_limit(&mut self, what: &str, n: usize) -> bool {
+        if n == SCAN_LIMIT {
+            self.out
+                .wrong
+                .push(format!("{what}: more than {SCAN_LIMIT} rows"));
+        }
+        n == SCAN_LIMIT
+    }
+
     fn scan_all(&mut self) {
         let what = "scan_all";
         let rows = match self.db.scan_all(&self.table) {
@@ -778,10 +786,7 @@ impl Cmp<'_> {
         };
         let mut seen: BTreeSet<RowKey> = BTreeSet::new();
         for (n, row) in rows.enumerate() {
-            if n == SCAN_LIMIT {
-                self.out
-                    .wrong
-                    .push(format!("{what}: more than {SCAN_LIMIT} rows"));
+            if self.past_scan_limit(what, n) {
                 break;
             }
             let Some((account, region, key, value)) = self.scanned(what, row) else {

@@ -171,11 +171,7 @@ impl<'a> Refusal<'a> {
             problems.extend((self.after)(&env));
         }));
         if let Err(panic) = ran {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = super::panic_message(&*panic);
             problems.push(format!("panicked: {msg}"));
         }
         problems

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use regionkv::layout::{global_file, region_file};
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{AccountId, Builder, Db, Unique};
+use regionkv::{AccountId, Builder, Db, Error, NewAccount, Unique};
 
 use super::T;
 
@@ -38,6 +38,17 @@ pub fn remove(db: &Db, a: AccountId, region: &str, key: &[u8]) -> regionkv::Resu
     let mut w = db.write_in(a, region)?;
     w.remove(&T, key)?;
     w.commit()
+}
+
+/// Creates account `e` (home eu) and account `u` (home us); returns (e, u).
+pub fn e_and_u(db: &Db) -> (AccountId, AccountId) {
+    let e = db
+        .create_account(NewAccount::new("e", "eu"))
+        .expect("create e");
+    let u = db
+        .create_account(NewAccount::new("u", "us"))
+        .expect("create u");
+    (e, u)
 }
 
 /// The global partition's file of the store at `dir`.
@@ -142,6 +153,34 @@ pub fn power_loss_at_every_step_of_reopen(
         }
     }
     bricked
+}
+
+/// [`power_loss_at_every_step_of_reopen`] of the restart after a write whose outcome is
+/// unknown: `prepare` builds a us+eu store at `dir`, runs that write and returns the
+/// storage, the store and the write's result, which must be `OutcomeUnknown`; the fault is
+/// cleared and the store dropped (a restart, no power loss), then reopened by
+/// [`quiet_us_eu`]. Panics if a fault point leaves a store that never opens again, saying
+/// `what` happened before.
+pub fn assert_restart_after_outcome_unknown_survives_power_loss(
+    dir: &str,
+    what: &str,
+    prepare: impl Fn() -> (SimStorage, Db, regionkv::Result<()>),
+) {
+    let bricked = power_loss_at_every_step_of_reopen(
+        || {
+            let (sim, db, r) = prepare();
+            assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+            sim.clear_fault();
+            drop(db); // restart, no power loss
+            sim
+        },
+        |sim| quiet_us_eu(sim, dir),
+    );
+    assert!(
+        bricked.is_empty(),
+        "power loss inside the reopen after {what} leaves a store that never opens again:\n{}",
+        bricked.join("\n")
+    );
 }
 
 /// Opens (or creates) the store at `dir` on `sim` with regions `us`, `eu` and `ap`, default
