@@ -16,12 +16,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A unique value is already owned by a committed record. The error names only the
-    /// namespace: which account or record owns the value is not revealed.
-    #[error("unique value already taken in namespace `{namespace}`")]
+    /// A unique value is already owned by a committed record. The error names the
+    /// namespace and the record *of this write* that claimed the value (so a bulk import
+    /// knows which of its records collided); which account or record owns it is not
+    /// revealed. The message leaves the value out (it may be personal data).
+    #[error(
+        "unique value already taken in namespace `{namespace}` (claimed by key {:?} of table \
+         `{}`)",
+        String::from_utf8_lossy(&record.key),
+        record.table
+    )]
     UniqueViolation {
         /// The namespace of the value, e.g. `"email"`.
         namespace: String,
+        /// The record of this write that claimed it, and the value as it was given.
+        record: Box<Collision>,
     },
     /// The same unique value is claimed twice inside one write.
     #[error("unique value claimed twice in one write (namespace `{namespace}`)")]
@@ -174,6 +183,18 @@ pub enum Error {
     Closed,
 }
 
+/// The record of a write whose unique value was taken (see [`Error::UniqueViolation`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Collision {
+    /// Its table.
+    pub table: String,
+    /// Its user key.
+    pub key: Vec<u8>,
+    /// The value it claimed, as the write gave it (never read from the index).
+    pub value: Vec<u8>,
+}
+
 /// The schema of a table as stored or as asked (see [`Error::SchemaMismatch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -246,7 +267,8 @@ mod tests {
         assert!(Error::Busy("x".into()).is_retryable());
         assert!(
             !Error::UniqueViolation {
-                namespace: "email".into()
+                namespace: "email".into(),
+                record: Box::default(),
             }
             .is_retryable()
         );

@@ -80,7 +80,7 @@ pub use codec::shape::__private;
 pub use codec::shape::{Schema, schema_label};
 pub use codec::value::{Raw, Value};
 pub use db::{Db, ForfeitReport, RegionInfo, Stats};
-pub use error::{Error, Result, SchemaInfo};
+pub use error::{Collision, Error, Result, SchemaInfo};
 pub use limits::{
     DEFAULT_MAX_VALUE, MAX_ACCOUNT_NAME, MAX_KEY, MAX_NAMESPACE, MAX_REGION_NAME, MAX_TABLE_NAME,
     MAX_UNIQUE_VALUE,
@@ -91,7 +91,7 @@ pub use read::{Hit, Read, Record, Row, Rows};
 pub use regionkv_derive::Schema;
 pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
-pub use table::{MAX_OLD_VERSIONS, Table, Unique, Upgrade};
+pub use table::{MAX_DECLARED_UNIQUES, MAX_OLD_VERSIONS, Table, Unique, Upgrade};
 pub use types::{AccountId, RegionId};
 pub use write::{UPDATE_ATTEMPTS, Write};
 

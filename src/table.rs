@@ -26,17 +26,33 @@ use crate::codec::value::Value;
 /// assert_eq!(LICENSES.name(), "licenses");
 /// # let _ = BLOBS;
 /// ```
-pub struct Table<V: ?Sized> {
+pub struct Table<V: Value> {
     name: &'static str,
     version: u16,
     olds: [Option<OldVersion>; MAX_OLD_VERSIONS],
+    uniques: [Option<UniqueField<V>>; MAX_DECLARED_UNIQUES],
     _value: PhantomData<fn() -> V>,
 }
 
 /// How many older schema versions one table handle can read.
 pub const MAX_OLD_VERSIONS: usize = 8;
+/// How many unique values one table can declare ([`Table::unique`]).
+pub const MAX_DECLARED_UNIQUES: usize = 8;
 
-impl<V: ?Sized> Table<V> {
+/// A unique value a table declares: its namespace and how to read it from a record.
+pub(crate) struct UniqueField<V: Value> {
+    pub namespace: &'static str,
+    pub get: for<'a> fn(&'a V::View) -> Option<&'a [u8]>,
+}
+
+impl<V: Value> Clone for UniqueField<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V: Value> Copy for UniqueField<V> {}
+
+impl<V: Value> Table<V> {
     /// A table handle, of schema version 1. The name is checked when the table is first
     /// used: 1 to 64 bytes.
     pub const fn new(name: &'static str) -> Self {
@@ -44,8 +60,63 @@ impl<V: ?Sized> Table<V> {
             name,
             version: 1,
             olds: [const { None }; MAX_OLD_VERSIONS],
+            uniques: [const { None }; MAX_DECLARED_UNIQUES],
             _value: PhantomData,
         }
+    }
+
+    /// Declares a unique value of every record: `get` reads it from the record (`None`: the
+    /// record has no value in this namespace). Then [`Write::insert`](crate::Write::insert)
+    /// claims and releases the declared values itself, so record and index cannot drift
+    /// (a changed field releases the old value and claims the new one in the same commit),
+    /// and [`Write::insert_unique`](crate::Write::insert_unique) is accepted only with the
+    /// very list the declarations give.
+    ///
+    /// ```
+    /// use regionkv::{Db, NewAccount, Schema, Table};
+    /// # use regionkv::rkyv;
+    /// #[derive(rkyv::Archive, rkyv::Serialize, Schema)]
+    /// #[rkyv(crate = regionkv::rkyv)]
+    /// struct User { email: String, name: String }
+    ///
+    /// // The turbofish names the record type for the closure.
+    /// const USERS: Table<User> =
+    ///     Table::<User>::new("users").unique("email", |u| Some(u.email.as_bytes()));
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::builder().region("eu").open(dir.path())?;
+    /// # let acme = db.create_account(NewAccount::new("acme", "eu"))?;
+    /// let mut w = db.write(acme)?;
+    /// w.insert(&USERS, b"u1", &User { email: "ann@example.com".into(), name: "Ann".into() })?;
+    /// w.commit()?;
+    /// assert!(db.is_taken("email", "ann@example.com")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    /// At compile time (in a `const`) after [`MAX_DECLARED_UNIQUES`] declarations.
+    pub const fn unique(
+        mut self,
+        namespace: &'static str,
+        get: for<'a> fn(&'a V::View) -> Option<&'a [u8]>,
+    ) -> Self {
+        let mut i = 0;
+        while i < MAX_DECLARED_UNIQUES {
+            if self.uniques[i].is_none() {
+                self.uniques[i] = Some(UniqueField { namespace, get });
+                return self;
+            }
+            i += 1;
+        }
+        panic!("too many unique values declared for one table");
+    }
+
+    /// Whether the table declares its unique values ([`Table::unique`]).
+    pub const fn declares_uniques(&self) -> bool {
+        self.uniques[0].is_some()
+    }
+
+    pub(crate) fn declared_uniques(&self) -> impl Iterator<Item = &UniqueField<V>> {
+        self.uniques.iter().flatten()
     }
 
     /// The table's name.
@@ -171,14 +242,14 @@ fn upgrade_payload<Old: Upgrade<New>, New: Value<Input = New>>(
     New::encode(&Old::upgrade(old))
 }
 
-impl<V: ?Sized> Clone for Table<V> {
+impl<V: Value> Clone for Table<V> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<V: ?Sized> Copy for Table<V> {}
+impl<V: Value> Copy for Table<V> {}
 
-impl<V: ?Sized> std::fmt::Debug for Table<V> {
+impl<V: Value> std::fmt::Debug for Table<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Table({})", self.name)
     }

@@ -155,13 +155,16 @@ impl Write {
         ))
     }
 
-    /// Inserts or replaces a record. A replaced record keeps the unique values it owns
-    /// (use [`Write::insert_unique`] to change them).
+    /// Inserts or replaces a record. In a table that declares its unique values
+    /// ([`Table::unique`]) the record owns exactly the declared values of `value`
+    /// afterwards (claimed and released as they change); otherwise a replaced record keeps
+    /// the unique values it owns (use [`Write::insert_unique`] to change them).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a bad table name, a key over 4 KiB or a value over
-    /// the configured limit; [`Error::SchemaMismatch`] if another operation of this write
-    /// used the table with another type. Nothing is buffered then.
+    /// [`Error::InvalidArgument`] for a bad table name, a key over 4 KiB, a value over
+    /// the configured limit or a bad declared value; [`Error::DuplicateInWrite`] if the
+    /// declared values name one value twice; [`Error::SchemaMismatch`] if another operation
+    /// of this write used the table with another type. Nothing is buffered then.
     pub fn insert<V: Value>(
         &mut self,
         table: &Table<V>,
@@ -171,13 +174,15 @@ impl Write {
         check_table_name(table.name())?;
         check_key(key)?;
         let value = self.encode::<V>(table, key, value)?;
+        let declared = self.declared_uniques(table, &value)?;
         self.declare(table)?;
         let slot = (table.name(), key.to_vec());
-        // After a remove in the same write the record starts afresh, without values.
-        let uniques = match self.ops.get(&slot) {
-            Some(Op::Remove) => Some(Vec::new()),
-            Some(Op::Put { uniques, .. }) => uniques.clone(),
-            None => None,
+        let uniques = match (declared, self.ops.get(&slot)) {
+            (Some(list), _) => Some(list),
+            // After a remove in the same write the record starts afresh, without values.
+            (None, Some(Op::Remove)) => Some(Vec::new()),
+            (None, Some(Op::Put { uniques, .. })) => uniques.clone(),
+            (None, None) => None,
         };
         self.ops.insert(slot, Op::Put { value, uniques });
         Ok(())
@@ -187,10 +192,14 @@ impl Write {
     /// not own are claimed, values it owned and no longer lists are released, in the same
     /// commit. An empty slice releases everything the record owned.
     ///
+    /// In a table that declares its unique values ([`Table::unique`]) `uniques` must be
+    /// exactly the declared values of `value` (in any order): use [`Write::insert`] there.
+    ///
     /// # Errors
-    /// Those of [`Write::insert`]; [`Error::InvalidArgument`] for a bad namespace or value;
-    /// [`Error::DuplicateInWrite`] if `uniques` names a value twice. A value that is taken
-    /// is reported by [`Write::commit`].
+    /// Those of [`Write::insert`]; [`Error::InvalidArgument`] for a bad namespace or value,
+    /// or a list that contradicts the table's declarations; [`Error::DuplicateInWrite`] if
+    /// `uniques` names a value twice. A value that is taken is reported by
+    /// [`Write::commit`].
     pub fn insert_unique<V: Value>(
         &mut self,
         table: &Table<V>,
@@ -201,20 +210,28 @@ impl Write {
         check_table_name(table.name())?;
         check_key(key)?;
         let value = self.encode::<V>(table, key, value)?;
-        let mut owned = Vec::with_capacity(uniques.len());
-        let mut seen = HashSet::new();
-        for u in uniques {
-            check_unique(u.namespace, u.value)?;
-            if !seen.insert((u.namespace, u.value)) {
-                return Err(Error::DuplicateInWrite {
-                    namespace: u.namespace.to_owned(),
-                });
+        let owned = self.owned_list(uniques.iter().map(|u| (u.namespace, u.value)))?;
+        if let Some(declared) = self.declared_uniques(table, &value)? {
+            fn set(l: &[Owned]) -> Vec<(&str, &[u8])> {
+                let mut v: Vec<(&str, &[u8])> = l
+                    .iter()
+                    .map(|o| (o.ns.as_str(), o.value.as_slice()))
+                    .collect();
+                v.sort();
+                v
             }
-            owned.push(Owned {
-                ns: u.namespace.to_owned(),
-                digest: self.db.inner.digest(u.namespace, u.value),
-                value: u.value.to_vec(),
-            });
+            if set(&declared) != set(&owned) {
+                return Err(Error::invalid(format!(
+                    "table `{}` declares its unique values ({}); the list given contradicts \
+                     them: use Write::insert",
+                    table.name(),
+                    declared
+                        .iter()
+                        .map(|o| o.ns.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
         }
         self.declare(table)?;
         self.ops.insert(
@@ -225,6 +242,49 @@ impl Write {
             },
         );
         Ok(())
+    }
+
+    /// Checks and digests (namespace, value) claims; one value twice is refused.
+    fn owned_list<'u>(
+        &self,
+        uniques: impl Iterator<Item = (&'u str, &'u [u8])>,
+    ) -> Result<Vec<Owned>> {
+        let mut owned = Vec::new();
+        let mut seen = HashSet::new();
+        for (ns, value) in uniques {
+            check_unique(ns, value)?;
+            if !seen.insert((ns, value)) {
+                return Err(Error::DuplicateInWrite {
+                    namespace: ns.to_owned(),
+                });
+            }
+            owned.push(Owned {
+                ns: ns.to_owned(),
+                digest: self.db.inner.digest(ns, value),
+                value: value.to_vec(),
+            });
+        }
+        Ok(owned)
+    }
+
+    /// The values a table's declarations take from the sealed record `sealed`; `None` for a
+    /// table without declarations.
+    fn declared_uniques<V: Value>(
+        &self,
+        table: &Table<V>,
+        sealed: &[u8],
+    ) -> Result<Option<Vec<Owned>>> {
+        if !table.declares_uniques() {
+            return Ok(None);
+        }
+        let view = V::view(&sealed[envelope::HEADER_LEN..])
+            .map_err(|e| Error::invalid(format!("cannot read the encoded value: {e}")))?;
+        self.owned_list(
+            table
+                .declared_uniques()
+                .filter_map(|u| (u.get)(view).map(|v| (u.namespace, v))),
+        )
+        .map(Some)
     }
 
     /// Removes a record (if present) and releases the unique values it owned.
@@ -549,6 +609,7 @@ impl Write {
                     digest: n.digest,
                     table: tname.to_string(),
                     key: key.clone(),
+                    value: n.value.clone(),
                     transfer: false,
                 });
             }

@@ -76,7 +76,7 @@ fn eight_threads_one_winner_per_value() {
                                 won.push(v);
                                 break;
                             }
-                            Err(Error::UniqueViolation { namespace }) => {
+                            Err(Error::UniqueViolation { namespace, .. }) => {
                                 assert_eq!(namespace, "license");
                                 violations += 1;
                                 break;

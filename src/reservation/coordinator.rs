@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redb::ReadableTable;
 
-use crate::error::{Error, Result};
+use crate::error::{Collision, Error, Result};
 use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::unique_key;
@@ -27,6 +27,8 @@ pub(crate) struct ClaimReq {
     pub digest: [u8; 16],
     pub table: String,
     pub key: Vec<u8>,
+    /// The value as the caller gave it (for the error of a collision; never stored here).
+    pub value: Vec<u8>,
     /// The same write releases this value from another record of the same account.
     pub transfer: bool,
 }
@@ -98,12 +100,18 @@ pub(crate) struct Coordinator {
 fn conflict_err(
     c: Conflict,
     ns: &str,
+    claim: Option<&ClaimReq>,
     cur: Option<&Entry>,
     stuck: &dyn Fn(u16) -> Option<Error>,
 ) -> Error {
     match c {
         Conflict::Taken => Error::UniqueViolation {
             namespace: ns.to_owned(),
+            record: Box::new(Collision {
+                table: claim.map(|c| c.table.clone()).unwrap_or_default(),
+                key: claim.map(|c| c.key.clone()).unwrap_or_default(),
+                value: claim.map(|c| c.value.clone()).unwrap_or_default(),
+            }),
         },
         Conflict::Busy => match cur.and_then(|e| stuck(e.loc.region)) {
             Some(e) => e,
@@ -248,7 +256,7 @@ impl Coordinator {
                     // markers may have released it, so "taken" is not known.
                     match cur.as_ref().and_then(|e| self.unsettled_name(e.loc.region)) {
                         Some(name) => Error::RegionUnsettled(name),
-                        None => conflict_err(x, &c.ns, cur.as_ref(), stuck),
+                        None => conflict_err(x, &c.ns, Some(c), cur.as_ref(), stuck),
                     }
                 })?;
                 index.put_in_flight(&k, txn, &next)?;
@@ -264,7 +272,7 @@ impl Coordinator {
                     key: r.key.clone(),
                 };
                 if let Some(next) = state::release(cur.as_ref(), txn, &owner)
-                    .map_err(|x| conflict_err(x, &r.ns, cur.as_ref(), stuck))?
+                    .map_err(|x| conflict_err(x, &r.ns, None, cur.as_ref(), stuck))?
                 {
                     index.put_in_flight(&k, txn, &next)?;
                     keys.push(k);
