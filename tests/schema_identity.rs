@@ -723,7 +723,7 @@ fn a_record_of_an_unrecorded_schema_version() {
         Err(Error::SchemaMismatch { .. })
     ));
     db.close().unwrap();
-    drop((items, r, db));
+    drop((items, r));
 
     // Once version 2 is recorded (as the newest), the record is a mismatch for a version-1
     // handle, naming what version 2 holds; the version-1 records are findings: older than
