@@ -3,8 +3,8 @@
 //! The derive computes, at compile time, a 64-bit fingerprint of what rkyv archives for the
 //! type: the kind (struct or enum), every field's name in order, every field's type (through
 //! that type's own `Schema` fingerprint, so a retyped field changes it), the variant names of
-//! an enum in order, and the rkyv attributes that change the archived bytes (`with`, `as`,
-//! `remote`, `niche`, ...). The type's own name is not part of it: renaming a struct keeps
+//! an enum in order with their explicit discriminants (rkyv stores those as tags), and the
+//! rkyv attributes that change the archived bytes (`with`, `as`, `remote`, `niche`, ...). The type's own name is not part of it: renaming a struct keeps
 //! its records readable. regionkv stores the fingerprint with every table and refuses to read
 //! or write a table with a type whose fingerprint differs.
 //!
@@ -200,9 +200,22 @@ fn expand(input: DeriveInput) -> syn::Result<Tokens> {
                 let name = v.ident.to_string();
                 let layout = rkyv_layout(&v.attrs)?;
                 let f = fields_fp(&krate, &v.fields)?;
+                // rkyv archives an explicit discriminant as the variant's tag: `A = 1, B = 2`
+                // and `A = 2, B = 1` store different bytes for `A`. Hashed only when given,
+                // as its token text (so `= 2` and `= 1 + 1` differ: a false refusal, never
+                // a false match).
+                let disc = match &v.discriminant {
+                    Some((_, expr)) => {
+                        let mut text = String::from("=");
+                        canonical(quote!(#expr), &mut text);
+                        quote! { let h = #krate::__private::fp_str(h, #text); }
+                    }
+                    None => Tokens::new(),
+                };
                 steps.push(quote! {
                     let h = #krate::__private::fp_str(h, #name);
                     let h = #krate::__private::fp_str(h, #layout);
+                    #disc
                     #f
                 });
             }
