@@ -8,8 +8,8 @@
 //!
 //! The fingerprint is a hash, computed by `const fn`s at compile time, over the archived
 //! shape: the kind, the fields' names in order, each field's type through its own
-//! fingerprint, enum variants in order (with explicit discriminants), and the rkyv attributes that change the archived
-//! bytes. `#[derive(Schema)]` writes it for structs and enums; this module implements it for
+//! fingerprint, enum variants in order (with explicit discriminants), and the rkyv
+//! attributes that change the archived bytes. `#[derive(Schema)]` writes it for structs and enums; this module implements it for
 //! the standard types rkyv archives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
