@@ -126,10 +126,28 @@ fn rkyv_layout(attrs: &[syn::Attribute]) -> syn::Result<String> {
             }
             item.clear();
         };
+        // Commas split the items, except inside generic arguments (`with = Map<A, B>`):
+        // angle brackets are not token groups, so their depth is counted here.
+        let mut angle = 0usize;
+        let mut prev_dash = false;
         for t in list.tokens.clone() {
             match &t {
-                TokenTree::Punct(p) if p.as_char() == ',' => flush(&mut item, &mut out),
-                _ => item.push(t),
+                TokenTree::Punct(p) if p.as_char() == ',' && angle == 0 => {
+                    flush(&mut item, &mut out)
+                }
+                TokenTree::Punct(p) => {
+                    match p.as_char() {
+                        '<' => angle += 1,
+                        '>' if !prev_dash => angle = angle.saturating_sub(1),
+                        _ => {}
+                    }
+                    prev_dash = p.as_char() == '-';
+                    item.push(t);
+                }
+                _ => {
+                    prev_dash = false;
+                    item.push(t);
+                }
             }
         }
         flush(&mut item, &mut out);
@@ -250,4 +268,37 @@ fn expand(input: DeriveInput) -> syn::Result<Tokens> {
             };
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(attr: syn::Attribute) -> String {
+        rkyv_layout(&[attr]).unwrap()
+    }
+
+    #[test]
+    fn neutral_keys_are_left_out_and_the_rest_kept_in_order() {
+        assert_eq!(layout(syn::parse_quote!(#[rkyv(derive(Debug, PartialEq))])), "");
+        assert_eq!(
+            layout(syn::parse_quote!(#[rkyv(compare(PartialEq), crate = regionkv::rkyv)])),
+            ""
+        );
+        assert_eq!(
+            layout(syn::parse_quote!(#[rkyv(derive(Debug), with = rkyv::with::AsBox)])),
+            "with=rkyv::with::AsBox"
+        );
+    }
+
+    #[test]
+    fn commas_inside_generic_arguments_do_not_split_an_item() {
+        // The second argument starts with a neutral key's name: it must stay in the item.
+        let a = layout(syn::parse_quote!(#[rkyv(with = MapKV<Inline, crate::AsOne>)]));
+        let b = layout(syn::parse_quote!(#[rkyv(with = MapKV<Inline, crate::AsTwo>)]));
+        assert_eq!(a, "with=MapKV<Inline,crate::AsOne>");
+        assert_ne!(a, b);
+        let c = layout(syn::parse_quote!(#[rkyv(with = F<fn() -> u8, derive::X>, derive(Debug))]));
+        assert_eq!(c, "with=F<fn()->u8,derive::X>");
+    }
 }
