@@ -682,6 +682,39 @@ fn the_seal_here_is_the_stores_seal() {
     assert_eq!(seal("licenses", &dkey, 1, 1, &bytes[8..]), bytes);
 }
 
+/// `decode_value`, like a read from the store, looks at the schema version before it
+/// interprets the payload: a record of another version is a mismatch whatever its bytes.
+#[test]
+fn decode_value_checks_the_version_before_the_payload() {
+    let acme = AccountId::from_raw(3);
+    let dkey = data_key(acme, b"k");
+    for payload in [&b""[..], b"\xff\xff\xff", b"not an archive of License at all"] {
+        let v2 = seal("licenses", &dkey, 1, 2, payload);
+        match regionkv::decode_value(&LICENSES, acme, b"k", &v2) {
+            Err(Error::SchemaMismatch { stored, asked, .. }) => {
+                assert_eq!((stored.version, asked.version), (2, 1));
+            }
+            other => panic!("{payload:?}: {:?}", other.err()),
+        }
+        // The same bytes at version 1: the payload is validated (too short for a
+        // `License`), and refused.
+        if payload.len() < 12 {
+            let v1 = seal("licenses", &dkey, 1, 1, payload);
+            assert!(matches!(
+                regionkv::decode_value(&LICENSES, acme, b"k", &v1),
+                Err(Error::Corrupt { .. })
+            ));
+        }
+        // A damaged version is damage (the CRC covers it), not a mismatch.
+        let mut bad = regionkv::encode_value(&LICENSES, acme, b"k", &lic("K", 1)).unwrap();
+        bad[2] ^= 0x02;
+        assert!(matches!(
+            regionkv::decode_value(&LICENSES, acme, b"k", &bad),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}
+
 #[test]
 fn a_record_of_an_unrecorded_schema_version() {
     let sim = SimStorage::new();
