@@ -33,35 +33,69 @@ macro_rules! record {
     };
 }
 
-record!(License { key: String, seats: u32 });
+record!(License {
+    key: String,
+    seats: u32
+});
 // Same fields, another type name.
-record!(Permit { key: String, seats: u32 });
-record!(LicenseV2 { key: String, seats: u32, max_seats: u32 });
+record!(Permit {
+    key: String,
+    seats: u32
+});
+record!(LicenseV2 {
+    key: String,
+    seats: u32,
+    max_seats: u32
+});
 record!(LicenseKeyOnly { key: String });
-record!(LicenseReordered { seats: u32, key: String });
-record!(LicenseSeats64 { key: String, seats: u64 });
+record!(LicenseReordered {
+    seats: u32,
+    key: String
+});
+record!(LicenseSeats64 {
+    key: String,
+    seats: u64
+});
 record!(LicenseBytesKey { key: Vec<u8>, seats: u32 });
 record!(LicenseOptSeats { key: String, seats: Option<u32> });
-record!(LicenseRenamedField { key: String, count: u32 });
+record!(LicenseRenamedField {
+    key: String,
+    count: u32
+});
 record!(LicenseBoxStr { key: Box<str>, seats: u32 });
 #[derive(rkyv::Archive, rkyv::Serialize, Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct LicenseTuple(String, u32);
 // Two u32 fields, and the same two swapped: rkyv would read one as the other.
-record!(Seats { seats: u32, max_seats: u32 });
-record!(SeatsSwapped { max_seats: u32, seats: u32 });
+record!(Seats {
+    seats: u32,
+    max_seats: u32
+});
+record!(SeatsSwapped {
+    max_seats: u32,
+    seats: u32
+});
 // Layout-neutral rkyv attributes.
 record!(
     #[rkyv(derive(Debug, PartialEq))]
-    LicenseDerives { key: String, seats: u32 }
+    LicenseDerives {
+        key: String,
+        seats: u32
+    }
 );
 record!(
     #[rkyv(compare(PartialEq))]
-    LicenseCompare { key: String, seats: u32 }
+    LicenseCompare {
+        key: String,
+        seats: u32
+    }
 );
 record!(
     #[rkyv(derive(Debug), compare(PartialEq))]
-    LicenseBoth { key: String, seats: u32 }
+    LicenseBoth {
+        key: String,
+        seats: u32
+    }
 );
 // A layout-changing one: the key archived behind a box.
 record!(LicenseBoxedKey {
@@ -209,7 +243,10 @@ fn generic_records_differ_by_their_parameter() {
         ("Wrapper<String>", <Wrapper<String>>::FINGERPRINT),
         ("Wrapper<Option<u32>>", <Wrapper<Option<u32>>>::FINGERPRINT),
         ("Wrapper<License>", <Wrapper<License>>::FINGERPRINT),
-        ("Wrapper<Permit-less License>", <Wrapper<LicenseV2>>::FINGERPRINT),
+        (
+            "Wrapper<Permit-less License>",
+            <Wrapper<LicenseV2>>::FINGERPRINT,
+        ),
     ]);
     // A parameter of the same shape under another name is the same shape.
     assert_eq!(
@@ -298,12 +335,21 @@ fn info_of<V: regionkv::Value>(codec: &str) -> (String, String, u16, u64) {
 }
 
 fn parts(s: &SchemaInfo) -> (String, String, u16, u64) {
-    (s.type_name.clone(), s.codec.clone(), s.version, s.fingerprint)
+    (
+        s.type_name.clone(),
+        s.codec.clone(),
+        s.version,
+        s.fingerprint,
+    )
 }
 
 /// Asserts `e` is the mismatch of `table` in `partition` between stored `S` and asked `A`.
 #[track_caller]
-fn assert_mismatch<S: regionkv::Value, A: regionkv::Value>(e: &Error, table: &str, partition: &str) {
+fn assert_mismatch<S: regionkv::Value, A: regionkv::Value>(
+    e: &Error,
+    table: &str,
+    partition: &str,
+) {
     let codec = |raw: bool| if raw { "raw" } else { "rkyv" };
     let s_raw = S::TYPE_NAME == "Raw";
     let a_raw = A::TYPE_NAME == "Raw";
@@ -389,7 +435,10 @@ fn every_read_path_refuses_another_type() {
         .unwrap();
     assert_eq!(hit.key(), b"lic-1");
     assert_eq!(r.scan(&LICENSES).unwrap().count(), 4);
-    assert_eq!(db.scan_all(&BLOBS).unwrap().filter(|r| r.is_ok()).count(), 2);
+    assert_eq!(
+        db.scan_all(&BLOBS).unwrap().filter(|r| r.is_ok()).count(),
+        2
+    );
     assert!(db.audit().unwrap().is_clean());
 }
 
@@ -413,16 +462,35 @@ fn a_write_of_another_type_fails_at_commit_and_writes_nothing() {
             w.insert(&LICENSES_V2, b"lic-9", &v2())
         }),
         ("insert_unique of LicenseV2", |w| {
-            w.insert_unique(&LICENSES_V2, b"lic-9", &v2(), &[Unique::new("license_key", "K-9")])
+            w.insert_unique(
+                &LICENSES_V2,
+                b"lic-9",
+                &v2(),
+                &[Unique::new("license_key", "K-9")],
+            )
         }),
         ("insert_unique over an existing record", |w| {
-            w.insert_unique(&LICENSES_V2, b"lic-1", &v2(), &[Unique::new("license_key", "K-9")])
+            w.insert_unique(
+                &LICENSES_V2,
+                b"lic-1",
+                &v2(),
+                &[Unique::new("license_key", "K-9")],
+            )
         }),
         ("remove of LicenseV2", |w| w.remove(&LICENSES_V2, b"lic-1")),
         ("remove as Raw", |w| w.remove(&LICENSES_RAW, b"lic-1")),
-        ("insert as Raw", |w| w.insert(&LICENSES_RAW, b"lic-9", b"bytes")),
+        ("insert as Raw", |w| {
+            w.insert(&LICENSES_RAW, b"lic-9", b"bytes")
+        }),
         ("insert of SeatsSwapped", |w| {
-            w.insert(&SEATS_SWAPPED, b"s", &SeatsSwapped { max_seats: 1, seats: 2 })
+            w.insert(
+                &SEATS_SWAPPED,
+                b"s",
+                &SeatsSwapped {
+                    max_seats: 1,
+                    seats: 2,
+                },
+            )
         }),
     ];
     for (what, op) in cases {
@@ -431,7 +499,8 @@ fn a_write_of_another_type_fails_at_commit_and_writes_nothing() {
             let mut w = db.write_in(acme, region).unwrap();
             // A right-typed operation of another table rides along: it must not land either.
             w.insert(&BLOBS, b"b2", b"more").unwrap();
-            op(&mut w).unwrap_or_else(|e| panic!("{what}: buffered ops are checked at commit: {e}"));
+            op(&mut w)
+                .unwrap_or_else(|e| panic!("{what}: buffered ops are checked at commit: {e}"));
             let e = w.commit().unwrap_err();
             assert!(
                 matches!(&e, Error::SchemaMismatch { partition, .. } if partition == region),
@@ -439,7 +508,10 @@ fn a_write_of_another_type_fails_at_commit_and_writes_nothing() {
             );
             assert!(!e.is_retryable());
             assert_same_files(&before, &sim_snapshot(&sim), what);
-            assert!(!db.is_taken("license_key", "K-9").unwrap(), "{what}: K-9 claimed");
+            assert!(
+                !db.is_taken("license_key", "K-9").unwrap(),
+                "{what}: K-9 claimed"
+            );
             let r = db.read(acme).unwrap();
             assert!(r.get_in(region, &BLOBS, b"b2").unwrap().is_none(), "{what}");
             let rec = r.get_in(region, &LICENSES, b"lic-1").unwrap().unwrap();
@@ -448,8 +520,13 @@ fn a_write_of_another_type_fails_at_commit_and_writes_nothing() {
     }
     // K-9 is still free for the right type.
     let mut w = db.write(acme).unwrap();
-    w.insert_unique(&LICENSES, b"lic-9", &lic("K-9", 1), &[Unique::new("license_key", "K-9")])
-        .unwrap();
+    w.insert_unique(
+        &LICENSES,
+        b"lic-9",
+        &lic("K-9", 1),
+        &[Unique::new("license_key", "K-9")],
+    )
+    .unwrap();
     w.commit().unwrap();
     assert!(db.is_taken("license_key", "K-9").unwrap());
     assert!(db.audit().unwrap().is_clean());
@@ -470,7 +547,12 @@ fn one_write_holds_one_type_per_table_name() {
     let e = w.insert(&LICENSES_V2, b"lic-8", &v2).unwrap_err();
     assert_mismatch::<License, LicenseV2>(&e, "licenses", "us");
     let e = w
-        .insert_unique(&LICENSES_V2, b"lic-8", &v2, &[Unique::new("license_key", "K-8")])
+        .insert_unique(
+            &LICENSES_V2,
+            b"lic-8",
+            &v2,
+            &[Unique::new("license_key", "K-8")],
+        )
         .unwrap_err();
     assert_mismatch::<License, LicenseV2>(&e, "licenses", "us");
     let e = w.remove(&LICENSES_RAW, b"lic-1").unwrap_err();
@@ -478,7 +560,14 @@ fn one_write_holds_one_type_per_table_name() {
     // The refused operations were not buffered: the commit writes the first one only.
     w.commit().unwrap();
     let r = db.read(acme).unwrap();
-    assert_eq!(r.get(&LICENSES, b"lic-7").unwrap().unwrap().seats.to_native(), 7);
+    assert_eq!(
+        r.get(&LICENSES, b"lic-7")
+            .unwrap()
+            .unwrap()
+            .seats
+            .to_native(),
+        7
+    );
     assert!(r.get(&LICENSES, b"lic-8").unwrap().is_none());
     assert!(r.get(&LICENSES, b"lic-1").unwrap().is_some());
     assert!(!db.is_taken("license_key", "K-8").unwrap());
@@ -499,10 +588,24 @@ fn the_mismatch_survives_reopen() {
     let (db, acme) = seeded(&sim);
     db.close().unwrap();
     let db = open(&sim);
-    assert_every_read_refused::<License, LicenseV2>(&db, acme, &LICENSES_V2, b"lic-1", Some("K-1-us"));
+    assert_every_read_refused::<License, LicenseV2>(
+        &db,
+        acme,
+        &LICENSES_V2,
+        b"lic-1",
+        Some("K-1-us"),
+    );
     let mut w = db.write(acme).unwrap();
-    w.insert(&LICENSES_V2, b"lic-9", &LicenseV2 { key: "x".into(), seats: 1, max_seats: 1 })
-        .unwrap();
+    w.insert(
+        &LICENSES_V2,
+        b"lic-9",
+        &LicenseV2 {
+            key: "x".into(),
+            seats: 1,
+            max_seats: 1,
+        },
+    )
+    .unwrap();
     assert_mismatch::<License, LicenseV2>(&w.commit().unwrap_err(), "licenses", "us");
     drop(db);
     // After a power loss too.
@@ -535,7 +638,8 @@ fn schemas_are_per_region() {
     };
     let mut w = db.write_in(acme, "eu").unwrap();
     w.insert(&LICENSES_V2, b"lic-1", &v2).unwrap();
-    w.commit().expect("eu has no `licenses` table yet: it takes LicenseV2");
+    w.commit()
+        .expect("eu has no `licenses` table yet: it takes LicenseV2");
 
     let r = db.read(acme).unwrap();
     let eu = r.get_in("eu", &LICENSES_V2, b"lic-1").unwrap().unwrap();
@@ -573,11 +677,7 @@ fn string_and_box_str_are_not_read_as_each_other() {
     w.insert(&AS_STRING, b"short", &lic("K-1", 1)).unwrap();
     w.commit().unwrap();
     let r = db.read(acme).unwrap();
-    assert_mismatch::<License, LicenseBoxStr>(
-        &r.get(&AS_BOX, b"short").unwrap_err(),
-        "keys",
-        "us",
-    );
+    assert_mismatch::<License, LicenseBoxStr>(&r.get(&AS_BOX, b"short").unwrap_err(), "keys", "us");
 }
 
 #[test]
@@ -592,8 +692,15 @@ fn vec_and_boxed_slice_read_as_each_other() {
     let db = open(&sim);
     let acme = db.create_account(NewAccount::new("acme", "us")).unwrap();
     let mut w = db.write(acme).unwrap();
-    w.insert(&AS_VEC, b"k", &BytesVec { data: vec![1, 2, 3, 4, 5, 6, 7, 8, 9], n: 7 })
-        .unwrap();
+    w.insert(
+        &AS_VEC,
+        b"k",
+        &BytesVec {
+            data: vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+            n: 7,
+        },
+    )
+    .unwrap();
     w.commit().unwrap();
     let r = db.read(acme).unwrap();
     let rec = r.get(&AS_BOX, b"k").unwrap().unwrap();
@@ -664,8 +771,13 @@ fn closed_store(sim: &SimStorage) -> AccountId {
     let db = open(sim);
     let acme = db.create_account(NewAccount::new("acme", "us")).unwrap();
     let mut w = db.write(acme).unwrap();
-    w.insert_unique(&LICENSES, b"lic-1", &lic("K-1", 5), &[Unique::new("license_key", "K-1")])
-        .unwrap();
+    w.insert_unique(
+        &LICENSES,
+        b"lic-1",
+        &lic("K-1", 5),
+        &[Unique::new("license_key", "K-1")],
+    )
+    .unwrap();
     w.insert(&LICENSES, b"lic-2", &lic("K-2", 1)).unwrap();
     w.commit().unwrap();
     let audit = db.audit().unwrap();
@@ -688,7 +800,11 @@ fn the_seal_here_is_the_stores_seal() {
 fn decode_value_checks_the_version_before_the_payload() {
     let acme = AccountId::from_raw(3);
     let dkey = data_key(acme, b"k");
-    for payload in [&b""[..], b"\xff\xff\xff", b"not an archive of License at all"] {
+    for payload in [
+        &b""[..],
+        b"\xff\xff\xff",
+        b"not an archive of License at all",
+    ] {
         let v2 = seal("licenses", &dkey, 1, 2, payload);
         match regionkv::decode_value(&LICENSES, acme, b"k", &v2) {
             Err(Error::SchemaMismatch { stored, asked, .. }) => {
@@ -724,7 +840,11 @@ fn a_record_of_an_unrecorded_schema_version() {
     edit_us(&sim, |w| {
         let mut t = w.open_table(LICENSES_T).unwrap();
         let old = t.get(dkey.as_slice()).unwrap().unwrap().value().to_vec();
-        assert_eq!(&old[..4], &[2, 1, 1, 0], "envelope v2, rkyv, schema version 1");
+        assert_eq!(
+            &old[..4],
+            &[2, 1, 1, 0],
+            "envelope v2, rkyv, schema version 1"
+        );
         let v2 = seal("licenses", &dkey, 1, 2, &old[8..]);
         t.insert(dkey.as_slice(), v2.as_slice()).unwrap();
     });
@@ -733,14 +853,20 @@ fn a_record_of_an_unrecorded_schema_version() {
     let kinds: Vec<_> = audit.findings().iter().map(|f| f.kind).collect();
     assert_eq!(kinds, [FindingKind::Schema], "{audit}");
     let f = &audit.findings()[0];
-    assert_eq!((f.partition.as_str(), f.table.as_deref()), ("us", Some("t/licenses")));
+    assert_eq!(
+        (f.partition.as_str(), f.table.as_deref()),
+        ("us", Some("t/licenses"))
+    );
     assert_eq!(f.key.as_deref(), Some(dkey.as_slice()));
     assert!(f.detail.contains("not recorded"), "{f}");
 
     // Unrecorded version: damage. The other record still reads.
     let r = db.read(acme).unwrap();
     let e = r.get(&LICENSES, b"lic-1").unwrap_err();
-    assert!(matches!(&e, Error::Corrupt { what, .. } if what.contains("version 2")), "{e:?}");
+    assert!(
+        matches!(&e, Error::Corrupt { what, .. } if what.contains("version 2")),
+        "{e:?}"
+    );
     assert!(r.get(&LICENSES, b"lic-2").unwrap().is_some());
     let items: Vec<_> = r.scan(&LICENSES).unwrap().collect();
     assert!(matches!(items[0], Err(Error::Corrupt { .. })));
@@ -752,7 +878,12 @@ fn a_record_of_an_unrecorded_schema_version() {
     // Without a store, another version is all `decode_value` can tell.
     let v1 = regionkv::encode_value(&LICENSES, acme, b"lic-1", &lic("K-1", 5)).unwrap();
     assert!(matches!(
-        regionkv::decode_value(&LICENSES, acme, b"lic-1", &seal("licenses", &dkey, 1, 2, &v1[8..])),
+        regionkv::decode_value(
+            &LICENSES,
+            acme,
+            b"lic-1",
+            &seal("licenses", &dkey, 1, 2, &v1[8..])
+        ),
         Err(Error::SchemaMismatch { .. })
     ));
     db.close().unwrap();
@@ -784,7 +915,10 @@ fn a_record_of_an_unrecorded_schema_version() {
     let audit = db.audit().unwrap();
     let schema: Vec<_> = audit.findings_of(FindingKind::Schema).collect();
     assert_eq!(schema.len(), 1, "{audit}");
-    assert_eq!(schema[0].key.as_deref(), Some(data_key(acme, b"lic-2").as_slice()));
+    assert_eq!(
+        schema[0].key.as_deref(),
+        Some(data_key(acme, b"lic-2").as_slice())
+    );
     assert!(schema[0].detail.contains("newest is 2"), "{}", schema[0]);
 }
 
@@ -801,7 +935,10 @@ fn a_table_without_its_schema_row() {
     let kinds: Vec<_> = audit.findings().iter().map(|f| f.kind).collect();
     assert_eq!(kinds, [FindingKind::Schema], "{audit}");
     let f = &audit.findings()[0];
-    assert_eq!((f.partition.as_str(), f.table.as_deref()), ("us", Some("t/licenses")));
+    assert_eq!(
+        (f.partition.as_str(), f.table.as_deref()),
+        ("us", Some("t/licenses"))
+    );
     assert!(f.detail.contains("2 rows but no schema row"), "{f}");
 
     let r = db.read(acme).unwrap();
@@ -811,14 +948,21 @@ fn a_table_without_its_schema_row() {
         r.scan(&LICENSES).unwrap().next().unwrap().unwrap_err(),
         db.find_unique(&LICENSES, "license_key", "K-1").unwrap_err(),
     ] {
-        assert!(matches!(&e, Error::Corrupt { what, .. } if what.contains("no schema row")), "{e:?}");
+        assert!(
+            matches!(&e, Error::Corrupt { what, .. } if what.contains("no schema row")),
+            "{e:?}"
+        );
     }
     // A write cannot adopt the table either (it holds rows of an unknown type).
     let before = sim_snapshot(&sim);
     let mut w = db.write(acme).unwrap();
     w.insert(&LICENSES, b"lic-3", &lic("K-3", 1)).unwrap();
     assert!(matches!(w.commit(), Err(Error::Corrupt { .. })));
-    assert_same_files(&before, &sim_snapshot(&sim), "write to a table without schema row");
+    assert_same_files(
+        &before,
+        &sim_snapshot(&sim),
+        "write to a table without schema row",
+    );
 }
 
 #[test]
@@ -834,7 +978,10 @@ fn an_undecodable_schema_row() {
     let undecodable: Vec<_> = audit.findings_of(FindingKind::Undecodable).collect();
     assert_eq!(undecodable.len(), 1, "{audit}");
     let f = undecodable[0];
-    assert_eq!((f.partition.as_str(), f.table.as_deref()), ("us", Some("_schemas")));
+    assert_eq!(
+        (f.partition.as_str(), f.table.as_deref()),
+        ("us", Some("_schemas"))
+    );
     assert!(f.detail.contains("`licenses`"), "{f}");
     // The table's rows are of no known schema then.
     assert!(
@@ -852,13 +999,20 @@ fn an_undecodable_schema_row() {
         db.scan_all(&LICENSES).unwrap().next().unwrap().unwrap_err(),
         db.find_unique(&LICENSES, "license_key", "K-1").unwrap_err(),
     ] {
-        assert!(matches!(&e, Error::Corrupt { what, .. } if what.contains("undecodable")), "{e:?}");
+        assert!(
+            matches!(&e, Error::Corrupt { what, .. } if what.contains("undecodable")),
+            "{e:?}"
+        );
     }
     let before = sim_snapshot(&sim);
     let mut w = db.write(acme).unwrap();
     w.remove(&LICENSES, b"lic-1").unwrap();
     assert!(matches!(w.commit(), Err(Error::Corrupt { .. })));
-    assert_same_files(&before, &sim_snapshot(&sim), "write to a table of undecodable schema");
+    assert_same_files(
+        &before,
+        &sim_snapshot(&sim),
+        "write to a table of undecodable schema",
+    );
     assert!(db.is_taken("license_key", "K-1").unwrap());
 }
 
@@ -940,7 +1094,7 @@ impl Field for Box<[u8]> {
 impl Field for Option<u32> {
     const KIND: &'static str = "option-u32";
     fn make(seed: u64) -> Self {
-        (seed % 3 != 0).then_some(seed as u32 ^ 0x5555)
+        (!seed.is_multiple_of(3)).then_some(seed as u32 ^ 0x5555)
     }
     fn val(&self) -> Val {
         Val::OptU32(*self)
@@ -1017,7 +1171,10 @@ fn read_shape<S: Shape>(
     match (&got, scanned.as_slice()) {
         (Some(f), [Ok(row)]) => assert_eq!(&S::read_back(row.record()).fields(), f),
         (None, []) => {}
-        (_, other) => panic!("get and scan disagree: {:?}", other.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()),
+        (_, other) => panic!(
+            "get and scan disagree: {:?}",
+            other.iter().map(|r| r.as_ref().err()).collect::<Vec<_>>()
+        ),
     }
     Ok(got)
 }
@@ -1079,14 +1236,32 @@ fn a_value_reads_back_through_another_type_exactly_when_fingerprints_match() {
             let written = (w.write)(&db, acct, table, seed);
             match (r.read)(&db, acct, table) {
                 Ok(Some(got)) => {
-                    prop_assert_eq!(w.fingerprint, r.fingerprint, "{} read as {}", w.name, r.name);
+                    prop_assert_eq!(
+                        w.fingerprint,
+                        r.fingerprint,
+                        "{} read as {}",
+                        w.name,
+                        r.name
+                    );
                     prop_assert_eq!(got, written);
                 }
                 Ok(None) => prop_assert!(false, "the record vanished"),
                 Err(Error::SchemaMismatch { stored, asked, .. }) => {
-                    prop_assert_ne!(w.fingerprint, r.fingerprint, "{} refused as {}", w.name, r.name);
-                    prop_assert_eq!((stored.fingerprint, stored.type_name.as_str()), (w.fingerprint, w.name));
-                    prop_assert_eq!((asked.fingerprint, asked.type_name.as_str()), (r.fingerprint, r.name));
+                    prop_assert_ne!(
+                        w.fingerprint,
+                        r.fingerprint,
+                        "{} refused as {}",
+                        w.name,
+                        r.name
+                    );
+                    prop_assert_eq!(
+                        (stored.fingerprint, stored.type_name.as_str()),
+                        (w.fingerprint, w.name)
+                    );
+                    prop_assert_eq!(
+                        (asked.fingerprint, asked.type_name.as_str()),
+                        (r.fingerprint, r.name)
+                    );
                 }
                 Err(e) => prop_assert!(false, "{} read as {}: {e:?}", w.name, r.name),
             }

@@ -280,7 +280,10 @@ mod tests {
 
     #[test]
     fn neutral_keys_are_left_out_and_the_rest_kept_in_order() {
-        assert_eq!(layout(syn::parse_quote!(#[rkyv(derive(Debug, PartialEq))])), "");
+        assert_eq!(
+            layout(syn::parse_quote!(#[rkyv(derive(Debug, PartialEq))])),
+            ""
+        );
         assert_eq!(
             layout(syn::parse_quote!(#[rkyv(compare(PartialEq), crate = regionkv::rkyv)])),
             ""
