@@ -175,15 +175,22 @@ write("open_damaged", "trusting_overwrite_header", u8(TRUSTING) + setb(1, 0, b"\
 write("open_damaged", "trusting_truncate", u8(TRUSTING) + truncate(2, 70_000))
 
 # --- record_decode -----------------------------------------------------------------------
-def envelope(codec, payload):
-    return bytes([1, codec]) + struct.pack("<I", zlib.crc32(payload)) + payload
+# Envelope v2: [2][codec][schema version u16 LE][crc32 LE][payload], the CRC over the row the
+# target decodes at (table "t", account 1, key "k"), the codec, the version and the payload.
+def envelope(codec, payload, version=1):
+    dkey = struct.pack(">Q", 1) + b"k"
+    row = bytes([1]) + b"t" + struct.pack("<I", len(dkey)) + dkey
+    crc = zlib.crc32(row + bytes([codec]) + struct.pack("<H", version) + payload)
+    return bytes([2, codec]) + struct.pack("<HI", version, crc) + payload
 
 
 write("record_decode", "empty", b"")
 write("record_decode", "raw_envelope", envelope(0, b"hello, regionkv"))
-write("record_decode", "typed_bad_crc", bytes([1, 1, 0, 0, 0, 0]) + bytes(40))
-# `encode_value::<Rec>` output (envelope included) for two records of the target's type,
-# then the same payloads alone (the target also seals its input as a payload).
+write("record_decode", "typed_bad_crc", bytes([2, 1, 1, 0, 0, 0, 0, 0]) + bytes(40))
+write("record_decode", "raw_version2", envelope(0, b"hello, regionkv", version=2))
+# Two records of the target's type, as `encode_value::<Rec>` wrote them in envelope v1 (the
+# payloads are unchanged since): each resealed as envelope v2 at versions 1 and 2, and the
+# payload alone (the target also seals its input as a payload).
 RECS = [
     # Rec { name: "acme", data: [1, 2, 3], n: 7, opt: Some(9), tags: ["a", "bc"] }
     "010124ab202501020361ffffffffffffff6263ffffffffffff61636d65ffffffffe5ffffff03000000"
@@ -197,7 +204,7 @@ RECS = [
     "0000cbffffff03000000",
 ]
 for i, h in enumerate(RECS):
-    b = bytes.fromhex(h)
-    assert b[:2] == b"\x01\x01" and struct.unpack("<I", b[2:6])[0] == zlib.crc32(b[6:]), i
-    write("record_decode", f"typed{i}", b)
-    write("record_decode", f"typed{i}_payload", b[6:])
+    payload = bytes.fromhex(h)[6:]  # the payload of the envelope v1 these were taken from
+    write("record_decode", f"typed{i}", envelope(1, payload))
+    write("record_decode", f"typed{i}_payload", payload)
+    write("record_decode", f"typed{i}_version2", envelope(1, payload, version=2))

@@ -115,8 +115,11 @@ pub fn decode_value<'v, V: Value>(
         table: table.name(),
         key: &dkey,
     };
-    let (version, view) = codec::envelope::decode::<V>(bytes, &binding)
+    // The version first, as a read from the store does: the payload of another version is
+    // not interpreted as `V`.
+    let unsealed = codec::envelope::unseal(bytes, V::CODEC, &binding)
         .map_err(|e| Error::corrupt("<bytes>", e.to_string()))?;
+    let version = unsealed.version;
     if version != table.schema_version() {
         let d = partition::schemas::Declared::of(table);
         let mut stored = d.info();
@@ -130,7 +133,12 @@ pub fn decode_value<'v, V: Value>(
             asked: Box::new(d.info()),
         });
     }
-    Ok(view)
+    V::view(unsealed.payload).map_err(|e| {
+        Error::corrupt(
+            "<bytes>",
+            codec::envelope::EnvelopeError::Invalid(e).to_string(),
+        )
+    })
 }
 
 /// Encodes a value exactly as regionkv stores it under `key` of `account` in `table`

@@ -3,8 +3,8 @@
 //! The derive computes, at compile time, a 64-bit fingerprint of what rkyv archives for the
 //! type: the kind (struct or enum), every field's name in order, every field's type (through
 //! that type's own `Schema` fingerprint, so a retyped field changes it), the variant names of
-//! an enum in order, and the rkyv attributes that change the archived bytes (`with`, `as`,
-//! `remote`, `niche`, ...). The type's own name is not part of it: renaming a struct keeps
+//! an enum in order with their explicit discriminants (rkyv stores those as tags), and the
+//! rkyv attributes that change the archived bytes (`with`, `as`, `remote`, `niche`, ...). The type's own name is not part of it: renaming a struct keeps
 //! its records readable. regionkv stores the fingerprint with every table and refuses to read
 //! or write a table with a type whose fingerprint differs.
 //!
@@ -126,10 +126,28 @@ fn rkyv_layout(attrs: &[syn::Attribute]) -> syn::Result<String> {
             }
             item.clear();
         };
+        // Commas split the items, except inside generic arguments (`with = Map<A, B>`):
+        // angle brackets are not token groups, so their depth is counted here.
+        let mut angle = 0usize;
+        let mut prev_dash = false;
         for t in list.tokens.clone() {
             match &t {
-                TokenTree::Punct(p) if p.as_char() == ',' => flush(&mut item, &mut out),
-                _ => item.push(t),
+                TokenTree::Punct(p) if p.as_char() == ',' && angle == 0 => {
+                    flush(&mut item, &mut out)
+                }
+                TokenTree::Punct(p) => {
+                    match p.as_char() {
+                        '<' => angle += 1,
+                        '>' if !prev_dash => angle = angle.saturating_sub(1),
+                        _ => {}
+                    }
+                    prev_dash = p.as_char() == '-';
+                    item.push(t);
+                }
+                _ => {
+                    prev_dash = false;
+                    item.push(t);
+                }
             }
         }
         flush(&mut item, &mut out);
@@ -200,9 +218,22 @@ fn expand(input: DeriveInput) -> syn::Result<Tokens> {
                 let name = v.ident.to_string();
                 let layout = rkyv_layout(&v.attrs)?;
                 let f = fields_fp(&krate, &v.fields)?;
+                // rkyv archives an explicit discriminant as the variant's tag: `A = 1, B = 2`
+                // and `A = 2, B = 1` store different bytes for `A`. Hashed only when given,
+                // as its token text (so `= 2` and `= 1 + 1` differ: a false refusal, never
+                // a false match).
+                let disc = match &v.discriminant {
+                    Some((_, expr)) => {
+                        let mut text = String::from("=");
+                        canonical(quote!(#expr), &mut text);
+                        quote! { let h = #krate::__private::fp_str(h, #text); }
+                    }
+                    None => Tokens::new(),
+                };
                 steps.push(quote! {
                     let h = #krate::__private::fp_str(h, #name);
                     let h = #krate::__private::fp_str(h, #layout);
+                    #disc
                     #f
                 });
             }
@@ -237,4 +268,40 @@ fn expand(input: DeriveInput) -> syn::Result<Tokens> {
             };
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(attr: syn::Attribute) -> String {
+        rkyv_layout(&[attr]).unwrap()
+    }
+
+    #[test]
+    fn neutral_keys_are_left_out_and_the_rest_kept_in_order() {
+        assert_eq!(
+            layout(syn::parse_quote!(#[rkyv(derive(Debug, PartialEq))])),
+            ""
+        );
+        assert_eq!(
+            layout(syn::parse_quote!(#[rkyv(compare(PartialEq), crate = regionkv::rkyv)])),
+            ""
+        );
+        assert_eq!(
+            layout(syn::parse_quote!(#[rkyv(derive(Debug), with = rkyv::with::AsBox)])),
+            "with=rkyv::with::AsBox"
+        );
+    }
+
+    #[test]
+    fn commas_inside_generic_arguments_do_not_split_an_item() {
+        // The second argument starts with a neutral key's name: it must stay in the item.
+        let a = layout(syn::parse_quote!(#[rkyv(with = MapKV<Inline, crate::AsOne>)]));
+        let b = layout(syn::parse_quote!(#[rkyv(with = MapKV<Inline, crate::AsTwo>)]));
+        assert_eq!(a, "with=MapKV<Inline,crate::AsOne>");
+        assert_ne!(a, b);
+        let c = layout(syn::parse_quote!(#[rkyv(with = F<fn() -> u8, derive::X>, derive(Debug))]));
+        assert_eq!(c, "with=F<fn()->u8,derive::X>");
+    }
 }

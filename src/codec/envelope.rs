@@ -129,8 +129,9 @@ pub(crate) fn unseal<'v>(
 }
 
 /// Checks the envelope and validates the payload for `V`, returning the schema version and
-/// the in-place view. The caller compares the version with the one it asked for.
-#[inline]
+/// the in-place view (for tests: the store and `decode_value` compare the version before
+/// validating).
+#[cfg(test)]
 pub(crate) fn decode<'v, V: Value + ?Sized>(
     bytes: &'v [u8],
     b: &Binding<'_>,

@@ -8,8 +8,8 @@
 //!
 //! The fingerprint is a hash, computed by `const fn`s at compile time, over the archived
 //! shape: the kind, the fields' names in order, each field's type through its own
-//! fingerprint, enum variants in order, and the rkyv attributes that change the archived
-//! bytes. `#[derive(Schema)]` writes it for structs and enums; this module implements it for
+//! fingerprint, enum variants in order (with explicit discriminants), and the rkyv
+//! attributes that change the archived bytes. `#[derive(Schema)]` writes it for structs and enums; this module implements it for
 //! the standard types rkyv archives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -133,8 +133,9 @@ leaf! {
     std::num::NonZeroI8 => "NonZeroI8", std::num::NonZeroI16 => "NonZeroI16",
     std::num::NonZeroI32 => "NonZeroI32", std::num::NonZeroI64 => "NonZeroI64",
     std::num::NonZeroI128 => "NonZeroI128",
-    // `String` and `Box<str>` archive alike (a relative pointer and a length).
-    String => "string", Box<str> => "string",
+    // Not alike: an archived `String` holds a short string inline, an archived `Box<str>`
+    // is always a relative pointer and a length.
+    String => "string", Box<str> => "box-str",
 }
 
 macro_rules! generic {
@@ -183,6 +184,7 @@ mod tests {
             u64::FINGERPRINT,
             i32::FINGERPRINT,
             String::FINGERPRINT,
+            <Box<str>>::FINGERPRINT,
             Vec::<u8>::FINGERPRINT,
             Vec::<u32>::FINGERPRINT,
             Option::<u32>::FINGERPRINT,
@@ -198,7 +200,27 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
-        assert_eq!(String::FINGERPRINT, <Box<str>>::FINGERPRINT);
+        assert_ne!(String::FINGERPRINT, <Box<str>>::FINGERPRINT);
         assert_eq!(Vec::<u8>::FINGERPRINT, <Box<[u8]>>::FINGERPRINT);
+    }
+
+    /// Equal fingerprints of std types promise equal archives; the `String`/`Box<str>`
+    /// pair does not archive alike, so it must not share one.
+    #[test]
+    fn equal_std_fingerprints_archive_alike() {
+        let bytes = |b: rkyv::util::AlignedVec| b.into_vec();
+        // Short strings: inline in a `String`, behind a pointer in a `Box<str>`.
+        for s in ["", "ab", "8 bytes!"] {
+            let string = bytes(rkyv::to_bytes::<rkyv::rancor::Error>(&s.to_owned()).unwrap());
+            let boxed: Box<str> = s.into();
+            let boxed = bytes(rkyv::to_bytes::<rkyv::rancor::Error>(&boxed).unwrap());
+            assert_ne!(string, boxed, "{s:?}");
+        }
+        for v in [vec![], vec![1u8, 2, 3], vec![7; 40]] {
+            let vec = bytes(rkyv::to_bytes::<rkyv::rancor::Error>(&v).unwrap());
+            let boxed: Box<[u8]> = v.clone().into_boxed_slice();
+            let boxed = bytes(rkyv::to_bytes::<rkyv::rancor::Error>(&boxed).unwrap());
+            assert_eq!(vec, boxed, "{v:?}");
+        }
     }
 }
