@@ -58,6 +58,7 @@ mod builder;
 mod codec;
 mod db;
 mod error;
+mod key;
 pub mod layout;
 mod limits;
 mod migrate;
@@ -81,6 +82,7 @@ pub use codec::shape::{Schema, schema_label};
 pub use codec::value::{Raw, Value};
 pub use db::{Db, ForfeitReport, RegionInfo, Stats};
 pub use error::{Collision, Error, Result, SchemaInfo};
+pub use key::Key;
 pub use limits::{
     DEFAULT_MAX_VALUE, MAX_ACCOUNT_NAME, MAX_KEY, MAX_NAMESPACE, MAX_REGION_NAME, MAX_TABLE_NAME,
     MAX_UNIQUE_VALUE,

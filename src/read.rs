@@ -13,6 +13,7 @@ use crate::codec::envelope::{HEADER_LEN, corrupt_value};
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::limits::check_table_name;
 use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
@@ -294,8 +295,8 @@ impl Read {
     /// [`Error::Corrupt`] (naming partition, table and key) if the stored value fails its
     /// checksum or validation; [`Error::RegionDisabled`] if the home region is disabled.
     #[inline]
-    pub fn get<V: Value>(&self, table: &Table<V>, key: &[u8]) -> Result<Option<Record<V>>> {
-        self.get_from(self.account.home(), table, key)
+    pub fn get<V: Value>(&self, table: &Table<V>, key: impl Key) -> Result<Option<Record<V>>> {
+        self.get_from(self.account.home(), table, &key.key_bytes())
     }
 
     /// Reads `key` from one of the account's allowed regions.
@@ -307,7 +308,7 @@ impl Read {
         &self,
         region: &str,
         table: &Table<V>,
-        key: &[u8],
+        key: impl Key,
     ) -> Result<Option<Record<V>>> {
         let id = self.db.inner.region_id(region)?;
         if !self.account.allows(id) {
@@ -316,7 +317,7 @@ impl Read {
                 region: region.to_owned(),
             });
         }
-        self.get_from(id, table, key)
+        self.get_from(id, table, &key.key_bytes())
     }
 
     fn get_from<V: Value>(
@@ -364,7 +365,9 @@ impl Read {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad table name.
-    pub fn scan_prefix<V: Value>(&self, table: &Table<V>, prefix: &[u8]) -> Result<Rows<V>> {
+    pub fn scan_prefix<V: Value>(&self, table: &Table<V>, prefix: impl Key) -> Result<Rows<V>> {
+        let prefix = prefix.key_bytes();
+        let prefix: &[u8] = &prefix;
         check_table_name(table.name())?;
         let d = Declared::of(table);
         let account = self.account.id().0;

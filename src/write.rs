@@ -11,6 +11,7 @@ use crate::codec::envelope;
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::limits::{check_key, check_table_name, check_unique, check_value_size};
 use crate::partition::At;
 use crate::partition::region::{
@@ -168,9 +169,11 @@ impl Write {
     pub fn insert<V: Value>(
         &mut self,
         table: &Table<V>,
-        key: &[u8],
+        key: impl Key,
         value: &V::Input,
     ) -> Result<()> {
+        let key = key.key_bytes();
+        let key: &[u8] = &key;
         check_table_name(table.name())?;
         check_key(key)?;
         let value = self.encode::<V>(table, key, value)?;
@@ -203,10 +206,12 @@ impl Write {
     pub fn insert_unique<V: Value>(
         &mut self,
         table: &Table<V>,
-        key: &[u8],
+        key: impl Key,
         value: &V::Input,
         uniques: &[Unique<'_>],
     ) -> Result<()> {
+        let key = key.key_bytes();
+        let key: &[u8] = &key;
         check_table_name(table.name())?;
         check_key(key)?;
         let value = self.encode::<V>(table, key, value)?;
@@ -292,7 +297,9 @@ impl Write {
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad table name or key; [`Error::SchemaMismatch`]
     /// as for [`Write::insert`] (the table's recorded schema is checked at commit too).
-    pub fn remove<V: Value>(&mut self, table: &Table<V>, key: &[u8]) -> Result<()> {
+    pub fn remove<V: Value>(&mut self, table: &Table<V>, key: impl Key) -> Result<()> {
+        let key = key.key_bytes();
+        let key: &[u8] = &key;
         check_table_name(table.name())?;
         check_key(key)?;
         self.declare(table)?;
@@ -314,7 +321,9 @@ impl Write {
     /// [`Error::SchemaMismatch`] if the table holds another type in this region (or this
     /// write used it with another type); [`Error::Corrupt`]; [`Error::InvalidArgument`]
     /// for a bad table name or key.
-    pub fn get<V: Value>(&mut self, table: &Table<V>, key: &[u8]) -> Result<Option<Record<V>>> {
+    pub fn get<V: Value>(&mut self, table: &Table<V>, key: impl Key) -> Result<Option<Record<V>>> {
+        let key = key.key_bytes();
+        let key: &[u8] = &key;
         check_table_name(table.name())?;
         check_key(key)?;
         let d = Declared::of(table);
@@ -390,9 +399,11 @@ impl Write {
     pub fn update<V: Value, O: std::borrow::Borrow<V::Input>>(
         &mut self,
         table: &Table<V>,
-        key: &[u8],
+        key: impl Key,
         f: impl FnOnce(Option<&Record<V>>) -> Option<O>,
     ) -> Result<bool> {
+        let key = key.key_bytes();
+        let key: &[u8] = &key;
         let old = self.get(table, key)?;
         match f(old.as_ref()) {
             Some(new) => {
@@ -891,9 +902,11 @@ impl Db {
         &self,
         account: AccountId,
         table: &Table<V>,
-        key: &[u8],
+        key: impl Key,
         mut f: impl FnMut(Option<&Record<V>>) -> Option<O>,
     ) -> Result<bool> {
+        let key = key.key_bytes();
+        let key: &[u8] = &key;
         let mut last = None;
         for attempt in 0..UPDATE_ATTEMPTS {
             if attempt > 0 {

@@ -328,7 +328,7 @@ fn run(kind: u8, other_claims: bool, crash: bool, disabled_restart: bool, clean_
     let rec_k = db
         .read(e)
         .unwrap()
-        .get(&T, if kind == 0 { b"k" } else { b"k0" })
+        .get(&T, if kind == 0 { &b"k"[..] } else { b"k0" })
         .unwrap()
         .is_some();
     let lost: Vec<_> = rep
