@@ -125,7 +125,7 @@ fn try_reuse(dir: &Path) -> Option<(Db, redb::Database, AccountId)> {
     let ok = db
         .read(acct)
         .ok()?
-        .get(&RECS, &probe.to_be_bytes())
+        .get(&RECS, probe.to_be_bytes())
         .ok()??
         .id
         .to_native()
@@ -168,7 +168,7 @@ fn build(dir: &Path) -> (Db, redb::Database, AccountId) {
                 .expect("encode");
                 t.insert(raw_key(acct, i).as_slice(), bytes.as_slice())
                     .expect("raw insert");
-                w.insert(&RECS, &i.to_be_bytes(), &r).expect("insert");
+                w.insert(&RECS, i.to_be_bytes(), &r).expect("insert");
             }
         }
         txn.commit().expect("raw commit");
@@ -284,7 +284,7 @@ fn benches(c: &mut Criterion) {
     {
         let mut g = c.benchmark_group("unchecked");
         let key = 123_456u64.to_be_bytes();
-        let held = r.get(&RECS, &key).unwrap().unwrap();
+        let held = r.get(&RECS, key).unwrap().unwrap();
         g.bench_function("record_deref", |b| {
             b.iter(|| black_box(black_box(&held).seats.to_native()))
         });

@@ -670,7 +670,7 @@ fn changed_digest_key_is_refused_at_open_and_a_wrong_digest_is_a_finding() {
         for i in 0..8u8 {
             let v = format!("zz-{i}@example.com");
             commit(&db, s.acme, None, |w| {
-                w.insert_unique(&USERS, &[b'z', i], b"x", &[Unique::new("email", &v)])
+                w.insert_unique(&USERS, [b'z', i], b"x", &[Unique::new("email", &v)])
                     .unwrap()
             });
         }

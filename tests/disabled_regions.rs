@@ -452,7 +452,7 @@ fn scan_in_progress_survives_disable_region() {
             .unwrap();
         let mut w = db.write(a).unwrap();
         for k in 0..10u8 {
-            w.insert(&T, &[k], b"row").unwrap();
+            w.insert(&T, [k], b"row").unwrap();
         }
         w.commit().unwrap();
     }

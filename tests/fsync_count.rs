@@ -39,7 +39,7 @@ fn unique_write_costs_one_sync() {
         let v = format!("user{i}@example.com");
         let before = Syncs::take(&sim);
         let mut w = db.write(a).unwrap();
-        w.insert_unique(&T, &i.to_be_bytes(), b"rec", &[Unique::new("email", &v)])
+        w.insert_unique(&T, i.to_be_bytes(), b"rec", &[Unique::new("email", &v)])
             .unwrap();
         w.commit().unwrap();
         // The first one marks eu dirty: one global sync; the others none.
@@ -50,7 +50,7 @@ fn unique_write_costs_one_sync() {
     let mut w = db.write(a).unwrap();
     w.insert_unique(
         &T,
-        &0u32.to_be_bytes(),
+        0u32.to_be_bytes(),
         b"rec",
         &[Unique::new("email", "new@example.com")],
     )
@@ -60,7 +60,7 @@ fn unique_write_costs_one_sync() {
     // Remove of an owner: release, one sync.
     let before = Syncs::take(&sim);
     let mut w = db.write(a).unwrap();
-    w.remove(&T, &1u32.to_be_bytes()).unwrap();
+    w.remove(&T, 1u32.to_be_bytes()).unwrap();
     w.commit().unwrap();
     before.assert_one_commit_sync(&sim, "release");
 }
@@ -133,7 +133,7 @@ fn plain_write_does_not_touch_the_global_partition() {
     let syncs = sim.syncs();
     for i in 0..10u32 {
         let mut w = db.write(a).unwrap();
-        w.insert(&T, &i.to_be_bytes(), b"plain").unwrap();
+        w.insert(&T, i.to_be_bytes(), b"plain").unwrap();
         w.commit().unwrap();
     }
     assert_eq!(sim.syncs() - syncs, 10, "one sync per plain write");

@@ -31,7 +31,7 @@ fn every_key_type_round_trips_and_byte_keys_keep_their_layout() {
     assert_eq!(&*r.get(&T, b"str-key").unwrap().unwrap(), b"1");
     assert_eq!(&*r.get(&T, "string-key").unwrap().unwrap(), b"2");
     assert_eq!(&*r.get(&T, 42u64).unwrap().unwrap(), b"3");
-    assert_eq!(&*r.get(&T, &42u64.to_be_bytes()).unwrap().unwrap(), b"3");
+    assert_eq!(&*r.get(&T, 42u64.to_be_bytes()).unwrap().unwrap(), b"3");
     assert_eq!(&*r.get(&T, &[7u8, 7, 7, 7][..]).unwrap().unwrap(), b"4");
     assert_eq!(&*r.get(&T, (9u64, "inv-1")).unwrap().unwrap(), b"5");
     assert_eq!(&*r.get(&T, "bytes").unwrap().unwrap(), b"6");

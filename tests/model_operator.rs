@@ -510,7 +510,7 @@ fn disable_under_load(
                     for key in 0..KEYS {
                         let val = round.wrapping_mul(3).wrapping_add(key);
                         let r = db.write_in(id, region).and_then(|mut w| {
-                            w.insert(&T, &[key], &record_value(val))?;
+                            w.insert(&T, [key], &record_value(val))?;
                             let late = disabled_flag.load(std::sync::atomic::Ordering::SeqCst);
                             w.commit().inspect(|()| {
                                 assert!(

@@ -334,7 +334,7 @@ fn region_at_region_disabled_at_open_counts_from_its_own_file() {
     let a = limited(&db, "a", "us", "eu", 5);
     for i in 0..4u8 {
         let mut w = db.write_in(a, "eu").unwrap();
-        w.insert(&T, &[i], b"x").unwrap();
+        w.insert(&T, [i], b"x").unwrap();
         w.commit().unwrap();
     }
     db.close().unwrap();
@@ -476,7 +476,7 @@ fn remove_all_outcome_unknown(sim: &SimStorage, whole_volume: bool) -> AccountId
     }
     let mut w = db.write_in(a, "eu").unwrap();
     for i in 0..MAX as u8 {
-        w.remove(&T, &[b'e', i]).unwrap();
+        w.remove(&T, [b'e', i]).unwrap();
     }
     let r = w.commit();
     assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");

@@ -66,7 +66,7 @@ fn eight_threads_one_winner_per_value() {
                         let mut w = db.write(acct).unwrap();
                         w.insert_unique(
                             &T,
-                            &v.to_be_bytes(),
+                            v.to_be_bytes(),
                             b"x",
                             &[Unique::new("license", &value)],
                         )
@@ -248,7 +248,7 @@ fn close_during_commits_keeps_every_acknowledged_write() {
                             Err(e) => panic!("{e}"),
                         };
                         let v = format!("{t}-{i}");
-                        w.insert_unique(&T, &i.to_be_bytes(), b"x", &[Unique::new("u", &v)])
+                        w.insert_unique(&T, i.to_be_bytes(), b"x", &[Unique::new("u", &v)])
                             .unwrap();
                         match w.commit() {
                             Ok(()) => acked.push(i),
@@ -274,7 +274,7 @@ fn close_during_commits_keeps_every_acknowledged_write() {
             let r = db.read(a).unwrap();
             for i in acked {
                 assert!(
-                    r.get(&T, &i.to_be_bytes()).unwrap().is_some(),
+                    r.get(&T, i.to_be_bytes()).unwrap().is_some(),
                     "round {round}: acknowledged write {i} of {a} lost"
                 );
             }

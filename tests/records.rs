@@ -561,12 +561,11 @@ fn invalid_arguments_are_rejected_and_write_nothing() {
 
     // At the limits: accepted.
     let mut w = db.write(a).unwrap();
-    w.insert(&NOTES, &vec![b'k'; MAX_KEY], &[7u8; 1024])
-        .unwrap();
+    w.insert(&NOTES, vec![b'k'; MAX_KEY], &[7u8; 1024]).unwrap();
     w.commit().unwrap();
     let r = db.read(a).unwrap();
     assert_eq!(
-        r.get(&NOTES, &vec![b'k'; MAX_KEY]).unwrap().unwrap().len(),
+        r.get(&NOTES, vec![b'k'; MAX_KEY]).unwrap().unwrap().len(),
         1024
     );
     assert_eq!(scan_keys(&db, a, &NOTES).len(), 1, "only the valid record");
@@ -761,7 +760,7 @@ fn limits_are_accepted_at_the_edge_and_refused_past_it() {
     let rows = [
         Rejected::invalid("table 65", |w: &mut Write| w.insert(&T65, b"k", b"v")),
         Rejected::invalid("key 4097", |w: &mut Write| {
-            w.insert(&T, &vec![0u8; 4097], b"v")
+            w.insert(&T, vec![0u8; 4097], b"v")
         }),
         Rejected::invalid("value 1001", |w: &mut Write| {
             w.insert(&T, b"k", &vec![0u8; 1001])
@@ -863,8 +862,8 @@ fn scan_prefix_of_ff_bytes_stays_inside_the_account() {
             assert!(row.key().starts_with(&p));
         }
     }
-    assert_eq!(r.scan_prefix(&T, &[0xFF]).unwrap().count(), 3);
+    assert_eq!(r.scan_prefix(&T, [0xFF]).unwrap().count(), 3);
     let rc = db.read(c).unwrap();
-    assert_eq!(rc.scan_prefix(&T, &[]).unwrap().count(), 3);
-    assert_eq!(rc.scan_prefix(&T, &[0xFF]).unwrap().count(), 1);
+    assert_eq!(rc.scan_prefix(&T, []).unwrap().count(), 3);
+    assert_eq!(rc.scan_prefix(&T, [0xFF]).unwrap().count(), 1);
 }

@@ -86,7 +86,7 @@ fn seed(sim: &SimStorage, n: u32) -> AccountId {
         let mut w = db.write(a).unwrap();
         for &i in chunk {
             let l = v1(i);
-            w.insert_unique(&V1, &key(i), &l, &[Unique::new("license_key", &l.key)])
+            w.insert_unique(&V1, key(i), &l, &[Unique::new("license_key", &l.key)])
                 .unwrap();
         }
         w.commit().unwrap();
@@ -101,7 +101,7 @@ fn check_all(db: &Db, a: AccountId, n: u32) -> usize {
     let r = db.read(a).unwrap();
     let mut upgraded_reads = 0;
     for i in 0..n {
-        let rec = r.get(&V2, &key(i)).unwrap().expect("record present");
+        let rec = r.get(&V2, key(i)).unwrap().expect("record present");
         assert_is(&rec, &upgraded(&v1(i)));
         upgraded_reads += rec.is_upgraded() as usize;
     }
@@ -194,7 +194,7 @@ fn migrate_with_a_crash_midway_then_again_rewrites_every_record() {
     // The old handle can no longer read the table's records (they are v2 now).
     let db = quiet_us_eu(&sim, DIR).unwrap();
     let r = db.read(a).unwrap();
-    let e = r.get(&V1, &key(0)).map(|_| ()).unwrap_err();
+    let e = r.get(&V1, key(0)).map(|_| ()).unwrap_err();
     assert!(matches!(e, Error::SchemaMismatch { .. }), "{e}");
 }
 
@@ -227,7 +227,7 @@ fn a_version_without_an_upgrade_for_what_is_stored_is_refused() {
     let a = seed(&sim, 3);
     let db = quiet_us_eu(&sim, DIR).unwrap();
     let r = db.read(a).unwrap();
-    let e = r.get(&V2_BARE, &key(0)).map(|_| ()).unwrap_err();
+    let e = r.get(&V2_BARE, key(0)).map(|_| ()).unwrap_err();
     match &e {
         Error::SchemaMismatch { stored, asked, .. } => {
             assert_eq!((stored.version, asked.version), (1, 2), "{e}");
@@ -272,9 +272,9 @@ fn bad_declarations_are_refused() {
     let a = seed(&sim, 2);
     let db = quiet_us_eu(&sim, DIR).unwrap();
     let r = db.read(a).unwrap();
-    let e = r.get(&NOT_BELOW, &key(0)).map(|_| ()).unwrap_err();
+    let e = r.get(&NOT_BELOW, key(0)).map(|_| ()).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-    let e = r.get(&WRONG_OLD, &key(0)).map(|_| ()).unwrap_err();
+    let e = r.get(&WRONG_OLD, key(0)).map(|_| ()).unwrap_err();
     match &e {
         Error::SchemaMismatch { stored, asked, .. } => {
             assert_eq!(stored.type_name, "LicenseV1", "{e}");
