@@ -28,6 +28,79 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Records: schema, evolution, updates, declared unique values, keys
+//!
+//! ```
+//! use regionkv::{Db, Error, NewAccount, Schema, Table, Upgrade};
+//! use regionkv::rkyv;
+//!
+//! // `derive(...)` inside `#[rkyv(...)]` derives on the archived type (here: to compare
+//! // archived plans); `rkyv::Deserialize` allows owned copies.
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Schema)]
+//! #[rkyv(crate = regionkv::rkyv, derive(Debug, PartialEq))]
+//! enum Plan { Free, Pro }
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Schema)]
+//! #[rkyv(crate = regionkv::rkyv)]
+//! struct LicenseV1 { key: String, seats: u32 }
+//!
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Schema)]
+//! #[rkyv(crate = regionkv::rkyv)]
+//! struct License { key: String, seats: u32, plan: Plan }
+//!
+//! impl Upgrade<License> for LicenseV1 {
+//!     fn upgrade(old: &ArchivedLicenseV1) -> License {
+//!         License { key: old.key.to_string(), seats: old.seats.to_native(), plan: Plan::Free }
+//!     }
+//! }
+//!
+//! const LICENSES_V1: Table<LicenseV1> = Table::new("licenses");
+//! const LICENSES: Table<License> = Table::<License>::new("licenses")
+//!     .version(2)
+//!     .upgrade_from::<LicenseV1>(1)
+//!     .unique("license_key", |l| Some(l.key.as_bytes()));
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let db = Db::builder().region("eu").open(dir.path())?;
+//! let acme = db.create_account(NewAccount::new("acme", "eu"))?;
+//! // A record written before the schema change.
+//! let mut w = db.write(acme)?;
+//! w.insert(&LICENSES_V1, "lic-1", &LicenseV1 { key: "K-1".into(), seats: 5 })?;
+//! w.commit()?;
+//!
+//! let mut w = db.write(acme)?;
+//! w.insert(&LICENSES, "lic-3", &License { key: "K-3".into(), seats: 5, plan: Plan::Pro })?;
+//! w.commit()?;                                       // claims "K-3": a declared unique value
+//! assert!(db.is_taken("license_key", "K-3")?);
+//!
+//! let r = db.read(acme)?;
+//! let old = r.get(&LICENSES, "lic-1")?.unwrap();      // a v1 record, read upgraded
+//! assert!(old.is_upgraded() && old.plan == ArchivedPlan::Free);
+//! let rec = r.get(&LICENSES, "lic-3")?.unwrap();      // in place
+//! assert_eq!(rec.plan, ArchivedPlan::Pro);           // archived comparison
+//! let owned: License = rec.deserialize()?;           // an owned copy
+//! assert_eq!(owned.seats, 5);
+//! drop((old, rec, r));
+//!
+//! // Another type for the same table is refused, never read as data.
+//! let e = db.read(acme)?.get(&LICENSES_V1, "lic-3").map(|_| ()).unwrap_err();
+//! assert!(matches!(e, Error::SchemaMismatch { .. }));
+//!
+//! // Read-modify-write; a change in between would be `Error::Conflict` (retried here).
+//! db.update(acme, &LICENSES, "lic-3", |old| {
+//!     let mut l = old?.deserialize().ok()?;
+//!     l.key = "K-3b".into();                         // moves the declared unique value
+//!     Some(l)
+//! })?;
+//! assert!(!db.is_taken("license_key", "K-3")? && db.is_taken("license_key", "K-3b")?);
+//!
+//! assert!(!db.is_taken("license_key", "K-1")?);     // lic-1 was written without it
+//! assert_eq!(db.migrate(&LICENSES)?.rewritten, 1);   // lic-1 rewritten as v2 ...
+//! assert!(db.is_taken("license_key", "K-1")?);      // ... owning its declared value
+//! assert!(db.audit()?.is_clean());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Architecture
 //!
 //! One redb file per region (`<dir>/regions/<name>.redb`) holds the tenants' records; a

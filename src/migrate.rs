@@ -8,6 +8,13 @@
 //! version are skipped), so it is resumable without any saved cursor. A pass ends at the
 //! table's end; passes repeat until one rewrites nothing, so records written at an old
 //! version behind the cursor meanwhile are caught too.
+//!
+//! In a table that declares its unique values, an upgrade may change them (a field the
+//! declaration reads). Such a record is not rewritten in the batch: it is rewritten after
+//! the batch by an ordinary write of its account (the reservation protocol claims and
+//! releases the difference), which also checks that the record is still the bytes the
+//! batch read. A value another record owns leaves the record at its old version, listed in
+//! [`MigrateReport::unique_conflicts`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,10 +26,19 @@ use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
 use crate::partition::At;
+use crate::partition::region::{decode_owned, owned_key};
 use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
+use crate::schema::OWNED;
 use crate::schema::{USAGE, user_table_name};
 use crate::table::Table;
+use crate::types::AccountId;
+use crate::write::Write;
+
+/// Unique values: (namespace, value).
+type Values = Vec<(String, Vec<u8>)>;
+/// The unique values a table's declarations take from a payload of the current version.
+type DeclaredOf<'a> = dyn Fn(&[u8]) -> Result<Values> + 'a;
 
 /// Records per batch of [`Db::migrate`].
 pub const DEFAULT_MIGRATE_BATCH: usize = 1000;
@@ -37,6 +53,9 @@ pub struct MigrateReport {
     pub regions: Vec<String>,
     /// Disabled regions, not migrated (their files are not open): run again when enabled.
     pub skipped: Vec<String>,
+    /// Records left at their old version because a unique value their upgrade declares is
+    /// owned by another record: (region, account, user key, namespace).
+    pub unique_conflicts: Vec<(String, AccountId, Vec<u8>, String)>,
 }
 
 /// Progress of [`Db::migrate_with`], after each committed batch.
@@ -115,24 +134,47 @@ impl Db {
         }
         let d = Declared::of(table);
         d.check()?;
+        let declared = |payload: &[u8]| -> Result<Values> {
+            let view = V::view(payload).map_err(|e| Error::corrupt("<migrate>", e))?;
+            Ok(table
+                .declared_uniques()
+                .filter_map(|u| (u.get)(view).map(|v| (u.namespace.to_owned(), v.to_vec())))
+                .collect())
+        };
+        let declared: Option<&DeclaredOf<'_>> = match table.declares_uniques() {
+            true => Some(&declared),
+            false => None,
+        };
         let mut report = MigrateReport::default();
         for (name, region) in regions(inner) {
             let Some(region) = region else {
                 report.skipped.push(name);
                 continue;
             };
+            let ctx = Ctx {
+                db: self,
+                region: &region,
+                d: &d,
+                declared,
+                batch,
+            };
             loop {
-                let pass = migrate_pass(inner, &region, &d, batch, &mut report, &mut progress)?;
+                let before = report.unique_conflicts.len();
+                let pass = ctx.pass(&mut report, &mut progress)?;
                 match pass {
                     Pass::Disabled => {
                         report.skipped.push(name.clone());
                         break;
                     }
                     Pass::Rewrote(0) => {
-                        report.regions.push(name.clone());
+                        if report.unique_conflicts.len() == before {
+                            report.regions.push(name.clone());
+                        }
                         break;
                     }
-                    Pass::Rewrote(_) => {}
+                    // Another pass, in case records were written behind the cursor; its
+                    // conflicts replace this one's (the same records, found again).
+                    Pass::Rewrote(_) => report.unique_conflicts.truncate(before),
                 }
             }
         }
@@ -163,93 +205,151 @@ enum Pass {
     Rewrote(u64),
 }
 
-/// One pass over the table in `region`, batch after batch, to its end.
-fn migrate_pass(
-    inner: &Inner,
-    region: &Region,
-    d: &Declared,
+/// One region's migration.
+struct Ctx<'a> {
+    db: &'a Db,
+    region: &'a Arc<Region>,
+    d: &'a Declared,
+    declared: Option<&'a DeclaredOf<'a>>,
     batch: usize,
-    report: &mut MigrateReport,
-    progress: &mut impl FnMut(&MigrateProgress),
-) -> Result<Pass> {
-    let mut cursor: Option<Vec<u8>> = None;
-    let mut rewrote = 0;
-    loop {
-        // As for a write: `Db::close` and `Db::disable_region` wait for this batch.
-        let _store_gate = inner.writers.read();
-        inner.check_open()?;
-        let writable = region.writable.read();
-        if !*writable {
-            return Ok(Pass::Disabled);
+}
+
+impl Ctx<'_> {
+    /// One pass over the table, batch after batch, to its end.
+    fn pass(
+        &self,
+        report: &mut MigrateReport,
+        progress: &mut impl FnMut(&MigrateProgress),
+    ) -> Result<Pass> {
+        let inner = &*self.db.inner;
+        let mut cursor: Option<Vec<u8>> = None;
+        let mut rewrote = 0;
+        loop {
+            let (batch, records) = {
+                // As for a write: `Db::close` and `Db::disable_region` wait for this batch.
+                let _store_gate = inner.writers.read();
+                inner.check_open()?;
+                let writable = self.region.writable.read();
+                if !*writable {
+                    return Ok(Pass::Disabled);
+                }
+                match self.batch_commit(cursor.as_deref())? {
+                    Some(b) => b,
+                    None => return Ok(Pass::Rewrote(rewrote)),
+                }
+            };
+            let mut n = batch.rewritten;
+            for r in batch.deferred {
+                n += self.rewrite_by_protocol(r, report)?;
+            }
+            rewrote += n;
+            report.rewritten += n;
+            progress(&MigrateProgress {
+                region: self.region.part.name.clone(),
+                rewritten: report.rewritten,
+                region_records: records,
+            });
+            match batch.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(Pass::Rewrote(rewrote)),
+            }
         }
-        let part = &region.part;
+    }
+
+    /// One batch after `cursor`, committed; `None` when the table is empty or absent.
+    fn batch_commit(&self, cursor: Option<&[u8]>) -> Result<Option<(Batch, u64)>> {
+        let part = &self.region.part;
+        let d = self.d;
         let w = part.begin_write()?;
         let tname = user_table_name(d.table);
         let def = TableDefinition::<&[u8], &[u8]>::new(&tname);
-        let (done, n, records) = {
+        let batch = {
             let mut data = w.open_table(def).at(part)?;
             let records = data.len().at(part)?;
             if records == 0 {
-                return Ok(Pass::Rewrote(rewrote));
+                return Ok(None);
             }
             if schemas::check_write(part, &w, d, records)? {
                 schemas::register(part, &w, d)?;
             }
-            let (rows, done) = next_batch(part, &data, d, cursor.as_deref(), batch)?;
+            let owned = w.open_table(OWNED).at(part)?;
+            let batch = self.next_batch(&data, &owned, cursor)?;
             let mut bytes: HashMap<u64, i64> = HashMap::new();
-            for r in &rows {
+            for r in &batch.rows {
                 data.insert(r.key.as_slice(), r.value.as_slice()).at(part)?;
                 *bytes.entry(r.account).or_default() += r.delta;
             }
-            drop(data);
+            drop((data, owned));
             adjust_bytes(&w, part, &bytes)?;
-            if let Some(last) = done.as_ref() {
-                cursor = Some(last.clone());
-            }
-            (done.is_none(), rows.len() as u64, records)
+            (batch, records)
         };
         part.commit(w)?;
-        rewrote += n;
-        report.rewritten += n;
-        progress(&MigrateProgress {
-            region: part.name.clone(),
-            rewritten: report.rewritten,
-            region_records: records,
-        });
-        if done {
-            return Ok(Pass::Rewrote(rewrote));
+        Ok(Some(batch))
+    }
+
+    /// Up to `batch` old records after `cursor`, upgraded.
+    fn next_batch(
+        &self,
+        data: &redb::Table<'_, &'static [u8], &'static [u8]>,
+        owned: &redb::Table<'_, &'static [u8], &'static [u8]>,
+        cursor: Option<&[u8]>,
+    ) -> Result<Batch> {
+        use std::ops::Bound;
+        let part = &self.region.part;
+
+        let range = match cursor {
+            Some(c) => data.range::<&[u8]>((Bound::Excluded(c), Bound::Unbounded)),
+            None => data.range::<&[u8]>(..),
         }
+        .at(part)?;
+        let mut out = Batch {
+            rows: Vec::new(),
+            deferred: Vec::new(),
+            rewritten: 0,
+            next: None,
+        };
+        for row in range {
+            let (k, v) = row.at(part)?;
+            let (key, bytes) = (k.value(), v.value());
+            let Some((value, payload)) = self.upgrade(key, bytes)? else {
+                continue;
+            };
+            let account = key
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            let user_key = key.get(8..).unwrap_or_default().to_vec();
+            match self.changed_uniques(owned, account, &user_key, &payload)? {
+                Some(values) => out.deferred.push(Deferred {
+                    account,
+                    key: user_key,
+                    value,
+                    was: bytes.to_vec(),
+                    values,
+                }),
+                None => {
+                    out.rows.push(Rewrite {
+                        key: key.to_vec(),
+                        delta: value.len() as i64 - bytes.len() as i64,
+                        value,
+                        account,
+                    });
+                    out.rewritten += 1;
+                }
+            }
+            if out.rows.len() + out.deferred.len() == self.batch {
+                out.next = Some(key.to_vec());
+                break;
+            }
+        }
+        Ok(out)
     }
-}
 
-/// A record rewritten as the current version.
-struct Rewrite {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    account: u64,
-    /// New length minus old length.
-    delta: i64,
-}
-
-/// Up to `batch` old records after `cursor`, upgraded; and the key to continue after
-/// (`None`: the table's end was reached).
-fn next_batch(
-    part: &crate::partition::Partition,
-    data: &redb::Table<'_, &'static [u8], &'static [u8]>,
-    d: &Declared,
-    cursor: Option<&[u8]>,
-    batch: usize,
-) -> Result<(Vec<Rewrite>, Option<Vec<u8>>)> {
-    use std::ops::Bound;
-    let range = match cursor {
-        Some(c) => data.range::<&[u8]>((Bound::Excluded(c), Bound::Unbounded)),
-        None => data.range::<&[u8]>(..),
-    }
-    .at(part)?;
-    let mut out = Vec::new();
-    for row in range {
-        let (k, v) = row.at(part)?;
-        let (key, bytes) = (k.value(), v.value());
+    /// The record `bytes` under `key` upgraded and sealed as the current version, with the
+    /// upgraded payload; `None` if it is of the current version already.
+    fn upgrade(&self, key: &[u8], bytes: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let part = &self.region.part;
+        let d = self.d;
         let codec = bytes.get(1).copied().unwrap_or(d.codec);
         let binding = Binding {
             table: d.table,
@@ -258,7 +358,7 @@ fn next_batch(
         let u = envelope::unseal(bytes, codec, &binding)
             .map_err(|e| corrupt_value(&part.name, d.table, key, e))?;
         if u.version == d.version && codec == d.codec {
-            continue;
+            return Ok(None);
         }
         let Some(old) = d.old(u.version).filter(|o| o.codec == codec) else {
             return Err(Error::SchemaMismatch {
@@ -282,21 +382,90 @@ fn next_batch(
             )
         })?;
         let value = envelope::seal_raw(&binding, d.codec, d.version, &payload);
-        let account = key
-            .get(..8)
-            .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            .unwrap_or(0);
-        out.push(Rewrite {
-            key: key.to_vec(),
-            delta: value.len() as i64 - bytes.len() as i64,
-            value,
-            account,
-        });
-        if out.len() == batch {
-            return Ok((out, Some(key.to_vec())));
+        Ok(Some((value, payload)))
+    }
+
+    /// In a table that declares its unique values: the declared values of the upgraded
+    /// `payload` when they are not what the record owns now (`None`: the same).
+    fn changed_uniques(
+        &self,
+        owned: &redb::Table<'_, &'static [u8], &'static [u8]>,
+        account: u64,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<Option<Values>> {
+        let Some(declared) = self.declared else {
+            return Ok(None);
+        };
+        let part = &self.region.part;
+        let mut want = declared(payload)?;
+        let okey = owned_key(self.d.table, account, key);
+        let mut have: Values = match owned.get(okey.as_slice()).at(part)? {
+            Some(g) => decode_owned(g.value())
+                .ok_or_else(|| Error::corrupt(&part.name, "undecodable owned-values row"))?
+                .into_iter()
+                .map(|o| (o.ns, o.value))
+                .collect(),
+            None => Vec::new(),
+        };
+        want.sort();
+        have.sort();
+        Ok((want != have).then_some(want))
+    }
+
+    /// Rewrites a deferred record by an ordinary write of its account; returns 1 if it was
+    /// rewritten. A taken value is reported; a record changed meanwhile is left to the next
+    /// pass.
+    fn rewrite_by_protocol(&self, r: Deferred, report: &mut MigrateReport) -> Result<u64> {
+        let inner = &*self.db.inner;
+        let account = inner.route(AccountId(r.account))?;
+        let mut w = Write::new(self.db.clone(), account, self.region.id)?;
+        w.put_sealed(*self.d, r.key.clone(), r.value, &r.values, &r.was)?;
+        match w.commit() {
+            Ok(()) => Ok(1),
+            Err(Error::UniqueViolation { namespace, .. }) => {
+                report.unique_conflicts.push((
+                    self.region.part.name.clone(),
+                    AccountId(r.account),
+                    r.key,
+                    namespace,
+                ));
+                Ok(0)
+            }
+            Err(Error::Conflict { .. }) => Ok(0),
+            Err(e) => Err(e),
         }
     }
-    Ok((out, None))
+}
+
+/// One batch: rows rewritten in place, records to rewrite by the protocol, and the key to
+/// continue after (`None`: the table's end).
+struct Batch {
+    rows: Vec<Rewrite>,
+    deferred: Vec<Deferred>,
+    rewritten: u64,
+    next: Option<Vec<u8>>,
+}
+
+/// A record whose upgrade changes its declared unique values.
+struct Deferred {
+    account: u64,
+    key: Vec<u8>,
+    /// The upgraded record, sealed.
+    value: Vec<u8>,
+    /// The stored bytes the batch read.
+    was: Vec<u8>,
+    /// The declared values of the upgraded record.
+    values: Values,
+}
+
+/// A record rewritten as the current version.
+struct Rewrite {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    account: u64,
+    /// New length minus old length.
+    delta: i64,
 }
 
 /// Adds each account's byte delta to its `_usage` row (records unchanged).

@@ -249,6 +249,36 @@ impl Write {
         Ok(())
     }
 
+    /// Buffers an already sealed value of `d.table` under `key` that owns exactly
+    /// `uniques`, to be written only if the record is still the bytes `was` (a read-set
+    /// entry, as [`Write::get`] makes): `Db::migrate` rewriting a record whose declared
+    /// unique values changed through its upgrade, by the protocol.
+    pub(crate) fn put_sealed(
+        &mut self,
+        d: Declared,
+        key: Vec<u8>,
+        sealed: Vec<u8>,
+        uniques: &[(String, Vec<u8>)],
+        was: &[u8],
+    ) -> Result<()> {
+        let owned = self.owned_list(uniques.iter().map(|(n, v)| (n.as_str(), v.as_slice())))?;
+        match self.schemas.iter().find(|s| s.table == d.table) {
+            Some(s) if *s != d => return Err(self.in_write_mismatch(s, &d)),
+            Some(_) => {}
+            None => self.schemas.push(d),
+        }
+        self.reads
+            .insert((d.table, key.clone()), Some(*blake3::hash(was).as_bytes()));
+        self.ops.insert(
+            (d.table, key),
+            Op::Put {
+                value: sealed,
+                uniques: Some(owned),
+            },
+        );
+        Ok(())
+    }
+
     /// Checks and digests (namespace, value) claims; one value twice is refused.
     fn owned_list<'u>(
         &self,

@@ -305,3 +305,114 @@ fn migrate_lists_disabled_regions_as_skipped() {
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "{audit}");
 }
+
+#[derive(rkyv::Archive, rkyv::Serialize, Schema, Debug, Clone, PartialEq)]
+#[rkyv(crate = regionkv::rkyv)]
+struct UserV1 {
+    email: String,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Schema, Debug, Clone, PartialEq)]
+#[rkyv(crate = regionkv::rkyv)]
+struct User {
+    email: String,
+    handle: String,
+}
+
+/// The upgrade derives a declared unique value (the handle, from the email's local part).
+impl Upgrade<User> for UserV1 {
+    fn upgrade(old: &ArchivedUserV1) -> User {
+        let email = old.email.to_string();
+        let handle = email.split('@').next().unwrap_or_default().to_owned();
+        User { email, handle }
+    }
+}
+
+/// A migration whose upgrade changes a record's declared unique values claims them by the
+/// protocol (record and index never drift); a value another record owns leaves that record
+/// at its old version, reported, and the rest migrates. The audit stays clean.
+#[test]
+fn migrate_claims_the_unique_values_an_upgrade_declares() {
+    const USERS_V1: Table<UserV1> =
+        Table::<UserV1>::new("users").unique("email", |u| Some(u.email.as_bytes()));
+    const USERS: Table<User> = Table::<User>::new("users")
+        .version(2)
+        .upgrade_from::<UserV1>(1)
+        .unique("email", |u| Some(u.email.as_bytes()))
+        .unique("handle", |u| Some(u.handle.as_bytes()));
+    let sim = SimStorage::new();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+    let b = db.create_account(NewAccount::new("b", "eu")).unwrap();
+    let mut w = db.write(a).unwrap();
+    for name in ["ann", "bob", "cy"] {
+        let u = UserV1 {
+            email: format!("{name}@example.com"),
+        };
+        w.insert(&USERS_V1, name, &u).unwrap();
+    }
+    w.commit().unwrap();
+    // Someone else owns the handle "bob" already.
+    let mut w = db.write(b).unwrap();
+    w.insert_unique(
+        &USERS,
+        "other",
+        &User {
+            email: "robert@example.org".into(),
+            handle: "bob".into(),
+        },
+        &[
+            Unique::new("email", "robert@example.org"),
+            Unique::new("handle", "bob"),
+        ],
+    )
+    .unwrap();
+    w.commit().unwrap();
+    assert!(!db.is_taken("handle", "ann").unwrap());
+
+    let report = db.migrate_with(&USERS, 2, |_| {}).unwrap();
+    assert_eq!(report.rewritten, 2, "{report:?}");
+    assert_eq!(report.unique_conflicts.len(), 1, "{report:?}");
+    let (region, acct, key, ns) = &report.unique_conflicts[0];
+    assert_eq!(
+        (region.as_str(), *acct, key.as_slice(), ns.as_str()),
+        ("us", a, &b"bob"[..], "handle")
+    );
+    assert_eq!(
+        report.regions,
+        vec!["eu".to_owned()],
+        "us is not fully migrated"
+    );
+    for h in ["ann", "cy"] {
+        let hit = db.find_unique(&USERS, "handle", h).unwrap().unwrap();
+        assert_eq!(hit.account(), a);
+        assert!(!hit.record().is_upgraded());
+    }
+    let r = db.read(a).unwrap();
+    assert!(
+        r.get(&USERS, "bob").unwrap().unwrap().is_upgraded(),
+        "left at v1"
+    );
+    assert!(
+        db.is_taken("email", "bob@example.com").unwrap(),
+        "kept its email"
+    );
+    let audit = db.audit().unwrap();
+    assert!(
+        audit
+            .findings()
+            .iter()
+            .all(|f| f.kind == FindingKind::Schema)
+            && audit.findings().len() == 1,
+        "only the record left at v1 is reported: {audit}"
+    );
+    // Once the handle is free, migrate finishes.
+    let mut w = db.write(b).unwrap();
+    w.remove(&USERS, "other").unwrap();
+    w.commit().unwrap();
+    let report = db.migrate(&USERS).unwrap();
+    assert_eq!((report.rewritten, report.unique_conflicts.len()), (1, 0));
+    assert!(db.is_taken("handle", "bob").unwrap());
+    let audit = db.audit().unwrap();
+    assert!(audit.is_clean(), "{audit}");
+}
