@@ -163,11 +163,11 @@ fn value_spans(files: &Files) -> Vec<Vec<(usize, usize)>> {
             for k in 0..KEYS {
                 let rk = key(k);
                 needles.push(
-                    regionkv::encode_value::<Raw>(RAW.name(), id, &rk, &raw_value(name, region, k))
+                    regionkv::encode_value(&RAW, id, &rk, &raw_value(name, region, k))
                         .expect("encode"),
                 );
                 needles.push(
-                    regionkv::encode_value::<Doc>(DOCS.name(), id, &rk, &doc(name, region, k))
+                    regionkv::encode_value(&DOCS, id, &rk, &doc(name, region, k))
                         .expect("encode"),
                 );
             }
