@@ -139,9 +139,9 @@ fn row_index(t: u8, bytes: &[u8]) -> Option<u8> {
 /// value when `by` is even, else takes another one (or none).
 fn bump(t: u8, old: Option<u8>, by: u8) -> Option<u8> {
     match old {
-        None if by % 3 == 0 => None,
+        None if by.is_multiple_of(3) => None,
         None => Some(by),
-        Some(o) if t == TD && by % 2 == 0 => Some(changed(t, Some(o))),
+        Some(o) if t == TD && by.is_multiple_of(2) => Some(changed(t, Some(o))),
         Some(o) => Some(o.wrapping_add(by).wrapping_add(1)),
     }
 }

@@ -71,7 +71,7 @@ pub fn bump(tbl: Tbl, old: Option<&[u8]>, by: u8) -> Option<Vec<u8>> {
     let sum = old.map(|v| v.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
     match (tbl, sum) {
         // Absent: nothing to update, one time in three.
-        (_, None) if by % 3 == 0 => None,
+        (_, None) if by.is_multiple_of(3) => None,
         (Tbl::T, None) => Some(vec![by % 8; 3 + (by as usize % 5)]),
         (Tbl::T, Some(s)) => {
             let v = s.wrapping_add(by).wrapping_add(1) % 8;
@@ -79,7 +79,7 @@ pub fn bump(tbl: Tbl, old: Option<&[u8]>, by: u8) -> Option<Vec<u8>> {
         }
         (Tbl::D, None) => Some(d_value(by)),
         // Keeps the declared value (a new tail) or picks another one.
-        (Tbl::D, Some(s)) if by % 2 == 0 => {
+        (Tbl::D, Some(s)) if by.is_multiple_of(2) => {
             let old = old.expect("present");
             match d_declared(old) {
                 Some(head) => {
