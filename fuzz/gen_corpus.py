@@ -129,6 +129,65 @@ write("ops", "fault_sweep", ops(
       for n in range(0, 12)],
 ))
 
+# Records of td (declares its slug value), read-modify-writes and stale updates.
+def d_insert(k, v, lst):
+    return variant(0, 3) + u8(k) + u8(v) + u8(lst)
+
+
+def d_remove(k):
+    return variant(1, 3) + u8(k)
+
+
+def d_update(t, k, by):
+    return variant(2, 3) + u8(t) + u8(k) + u8(by)
+
+
+def mixed(acct, region, items):
+    # Each item: a ratio byte (0: an item of t0/t1, 1: an item of td or an update).
+    assert 1 <= len(items) <= 3
+    return u8(46) + u8(acct) + u8(region) + u8(len(items) - 1) + b"".join(items)
+
+
+def t_item(item):
+    return u8(0) + item
+
+
+def d_item(item):
+    return u8(1) + item
+
+
+def db_update(acct, t, k, by):
+    return u8(52) + u8(acct) + u8(t) + u8(k) + u8(by)
+
+
+def stale(acct, region, t, k, by):
+    return u8(55) + u8(acct) + u8(region) + u8(t) + u8(k) + u8(by)
+
+
+TD = 2
+write("ops", "updates", ops(
+    0,
+    step(mixed(0, 0, [d_item(d_insert(0, 1, 0))])),  # td k0 claims slug v1
+    step(mixed(1, 0, [d_item(d_insert(1, 13, 2))])),  # slug v1 again: violation (exact list)
+    step(mixed(1, 0, [d_item(d_insert(1, 8, 3))])),  # a contradicting list: refused
+    step(wr(1, 0, item_unique(0, 0, 2, 1, 1))),  # t0 claims slug v1: violation, td owns it
+    step(mixed(0, 0, [d_item(d_update(TD, 0, 2))])),  # keeps v1
+    step(mixed(0, 0, [d_item(d_update(TD, 0, 3))])),  # another value (or none)
+    step(mixed(0, 0, [d_item(d_insert(2, 4, 0)), d_item(d_update(TD, 2, 1))])),  # reads its own
+    step(mixed(0, 0, [d_item(d_remove(2)), d_item(d_update(TD, 2, 1))])),
+    step(mixed(0, 0, [t_item(item_unique(0, 3, 1, 1, 4)), d_item(d_update(0, 3, 5))])),
+    step(db_update(0, 0, 3, 7)),
+    step(db_update(1, TD, 1, 1)),
+    step(db_update(0, TD, 0, 2)),
+    step(stale(0, 0, 0, 3, 1)),
+    step(stale(0, 0, TD, 0, 2)),
+    step(stale(1, 0, TD, 3, 4)),  # absent: B creates it
+    crash(3, ANY, stale(0, 0, TD, 0, 5)),
+    crash(2, SYNCS, db_update(0, TD, 0, 1)),
+    crash(1, WRITES, mixed(0, 0, [d_item(d_insert(1, 9, 0)), d_item(d_remove(0))])),
+    step(REOPEN),
+))
+
 rng = random.Random(4)
 for i, n in enumerate([300, 900]):
     write("ops", f"random{i}", bytes(rng.randrange(256) for _ in range(n)))

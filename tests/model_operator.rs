@@ -228,13 +228,24 @@ impl State {
             );
             return Ok(());
         }
+        self.model
+            .explain(op, &r)
+            .map_err(|e| TestCaseError::fail(format!("step {i}: {e}")))?;
         let mut next = self.model.clone();
         let want = next.apply(op);
         let unsettled = !self.unsettled.is_empty();
         match (&r, want) {
             (Ok(()), Outcome::Ok) => self.model = next,
             (Err(Error::UniqueViolation { .. }), Outcome::Violation) => {}
-            (Err(Error::RegionUnsettled(_)) | Err(Error::Busy(_)), _) if unsettled => {}
+            // Write B of the stale update committed, A did not.
+            (Err(Error::Conflict { .. }), Outcome::Conflict) => self.model = next,
+            (Err(Error::InvalidArgument(_)), Outcome::Invalid) => {}
+            (Err(Error::RegionUnsettled(_)) | Err(Error::Busy(_)), _) if unsettled => {
+                // A stale update's B claims nothing new: it committed before A was refused.
+                if op.is_stale() {
+                    self.model = next;
+                }
+            }
             (Err(Error::UniqueViolation { .. }), Outcome::Ok) => {
                 return Err(TestCaseError::fail(format!(
                     "step {i} {op:?}: violation, model says free"
@@ -415,9 +426,24 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     }
                     Err(Error::RegionDisabled(_)) if in_disabled => {}
                     Err(Error::UniqueViolation { .. }) if want == Outcome::Violation => {}
-                    Err(Error::RegionUnsettled(_)) | Err(Error::Busy(_))
-                        if !s.unsettled.is_empty() => {}
-                    Err(e) => prop_assert!(tripped, "step {i}: {e} without a fault"),
+                    // Write B of the stale update committed, A did not.
+                    Err(Error::Conflict { .. }) if want == Outcome::Conflict => s.model = with,
+                    Err(Error::InvalidArgument(_)) if want == Outcome::Invalid => {}
+                    Err(e) => {
+                        let unsettled_refusal =
+                            matches!(e, Error::RegionUnsettled(_) | Error::Busy(_))
+                                && !s.unsettled.is_empty();
+                        prop_assert!(
+                            tripped || unsettled_refusal,
+                            "step {i}: {e} without a fault"
+                        );
+                        // A stale update's write B may have committed before A failed.
+                        if op.is_stale()
+                            && check_catalog(&s.db, &s.ids, &with, &s.catalog()).is_ok()
+                        {
+                            s.model = with;
+                        }
+                    }
                 }
             }
         }

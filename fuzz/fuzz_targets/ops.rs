@@ -2,7 +2,12 @@
 //! run against the engine and an in-memory model.
 //!
 //! Operations: create account, writes (insert, insert_unique, a change of the unique
-//! values, remove, and small batches of those in one commit), checkpoint, close + reopen,
+//! values, remove, and small batches of those in one commit), records of `td`, a table
+//! that declares its `slug` value (set by `insert`, or `insert_unique` with the declared
+//! list or a contradicting one, refused), read-modify-writes (`Write::update` in any
+//! batch, `Db::update`), and a stale update (write A reads a record, write B commits a
+//! change of it, A's commit must fail with `Conflict` naming it and write nothing);
+//! checkpoint, close + reopen,
 //! drop + reopen, and crashes: a fault is armed with `SimStorage::fail_after`, one step
 //! runs under it, then the power is cut (`SimStorage::crash`) and the store is reopened.
 //!
@@ -61,7 +66,15 @@ const WATCHDOG: Duration = Duration::from_secs(20);
 /// Scans of `ScanDuringDisable`, transfers of `ReadDuringTransfer`.
 const SCANS: usize = 50;
 const TRANSFERS: usize = 20;
-const TABLES: [Table<Raw>; 2] = [Table::new("t0"), Table::new("t1")];
+/// `t0` and `t1` (values claimed with `insert_unique`), and `td`, which declares its `slug`
+/// value: the bytes of a record before `#` (see `dvalue`), claimed and released by
+/// `insert` itself, colliding with the other tables' `slug` claims.
+const TABLES: [Table<Raw>; 3] = [
+    Table::new("t0"),
+    Table::new("t1"),
+    Table::<Raw>::new("td").unique("slug", declared),
+];
+const TD: u8 = 2;
 const NAMES: u8 = 4;
 const KEYS: u8 = 4;
 const NAMESPACES: [&str; 2] = ["email", "slug"];
@@ -84,6 +97,66 @@ fn uvalue(i: u8) -> String {
 fn value(b: u8) -> Vec<u8> {
     let len = [1usize, 40, 700, 3000][(b % 4) as usize];
     (0..len).map(|i| b.wrapping_add(i as u8)).collect()
+}
+/// The value `td` declares in a record: its bytes before the first `#`.
+fn declared(v: &[u8]) -> Option<&[u8]> {
+    v.iter().position(|&b| b == b'#').map(|i| &v[..i])
+}
+/// Record values of `td`: `v<b % 6>#<b>` (declares `uvalue(b)` in `slug`), or one time in
+/// four `free-<b>` (declares nothing).
+fn dvalue(b: u8) -> Vec<u8> {
+    if b % 4 == 3 {
+        format!("free-{b:03}").into_bytes()
+    } else {
+        format!("{}#{b:03}", uvalue(b)).into_bytes()
+    }
+}
+/// The claim of `dvalue(b)`.
+fn dclaim(b: u8) -> BTreeSet<Val> {
+    (b % 4 != 3)
+        .then_some((1, b % UVALUES))
+        .into_iter()
+        .collect()
+}
+/// The bytes of a record of table `t` the model holds as `b`.
+fn row_bytes(t: u8, b: u8) -> Vec<u8> {
+    if t == TD { dvalue(b) } else { value(b) }
+}
+/// The model's `b` of a record of table `t` (`None`: bytes no `row_bytes` makes).
+fn row_index(t: u8, bytes: &[u8]) -> Option<u8> {
+    let b = if t == TD {
+        std::str::from_utf8(bytes.get(bytes.len().checked_sub(3)?..)?)
+            .ok()?
+            .parse()
+            .ok()?
+    } else {
+        *bytes.first()?
+    };
+    (row_bytes(t, b) == bytes).then_some(b)
+}
+/// What a read-modify-write of a record of `t` makes of the record it reads (`None`:
+/// absent): the new value, or `None` to leave it. A record of `td` keeps its declared
+/// value when `by` is even, else takes another one (or none).
+fn bump(t: u8, old: Option<u8>, by: u8) -> Option<u8> {
+    match old {
+        None if by.is_multiple_of(3) => None,
+        None => Some(by),
+        Some(o) if t == TD && by.is_multiple_of(2) => Some(changed(t, Some(o))),
+        Some(o) => Some(o.wrapping_add(by).wrapping_add(1)),
+    }
+}
+/// A value other than `old` (a record of `t`) that claims nothing `old` does not: what
+/// write B of a stale update commits.
+fn changed(t: u8, old: Option<u8>) -> u8 {
+    match (t == TD, old) {
+        // Declares nothing.
+        (true, None) => 3,
+        // The same declared value (and `b % 4` class): 12 away.
+        (true, Some(o)) if o < 244 => o + 12,
+        (true, Some(o)) => o - 12,
+        (false, None) => 0,
+        (false, Some(o)) => o.wrapping_add(4),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -133,6 +206,46 @@ enum Item {
     },
 }
 
+/// Items that read or use the declaring table.
+#[derive(Arbitrary, Debug, Clone)]
+enum DItem {
+    /// A record of `td` set to `dvalue(value)`: `list % 4` 0 and 1 `insert`, 2
+    /// `insert_unique` with the declared list, 3 with a contradicting list (refused with
+    /// `InvalidArgument` before the commit).
+    Insert {
+        key: u8,
+        value: u8,
+        list: u8,
+    },
+    Remove {
+        key: u8,
+    },
+    /// `Write::update` of a record of `t0`, `t1` or `td` (`table % 3`): it becomes `bump`
+    /// of what the write reads (its own buffered change first).
+    Update {
+        table: u8,
+        key: u8,
+        by: u8,
+    },
+}
+
+/// An item of a write.
+#[derive(Debug, Clone)]
+enum WItem {
+    T(Item),
+    D(DItem),
+}
+
+impl<'a> Arbitrary<'a> for WItem {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(if u.ratio(1u8, 3)? {
+            WItem::T(u.arbitrary()?)
+        } else {
+            WItem::D(u.arbitrary()?)
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     CreateAccount {
@@ -151,6 +264,29 @@ enum Step {
         account: u8,
         region: u8,
         items: Vec<Item>,
+    },
+    /// A commit of a few items of any kind (`td`, updates and the items of `Batch`).
+    Mixed {
+        account: u8,
+        region: u8,
+        items: Vec<WItem>,
+    },
+    /// `Db::update` of a record of `t0`, `t1` or `td` (`table % 3`) in the account's home
+    /// region.
+    DbUpdate {
+        account: u8,
+        table: u8,
+        key: u8,
+        by: u8,
+    },
+    /// Write A updates a record (and inserts another of `t0`), write B commits a change of
+    /// the record (claiming nothing new), then A commits: `Conflict`, A writes nothing.
+    StaleUpdate {
+        account: u8,
+        region: u8,
+        table: u8,
+        key: u8,
+        by: u8,
     },
     Checkpoint,
     /// `close()` then reopen.
@@ -233,12 +369,13 @@ enum Op {
 // Weighted by hand: a reopen costs as much as dozens of writes (every redb file is closed
 // and opened again), so writes are frequent and reopens and crashes rarer. One byte
 // picks the step: 0..=31 as the first version of this target had it (seeds stay valid),
-// 32..=57 again the creates, writes and batches of 0..=25, and one value each for the
-// operator steps (each about 1 in 64).
+// 32..=45 again the creates and writes of 0..=13, 46..=51 mixed writes, 52..=54
+// `Db::update`, 55..=57 stale updates, and one value each for the operator steps (each
+// about 1 in 64).
 impl<'a> Arbitrary<'a> for Step {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
         let pick = u.int_in_range(0u8..=63)?;
-        let pick = if (32..=57).contains(&pick) {
+        let pick = if (32..=45).contains(&pick) {
             pick - 32
         } else {
             pick
@@ -265,6 +402,26 @@ impl<'a> Arbitrary<'a> for Step {
             29 => Step::Reopen,
             30 => Step::DropReopen,
             31 => Step::Nothing,
+            46..=51 => Step::Mixed {
+                account: u.arbitrary()?,
+                region: u.arbitrary()?,
+                items: (0..u.int_in_range(1..=MAX_BATCH)?)
+                    .map(|_| u.arbitrary())
+                    .collect::<arbitrary::Result<_>>()?,
+            },
+            52..=54 => Step::DbUpdate {
+                account: u.arbitrary()?,
+                table: u.arbitrary()?,
+                key: u.arbitrary()?,
+                by: u.arbitrary()?,
+            },
+            55..=57 => Step::StaleUpdate {
+                account: u.arbitrary()?,
+                region: u.arbitrary()?,
+                table: u.arbitrary()?,
+                key: u.arbitrary()?,
+                by: u.arbitrary()?,
+            },
             58 => Step::ReopenWith {
                 disable_bits: u.arbitrary()?,
                 extra: u.arbitrary()?,
@@ -356,7 +513,15 @@ enum Kind {
     Unique,
     /// `RegionDisabled`: the write's region, or the new account's home, is disabled.
     Disabled,
+    /// `InvalidArgument`: `insert_unique` contradicting `td`'s declaration.
+    Invalid,
+    /// `Conflict`: a record the write read changed before its commit.
+    Conflict,
 }
+
+/// A record of a refused write whose claim collides: (namespace, table, key, value), as
+/// `Error::UniqueViolation` must name one.
+type Collider = (String, String, Vec<u8>, Vec<u8>);
 
 #[derive(Debug)]
 enum MOp {
@@ -398,6 +563,21 @@ fn norm_item(item: &Item) -> Item {
             uvalue: uvalue % UVALUES,
         },
         other => other.clone(),
+    }
+}
+
+fn norm_witem(item: &WItem) -> WItem {
+    match item {
+        WItem::T(i) => WItem::T(norm_item(i)),
+        WItem::D(d) => WItem::D(d.clone()),
+    }
+}
+
+fn witem_slot(item: &WItem) -> (u8, u8) {
+    match item {
+        WItem::T(i) => item_slot(i),
+        WItem::D(DItem::Insert { key, .. } | DItem::Remove { key }) => (TD, key % KEYS),
+        WItem::D(DItem::Update { table, key, .. }) => (table % 3, key % KEYS),
     }
 }
 
@@ -457,53 +637,104 @@ impl Model {
         &self,
         account: u64,
         region: u8,
-        items: &[Item],
+        items: &[WItem],
         disabled: &BTreeSet<u8>,
     ) -> Result<Model, Kind> {
+        self.write_why(account, region, items, disabled).0
+    }
+
+    /// `write`, and for `Kind::Unique` the records whose claim collides.
+    fn write_why(
+        &self,
+        account: u64,
+        region: u8,
+        items: &[WItem],
+        disabled: &BTreeSet<u8>,
+    ) -> (Result<Model, Kind>, Vec<Collider>) {
+        match self.write_inner(account, region, items, disabled) {
+            Ok(m) => (Ok(m), Vec::new()),
+            Err((k, c)) => (Err(k), c),
+        }
+    }
+
+    fn write_inner(
+        &self,
+        account: u64,
+        region: u8,
+        items: &[WItem],
+        disabled: &BTreeSet<u8>,
+    ) -> Result<Model, (Kind, Vec<Collider>)> {
+        let bare = |k: Kind| (k, Vec::new());
         let a = self
             .accounts
             .values()
             .find(|a| a.id == Some(account))
             .expect("model account");
         if !a.allowed.contains(&region) {
-            return Err(Kind::Placement);
+            return Err(bare(Kind::Placement));
         }
         if disabled.contains(&region) {
-            return Err(Kind::Disabled);
+            return Err(bare(Kind::Disabled));
         }
-        // Buffering, as `Write::insert*`/`remove` do.
+        // Buffering, as `Write::insert*`/`remove`/`update` do.
         let mut slots: BTreeMap<(u8, u8), MOp> = BTreeMap::new();
         for item in items {
-            let slot = item_slot(item);
+            let slot = witem_slot(item);
+            // A plain insert keeps what the record owns at this point of the write.
+            let inherit = |slots: &BTreeMap<(u8, u8), MOp>| match slots.get(&slot) {
+                Some(MOp::Remove) => Some(BTreeSet::new()),
+                Some(MOp::Put { uniques, .. }) => uniques.clone(),
+                None => None,
+            };
             let op = match item {
-                Item::Insert { value, .. } => {
-                    let uniques = match slots.get(&slot) {
-                        Some(MOp::Remove) => Some(BTreeSet::new()),
-                        Some(MOp::Put { uniques, .. }) => uniques.clone(),
-                        None => None,
-                    };
-                    MOp::Put {
-                        value: *value,
-                        uniques,
-                    }
-                }
-                Item::InsertUnique {
+                WItem::T(Item::Insert { value, .. }) => MOp::Put {
+                    value: *value,
+                    uniques: inherit(&slots),
+                },
+                WItem::T(Item::InsertUnique {
                     value, ns, uvalue, ..
-                } => MOp::Put {
+                }) => MOp::Put {
                     value: *value,
                     uniques: Some([(*ns, *uvalue)].into_iter().collect()),
                 },
-                Item::UpdateUnique { value, uniques, .. } => {
+                WItem::T(Item::UpdateUnique { value, uniques, .. }) => {
                     let set: BTreeSet<Val> = uniques.iter().copied().collect();
                     if set.len() != uniques.len() {
-                        return Err(Kind::Duplicate);
+                        return Err(bare(Kind::Duplicate));
                     }
                     MOp::Put {
                         value: *value,
                         uniques: Some(set),
                     }
                 }
-                Item::Remove { .. } => MOp::Remove,
+                WItem::T(Item::Remove { .. }) | WItem::D(DItem::Remove { .. }) => MOp::Remove,
+                WItem::D(DItem::Insert { value, list, .. }) => {
+                    if list % 4 == 3 {
+                        return Err(bare(Kind::Invalid));
+                    }
+                    MOp::Put {
+                        value: *value,
+                        uniques: Some(dclaim(*value)),
+                    }
+                }
+                WItem::D(DItem::Update { by, .. }) => {
+                    let (t, k) = slot;
+                    let old = match slots.get(&slot) {
+                        Some(MOp::Put { value, .. }) => Some(*value),
+                        Some(MOp::Remove) => None,
+                        None => self.rows.get(&(account, region, t, k)).map(|r| r.value),
+                    };
+                    // `None`: nothing buffered (the write only read the record).
+                    let Some(value) = bump(t, old, *by) else {
+                        continue;
+                    };
+                    let uniques = if t == TD {
+                        Some(dclaim(value))
+                    } else {
+                        inherit(&slots)
+                    };
+                    MOp::Put { value, uniques }
+                }
             };
             slots.insert(slot, op);
         }
@@ -530,14 +761,23 @@ impl Model {
         let mut seen = BTreeSet::new();
         for (v, _) in &claims {
             if !seen.insert(*v) {
-                return Err(Kind::Duplicate);
+                return Err(bare(Kind::Duplicate));
             }
         }
-        for (v, _) in &claims {
-            let transfer = releases.contains(v);
-            if !transfer && self.owners.contains_key(v) {
-                return Err(Kind::Unique);
-            }
+        let colliders: Vec<Collider> = claims
+            .iter()
+            .filter(|(v, _)| !releases.contains(v) && self.owners.contains_key(v))
+            .map(|&((ns, v), (_, _, t, k))| {
+                (
+                    NAMESPACES[ns as usize].to_owned(),
+                    TABLES[t as usize].name().to_owned(),
+                    key(k),
+                    uvalue(v).into_bytes(),
+                )
+            })
+            .collect();
+        if !colliders.is_empty() {
+            return Err((Kind::Unique, colliders));
         }
         let mut m = self.clone();
         for v in &releases {
@@ -719,6 +959,8 @@ fn kind_of(e: &Error) -> Option<Kind> {
         Error::DuplicateInWrite { .. } => Some(Kind::Duplicate),
         Error::UniqueViolation { .. } => Some(Kind::Unique),
         Error::RegionDisabled(_) => Some(Kind::Disabled),
+        Error::InvalidArgument(_) => Some(Kind::Invalid),
+        Error::Conflict { .. } => Some(Kind::Conflict),
         _ => None,
     }
 }
@@ -728,12 +970,58 @@ fn unsettled_refusal(e: &Error) -> bool {
     matches!(e, Error::RegionUnsettled(_) | Error::Busy(_))
 }
 
-fn run_write(db: &Db, account: u64, region: u8, items: &[Item]) -> regionkv::Result<()> {
+fn run_write(db: &Db, account: u64, region: u8, items: &[WItem]) -> regionkv::Result<()> {
     let mut w = db.write_in(AccountId::from_raw(account), REGIONS[region as usize])?;
+    buffer(&mut w, items)?;
+    w.commit()
+}
+
+/// The function of a read-modify-write of a record of table `t`: `bump(.., by)` in bytes.
+fn update_fn(t: u8, by: u8) -> impl FnMut(Option<&regionkv::Record<Raw>>) -> Option<Vec<u8>> {
+    move |old| {
+        let old = old.map(|r| row_index(t, r).expect("a record the model can name"));
+        bump(t, old, by).map(|b| row_bytes(t, b))
+    }
+}
+
+/// Write A of a stale update: buffer `a` (reading the record), commit write B (`b`) of
+/// the same account and region, commit A.
+fn run_stale(db: &Db, account: u64, region: u8, a: &[WItem], b: &[WItem]) -> regionkv::Result<()> {
+    let mut w = db.write_in(AccountId::from_raw(account), REGIONS[region as usize])?;
+    buffer(&mut w, a)?;
+    run_write(db, account, region, b)?;
+    w.commit()
+}
+
+fn buffer(w: &mut regionkv::Write, items: &[WItem]) -> regionkv::Result<()> {
     for item in items {
-        let (t, k) = item_slot(item);
+        let (t, k) = witem_slot(item);
         let table = &TABLES[t as usize];
         let key = key(k);
+        let item = match item {
+            WItem::T(item) => item,
+            WItem::D(DItem::Insert { value: v, list, .. }) => {
+                let dv = dvalue(*v);
+                let decl = declared(&dv);
+                match (list % 4, decl) {
+                    (0 | 1, _) => w.insert(table, &key, &dv)?,
+                    (2, Some(d)) => w.insert_unique(table, &key, &dv, &[Unique::new("slug", d)])?,
+                    (2, None) => w.insert_unique(table, &key, &dv, &[])?,
+                    // Contradicting: none where it declares one, one where it declares none.
+                    (_, Some(_)) => w.insert_unique(table, &key, &dv, &[])?,
+                    (_, None) => w.insert_unique(table, &key, &dv, &[Unique::new("slug", "v0")])?,
+                }
+                continue;
+            }
+            WItem::D(DItem::Remove { .. }) => {
+                w.remove(table, &key)?;
+                continue;
+            }
+            WItem::D(DItem::Update { by, .. }) => {
+                w.update(table, &key, update_fn(t, *by))?;
+                continue;
+            }
+        };
         match item {
             Item::Insert { value: v, .. } => w.insert(table, &key, &value(*v))?,
             Item::InsertUnique {
@@ -766,7 +1054,7 @@ fn run_write(db: &Db, account: u64, region: u8, items: &[Item]) -> regionkv::Res
             Item::Remove { .. } => w.remove(table, &key)?,
         }
     }
-    w.commit()
+    Ok(())
 }
 
 struct Harness {
@@ -797,8 +1085,22 @@ enum Plan {
     Write {
         account: u64,
         region: u8,
-        items: Vec<Item>,
+        items: Vec<WItem>,
         expect: Result<Model, Kind>,
+        /// For `Kind::Unique`: the records of the write whose claim collides.
+        colliders: Vec<Collider>,
+        /// `Db::update` of the one `DItem::Update` item (in the home region).
+        via_db: bool,
+    },
+    /// Write A (`a`) reads record `(t, k)`, write B (`b`) changes it, A commits. `after_b`:
+    /// the model after B, or the error B (and so the step) must give.
+    Stale {
+        account: u64,
+        region: u8,
+        a: Vec<WItem>,
+        b: Vec<WItem>,
+        slot: (u8, u8),
+        after_b: Result<Model, Kind>,
     },
     Checkpoint,
     Reopen {
@@ -865,7 +1167,7 @@ impl Harness {
                 account,
                 region,
                 item,
-            } => self.plan_write(*account, *region, std::slice::from_ref(item)),
+            } => self.plan_write(*account, *region, &[WItem::T(item.clone())]),
             Step::Batch {
                 account,
                 region,
@@ -874,7 +1176,107 @@ impl Harness {
                 if items.is_empty() {
                     return Plan::Skip;
                 }
+                let items: Vec<WItem> = items
+                    .iter()
+                    .take(MAX_BATCH)
+                    .cloned()
+                    .map(WItem::T)
+                    .collect();
+                self.plan_write(*account, *region, &items)
+            }
+            Step::Mixed {
+                account,
+                region,
+                items,
+            } => {
+                if items.is_empty() {
+                    return Plan::Skip;
+                }
                 self.plan_write(*account, *region, &items[..items.len().min(MAX_BATCH)])
+            }
+            Step::DbUpdate {
+                account,
+                table,
+                key,
+                by,
+            } => {
+                let Some((name, id)) = self.model.account_id(*account) else {
+                    return Plan::Skip;
+                };
+                let region = self.model.accounts[&name].home;
+                let items = vec![WItem::D(DItem::Update {
+                    table: table % 3,
+                    key: key % KEYS,
+                    by: *by,
+                })];
+                let (expect, colliders) =
+                    self.model
+                        .write_why(id, region, &items, &self.config.disabled);
+                Plan::Write {
+                    account: id,
+                    region,
+                    items,
+                    expect,
+                    colliders,
+                    via_db: true,
+                }
+            }
+            Step::StaleUpdate {
+                account,
+                region,
+                table,
+                key: k,
+                by,
+            } => {
+                let Plan::Write {
+                    account: id,
+                    region,
+                    ..
+                } = self.plan_write(*account, *region, &[])
+                else {
+                    return Plan::Skip;
+                };
+                let (t, k) = (table % 3, k % KEYS);
+                let a = vec![
+                    WItem::D(DItem::Update {
+                        table: t,
+                        key: k,
+                        by: *by,
+                    }),
+                    WItem::T(Item::Insert {
+                        table: false,
+                        key: k + 1,
+                        value: *by,
+                    }),
+                ];
+                let old = self.model.rows.get(&(id, region, t, k)).map(|r| r.value);
+                let new = changed(t, old);
+                let b = vec![if t == TD {
+                    WItem::D(DItem::Insert {
+                        key: k,
+                        value: new,
+                        list: 0,
+                    })
+                } else {
+                    WItem::T(Item::Insert {
+                        table: t == 1,
+                        key: k,
+                        value: new,
+                    })
+                }];
+                let after_b = self.model.write(id, region, &b, &self.config.disabled);
+                if let Ok(m) = &after_b {
+                    let now = m.rows.get(&(id, region, t, k)).map(|r| r.value);
+                    assert_ne!(now, old, "model: write B of a stale update changes nothing");
+                }
+                Plan::Stale {
+                    account: id,
+                    region,
+                    a,
+                    b,
+                    slot: (t, k),
+                    after_b,
+                }
             }
             Step::Checkpoint => Plan::Checkpoint,
             Step::Reopen => Plan::Reopen { clean: true },
@@ -885,11 +1287,11 @@ impl Harness {
         }
     }
 
-    fn plan_write(&self, account: u8, region: u8, items: &[Item]) -> Plan {
+    fn plan_write(&self, account: u8, region: u8, items: &[WItem]) -> Plan {
         let Some((name, id)) = self.model.account_id(account) else {
             return Plan::Skip;
         };
-        let items: Vec<Item> = items.iter().map(norm_item).collect();
+        let items: Vec<WItem> = items.iter().map(norm_witem).collect();
         // Mostly a region the account may use (so that writes land on the same few records
         // often); one time in eight any region, which may be refused.
         let region = if region % 8 == 7 {
@@ -898,12 +1300,16 @@ impl Harness {
             let allowed: Vec<u8> = self.model.accounts[&name].allowed.iter().copied().collect();
             allowed[(region as usize) % allowed.len()]
         };
-        let expect = self.model.write(id, region, &items, &self.config.disabled);
+        let (expect, colliders) = self
+            .model
+            .write_why(id, region, &items, &self.config.disabled);
         Plan::Write {
             account: id,
             region,
             items,
             expect,
+            colliders,
+            via_db: false,
         }
     }
 
@@ -924,10 +1330,34 @@ impl Harness {
             }
             Plan::Write {
                 account,
+                items,
+                via_db: true,
+                ..
+            } => {
+                let [WItem::D(DItem::Update { table, key: k, by })] = &items[..] else {
+                    unreachable!("Db::update of one update item")
+                };
+                db.update(
+                    AccountId::from_raw(*account),
+                    &TABLES[*table as usize],
+                    key(*k),
+                    update_fn(*table, *by),
+                )
+                .map(|_| ())
+            }
+            Plan::Write {
+                account,
                 region,
                 items,
                 ..
             } => run_write(db, *account, *region, items),
+            Plan::Stale {
+                account,
+                region,
+                a,
+                b,
+                ..
+            } => run_stale(db, *account, *region, a, b),
             Plan::Checkpoint => db.checkpoint(),
             Plan::Reopen { .. } | Plan::Nothing | Plan::Skip => Ok(()),
         };
@@ -1066,10 +1496,66 @@ impl Harness {
                 m
             }
             (Plan::Write { expect: Ok(m), .. }, Got::Ok) => m.clone(),
+            // The violation names a record of the write whose claim collides.
+            (
+                Plan::Write {
+                    expect: Err(Kind::Unique),
+                    colliders,
+                    ..
+                },
+                Got::Err(Error::UniqueViolation { namespace, record }),
+            ) => {
+                let named = (
+                    namespace.clone(),
+                    record.table.clone(),
+                    record.key.clone(),
+                    record.value.clone(),
+                );
+                if !colliders.contains(&named) {
+                    self.fail(format!(
+                        "UniqueViolation names {named:?}, not a colliding record of the write: \
+                         {colliders:?}"
+                    ));
+                }
+                self.model.clone()
+            }
             (
                 Plan::Create { expect: Err(k), .. } | Plan::Write { expect: Err(k), .. },
                 Got::Err(e),
             ) if kind_of(&e) == Some(*k) => self.model.clone(),
+            // Write B committed; A's read went stale: Conflict naming the record.
+            (
+                Plan::Stale {
+                    after_b: Ok(m),
+                    slot: (t, k),
+                    ..
+                },
+                Got::Err(Error::Conflict { table, key: got }),
+            ) => {
+                if *table != *TABLES[*t as usize].name() || got != key(*k) {
+                    self.fail(format!(
+                        "Conflict names {table} {:?}, not the record read (t{t}, k{k})",
+                        String::from_utf8_lossy(&got)
+                    ));
+                }
+                m.clone()
+            }
+            (
+                Plan::Stale {
+                    after_b: Err(k), ..
+                },
+                Got::Err(e),
+            ) if kind_of(&e) == Some(*k) => self.model.clone(),
+            // A's claim refused (B claims nothing new: it committed).
+            (Plan::Stale { after_b: Ok(m), .. }, Got::Err(e))
+                if unsettled && unsettled_refusal(&e) =>
+            {
+                m.clone()
+            }
+            (Plan::Stale { after_b, .. }, got) => self.fail(format!(
+                "stale update: expected Conflict after B ({:?}), engine gave {got:?}",
+                after_b.as_ref().map(|_| "Ok")
+            )),
             // A claim may be refused while a disabled region may hold unsettled claims
             // (never accepted for a value the model says is owned: that arm is above).
             (
@@ -1209,6 +1695,32 @@ impl Harness {
             }
             (
                 Plan::Create { expect: Err(k), .. } | Plan::Write { expect: Err(k), .. },
+                Got::Err(e),
+            ) if kind_of(&e) == Some(*k) || (tripped && kind_of(&e).is_none()) => {
+                vec![pre.clone()]
+            }
+            (
+                Plan::Stale {
+                    after_b: Ok(post), ..
+                },
+                Got::Err(Error::Conflict { .. }),
+            ) => vec![post.clone()],
+            // B's outcome unknown, or A failed after B committed.
+            (
+                Plan::Stale {
+                    after_b: Ok(post), ..
+                },
+                Got::Err(e),
+            ) if write_unknown(&e)
+                || (tripped && kind_of(&e).is_none())
+                || (unsettled && unsettled_refusal(&e)) =>
+            {
+                vec![pre.clone(), post.clone()]
+            }
+            (
+                Plan::Stale {
+                    after_b: Err(k), ..
+                },
                 Got::Err(e),
             ) if kind_of(&e) == Some(*k) || (tripped && kind_of(&e).is_none()) => {
                 vec![pre.clone()]
@@ -1570,21 +2082,21 @@ impl Harness {
         else {
             return;
         };
-        let items = |a_owns: bool| -> Vec<Item> {
+        let items = |a_owns: bool| -> Vec<WItem> {
             let set = |owns: bool| if owns { vec![v] } else { vec![] };
             vec![
-                Item::UpdateUnique {
+                WItem::T(Item::UpdateUnique {
                     table,
                     key: ka,
                     value: val,
                     uniques: set(a_owns),
-                },
-                Item::UpdateUnique {
+                }),
+                WItem::T(Item::UpdateUnique {
                     table,
                     key: kb,
                     value: val,
                     uniques: set(!a_owns),
-                },
+                }),
             ]
         };
         // First A owns it alone (B owns nothing): one write, checked like any other.
@@ -1778,7 +2290,7 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3], cat: &Cat) -> Result<()
             }
         }
         match got.map_err(|x| e("get_in", x))? {
-            Some(rec) if *rec == *value(row.value) => {}
+            Some(rec) if *rec == *row_bytes(t, row.value) => {}
             Some(rec) => {
                 return Err(format!(
                     "row {:?}: {} bytes stored, model has value {}",
@@ -1804,7 +2316,7 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3], cat: &Cat) -> Result<()
             .filter(|((a, r, tt, _), _)| {
                 *tt == t && acct.is_none_or(|x| x == *a) && !cat.is_disabled(*r)
             })
-            .map(|(&(a, r, _, k), row)| ((a, r, key(k)), value(row.value)))
+            .map(|(&(a, r, _, k), row)| ((a, r, key(k)), row_bytes(t, row.value)))
             .collect()
     };
     for t in 0..TABLES.len() as u8 {
@@ -1968,7 +2480,7 @@ fn check(db: &Db, m: &Model, region_ids: &[RegionId; 3], cat: &Cat) -> Result<()
                             ));
                         }
                         let row = &m.rows[&(a, r, t, k)];
-                        if **h.record() != *value(row.value) {
+                        if **h.record() != *row_bytes(t, row.value) {
                             return Err(format!("find_unique({nsn}, {uv}): record bytes differ"));
                         }
                     }

@@ -2,9 +2,14 @@
 //!
 //! This module: a small protocol workload over 3 regions ([`Op`], [`workload`], the
 //! proptest strategy [`op_strategy`]), run against a store ([`execute`]) and against the
-//! one model of the kit ([`Model::apply`]), and the checker of that model over the
-//! workload's keys and values (`check`, `check_some`, `check_catalog`). Spaces are small on
-//! purpose: few accounts, few keys, few unique values, so claims collide.
+//! one model of the kit ([`Model::apply`], [`Model::explain`] for what an error names),
+//! and the checker of that model over the workload's keys and values (`check`,
+//! `check_some`, `check_catalog`). Two tables: `T`, whose records claim values with
+//! `insert_unique`, and `D`, which declares its unique value in the `slug` namespace
+//! (values from the same few), so that the two tables' claims collide; records of both
+//! are read-modify-written (`Write::update`, `Db::update`), and a write whose read went
+//! stale must fail with `Conflict`. Spaces are small on purpose: few accounts, few keys,
+//! few unique values, so claims collide.
 //!
 //! Submodules: [`model`] (the one model of what a store must contain, its writes, and the
 //! checker that compares a live store with it), [`rng`] (the one pseudo-random generator), [`sim`] (stores on `SimStorage`,
@@ -27,8 +32,8 @@ use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table};
 
 #[allow(unused_imports)]
 pub use model::{
-    Acct, Catalog, Claim, Commit, Findings, Model, Outcome, Probes, Rec, Row, RowKey, Values,
-    classify, compare, execute_commit,
+    Acct, Catalog, Claim, Collides, Commit, D, DPut, Findings, Model, Outcome, Probes, Rec, Row,
+    RowKey, Tbl, Values, classify, compare, execute_commit,
 };
 pub use rng::Rng;
 
@@ -87,7 +92,57 @@ pub enum Op {
         region: usize,
         key: u8,
     },
+    /// A record of `D` set to `model::d_value(val)`: `how` 0 `insert`, 1 `insert_unique`
+    /// with the declared list, 2 `insert_unique` with a list that contradicts it (refused).
+    InsertD {
+        acct: usize,
+        region: usize,
+        key: u8,
+        val: u8,
+        how: u8,
+    },
+    RemoveD {
+        acct: usize,
+        region: usize,
+        key: u8,
+    },
+    /// A read-modify-write of a record of `T` or (`declared`) `D`: it becomes
+    /// `model::bump(old, by)`.
+    Update {
+        acct: usize,
+        region: usize,
+        key: u8,
+        by: u8,
+        declared: bool,
+        how: UpdateHow,
+    },
+    /// Write A reads the record (`Write::update`, and A also sets another record of `T`),
+    /// then write B of the same account and region commits a change of it
+    /// (`model::changed`, which claims nothing new), then A commits: `Conflict`, and
+    /// nothing of A is written.
+    StaleUpdate {
+        acct: usize,
+        region: usize,
+        key: u8,
+        by: u8,
+        declared: bool,
+    },
     Checkpoint,
+}
+
+/// How an [`Op::Update`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateHow {
+    /// `Db::update` (the account's home region; `region` is ignored).
+    Db,
+    /// `Write::update`, alone in its write.
+    Write,
+    /// `Write::update` after an insert of the same record in the same write (value `val`
+    /// as `Insert`/`InsertD` make it): it reads the buffered value.
+    AfterPut(u8),
+    /// `Write::update` after a remove of the same record in the same write: it reads
+    /// `None`.
+    AfterRemove,
 }
 
 /// (namespace index, value index) pairs a record claims.
@@ -105,12 +160,21 @@ impl Op {
             Op::Insert { acct, .. }
             | Op::InsertUnique { acct, .. }
             | Op::Pair { acct, .. }
-            | Op::Remove { acct, .. } => Some(*acct),
+            | Op::Remove { acct, .. }
+            | Op::InsertD { acct, .. }
+            | Op::RemoveD { acct, .. }
+            | Op::Update { acct, .. }
+            | Op::StaleUpdate { acct, .. } => Some(*acct),
             Op::Checkpoint => None,
         }
     }
 
-    /// The commit the op is (`None`: a checkpoint).
+    /// Whether the op commits twice (a [`Op::StaleUpdate`]: B, then A).
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Op::StaleUpdate { .. })
+    }
+
+    /// The commit the op is (`None`: a checkpoint); for a [`Op::StaleUpdate`], write A.
     pub fn to_commit(&self) -> Option<Commit> {
         let put = |key: u8, val: u8, uniques: Option<&Uniques>| Rec::Put {
             key: vec![key],
@@ -149,12 +213,79 @@ impl Op {
             Op::Remove { acct, region, key } => {
                 (acct, region, vec![Rec::Remove { key: vec![*key] }])
             }
+            Op::InsertD {
+                acct,
+                region,
+                key,
+                val,
+                how,
+            } => (acct, region, vec![put_d(*key, *val, *how)]),
+            Op::RemoveD { acct, region, key } => {
+                (acct, region, vec![Rec::RemoveD { key: vec![*key] }])
+            }
+            Op::Update {
+                acct,
+                region,
+                key,
+                by,
+                declared,
+                how,
+            } => {
+                let tbl = if *declared { Tbl::D } else { Tbl::T };
+                let update = Rec::Update {
+                    tbl,
+                    key: vec![*key],
+                    by: *by,
+                };
+                let first = match (how, tbl) {
+                    (UpdateHow::Db, _) => {
+                        return Some(Commit {
+                            acct: *acct,
+                            region: Op::region_name(*acct, 0),
+                            recs: vec![update],
+                        });
+                    }
+                    (UpdateHow::Write, _) => None,
+                    (UpdateHow::AfterPut(v), Tbl::T) => Some(put(*key, *v, None)),
+                    (UpdateHow::AfterPut(v), Tbl::D) => Some(put_d(*key, *v, 0)),
+                    (UpdateHow::AfterRemove, Tbl::T) => Some(Rec::Remove { key: vec![*key] }),
+                    (UpdateHow::AfterRemove, Tbl::D) => Some(Rec::RemoveD { key: vec![*key] }),
+                };
+                (acct, region, first.into_iter().chain([update]).collect())
+            }
+            Op::StaleUpdate {
+                acct,
+                region,
+                key,
+                by,
+                declared,
+            } => {
+                let tbl = if *declared { Tbl::D } else { Tbl::T };
+                let recs = vec![
+                    Rec::Update {
+                        tbl,
+                        key: vec![*key],
+                        by: *by,
+                    },
+                    put((*key + 1) % KEYS, *by, None),
+                ];
+                (acct, region, recs)
+            }
         };
         Some(Commit {
             acct: *acct,
             region: Op::region_name(*acct, *region),
             recs,
         })
+    }
+}
+
+/// A record of `D` set to `model::d_value(val)` (`how`: see [`Op::InsertD`]).
+fn put_d(key: u8, val: u8, how: u8) -> Rec {
+    Rec::PutD {
+        key: vec![key],
+        value: model::d_value(val),
+        how: [DPut::Insert, DPut::Exact, DPut::Contradict][how as usize % 3],
     }
 }
 
@@ -179,14 +310,132 @@ impl Model {
             .iter()
             .map(|(_, home, others)| Acct::new(home, others))
             .collect();
-        Model::new(T.name(), &REGIONS, accounts)
+        let mut m = Model::new(T.name(), &REGIONS, accounts);
+        m.declared = true;
+        m
     }
 
-    /// Applies `op` if the engine must accept it; returns the predicted outcome.
+    /// Write B of a [`Op::StaleUpdate`]: a plain change of the record A reads, which
+    /// claims nothing new (`None` for other ops).
+    pub fn stale_writer(&self, op: &Op) -> Option<Commit> {
+        let Op::StaleUpdate {
+            acct,
+            region,
+            key,
+            declared,
+            ..
+        } = op
+        else {
+            return None;
+        };
+        let region = Op::region_name(*acct, *region);
+        let (tbl, k) = (if *declared { Tbl::D } else { Tbl::T }, vec![*key]);
+        let old = self.rows_of(tbl).get(&(*acct, region, k.clone()));
+        let value = model::changed(tbl, old.map(|r| r.value.as_slice()));
+        let rec = match tbl {
+            Tbl::T => Rec::Put {
+                key: k,
+                value,
+                uniques: None,
+            },
+            Tbl::D => Rec::PutD {
+                key: k,
+                value,
+                how: DPut::Insert,
+            },
+        };
+        Some(Commit {
+            acct: *acct,
+            region,
+            recs: vec![rec],
+        })
+    }
+
+    /// Applies `op` if the engine must accept it; returns the predicted outcome. A
+    /// [`Op::StaleUpdate`] applies write B (which the engine must accept) and predicts A's
+    /// outcome: `Conflict` if B changed the record A read, else A's own.
     pub fn apply(&mut self, op: &Op) -> Outcome {
+        if let Some(b) = self.stale_writer(op) {
+            let a = op.to_commit().expect("a write");
+            let Rec::Update { tbl, key, .. } = &a.recs[0] else {
+                unreachable!("A begins with its update")
+            };
+            let rk = (a.acct, a.region, key.clone());
+            let before = self.rows_of(*tbl).get(&rk).cloned();
+            assert_eq!(
+                self.commit(&b),
+                Outcome::Ok,
+                "model: write B of {op:?} refused"
+            );
+            let after = self.rows_of(*tbl).get(&rk).cloned();
+            if before.map(|r| r.value) != after.map(|r| r.value) {
+                return Outcome::Conflict;
+            }
+            return self.commit(&a);
+        }
         match op.to_commit() {
             None => Outcome::Ok,
             Some(c) => self.commit(&c),
+        }
+    }
+
+    /// What the model (before `op`) says of the error `r` of `op` names: a
+    /// `UniqueViolation` names (namespace, table, key, value as given) a record of the
+    /// write whose claim collides; a `Conflict` names the record a [`Op::StaleUpdate`]
+    /// read. `Err` describes a difference.
+    pub fn explain(&self, op: &Op, r: &Result<(), Error>) -> Result<(), String> {
+        match r {
+            Err(Error::UniqueViolation { namespace, record }) => {
+                let mut m = self.clone();
+                let commit = match m.stale_writer(op) {
+                    Some(b) => {
+                        if m.commit(&b) != Outcome::Ok {
+                            return Err(format!("{op:?}: write B refused by the model"));
+                        }
+                        op.to_commit()
+                    }
+                    None => op.to_commit(),
+                };
+                let Some(commit) = commit else {
+                    return Err(format!("{op:?}: a violation of no write"));
+                };
+                let cands = m.collisions(&commit);
+                let named = cands.iter().any(|c| {
+                    c.claim.0 == *namespace
+                        && m.table_name(c.tbl) == record.table
+                        && c.key == record.key
+                        && c.claim.1.as_bytes() == record.value.as_slice()
+                });
+                if named {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{op:?}: UniqueViolation names {namespace} {} {:?} {:?}, not a colliding \
+                         record of the write: {cands:?}",
+                        record.table,
+                        String::from_utf8_lossy(&record.key),
+                        String::from_utf8_lossy(&record.value)
+                    ))
+                }
+            }
+            Err(Error::Conflict { table, key }) => match op {
+                Op::StaleUpdate {
+                    key: k, declared, ..
+                } => {
+                    let tbl = if *declared { Tbl::D } else { Tbl::T };
+                    if *table == self.table_name(tbl) && *key == vec![*k] {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{op:?}: Conflict names {table} {key:?}, not the record read"
+                        ))
+                    }
+                }
+                _ => Err(format!(
+                    "{op:?}: Conflict in a write with no concurrent one"
+                )),
+            },
+            _ => Ok(()),
         }
     }
 }
@@ -210,21 +459,81 @@ pub fn is_valid(op: &Op) -> bool {
     }
 }
 
-/// Runs an op against the store.
+/// Runs an op against the store. A [`Op::StaleUpdate`] returns write B's error if B
+/// fails (A is dropped uncommitted), else A's result.
 pub fn execute(db: &Db, ids: &[AccountId], op: &Op) -> Result<(), Error> {
-    match op.to_commit() {
-        None => db.checkpoint(),
-        Some(c) => execute_commit(db, &T, ids[c.acct], &c),
-    }
+    let some: Vec<Option<AccountId>> = ids.iter().map(|i| Some(*i)).collect();
+    execute_some(db, &some, op).expect("every account exists")
 }
 
 /// Like [`execute`], for a workload in which some accounts do not exist yet (`None`):
 /// `None` if the op's account does not exist (the op is not run).
 pub fn execute_some(db: &Db, ids: &[Option<AccountId>], op: &Op) -> Option<Result<(), Error>> {
-    match op.to_commit() {
-        None => Some(db.checkpoint()),
-        Some(c) => ids[c.acct].map(|id| execute_commit(db, &T, id, &c)),
-    }
+    let Some(c) = op.to_commit() else {
+        return Some(db.checkpoint());
+    };
+    let id = ids[c.acct]?;
+    Some(match op {
+        Op::Update {
+            how: UpdateHow::Db, ..
+        } => {
+            let [Rec::Update { tbl, key, by }] = &c.recs[..] else {
+                unreachable!("one update")
+            };
+            let t = match tbl {
+                Tbl::T => &T,
+                Tbl::D => &D,
+            };
+            db.update(id, t, key, |old| {
+                model::bump(*tbl, old.map(|r| &r[..]), *by)
+            })
+            .map(|_| ())
+        }
+        Op::StaleUpdate {
+            acct,
+            region,
+            key,
+            declared,
+            ..
+        } => stale_update(db, id, &c, (*acct, *region, *key, *declared)),
+        _ => execute_commit(db, &T, id, &c),
+    })
+}
+
+/// Write A (`a`) reads and buffers; write B (what [`Model::stale_writer`] makes of the
+/// record as A read it) commits; then A commits.
+fn stale_update(
+    db: &Db,
+    id: AccountId,
+    a: &Commit,
+    (acct, region, key, declared): (usize, usize, u8, bool),
+) -> Result<(), Error> {
+    let mut wa = db.write_in(id, a.region)?;
+    let tbl = if declared { Tbl::D } else { Tbl::T };
+    let t = if declared { &D } else { &T };
+    // What A reads now is what B changes.
+    let old = wa.get(t, [key])?.map(|r| r.to_vec());
+    model::buffer(&mut wa, &T, &a.recs)?;
+    let value = model::changed(tbl, old.as_deref());
+    let rec = match tbl {
+        Tbl::T => Rec::Put {
+            key: vec![key],
+            value,
+            uniques: None,
+        },
+        Tbl::D => Rec::PutD {
+            key: vec![key],
+            value,
+            how: DPut::Insert,
+        },
+    };
+    let b = Commit {
+        acct,
+        region: Op::region_name(acct, region),
+        recs: vec![rec],
+    };
+    execute_commit(db, &T, id, &b)?;
+    wa.commit()
 }
 
 /// Whether the op can run: its account exists (or it writes as nobody).
@@ -326,7 +635,9 @@ fn random_uniques(g: &mut Rng, n: u64) -> Vec<(u8, u8)> {
         .collect()
 }
 
-/// A deterministic pseudo-random workload, with unique values that collide.
+/// A deterministic pseudo-random workload, with unique values that collide (in `T` and
+/// `D`) and read-modify-writes; no op of it fails but by a violation (no stale update, no
+/// contradicting list), so that every error under a fault is the fault's.
 pub fn workload(seed: u64, len: usize) -> Vec<Op> {
     let mut g = Rng(seed.max(1));
     let mut ops = Vec::with_capacity(len);
@@ -334,7 +645,7 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
         let acct = g.next(3) as usize;
         let region = g.next(3) as usize;
         let key = g.next(KEYS as u64) as u8;
-        let op = match g.next(10) {
+        let op = match g.next(14) {
             c @ (0..=2 | 9) => {
                 let n = if c == 9 { 1 } else { 1 + g.next(2) };
                 let val = g.next(8) as u8;
@@ -371,7 +682,31 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
                     uniques: (a, b),
                 }
             }
-            _ => Op::Checkpoint,
+            8 => Op::Checkpoint,
+            10 => Op::InsertD {
+                acct,
+                region,
+                key,
+                val: g.next(model::D_VALUES as u64) as u8,
+                how: g.next(2) as u8,
+            },
+            11 => Op::RemoveD { acct, region, key },
+            _ => {
+                let how = match g.next(4) {
+                    0 => UpdateHow::Db,
+                    1 => UpdateHow::Write,
+                    2 => UpdateHow::AfterPut(g.next(model::D_VALUES as u64) as u8),
+                    _ => UpdateHow::AfterRemove,
+                };
+                Op::Update {
+                    acct,
+                    region,
+                    key,
+                    by: g.next(256) as u8,
+                    declared: g.next(2) == 0,
+                    how,
+                }
+            }
         };
         if is_valid(&op) {
             ops.push(op);
@@ -380,14 +715,34 @@ pub fn workload(seed: u64, len: usize) -> Vec<Op> {
     ops
 }
 
+fn update_how() -> impl Strategy<Value = UpdateHow> {
+    prop_oneof![
+        Just(UpdateHow::Db),
+        Just(UpdateHow::Write),
+        (0u8..model::D_VALUES).prop_map(UpdateHow::AfterPut),
+        Just(UpdateHow::AfterRemove),
+    ]
+}
+
 /// Workload ops as a proptest strategy; `unique_weight` weighs `InsertUnique` against
-/// 1 `Insert`, 1 `Pair`, 2 `Remove` and 1 `Checkpoint`.
+/// 1 `Insert`, 1 `Pair`, 2 `Remove`, 1 `Checkpoint`, 2 `InsertD`, 1 `RemoveD`, 2 `Update`
+/// and 1 `StaleUpdate`.
 pub fn op_strategy(unique_weight: u32) -> impl Strategy<Value = Op> {
     let a = 0usize..3;
     let r = 0usize..3;
     let k = 0u8..KEYS;
     let u = || proptest::collection::vec((0u8..2, 0u8..VALUES), 0..3);
     prop_oneof![
+        2 => (a.clone(), r.clone(), k.clone(), 0u8..model::D_VALUES, 0u8..3)
+            .prop_map(|(acct, region, key, val, how)| Op::InsertD { acct, region, key, val, how }),
+        1 => (a.clone(), r.clone(), k.clone())
+            .prop_map(|(acct, region, key)| Op::RemoveD { acct, region, key }),
+        2 => (a.clone(), r.clone(), k.clone(), any::<u8>(), any::<bool>(), update_how()).prop_map(
+            |(acct, region, key, by, declared, how)| Op::Update { acct, region, key, by, declared, how }
+        ),
+        1 => (a.clone(), r.clone(), k.clone(), any::<u8>(), any::<bool>()).prop_map(
+            |(acct, region, key, by, declared)| Op::StaleUpdate { acct, region, key, by, declared }
+        ),
         1 => (a.clone(), r.clone(), k.clone(), 0u8..8)
             .prop_map(|(acct, region, key, val)| Op::Insert { acct, region, key, val }),
         unique_weight => (a.clone(), r.clone(), k.clone(), 0u8..8, u()).prop_map(

@@ -3,10 +3,14 @@
 //!
 //! [`Model`]: accounts (home and allowed regions), rows keyed by (account index, region
 //! name, user key bytes) with their value and the unique (namespace, value) pairs they own,
-//! and the owner of every owned value. Writes reach it as a [`Commit`] (records set or
-//! removed in one account and region, in one commit), which [`Model::commit`] applies when
-//! the store must accept it and [`execute_commit`] runs against a store, so a test compares
-//! [`classify`] of the one with the other.
+//! and the owner of every owned value; optionally ([`Model::declared`]) the rows and owners
+//! of a second table, [`D`], that declares its unique value ([`d_declared`]) in the same
+//! namespace space, so that its records collide with the first table's claims. Writes
+//! reach it as a [`Commit`] (records set, removed or read-modify-written in one account
+//! and region, in one commit), which [`Model::commit`] applies when the store must accept
+//! it and [`execute_commit`] runs against a store, so a test compares [`classify`] of the
+//! one with the other; [`Model::collisions`] names the records whose claim the store must
+//! refuse (one of them is the `Collision` of the `UniqueViolation`).
 //!
 //! [`compare`] reads everything a [`Probes`] set names through a live `Db` (point reads in
 //! every region of every account, scans, unique values, `scan_all`) and returns what
@@ -22,6 +26,116 @@ pub type Claim = (String, String);
 
 /// A record: (account index, region name, user key).
 pub type RowKey = (usize, &'static str, Vec<u8>);
+
+/// The namespace [`D`] declares.
+pub const D_NAMESPACE: &str = "slug";
+
+/// The declared value of a record of [`D`]: its bytes before the first `#` (none without
+/// one).
+pub fn d_declared(v: &[u8]) -> Option<&[u8]> {
+    v.iter().position(|&b| b == b'#').map(|i| &v[..i])
+}
+
+/// The table that declares its unique value: `insert` claims and releases it.
+pub const D: Table<Raw> = Table::<Raw>::new("d").unique(D_NAMESPACE, d_declared);
+
+/// Which table of the model a record is in: the model's own table (values claimed with
+/// `insert_unique`) or [`D`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tbl {
+    T,
+    D,
+}
+
+/// The claims a value of `tbl` makes by declaration (`None`: not a declaring table).
+fn declared_claims(tbl: Tbl, value: &[u8]) -> Option<Vec<Claim>> {
+    match tbl {
+        Tbl::T => None,
+        Tbl::D => Some(
+            d_declared(value)
+                .map(|v| {
+                    vec![(
+                        D_NAMESPACE.to_owned(),
+                        String::from_utf8(v.to_vec()).expect("a text value"),
+                    )]
+                })
+                .unwrap_or_default(),
+        ),
+    }
+}
+
+/// What a read-modify-write (`Write::update`, `Db::update`) of a record of `tbl` computes
+/// from the record it reads (`None`: absent), `by` choosing how: the new value, or `None`
+/// to leave the record as it is. Deterministic, so the model predicts it.
+pub fn bump(tbl: Tbl, old: Option<&[u8]>, by: u8) -> Option<Vec<u8>> {
+    let sum = old.map(|v| v.iter().fold(0u8, |s, b| s.wrapping_add(*b)));
+    match (tbl, sum) {
+        // Absent: nothing to update, one time in three.
+        (_, None) if by.is_multiple_of(3) => None,
+        (Tbl::T, None) => Some(vec![by % 8; 3 + (by as usize % 5)]),
+        (Tbl::T, Some(s)) => {
+            let v = s.wrapping_add(by).wrapping_add(1) % 8;
+            Some(vec![v; 3 + (v as usize % 5)])
+        }
+        (Tbl::D, None) => Some(d_value(by)),
+        // Keeps the declared value (a new tail) or picks another one.
+        (Tbl::D, Some(s)) if by.is_multiple_of(2) => {
+            let old = old.expect("present");
+            match d_declared(old) {
+                Some(head) => {
+                    let mut v = head.to_vec();
+                    v.extend_from_slice(format!("#{}", s % 3).as_bytes());
+                    Some(v)
+                }
+                None => Some(d_value(s.wrapping_add(by))),
+            }
+        }
+        (Tbl::D, Some(s)) => Some(d_value(s.wrapping_add(by))),
+    }
+}
+
+/// How many distinct values [`d_value`] makes.
+pub const D_VALUES: u8 = 20;
+
+/// A value of [`D`]: `value-<h>@example.com#<t>` (it declares `value-<h>@example.com`,
+/// the value the workload's `slug` claims use too) or, one time in four, `free-<h>`
+/// (declares nothing).
+pub fn d_value(i: u8) -> Vec<u8> {
+    let i = i % D_VALUES;
+    let (h, t) = (i % 5, i / 5);
+    if t == 3 {
+        format!("free-{h}").into_bytes()
+    } else {
+        format!("value-{h}@example.com#{t}").into_bytes()
+    }
+}
+
+/// A value that differs from `old` (a record of `tbl`) and claims what it claims: what a
+/// concurrent writer commits between another write's read and its commit.
+pub fn changed(tbl: Tbl, old: Option<&[u8]>) -> Vec<u8> {
+    match (tbl, old) {
+        (Tbl::T, None) => vec![1; 4],
+        (Tbl::T, Some(v)) => {
+            let n = v.first().map_or(0, |b| b.wrapping_add(1) % 8);
+            let mut new = vec![n; 3 + (n as usize % 5)];
+            if new == v {
+                new.push(n);
+            }
+            new
+        }
+        // Nothing declared: no claim to collide.
+        (Tbl::D, None) => b"free-new".to_vec(),
+        (Tbl::D, Some(v)) => {
+            let mut new = v.to_vec();
+            if new.last() == Some(&b'+') {
+                new.pop();
+            } else {
+                new.push(b'+');
+            }
+            new
+        }
+    }
+}
 
 /// An account of the model: its home region and every region it may use (home first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +183,7 @@ pub fn writer_value(acct: usize, val: u8) -> Vec<u8> {
 /// What the store must contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Model {
-    /// The one table every record is in.
+    /// The table every record is in (but those of [`D`]).
     pub table: &'static str,
     /// Every region the store lists, in the order reads probe them.
     pub regions: Vec<&'static str>,
@@ -78,6 +192,25 @@ pub struct Model {
     pub values: Values,
     pub rows: BTreeMap<RowKey, Row>,
     pub owners: BTreeMap<Claim, RowKey>,
+    /// Whether the store has the table [`D`] too (then [`compare`] reads it).
+    pub declared: bool,
+    /// The rows of [`D`]; each owns the declared value of its value.
+    pub drows: BTreeMap<RowKey, Row>,
+    /// The owners of values owned by a record of [`D`] (a value is in `owners` or here,
+    /// never both: namespaces are shared by every table).
+    pub downers: BTreeMap<Claim, RowKey>,
+}
+
+/// How a record of [`D`] is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DPut {
+    /// `insert`: the table claims and releases the declared value.
+    Insert,
+    /// `insert_unique` with exactly the declared list: the same.
+    Exact,
+    /// `insert_unique` with a list that contradicts the declaration: refused before any
+    /// I/O (`InvalidArgument`), the write is not committed.
+    Contradict,
 }
 
 /// One record operation of a write.
@@ -92,6 +225,23 @@ pub enum Rec {
     },
     Remove {
         key: Vec<u8>,
+    },
+    /// Sets a record of [`D`]: it owns exactly the declared value of `value`.
+    PutD {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        how: DPut,
+    },
+    RemoveD {
+        key: Vec<u8>,
+    },
+    /// `Write::update` of a record of `tbl`: it becomes [`bump`] of what the write reads
+    /// (its own buffered change first), and keeps what it owns (a record of [`D`] owns the
+    /// declared value of the new value).
+    Update {
+        tbl: Tbl,
+        key: Vec<u8>,
+        by: u8,
     },
 }
 
@@ -111,6 +261,11 @@ pub enum Outcome {
     Violation,
     /// The region is not among the account's.
     Denied,
+    /// A record the write read changed before its commit (nothing written).
+    Conflict,
+    /// Refused before the commit (`InvalidArgument`): `insert_unique` contradicting a
+    /// table's declarations.
+    Invalid,
 }
 
 /// The outcome class of a commit; `None` for any other error.
@@ -119,6 +274,8 @@ pub fn classify(r: &Result<(), Error>) -> Option<Outcome> {
         Ok(()) => Some(Outcome::Ok),
         Err(Error::UniqueViolation { .. }) => Some(Outcome::Violation),
         Err(Error::PlacementDenied { .. }) => Some(Outcome::Denied),
+        Err(Error::Conflict { .. }) => Some(Outcome::Conflict),
+        Err(Error::InvalidArgument(_)) => Some(Outcome::Invalid),
         Err(_) => None,
     }
 }
@@ -131,6 +288,17 @@ pub fn canonical(list: &[Claim]) -> Vec<Claim> {
     v
 }
 
+/// A record of a commit: its table and key.
+pub type Slot = (Tbl, RowKey);
+
+/// A record a commit sets whose claim must be refused: (table, key, claim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collides {
+    pub tbl: Tbl,
+    pub key: Vec<u8>,
+    pub claim: Claim,
+}
+
 impl Model {
     pub fn new(table: &'static str, regions: &[&'static str], accounts: Vec<Acct>) -> Model {
         Model {
@@ -140,6 +308,9 @@ impl Model {
             values: Values::Any,
             rows: BTreeMap::new(),
             owners: BTreeMap::new(),
+            declared: false,
+            drows: BTreeMap::new(),
+            downers: BTreeMap::new(),
         }
     }
 
@@ -147,16 +318,58 @@ impl Model {
         Table::new(self.table)
     }
 
+    /// The name of table `tbl` in the store.
+    pub fn table_name(&self, tbl: Tbl) -> &'static str {
+        match tbl {
+            Tbl::T => self.table,
+            Tbl::D => D.name(),
+        }
+    }
+
+    /// The rows of table `tbl`.
+    pub fn rows_of(&self, tbl: Tbl) -> &BTreeMap<RowKey, Row> {
+        match tbl {
+            Tbl::T => &self.rows,
+            Tbl::D => &self.drows,
+        }
+    }
+
+    /// The tables [`compare`] reads.
+    pub fn tables(&self) -> Vec<Tbl> {
+        if self.declared {
+            vec![Tbl::T, Tbl::D]
+        } else {
+            vec![Tbl::T]
+        }
+    }
+
+    /// The owner of a value: its table and record.
+    pub fn owner(&self, claim: &Claim) -> Option<(Tbl, &RowKey)> {
+        self.owners
+            .get(claim)
+            .map(|rk| (Tbl::T, rk))
+            .or_else(|| self.downers.get(claim).map(|rk| (Tbl::D, rk)))
+    }
+
     /// The model's name of a region the store names `name`.
     pub fn region(&self, name: &str) -> Option<&'static str> {
         self.regions.iter().copied().find(|r| *r == name)
     }
 
-    /// Applies `w` if the store must accept it; returns the predicted outcome (the model
-    /// is unchanged unless it is `Ok`).
-    pub fn commit(&mut self, w: &Commit) -> Outcome {
+    /// The value of a record as commit `w` sees it after the operations `last` buffered.
+    fn current<'a>(&'a self, last: &'a [(Slot, Option<Row>)], slot: &Slot) -> Option<&'a Row> {
+        match last.iter().find(|(s, _)| s == slot) {
+            Some((_, row)) => row.as_ref(),
+            None => self.rows_of(slot.0).get(&slot.1),
+        }
+    }
+
+    /// What each record `w` touches becomes (`None`: removed), the last operation on a
+    /// record winning, in the order first touched; or the outcome of a commit refused
+    /// before its claims are looked at.
+    fn resolve(&self, w: &Commit) -> Result<Vec<(Slot, Option<Row>)>, Outcome> {
         if !self.accounts[w.acct].allowed.contains(&w.region) {
-            return Outcome::Denied;
+            return Err(Outcome::Denied);
         }
         if self.values == Values::NameWriter {
             let tag = writer_tag(w.acct);
@@ -166,88 +379,148 @@ impl Model {
                 }
             }
         }
-        // What each record becomes (`None`: removed); the last operation on a key wins.
-        let mut last: Vec<(RowKey, Option<Row>)> = Vec::new();
+        let mut last: Vec<(Slot, Option<Row>)> = Vec::new();
         for rec in &w.recs {
-            let (key, new) = match rec {
+            let rk = |key: &Vec<u8>| (w.acct, w.region, key.clone());
+            let (slot, new) = match rec {
                 Rec::Put {
                     key,
                     value,
                     uniques,
                 } => {
-                    let rk = (w.acct, w.region, key.clone());
+                    let slot = (Tbl::T, rk(key));
                     let uniques = match uniques {
                         Some(list) => canonical(list),
                         // A plain insert keeps what the record owns at that point of the
                         // write: after a remove in the same write, nothing.
-                        None => match last.iter().find(|(k, _)| *k == rk) {
-                            Some((_, Some(row))) => row.uniques.clone(),
-                            Some((_, None)) => Vec::new(),
-                            None => self
-                                .rows
-                                .get(&rk)
-                                .map(|r| r.uniques.clone())
-                                .unwrap_or_default(),
-                        },
+                        None => self
+                            .current(&last, &slot)
+                            .map(|r| r.uniques.clone())
+                            .unwrap_or_default(),
                     };
-                    (
-                        key,
-                        Some(Row {
-                            value: value.clone(),
-                            uniques,
-                        }),
-                    )
+                    let row = Row {
+                        value: value.clone(),
+                        uniques,
+                    };
+                    (slot, Some(row))
                 }
-                Rec::Remove { key } => (key, None),
+                Rec::Remove { key } => ((Tbl::T, rk(key)), None),
+                Rec::PutD { key, value, how } => {
+                    if *how == DPut::Contradict {
+                        return Err(Outcome::Invalid);
+                    }
+                    let uniques = declared_claims(Tbl::D, value).expect("declared");
+                    let row = Row {
+                        value: value.clone(),
+                        uniques,
+                    };
+                    ((Tbl::D, rk(key)), Some(row))
+                }
+                Rec::RemoveD { key } => ((Tbl::D, rk(key)), None),
+                Rec::Update { tbl, key, by } => {
+                    let slot = (*tbl, rk(key));
+                    let old = self.current(&last, &slot);
+                    let Some(value) = bump(*tbl, old.map(|r| r.value.as_slice()), *by) else {
+                        // Nothing buffered: the record stays as the write sees it.
+                        continue;
+                    };
+                    let uniques = declared_claims(*tbl, &value)
+                        .unwrap_or_else(|| old.map(|r| r.uniques.clone()).unwrap_or_default());
+                    (slot, Some(Row { value, uniques }))
+                }
             };
-            let rk = (w.acct, w.region, key.clone());
-            last.retain(|(k, _)| *k != rk);
-            last.push((rk, new));
+            match last.iter_mut().find(|(s, _)| *s == slot) {
+                Some(entry) => entry.1 = new,
+                None => last.push((slot, new)),
+            }
         }
+        Ok(last)
+    }
+
+    /// The records of `last` whose claims are owned elsewhere: by a record outside the
+    /// write, or by one of the write that keeps the value.
+    fn collisions_in(&self, last: &[(Slot, Option<Row>)]) -> Vec<Collides> {
+        let mut out = Vec::new();
         // A value claimed by two records of one write is refused before any I/O
         // (DuplicateInWrite); the workloads never write that.
-        for (rk, new) in &last {
+        for (slot, new) in last {
             let Some(row) = new else { continue };
             for u in &row.uniques {
-                let Some(owner) = self.owners.get(u) else {
+                let Some((otbl, orow)) = self.owner(u) else {
                     continue;
                 };
-                if owner == rk {
+                let owner = (otbl, orow.clone());
+                if owner == *slot {
                     continue;
                 }
-                // Owned by a record outside the write, or by one of the write that keeps it.
-                match last.iter().find(|(k, _)| k == owner) {
-                    None => return Outcome::Violation,
-                    Some((_, Some(other))) if other.uniques.contains(u) => {
-                        return Outcome::Violation;
-                    }
-                    Some(_) => {}
+                let refused = match last.iter().find(|(s, _)| *s == owner) {
+                    None => true,
+                    Some((_, Some(other))) => other.uniques.contains(u),
+                    Some((_, None)) => false,
+                };
+                if refused {
+                    out.push(Collides {
+                        tbl: slot.0,
+                        key: slot.1.2.clone(),
+                        claim: u.clone(),
+                    });
                 }
             }
         }
-        for (rk, _) in &last {
-            if let Some(old) = self.rows.remove(rk) {
+        out
+    }
+
+    /// The records of `w` whose claim the store must refuse (empty if it must accept the
+    /// claims, or refuses `w` for another reason).
+    pub fn collisions(&self, w: &Commit) -> Vec<Collides> {
+        match self.resolve(w) {
+            Ok(last) => self.collisions_in(&last),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Applies `w` if the store must accept it; returns the predicted outcome (the model
+    /// is unchanged unless it is `Ok`).
+    pub fn commit(&mut self, w: &Commit) -> Outcome {
+        let last = match self.resolve(w) {
+            Ok(last) => last,
+            Err(o) => return o,
+        };
+        if !self.collisions_in(&last).is_empty() {
+            return Outcome::Violation;
+        }
+        for ((tbl, rk), _) in &last {
+            let (rows, owners) = self.maps(*tbl);
+            if let Some(old) = rows.remove(rk) {
                 for u in &old.uniques {
-                    if self.owners.get(u) == Some(rk) {
-                        self.owners.remove(u);
+                    if owners.get(u) == Some(rk) {
+                        owners.remove(u);
                     }
                 }
             }
         }
-        for (rk, new) in last {
+        for ((tbl, rk), new) in last {
             if let Some(row) = new {
+                let (rows, owners) = self.maps(tbl);
                 for u in &row.uniques {
-                    self.owners.insert(u.clone(), rk.clone());
+                    owners.insert(u.clone(), rk.clone());
                 }
-                self.rows.insert(rk, row);
+                rows.insert(rk, row);
             }
         }
         Outcome::Ok
     }
 
-    /// The keys of account `acct`'s rows, in any region.
-    fn keys_of(&self, acct: usize) -> BTreeSet<Vec<u8>> {
-        self.rows
+    fn maps(&mut self, tbl: Tbl) -> (&mut BTreeMap<RowKey, Row>, &mut BTreeMap<Claim, RowKey>) {
+        match tbl {
+            Tbl::T => (&mut self.rows, &mut self.owners),
+            Tbl::D => (&mut self.drows, &mut self.downers),
+        }
+    }
+
+    /// The keys of account `acct`'s rows of `tbl`, in any region.
+    fn keys_of(&self, tbl: Tbl, acct: usize) -> BTreeSet<Vec<u8>> {
+        self.rows_of(tbl)
             .keys()
             .filter(|(a, _, _)| *a == acct)
             .map(|(_, _, k)| k.clone())
@@ -255,10 +528,16 @@ impl Model {
     }
 }
 
-/// Runs `w` against the store as account `id`, through `table`.
+/// Runs `w` against the store as account `id`, through `table` (and [`D`]).
 pub fn execute_commit(db: &Db, table: &Table<Raw>, id: AccountId, w: &Commit) -> Result<(), Error> {
     let mut tx = db.write_in(id, w.region)?;
-    for rec in &w.recs {
+    buffer(&mut tx, table, &w.recs)?;
+    tx.commit()
+}
+
+/// Buffers `recs` in `tx` (`table`: the model's table).
+pub fn buffer(tx: &mut regionkv::Write, table: &Table<Raw>, recs: &[Rec]) -> Result<(), Error> {
+    for rec in recs {
         match rec {
             Rec::Put {
                 key,
@@ -274,9 +553,34 @@ pub fn execute_commit(db: &Db, table: &Table<Raw>, id: AccountId, w: &Commit) ->
                 tx.insert_unique(table, key, value, &us)?
             }
             Rec::Remove { key } => tx.remove(table, key)?,
+            Rec::PutD { key, value, how } => {
+                let declared = d_declared(value);
+                let list: Vec<Unique> = match (how, declared) {
+                    (DPut::Insert, _) => {
+                        tx.insert(&D, key, value)?;
+                        continue;
+                    }
+                    (DPut::Exact, Some(v)) => vec![Unique::new(D_NAMESPACE, v)],
+                    (DPut::Exact, None) => vec![],
+                    // Another value than the declared one, or none where it declares one.
+                    (DPut::Contradict, Some(_)) => vec![],
+                    (DPut::Contradict, None) => {
+                        vec![Unique::new(D_NAMESPACE, "value-0@example.com")]
+                    }
+                };
+                tx.insert_unique(&D, key, value, &list)?
+            }
+            Rec::RemoveD { key } => tx.remove(&D, key)?,
+            Rec::Update { tbl, key, by } => {
+                let t = match tbl {
+                    Tbl::T => table,
+                    Tbl::D => &D,
+                };
+                tx.update(t, key, |old| bump(*tbl, old.map(|r| &r[..]), *by))?;
+            }
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 /// What the store may answer while some regions are disabled.
@@ -362,19 +666,20 @@ struct Cmp<'a> {
     ids: &'a [Option<AccountId>],
     model: &'a Model,
     cat: &'a Catalog,
-    table: Table<Raw>,
     out: Findings,
 }
 
 /// Compares the store with the model: for every account with an id (`ids` by account
-/// index; `None`: not created yet), `read` answers as that account; `get_in` of every key
-/// (the model's and `probes.keys`) in every region, and `get` in the home region, return
-/// the model's value, `PlacementDenied` outside the account's regions or `RegionDisabled`
-/// in a disabled one; `scan` and `scan_prefix` of every prefix yield exactly the model's
-/// rows of the account in its enabled regions, each tagged with the account, plus one
+/// index; `None`: not created yet), `read` answers as that account; in every table of the
+/// model (its own and, if [`Model::declared`], [`D`]) `get_in` of every key (the model's
+/// and `probes.keys`) in every region, and `get` in the home region, return the model's
+/// value, `PlacementDenied` outside the account's regions or `RegionDisabled` in a
+/// disabled one; `scan` and `scan_prefix` of every prefix yield exactly the model's rows
+/// of the account in its enabled regions, each tagged with the account, plus one
 /// `RegionDisabled` item per disabled region of the account. Every owned and probed
-/// unique value has the model's owner (account, region, key, record) in `find_unique` and
-/// `is_taken`, within what `cat` allows. `scan_all` yields exactly the model's rows in
+/// unique value has the model's owner (table, account, region, key, record) in
+/// `find_unique` of every table (none in the tables that do not own it) and `is_taken`,
+/// within what `cat` allows. `scan_all` of every table yields exactly the model's rows in
 /// enabled regions, each tagged with its owner. With [`Values::NameWriter`], every value
 /// read names the account it was read as (or, in `scan_all`, the row's account).
 ///
@@ -392,7 +697,6 @@ pub fn compare(
         ids,
         model,
         cat,
-        table: model.table(),
         out: Findings::default(),
     };
     for (acct, id) in ids.iter().enumerate() {
@@ -402,6 +706,7 @@ pub fn compare(
     let values: BTreeSet<Claim> = model
         .owners
         .keys()
+        .chain(model.downers.keys())
         .cloned()
         .chain(probes.values.iter().cloned())
         .collect();
@@ -409,13 +714,22 @@ pub fn compare(
         phase(format!("find_unique {ns}/{value}"));
         c.value(ns, value);
     }
-    phase("scan_all".to_owned());
-    c.scan_all();
+    for tbl in model.tables() {
+        phase(format!("scan_all {}", model.table_name(tbl)));
+        c.scan_all(tbl);
+    }
     c.out
 }
 
 impl Cmp<'_> {
-    fn want(&self, acct: usize, region: &'static str, key: &[u8]) -> Want {
+    fn table(&self, tbl: Tbl) -> Table<Raw> {
+        match tbl {
+            Tbl::T => self.model.table(),
+            Tbl::D => D,
+        }
+    }
+
+    fn want(&self, tbl: Tbl, acct: usize, region: &'static str, key: &[u8]) -> Want {
         if !self.model.accounts[acct].allowed.contains(&region) {
             Want::Denied
         } else if self.cat.is_disabled(region) {
@@ -423,7 +737,7 @@ impl Cmp<'_> {
         } else {
             Want::Value(
                 self.model
-                    .rows
+                    .rows_of(tbl)
                     .get(&(acct, region, key.to_vec()))
                     .map(|r| r.value.clone()),
             )
@@ -495,22 +809,42 @@ impl Cmp<'_> {
                 r.account()
             ));
         }
-        let t = self.table;
+        for tbl in self.model.tables() {
+            self.account_table(tbl, acct, id, &r, probes, phase);
+        }
+    }
+
+    /// The reads of [`Cmp::account`] in table `tbl`.
+    fn account_table(
+        &mut self,
+        tbl: Tbl,
+        acct: usize,
+        id: AccountId,
+        r: &regionkv::Read,
+        probes: &Probes,
+        phase: &dyn Fn(String),
+    ) {
+        let t = self.table(tbl);
+        // The model's own table reads as it always did; the others are named.
+        let tn = match tbl {
+            Tbl::T => String::new(),
+            _ => format!(" in {}", t.name()),
+        };
         let home = self.model.accounts[acct].home;
-        let mut keys = self.model.keys_of(acct);
+        let mut keys = self.model.keys_of(tbl, acct);
         keys.extend(probes.keys.iter().cloned());
         for key in &keys {
             for &region in &self.model.regions {
-                phase(format!("get a{acct} {region} {}", show(key)));
+                phase(format!("get{tn} a{acct} {region} {}", show(key)));
                 // `get_in` in every region, and `get` in the home region too.
                 let mut reads = vec![(format!("get_in {region}"), r.get_in(region, &t, key))];
                 if region == home {
                     reads.push(("get".to_owned(), r.get(&t, key)));
                 }
                 for (how, got) in reads {
-                    let want = self.want(acct, region, key);
+                    let want = self.want(tbl, acct, region, key);
                     self.point(
-                        format!("{how} by a{acct} ({id}) of key {}", show(key)),
+                        format!("{how}{tn} by a{acct} ({id}) of key {}", show(key)),
                         acct,
                         want,
                         got.map(|o| o.map(|rec| rec.to_vec())),
@@ -521,15 +855,15 @@ impl Cmp<'_> {
         let mut prefixes: BTreeSet<&[u8]> = probes.prefixes.iter().map(|p| p.as_slice()).collect();
         prefixes.insert(b"");
         for prefix in prefixes {
-            phase(format!("scan a{acct} {}", show(prefix)));
+            phase(format!("scan{tn} a{acct} {}", show(prefix)));
             let rows = if prefix.is_empty() {
                 r.scan(&t)
             } else {
                 r.scan_prefix(&t, prefix)
             };
-            let what = format!("scan_prefix {} by a{acct} ({id})", show(prefix));
+            let what = format!("scan_prefix{tn} {} by a{acct} ({id})", show(prefix));
             match rows {
-                Ok(rows) => self.scan(acct, id, prefix, rows, &what),
+                Ok(rows) => self.scan(tbl, acct, id, prefix, rows, &what),
                 Err(e) => self.out.errors.push(format!("{what}: {e}")),
             }
         }
@@ -537,6 +871,7 @@ impl Cmp<'_> {
 
     fn scan(
         &mut self,
+        tbl: Tbl,
         acct: usize,
         id: AccountId,
         prefix: &[u8],
@@ -570,10 +905,10 @@ impl Cmp<'_> {
                     .wrong
                     .push(format!("{what}: key {} outside the prefix", show(&key)));
             } else {
-                self.row(what, (acct, region, key), &value, &mut seen);
+                self.row(tbl, what, (acct, region, key), &value, &mut seen);
             }
         }
-        self.unseen(what, &seen, |(a, _, key)| {
+        self.unseen(tbl, what, &seen, |(a, _, key)| {
             *a == acct && key.starts_with(prefix)
         });
         let disabled = allowed.iter().filter(|r| self.cat.is_disabled(r)).count();
@@ -619,9 +954,9 @@ impl Cmp<'_> {
         ))
     }
 
-    /// One scanned row of account `rk.0` against the model: once, naming its writer, with
-    /// the model's value.
-    fn row(&mut self, what: &str, rk: RowKey, value: &[u8], seen: &mut BTreeSet<RowKey>) {
+    /// One scanned row of account `rk.0` in table `tbl` against the model: once, naming
+    /// its writer, with the model's value.
+    fn row(&mut self, tbl: Tbl, what: &str, rk: RowKey, value: &[u8], seen: &mut BTreeSet<RowKey>) {
         let (acct, region, key) = &rk;
         let at = format!("{what}: a{acct} {region} {}", show(key));
         if seen.contains(&rk) {
@@ -632,7 +967,7 @@ impl Cmp<'_> {
                 show(value)
             ));
         } else {
-            match self.model.rows.get(&rk) {
+            match self.model.rows_of(tbl).get(&rk) {
                 Some(want) if want.value == value => {}
                 Some(want) => self.out.wrong.push(format!(
                     "{at}: store {}, model {}",
@@ -645,9 +980,16 @@ impl Cmp<'_> {
         seen.insert(rk);
     }
 
-    /// Every model row in an enabled region that `filter` selects must have been `seen`.
-    fn unseen(&mut self, what: &str, seen: &BTreeSet<RowKey>, filter: impl Fn(&RowKey) -> bool) {
-        for rk in self.model.rows.keys() {
+    /// Every model row of `tbl` in an enabled region that `filter` selects must have been
+    /// `seen`.
+    fn unseen(
+        &mut self,
+        tbl: Tbl,
+        what: &str,
+        seen: &BTreeSet<RowKey>,
+        filter: impl Fn(&RowKey) -> bool,
+    ) {
+        for rk in self.model.rows_of(tbl).keys() {
             if filter(rk) && !self.cat.is_disabled(rk.1) && !seen.contains(rk) {
                 self.out
                     .missing
@@ -656,72 +998,104 @@ impl Cmp<'_> {
         }
     }
 
+    /// `is_taken` and `find_unique` of one value in every table of the model.
     fn value(&mut self, ns: &str, value: &str) {
         let db = self.db;
-        let want = self.model.owners.get(&(ns.to_owned(), value.to_owned()));
-        let hit = db.find_unique(&self.table, ns, value);
+        let claim = (ns.to_owned(), value.to_owned());
+        let want = self.model.owner(&claim);
         let taken = db.is_taken(ns, value);
         let unsettled = self.cat.unsettled;
-        let what = format!("find_unique {ns}/{value}");
         let out = &mut self.out;
         match want {
-            Some((_, region, _)) if self.cat.is_disabled(region) => {
-                match hit {
-                    Err(Error::RegionDisabled(_)) => {}
-                    Err(Error::RegionUnsettled(_)) if unsettled => {}
-                    Ok(h) => out.wrong.push(format!(
-                        "{what} owned in disabled {region}: {:?}",
-                        h.map(|h| h.account())
-                    )),
-                    Err(e) => out
-                        .errors
-                        .push(format!("{what} owned in disabled {region}: {e}")),
-                }
-                match taken {
-                    Ok(true) => {}
-                    Err(Error::RegionUnsettled(_)) if unsettled => {}
-                    Ok(false) => out.missing.push(format!(
-                        "is_taken {ns}/{value} owned in disabled {region}: false"
-                    )),
-                    Err(e) => out.errors.push(format!(
-                        "is_taken {ns}/{value} owned in disabled {region}: {e}"
-                    )),
-                }
-            }
-            None if unsettled => {
-                // May be refused; must never name an owner the model does not know.
-                match hit {
-                    // An entry left in flight by the crash names the disabled region.
-                    Ok(None) | Err(Error::RegionUnsettled(_)) | Err(Error::RegionDisabled(_)) => {}
-                    Ok(Some(h)) => out
-                        .wrong
-                        .push(format!("{what}: owner {:?}, model none", h.account())),
-                    Err(e) => out.errors.push(format!("{what}: {e}")),
-                }
-                match taken {
-                    Ok(_) | Err(Error::RegionUnsettled(_)) => {}
-                    Err(e) => out.errors.push(format!("is_taken {ns}/{value}: {e}")),
-                }
-            }
-            None => {
-                match hit {
-                    Ok(None) => {}
-                    Ok(Some(h)) => out.wrong.push(format!(
-                        "{what}: owner {} {:?} {}, model none",
-                        h.account(),
-                        db.region_name(h.region()),
-                        show(h.key())
-                    )),
-                    Err(e) => out.errors.push(format!("{what}: {e}")),
-                }
-                match taken {
-                    Ok(false) => {}
-                    Ok(true) => out
-                        .wrong
-                        .push(format!("is_taken {ns}/{value}: true, model none")),
-                    Err(e) => out.errors.push(format!("is_taken {ns}/{value}: {e}")),
-                }
-            }
+            Some((_, (_, region, _))) if self.cat.is_disabled(region) => match taken {
+                Ok(true) => {}
+                Err(Error::RegionUnsettled(_)) if unsettled => {}
+                Ok(false) => out.missing.push(format!(
+                    "is_taken {ns}/{value} owned in disabled {region}: false"
+                )),
+                Err(e) => out.errors.push(format!(
+                    "is_taken {ns}/{value} owned in disabled {region}: {e}"
+                )),
+            },
+            None if unsettled => match taken {
+                Ok(_) | Err(Error::RegionUnsettled(_)) => {}
+                Err(e) => out.errors.push(format!("is_taken {ns}/{value}: {e}")),
+            },
+            None => match taken {
+                Ok(false) => {}
+                Ok(true) => out
+                    .wrong
+                    .push(format!("is_taken {ns}/{value}: true, model none")),
+                Err(e) => out.errors.push(format!("is_taken {ns}/{value}: {e}")),
+            },
+            Some((_, (acct, region, key))) => match taken {
+                Ok(true) => {}
+                Ok(false) => out.missing.push(format!(
+                    "is_taken {ns}/{value}: false, model a{acct} {region} {}",
+                    show(key)
+                )),
+                Err(e) => out.errors.push(format!("is_taken {ns}/{value}: {e}")),
+            },
+        }
+        for tbl in self.model.tables() {
+            // The owner, if it is a record of this table.
+            let owner = want.filter(|(t, _)| *t == tbl).map(|(_, rk)| rk);
+            let elsewhere = want.is_some() && owner.is_none();
+            self.hit(tbl, ns, value, owner, elsewhere);
+        }
+    }
+
+    /// `find_unique` of a value in table `tbl`: `owner` (a record of `tbl`) or none
+    /// (`elsewhere`: the value is owned by a record of another table).
+    fn hit(&mut self, tbl: Tbl, ns: &str, value: &str, owner: Option<&RowKey>, elsewhere: bool) {
+        let db = self.db;
+        let t = self.table(tbl);
+        let hit = db.find_unique(&t, ns, value);
+        let unsettled = self.cat.unsettled;
+        let what = match tbl {
+            Tbl::T => format!("find_unique {ns}/{value}"),
+            _ => format!("find_unique in {} {ns}/{value}", t.name()),
+        };
+        let out = &mut self.out;
+        match owner {
+            Some((_, region, _)) if self.cat.is_disabled(region) => match hit {
+                Err(Error::RegionDisabled(_)) => {}
+                Err(Error::RegionUnsettled(_)) if unsettled => {}
+                Ok(h) => out.wrong.push(format!(
+                    "{what} owned in disabled {region}: {:?}",
+                    h.map(|h| h.account())
+                )),
+                Err(e) => out
+                    .errors
+                    .push(format!("{what} owned in disabled {region}: {e}")),
+            },
+            // May be refused; must never name an owner the model does not know. (Owned by
+            // a record of another table: that table's read names it.)
+            None if unsettled => match hit {
+                // An entry left in flight by the crash names the disabled region.
+                Ok(None) | Err(Error::RegionUnsettled(_)) | Err(Error::RegionDisabled(_)) => {}
+                Ok(Some(h)) => out
+                    .wrong
+                    .push(format!("{what}: owner {:?}, model none", h.account())),
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            },
+            None => match hit {
+                Ok(None) => {}
+                Ok(Some(h)) => out.wrong.push(format!(
+                    "{what}: owner {} {:?} {}, model {}",
+                    h.account(),
+                    db.region_name(h.region()),
+                    show(h.key()),
+                    if elsewhere {
+                        "a record of another table"
+                    } else {
+                        "none"
+                    }
+                )),
+                // Owned by a record of another table in a disabled region.
+                Err(Error::RegionDisabled(_)) if elsewhere => {}
+                Err(e) => out.errors.push(format!("{what}: {e}")),
+            },
             Some(rk) => {
                 let (acct, region, key) = rk;
                 match hit {
@@ -729,7 +1103,7 @@ impl Cmp<'_> {
                         let got_acct = self.ids.iter().position(|i| *i == Some(h.account()));
                         let got_region = db.region_name(h.region());
                         let record = h.record().to_vec();
-                        let row = &self.model.rows[rk];
+                        let row = &self.model.rows_of(tbl)[rk];
                         if got_acct != Some(*acct)
                             || got_region.as_deref() != Some(*region)
                             || h.key() != key.as_slice()
@@ -752,14 +1126,6 @@ impl Cmp<'_> {
                     )),
                     Err(e) => out.errors.push(format!("{what}: {e}")),
                 }
-                match taken {
-                    Ok(true) => {}
-                    Ok(false) => out.missing.push(format!(
-                        "is_taken {ns}/{value}: false, model a{acct} {region} {}",
-                        show(key)
-                    )),
-                    Err(e) => out.errors.push(format!("is_taken {ns}/{value}: {e}")),
-                }
             }
         }
     }
@@ -775,9 +1141,14 @@ impl Cmp<'_> {
         n == SCAN_LIMIT
     }
 
-    fn scan_all(&mut self) {
-        let what = "scan_all";
-        let rows = match self.db.scan_all(&self.table) {
+    fn scan_all(&mut self, tbl: Tbl) {
+        let t = self.table(tbl);
+        let what = match tbl {
+            Tbl::T => "scan_all".to_owned(),
+            _ => format!("scan_all {}", t.name()),
+        };
+        let what = what.as_str();
+        let rows = match self.db.scan_all(&t) {
             Ok(rows) => rows,
             Err(e) => {
                 self.out.errors.push(format!("{what}: {e}"));
@@ -805,9 +1176,9 @@ impl Cmp<'_> {
                     show(&key)
                 ));
             } else {
-                self.row(what, (acct, region, key), &value, &mut seen);
+                self.row(tbl, what, (acct, region, key), &value, &mut seen);
             }
         }
-        self.unseen(what, &seen, |_| true);
+        self.unseen(tbl, what, &seen, |_| true);
     }
 }
