@@ -207,15 +207,22 @@ pub struct SchemaInfo {
     pub version: u16,
     /// The type's [`Schema`](crate::Schema) fingerprint.
     pub fingerprint: u64,
+    /// The namespaces of the unique values the table declares
+    /// ([`Table::unique`](crate::Table::unique)), sorted; part of what a write must match.
+    pub unique_namespaces: Vec<String>,
 }
 
 impl std::fmt::Display for SchemaInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} v{} ({}, fingerprint {:#018x})",
+            "{} v{} ({}, fingerprint {:#018x}",
             self.type_name, self.version, self.codec, self.fingerprint
-        )
+        )?;
+        if !self.unique_namespaces.is_empty() {
+            write!(f, ", declares unique {}", self.unique_namespaces.join(", "))?;
+        }
+        f.write_str(")")
     }
 }
 

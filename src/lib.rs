@@ -160,7 +160,9 @@ pub use limits::{
     DEFAULT_MAX_VALUE, MAX_ACCOUNT_NAME, MAX_KEY, MAX_NAMESPACE, MAX_REGION_NAME, MAX_TABLE_NAME,
     MAX_UNIQUE_VALUE,
 };
-pub use migrate::{DEFAULT_MIGRATE_BATCH, MigrateProgress, MigrateReport};
+pub use migrate::{
+    DEFAULT_MIGRATE_BATCH, LeftBehind, MAX_MIGRATE_PASSES, MigrateProgress, MigrateReport,
+};
 pub use read::{Hit, Read, Record, Row, Rows};
 /// `#[derive(Schema)]`: see [`Schema`].
 pub use regionkv_derive::Schema;

@@ -53,10 +53,31 @@ pub struct MigrateReport {
     pub regions: Vec<String>,
     /// Disabled regions, not migrated (their files are not open): run again when enabled.
     pub skipped: Vec<String>,
-    /// Records left at their old version because a unique value their upgrade declares is
-    /// owned by another record: (region, account, user key, namespace).
-    pub unique_conflicts: Vec<(String, AccountId, Vec<u8>, String)>,
+    /// Records left at their old version because the unique values their upgrade declares
+    /// cannot be claimed (owned by another record, or invalid).
+    pub unique_conflicts: Vec<LeftBehind>,
 }
+
+/// A record [`Db::migrate`] left at its old version (see
+/// [`MigrateReport::unique_conflicts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeftBehind {
+    /// Its region.
+    pub region: String,
+    /// Its account.
+    pub account: AccountId,
+    /// Its user key.
+    pub key: Vec<u8>,
+    /// The namespace of the value another record owns, if that is the reason.
+    pub namespace: Option<String>,
+    /// Why, as the error of the write that tried to rewrite it says.
+    pub reason: String,
+}
+
+/// How many passes over one region [`Db::migrate`] makes at most (a pass repeats when the
+/// one before rewrote something, in case records were written behind its cursor).
+pub const MAX_MIGRATE_PASSES: usize = 16;
 
 /// Progress of [`Db::migrate_with`], after each committed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,24 +179,29 @@ impl Db {
                 declared,
                 batch,
             };
-            loop {
+            let mut complete = false;
+            for _ in 0..MAX_MIGRATE_PASSES {
                 let before = report.unique_conflicts.len();
-                let pass = ctx.pass(&mut report, &mut progress)?;
-                match pass {
+                match ctx.pass(&mut report, &mut progress)? {
                     Pass::Disabled => {
                         report.skipped.push(name.clone());
                         break;
                     }
-                    Pass::Rewrote(0) => {
-                        if report.unique_conflicts.len() == before {
-                            report.regions.push(name.clone());
-                        }
+                    Pass::Done {
+                        rewrote: 0,
+                        retry: false,
+                    } => {
+                        complete = report.unique_conflicts.len() == before;
                         break;
                     }
-                    // Another pass, in case records were written behind the cursor; its
-                    // conflicts replace this one's (the same records, found again).
-                    Pass::Rewrote(_) => report.unique_conflicts.truncate(before),
+                    // Another pass, in case records were written behind the cursor or a
+                    // record changed under a protocol rewrite; its conflicts replace this
+                    // one's (the same records, found again).
+                    Pass::Done { .. } => report.unique_conflicts.truncate(before),
                 }
+            }
+            if complete {
+                report.regions.push(name.clone());
             }
         }
         Ok(report)
@@ -201,8 +227,9 @@ fn regions(inner: &Inner) -> Vec<(String, Option<Arc<Region>>)> {
 enum Pass {
     /// The region was disabled meanwhile.
     Disabled,
-    /// Records rewritten in this pass.
-    Rewrote(u64),
+    /// The pass reached the table's end: records rewritten; `retry`: a record changed
+    /// under its protocol rewrite (another pass takes it).
+    Done { rewrote: u64, retry: bool },
 }
 
 /// One region's migration.
@@ -224,6 +251,7 @@ impl Ctx<'_> {
         let inner = &*self.db.inner;
         let mut cursor: Option<Vec<u8>> = None;
         let mut rewrote = 0;
+        let mut retry = false;
         loop {
             let (batch, records) = {
                 // As for a write: `Db::close` and `Db::disable_region` wait for this batch.
@@ -235,12 +263,17 @@ impl Ctx<'_> {
                 }
                 match self.batch_commit(cursor.as_deref())? {
                     Some(b) => b,
-                    None => return Ok(Pass::Rewrote(rewrote)),
+                    None => return Ok(Pass::Done { rewrote, retry }),
                 }
             };
             let mut n = batch.rewritten;
             for r in batch.deferred {
-                n += self.rewrite_by_protocol(r, report)?;
+                match self.rewrite_by_protocol(r, report)? {
+                    Rewritten::Yes => n += 1,
+                    Rewritten::No => {}
+                    Rewritten::Changed => retry = true,
+                    Rewritten::RegionDisabled => return Ok(Pass::Disabled),
+                }
             }
             rewrote += n;
             report.rewritten += n;
@@ -251,7 +284,7 @@ impl Ctx<'_> {
             });
             match batch.next {
                 Some(next) => cursor = Some(next),
-                None => return Ok(Pass::Rewrote(rewrote)),
+                None => return Ok(Pass::Done { rewrote, retry }),
             }
         }
     }
@@ -369,6 +402,7 @@ impl Ctx<'_> {
                     codec: schemas::codec_name(codec),
                     version: u.version,
                     fingerprint: 0,
+                    unique_namespaces: Vec::new(),
                 }),
                 asked: Box::new(d.info()),
             });
@@ -413,29 +447,50 @@ impl Ctx<'_> {
         Ok((want != have).then_some(want))
     }
 
-    /// Rewrites a deferred record by an ordinary write of its account; returns 1 if it was
-    /// rewritten. A taken value is reported; a record changed meanwhile is left to the next
-    /// pass.
-    fn rewrite_by_protocol(&self, r: Deferred, report: &mut MigrateReport) -> Result<u64> {
+    /// Rewrites a deferred record by an ordinary write of its account. A value that cannot
+    /// be claimed leaves it at its old version, reported; a record changed meanwhile is left
+    /// to another pass.
+    fn rewrite_by_protocol(&self, r: Deferred, report: &mut MigrateReport) -> Result<Rewritten> {
         let inner = &*self.db.inner;
         let account = inner.route(AccountId(r.account))?;
-        let mut w = Write::new(self.db.clone(), account, self.region.id)?;
-        w.put_sealed(*self.d, r.key.clone(), r.value, &r.values, &r.was)?;
-        match w.commit() {
-            Ok(()) => Ok(1),
-            Err(Error::UniqueViolation { namespace, .. }) => {
-                report.unique_conflicts.push((
-                    self.region.part.name.clone(),
-                    AccountId(r.account),
-                    r.key,
-                    namespace,
-                ));
-                Ok(0)
+        let result = Write::new(self.db.clone(), account, self.region.id).and_then(|mut w| {
+            w.put_sealed(*self.d, r.key.clone(), r.value, &r.values, &r.was)?;
+            w.commit()
+        });
+        let left = |namespace: Option<String>, e: &Error| LeftBehind {
+            region: self.region.part.name.clone(),
+            account: AccountId(r.account),
+            key: r.key.clone(),
+            namespace,
+            reason: e.to_string(),
+        };
+        match result {
+            Ok(()) => Ok(Rewritten::Yes),
+            Err(Error::UniqueViolation { namespace, record }) => {
+                let ns = namespace.clone();
+                let e = Error::UniqueViolation { namespace, record };
+                report.unique_conflicts.push(left(Some(ns), &e));
+                Ok(Rewritten::No)
             }
-            Err(Error::Conflict { .. }) => Ok(0),
+            Err(e @ (Error::DuplicateInWrite { .. } | Error::InvalidArgument(_))) => {
+                report.unique_conflicts.push(left(None, &e));
+                Ok(Rewritten::No)
+            }
+            Err(Error::Conflict { .. }) => Ok(Rewritten::Changed),
+            Err(Error::RegionDisabled(_)) => Ok(Rewritten::RegionDisabled),
             Err(e) => Err(e),
         }
     }
+}
+
+/// What became of a protocol rewrite.
+enum Rewritten {
+    Yes,
+    /// Left at its old version (reported).
+    No,
+    /// The record changed since the batch read it.
+    Changed,
+    RegionDisabled,
 }
 
 /// One batch: rows rewritten in place, records to rewrite by the protocol, and the key to

@@ -12,9 +12,7 @@ use common::files::{assert_same_files, sim_snapshot};
 use common::sim::*;
 use regionkv::rkyv;
 use regionkv::testing::{FaultOn, SimStorage};
-use regionkv::{
-    AccountId, Db, Error, FindingKind, Key, NewAccount, Raw, Schema, Table, Upgrade,
-};
+use regionkv::{AccountId, Db, Error, FindingKind, Key, NewAccount, Raw, Schema, Table, Upgrade};
 
 const DIR: &str = "/attack9";
 
@@ -174,39 +172,38 @@ fn assert_clean(db: &Db, what: &str) {
 // ---------------------------------------------------------------------------------------
 // Declared unique values
 
-/// Breaks "declared uniques: record and index can never drift". The declaration lives only
-/// in the `const` handle, not in the store's schema identity: a handle of the same table,
-/// type and version without `.unique(...)` (another module, a tool, the binary before the
-/// declaration was added) is accepted by the schema check, and its `insert` changes the
-/// declared field while the record keeps owning the old value. Observed: the index still
-/// names the record as owner of the old email although the record no longer holds it, the
-/// new email is free (another account can take it), and the audit is clean.
+/// Found by this review (it was a break): a handle of the same table, type and version
+/// without `.unique(...)` (another module, a tool, the binary before the declaration was
+/// added) was accepted, and its `insert` changed the declared field while the record kept
+/// owning the old value; the new value was free for anyone and the audit was clean. Now the
+/// declared namespaces are part of what a version records: such a handle may read, but its
+/// write is a `SchemaMismatch` naming both declarations, and nothing is written.
 #[test]
-fn a_handle_without_the_declaration_drifts_record_and_index() {
-    let (_sim, db, a, b) = store();
+fn a_handle_without_the_declaration_cannot_write_the_table() {
+    let (sim, db, a, b) = store();
     put_user(&db, a, "u1", &user("ann@example.com", "Ann")).unwrap();
     assert!(db.is_taken("email", "ann@example.com").unwrap());
 
+    let before = common::files::sim_snapshot(&sim);
     let mut w = db.write(a).unwrap();
     w.insert(&USERS_PLAIN, "u1", &user("ann@example.org", "Ann"))
         .unwrap();
-    w.commit().unwrap();
-
-    // Another account takes the email that record u1 now holds.
-    put_user(&db, b, "u9", &user("ann@example.org", "Mallory")).unwrap_or_else(|e| {
-        panic!("(the drift was prevented: {e})");
-    });
+    match w.commit().unwrap_err() {
+        Error::SchemaMismatch { stored, asked, .. } => {
+            assert_eq!(stored.unique_namespaces, vec!["email".to_owned()]);
+            assert!(asked.unique_namespaces.is_empty());
+        }
+        e => panic!("expected a mismatch, got {e}"),
+    }
+    common::files::assert_same_files(&before, &common::files::sim_snapshot(&sim), "refused");
+    // Reading through it is harmless and allowed.
     let r = db.read(a).unwrap();
-    let rec = r.get(&USERS, "u1").unwrap().unwrap();
-    let hit = db.find_unique(&USERS, "email", "ann@example.com").unwrap();
-    let drift = rec.email.as_str() == "ann@example.org"
-        && hit.as_ref().map(|h| h.key()) == Some(&b"u1"[..]);
-    assert!(
-        !drift,
-        "record u1 holds ann@example.org (also owned by account b's u9) while the index \
-         names u1 as owner of ann@example.com; audit: {}",
-        db.audit().unwrap()
-    );
+    let rec = r.get(&USERS_PLAIN, "u1").unwrap().unwrap();
+    assert_eq!(rec.email.as_str(), "ann@example.com");
+    // The value stays with its record; another account cannot take it.
+    assert!(put_user(&db, b, "u9", &user("ann@example.com", "Mallory")).is_err());
+    let audit = db.audit().unwrap();
+    assert!(audit.is_clean(), "{audit}");
 }
 
 /// Guard: two records of one write swapping their declared values (a transfer each way)
@@ -312,11 +309,15 @@ fn guard_error_messages_and_retryability() {
     }
     let mut w = db.write(a).unwrap();
     w.get(&USERS, "u1").unwrap();
-    w.insert(&USERS, "u1", &user("secret-value@x", "1b")).unwrap();
+    w.insert(&USERS, "u1", &user("secret-value@x", "1b"))
+        .unwrap();
     db.update(a, &USERS, "u1", |_| Some(user("secret-value@x", "1c")))
         .unwrap();
     let e = w.commit().unwrap_err();
-    assert!(matches!(e, Error::Conflict { .. }) && e.is_retryable(), "{e}");
+    assert!(
+        matches!(e, Error::Conflict { .. }) && e.is_retryable(),
+        "{e}"
+    );
     let e = db.write_in(b, "us").and_then(|mut w| {
         w.insert(&USERS, "z", &user("z@x", "z"))?;
         w.commit()
@@ -338,8 +339,15 @@ fn guard_reads_are_validated_across_tables_and_remove_reinsert() {
     let mut w = db.write(a).unwrap();
     let seen = w.get(&USERS, "u1").unwrap().unwrap().name.to_string();
     assert_eq!(seen, "1");
-    w.insert(&ITEMS, 1u32, &Item { n: 1, label: "from 1".into() })
-        .unwrap();
+    w.insert(
+        &ITEMS,
+        1u32,
+        &Item {
+            n: 1,
+            label: "from 1".into(),
+        },
+    )
+    .unwrap();
     let mut c = db.write(a).unwrap();
     c.remove(&USERS, "u1").unwrap();
     c.commit().unwrap();
@@ -366,21 +374,30 @@ fn guard_reads_in_two_regions_of_one_account() {
         w.commit().unwrap();
     }
     let mut w = db.write_in(a, "eu").unwrap();
-    assert_eq!(w.get(&USERS_PLAIN, "k").unwrap().unwrap().name.as_str(), "eu");
+    assert_eq!(
+        w.get(&USERS_PLAIN, "k").unwrap().unwrap().name.as_str(),
+        "eu"
+    );
     // A change of us/k is another record.
-    db.update(a, &USERS_PLAIN, "k", |_| Some(user("", "us2"))).unwrap();
+    db.update(a, &USERS_PLAIN, "k", |_| Some(user("", "us2")))
+        .unwrap();
     w.insert(&USERS_PLAIN, "k", &user("", "eu2")).unwrap();
     w.commit().unwrap();
     let mut w = db.write_in(a, "eu").unwrap();
     w.get(&USERS_PLAIN, "k").unwrap();
     w.insert(&USERS_PLAIN, "k", &user("", "eu3")).unwrap();
     let mut c = db.write_in(a, "eu").unwrap();
-    c.insert(&USERS_PLAIN, "k", &user("", "eu-concurrent")).unwrap();
+    c.insert(&USERS_PLAIN, "k", &user("", "eu-concurrent"))
+        .unwrap();
     c.commit().unwrap();
     assert!(matches!(w.commit(), Err(Error::Conflict { .. })));
     let r = db.read(a).unwrap();
     assert_eq!(
-        r.get_in("eu", &USERS_PLAIN, "k").unwrap().unwrap().name.as_str(),
+        r.get_in("eu", &USERS_PLAIN, "k")
+            .unwrap()
+            .unwrap()
+            .name
+            .as_str(),
         "eu-concurrent"
     );
 }
@@ -388,13 +405,13 @@ fn guard_reads_in_two_regions_of_one_account() {
 // ---------------------------------------------------------------------------------------
 // Schema identity and evolution
 
-/// Breaks (arguably) "audit reports records whose schema is not the table's newest": the
-/// audit judges each region against the newest version recorded *in that region*. With v2
-/// recorded in us and only v1 records in eu, the audit is clean although eu's records are
-/// outdated and `migrate` rewrites them. Observed: audit clean, then migrate rewrites the
-/// eu records.
+/// Found by this review (it was a break): the audit judged each region against the newest
+/// version recorded *in that region*, so with v2 recorded in us and only v1 records in eu
+/// it was clean although `migrate` then rewrote eu's records. Now "outdated" is against the
+/// newest version recorded in any open region: the audit reports exactly what migrate
+/// rewrites.
 #[test]
-fn audit_misses_outdated_records_of_a_region_without_the_new_version() {
+fn audit_reports_outdated_records_of_a_region_without_the_new_version() {
     let (_sim, db, a, _b) = store();
     for i in 0..3u32 {
         let mut w = db.write_in(a, "eu").unwrap();
@@ -402,8 +419,15 @@ fn audit_misses_outdated_records_of_a_region_without_the_new_version() {
         w.commit().unwrap();
     }
     let mut w = db.write_in(a, "us").unwrap();
-    w.insert(&ITEMS, 100u32, &Item { n: 100, label: "v2".into() })
-        .unwrap();
+    w.insert(
+        &ITEMS,
+        100u32,
+        &Item {
+            n: 100,
+            label: "v2".into(),
+        },
+    )
+    .unwrap();
     w.commit().unwrap();
     let outdated = db
         .audit()
@@ -445,9 +469,12 @@ fn guard_every_access_with_another_type_is_a_mismatch() {
     mismatch(r.get(&USERS_V3, "u1").map(|_| ()), "get v3");
     mismatch(r.get(&RAW, "u1").map(|_| ()), "get raw");
     mismatch(r.get(&RAW, "absent").map(|_| ()), "get raw absent");
-    mismatch(r.scan(&RAW).map(|_| ()).and_then(|_| {
-        r.scan(&RAW)?.next().transpose().map(|_| ())
-    }), "scan raw");
+    mismatch(
+        r.scan(&RAW)
+            .map(|_| ())
+            .and_then(|_| r.scan(&RAW)?.next().transpose().map(|_| ())),
+        "scan raw",
+    );
     mismatch(
         db.scan_all(&SWAPPED)
             .and_then(|mut s| s.next().transpose().map(|_| ())),
@@ -471,7 +498,8 @@ fn guard_every_access_with_another_type_is_a_mismatch() {
     mismatch(w.commit(), "insert v3");
     mismatch(db.migrate(&USERS_V3).map(|_| ()), "migrate v3");
     mismatch(
-        db.update(a, &RAW, "u1", |_| Some(b"x".to_vec())).map(|_| ()),
+        db.update(a, &RAW, "u1", |_| Some(b"x".to_vec()))
+            .map(|_| ()),
         "Db::update raw",
     );
     assert_same_files(&before, &sim_snapshot(&sim), "refused accesses");
@@ -479,7 +507,10 @@ fn guard_every_access_with_another_type_is_a_mismatch() {
     let mut w = db.write_in(a, "eu").unwrap();
     w.insert(&USERS, "x", &user("x@x", "x")).unwrap();
     mismatch(w.insert(&RAW, "y", b"y"), "second type in a write");
-    mismatch(w.get(&RAW, "x").map(|_| ()), "get of own buffer, other type");
+    mismatch(
+        w.get(&RAW, "x").map(|_| ()),
+        "get of own buffer, other type",
+    );
 }
 
 /// Guard: a table emptied of its records keeps its type per version: the same version
@@ -508,8 +539,14 @@ fn guard_an_emptied_table_never_reads_another_type_as_data() {
     w.commit().unwrap();
     put_user(&db, a, "u2", &user("u2@x", "2")).unwrap();
     let r = db.read(a).unwrap();
-    assert!(matches!(r.get(&USERS, "o").map(|_| ()), Err(Error::SchemaMismatch { .. })));
-    assert!(matches!(r.get(&OTHER_V2, "u2").map(|_| ()), Err(Error::SchemaMismatch { .. })));
+    assert!(matches!(
+        r.get(&USERS, "o").map(|_| ()),
+        Err(Error::SchemaMismatch { .. })
+    ));
+    assert!(matches!(
+        r.get(&OTHER_V2, "u2").map(|_| ()),
+        Err(Error::SchemaMismatch { .. })
+    ));
     assert_eq!(r.get(&USERS, "u2").unwrap().unwrap().name.as_str(), "2");
     assert_eq!(r.get(&OTHER_V2, "o").unwrap().unwrap().b.to_native(), 2);
 }
@@ -533,8 +570,15 @@ fn guard_a_panicking_upgrade_inside_migrate_leaves_the_store_sound() {
     assert!(r.is_err(), "the upgrade's panic reaches the caller");
     // The store goes on.
     let mut w = db.write(a).unwrap();
-    w.insert(&ITEMS, 1u32, &Item { n: 1, label: "after".into() })
-        .unwrap();
+    w.insert(
+        &ITEMS,
+        1u32,
+        &Item {
+            n: 1,
+            label: "after".into(),
+        },
+    )
+    .unwrap();
     w.commit().expect("a write after the panic");
     put_user(&db, a, "u1", &user("after@x", "1")).expect("a unique write after the panic");
     assert_eq!(
@@ -544,7 +588,11 @@ fn guard_a_panicking_upgrade_inside_migrate_leaves_the_store_sound() {
     );
     db.close().expect("close after the panic");
     let db = quiet_us_eu(&sim, DIR).expect("reopen after a panicking upgrade");
-    assert_eq!(non_schema_findings(&db), Vec::<String>::new(), "audit after reopen");
+    assert_eq!(
+        non_schema_findings(&db),
+        Vec::<String>::new(),
+        "audit after reopen"
+    );
     let r = db.read(a).unwrap();
     for i in (0..20u32).filter(|&i| i != 13) {
         assert_eq!(r.get(&FRAGILE, i).unwrap().unwrap().n.to_native(), i);
@@ -555,7 +603,11 @@ fn guard_a_panicking_upgrade_inside_migrate_leaves_the_store_sound() {
     sim.crash();
     drop(db);
     let db = quiet_us_eu(&sim, DIR).expect("reopen after a power loss");
-    assert_eq!(non_schema_findings(&db), Vec::<String>::new(), "audit after crash");
+    assert_eq!(
+        non_schema_findings(&db),
+        Vec::<String>::new(),
+        "audit after crash"
+    );
 }
 
 /// Crash inside `migrate` at every storage operation, in a table whose upgrade changes
@@ -612,12 +664,27 @@ fn migrate_crash_at_every_storage_operation_keeps_records_and_values() {
         assert_eq!(record_count_of(db, a), N, "{what}");
         // The quota still counts N records: exactly one more fits.
         let mut w = db.write(a).unwrap();
-        w.insert(&ITEMS, 999u32, &Item { n: 0, label: String::new() })
-            .unwrap();
-        w.commit().unwrap_or_else(|e| panic!("{what}: the one record left in quota: {e}"));
+        w.insert(
+            &ITEMS,
+            999u32,
+            &Item {
+                n: 0,
+                label: String::new(),
+            },
+        )
+        .unwrap();
+        w.commit()
+            .unwrap_or_else(|e| panic!("{what}: the one record left in quota: {e}"));
         let mut w = db.write(a).unwrap();
-        w.insert(&ITEMS, 998u32, &Item { n: 0, label: String::new() })
-            .unwrap();
+        w.insert(
+            &ITEMS,
+            998u32,
+            &Item {
+                n: 0,
+                label: String::new(),
+            },
+        )
+        .unwrap();
         assert!(
             matches!(w.commit(), Err(Error::QuotaExceeded { .. })),
             "{what}: quota"
@@ -644,7 +711,11 @@ fn migrate_crash_at_every_storage_operation_keeps_records_and_values() {
             .migrate(&MEMBERS)
             .unwrap_or_else(|e| panic!("{what}: second migrate: {e}"));
         assert!(report.unique_conflicts.is_empty(), "{what}: {report:?}");
-        assert_eq!(check(&db, a, &what), N, "{what}: all migrated after the rerun");
+        assert_eq!(
+            check(&db, a, &what),
+            N,
+            "{what}: all migrated after the rerun"
+        );
         assert_clean(&db, &what);
         db.close().unwrap();
         if !tripped {
@@ -689,7 +760,8 @@ fn migrate_fault_at_every_operation_then_the_store_goes_on() {
                 Ok(w) => w,
                 Err(_) => continue,
             };
-            w.insert(&USERS, j, &user(&format!("after{j}@x"), "after")).unwrap();
+            w.insert(&USERS, j, &user(&format!("after{j}@x"), "after"))
+                .unwrap();
             if w.commit().is_ok() {
                 acked.push(j);
             }
@@ -709,7 +781,9 @@ fn migrate_fault_at_every_operation_then_the_store_goes_on() {
                 "{what}"
             );
         }
-        let report = db.migrate(&MEMBERS).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let report = db
+            .migrate(&MEMBERS)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(report.unique_conflicts.is_empty(), "{what}: {report:?}");
         let r = db.read(a).unwrap();
         for (i, e) in emails.iter().enumerate() {
@@ -745,7 +819,15 @@ fn guard_migrate_between_get_and_commit_conflicts() {
     w.commit().unwrap();
     let mut w = db.write(a).unwrap();
     assert!(w.get(&ITEMS, 1u32).unwrap().unwrap().is_upgraded());
-    w.insert(&ITEMS, 1u32, &Item { n: 2, label: "stale".into() }).unwrap();
+    w.insert(
+        &ITEMS,
+        1u32,
+        &Item {
+            n: 2,
+            label: "stale".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(db.migrate(&ITEMS).unwrap().rewritten, 1);
     assert!(matches!(w.commit(), Err(Error::Conflict { .. })));
     db.update(a, &ITEMS, 1u32, |old| {
@@ -754,7 +836,16 @@ fn guard_migrate_between_get_and_commit_conflicts() {
         Some(i)
     })
     .unwrap();
-    assert_eq!(db.read(a).unwrap().get(&ITEMS, 1u32).unwrap().unwrap().n.to_native(), 11);
+    assert_eq!(
+        db.read(a)
+            .unwrap()
+            .get(&ITEMS, 1u32)
+            .unwrap()
+            .unwrap()
+            .n
+            .to_native(),
+        11
+    );
 }
 
 fn record_count_of(db: &Db, a: AccountId) -> usize {
@@ -762,7 +853,7 @@ fn record_count_of(db: &Db, a: AccountId) -> usize {
         .unwrap()
         .scan(&MEMBERS)
         .unwrap()
-        .map(|r| r.unwrap())
+        .inspect(|r| assert!(r.is_ok(), "{r:?}"))
         .count()
 }
 
@@ -807,8 +898,15 @@ fn fill_items(db: &Db, a: AccountId, region: &str, from: u32) -> u32 {
     let mut i = 0;
     loop {
         let mut w = db.write_in(a, region).unwrap();
-        w.insert(&ITEMS, from + i, &Item { n: i, label: String::new() })
-            .unwrap();
+        w.insert(
+            &ITEMS,
+            from + i,
+            &Item {
+                n: i,
+                label: String::new(),
+            },
+        )
+        .unwrap();
         match w.commit() {
             Ok(()) => i += 1,
             Err(Error::QuotaExceeded { .. }) => return i,
@@ -874,7 +972,16 @@ fn guard_migrate_of_an_upgrade_that_swaps_declared_values() {
 /// keys keep their bytes, and integer and string keys read the same record as their bytes.
 #[test]
 fn guard_keys_never_collide_and_byte_keys_are_unchanged() {
-    let parts: [&[u8]; 8] = [b"", b"\0", b"\0\0", b"\0\xff", b"a", b"a\0", b"\xff", b"\0\0\xff"];
+    let parts: [&[u8]; 8] = [
+        b"",
+        b"\0",
+        b"\0\0",
+        b"\0\xff",
+        b"a",
+        b"a\0",
+        b"\xff",
+        b"\0\0\xff",
+    ];
     let mut seen = std::collections::HashMap::new();
     for x in parts {
         for y in parts {
@@ -896,7 +1003,8 @@ fn guard_keys_never_collide_and_byte_keys_are_unchanged() {
     let (_sim, db, a, _b) = store();
     let mut w = db.write(a).unwrap();
     w.insert(&USERS_PLAIN, b"k\0", &user("", "bytes")).unwrap();
-    w.insert(&USERS_PLAIN, ("k", ""), &user("", "tuple")).unwrap();
+    w.insert(&USERS_PLAIN, ("k", ""), &user("", "tuple"))
+        .unwrap();
     w.insert(&USERS_PLAIN, 7u32, &user("", "u32")).unwrap();
     w.insert(&USERS_PLAIN, -1i64, &user("", "i64")).unwrap();
     w.commit().unwrap();
@@ -905,7 +1013,10 @@ fn guard_keys_never_collide_and_byte_keys_are_unchanged() {
     assert_eq!(name(b"k\0"), "bytes");
     assert_eq!(name(b"k\0\0"), "tuple");
     assert_eq!(name(&[0, 0, 0, 7]), "u32");
-    assert_eq!(name(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), "i64");
+    assert_eq!(
+        name(&[0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        "i64"
+    );
     assert_eq!(r.scan(&USERS_PLAIN).unwrap().count(), 4);
 }
 
@@ -937,7 +1048,13 @@ fn guard_odd_key_impls() {
     w.insert(&USERS_PLAIN, b"", &user("", "empty")).unwrap();
     w.commit().unwrap();
     assert_eq!(
-        db.read(a).unwrap().get(&USERS_PLAIN, "").unwrap().unwrap().name.as_str(),
+        db.read(a)
+            .unwrap()
+            .get(&USERS_PLAIN, "")
+            .unwrap()
+            .unwrap()
+            .name
+            .as_str(),
         "empty"
     );
 }
@@ -945,13 +1062,29 @@ fn guard_odd_key_impls() {
 /// Guard: the highest schema version and an old version 0 are accepted and work.
 #[test]
 fn guard_extreme_versions() {
-    const MAXV: Table<Item> = Table::new("items").version(u16::MAX).upgrade_from::<ItemV1>(1);
+    const MAXV: Table<Item> = Table::new("items")
+        .version(u16::MAX)
+        .upgrade_from::<ItemV1>(1);
     let (_sim, db, a, _b) = store();
     let mut w = db.write(a).unwrap();
     w.insert(&ITEMS_V1, 1u32, &ItemV1 { n: 1 }).unwrap();
     w.commit().unwrap();
-    assert!(db.read(a).unwrap().get(&MAXV, 1u32).unwrap().unwrap().is_upgraded());
+    assert!(
+        db.read(a)
+            .unwrap()
+            .get(&MAXV, 1u32)
+            .unwrap()
+            .unwrap()
+            .is_upgraded()
+    );
     assert_eq!(db.migrate(&MAXV).unwrap().rewritten, 1);
-    assert!(db.read(a).unwrap().get(&MAXV, 1u32).unwrap().unwrap().is_in_place());
+    assert!(
+        db.read(a)
+            .unwrap()
+            .get(&MAXV, 1u32)
+            .unwrap()
+            .unwrap()
+            .is_in_place()
+    );
     assert_clean(&db, "max version");
 }

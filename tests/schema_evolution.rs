@@ -373,11 +373,17 @@ fn migrate_claims_the_unique_values_an_upgrade_declares() {
     let report = db.migrate_with(&USERS, 2, |_| {}).unwrap();
     assert_eq!(report.rewritten, 2, "{report:?}");
     assert_eq!(report.unique_conflicts.len(), 1, "{report:?}");
-    let (region, acct, key, ns) = &report.unique_conflicts[0];
+    let c = &report.unique_conflicts[0];
     assert_eq!(
-        (region.as_str(), *acct, key.as_slice(), ns.as_str()),
-        ("us", a, &b"bob"[..], "handle")
+        (
+            c.region.as_str(),
+            c.account,
+            c.key.as_slice(),
+            c.namespace.as_deref()
+        ),
+        ("us", a, &b"bob"[..], Some("handle"))
     );
+    assert!(c.reason.contains("already taken"), "{}", c.reason);
     assert_eq!(
         report.regions,
         vec!["eu".to_owned()],
@@ -415,4 +421,63 @@ fn migrate_claims_the_unique_values_an_upgrade_declares() {
     assert!(db.is_taken("handle", "bob").unwrap());
     let audit = db.audit().unwrap();
     assert!(audit.is_clean(), "{audit}");
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Schema, Debug, Clone, PartialEq)]
+#[rkyv(crate = regionkv::rkyv)]
+struct TagV1 {
+    tag: String,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, Schema, Debug, Clone, PartialEq)]
+#[rkyv(crate = regionkv::rkyv)]
+struct Tag {
+    tag: String,
+    slug: String,
+}
+
+/// The upgrade makes the declared slug from the tag: empty for an empty tag (an invalid
+/// unique value), the tag itself otherwise.
+impl Upgrade<Tag> for TagV1 {
+    fn upgrade(old: &ArchivedTagV1) -> Tag {
+        Tag {
+            tag: old.tag.to_string(),
+            slug: old.tag.to_string(),
+        }
+    }
+}
+
+/// A record whose upgrade declares an invalid unique value is left at its old version and
+/// reported (namespace `None`, the write's reason); migrate does not stop, the other records
+/// migrate, and the audit names only the record left behind.
+#[test]
+fn migrate_reports_records_whose_upgraded_values_are_invalid() {
+    const TAGS_V1: Table<TagV1> = Table::new("tags");
+    const TAGS: Table<Tag> = Table::<Tag>::new("tags")
+        .version(2)
+        .upgrade_from::<TagV1>(1)
+        .unique("slug", |t| Some(t.slug.as_bytes()));
+    let sim = SimStorage::new();
+    let db = quiet_us_eu(&sim, DIR).unwrap();
+    let a = db.create_account(NewAccount::new("a", "us")).unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert(&TAGS_V1, "t0", &TagV1 { tag: String::new() })
+        .unwrap();
+    w.insert(&TAGS_V1, "t1", &TagV1 { tag: "rust".into() })
+        .unwrap();
+    w.commit().unwrap();
+    let report = db.migrate(&TAGS).unwrap();
+    assert_eq!(report.rewritten, 1, "{report:?}");
+    assert_eq!(report.unique_conflicts.len(), 1, "{report:?}");
+    let c = &report.unique_conflicts[0];
+    assert_eq!(
+        (c.key.as_slice(), c.namespace.as_deref()),
+        (&b"t0"[..], None)
+    );
+    assert!(c.reason.contains("unique value must be"), "{}", c.reason);
+    assert!(!report.regions.contains(&"us".to_owned()), "{report:?}");
+    assert!(db.is_taken("slug", "rust").unwrap());
+    let audit = db.audit().unwrap();
+    assert_eq!(audit.findings().len(), 1, "{audit}");
+    assert_eq!(audit.findings()[0].kind, FindingKind::Schema);
 }

@@ -107,7 +107,7 @@ pub(super) fn check(
     suspects: &mut Suspects,
 ) -> Result<()> {
     let snap = &snaps[&rid];
-    let counted = data_rows(a, ctx, snap)?;
+    let counted = data_rows(a, ctx, snaps, snap)?;
     usage(a, snap, counted)?;
     markers(a, snap)?;
     owned(a, ctx, snaps, snap, suspects)
@@ -147,9 +147,30 @@ fn table_schemas(
     Ok(out)
 }
 
+/// The newest version of user table `table` recorded in any open region (rows that cannot
+/// be read or decoded are reported by their own region's checks).
+fn newest_recorded(snaps: &Snaps, table: &str) -> Option<Stored> {
+    let mut newest: Option<Stored> = None;
+    for s in snaps.values() {
+        let Ok(t) = s.txn.open_table(SCHEMAS) else {
+            continue;
+        };
+        let Ok(mut rows) = t.range((table, 0u16)..=(table, u16::MAX)) else {
+            continue;
+        };
+        if let Some(Ok((k, v))) = rows.next_back()
+            && let Some(st) = Stored::decode(k.value().1, v.value())
+            && newest.as_ref().is_none_or(|n| n.version < st.version)
+        {
+            newest = Some(st);
+        }
+    }
+    newest
+}
+
 /// Checks the rows of every user table (`t/<table>`) of the region: placement (I4), known
 /// account, envelope, schema. Returns what each account's rows hold, for [`usage`].
-fn data_rows(a: &mut Auditor, ctx: &Ctx<'_>, snap: &Snap) -> Result<Counted> {
+fn data_rows(a: &mut Auditor, ctx: &Ctx<'_>, snaps: &Snaps, snap: &Snap) -> Result<Counted> {
     let part = &snap.region.part;
     let mut counted = Counted::new();
     let tables: Vec<String> = snap
@@ -162,7 +183,14 @@ fn data_rows(a: &mut Auditor, ctx: &Ctx<'_>, snap: &Snap) -> Result<Counted> {
     let schema_t = a.open(part, &snap.txn, SCHEMAS)?;
     for tname in &tables {
         let user = tname.strip_prefix(USER_TABLE_PREFIX).unwrap_or(tname);
-        let versions = table_schemas(a, snap, schema_t.as_ref(), user)?;
+        let mut versions = table_schemas(a, snap, schema_t.as_ref(), user)?;
+        // Outdated means older than the newest version recorded in any region: a region
+        // that never saw the newer version still holds records `migrate` rewrites.
+        if let Some(newest) = newest_recorded(snaps, user)
+            && versions.last().is_some_and(|l| l.version < newest.version)
+        {
+            versions.push(newest);
+        }
         let def = TableDefinition::<Bytes, Bytes>::new(tname);
         let mut unregistered = 0u64;
         a.scan_table(part, &snap.txn, def, |a, key, value| {
@@ -605,6 +633,7 @@ mod tests {
             codec,
             fingerprint: 7,
             type_name: format!("T{version}"),
+            unique_namespaces: Vec::new(),
         };
         let v1 = [row(1, 0)];
         let problem = |v: &[u8]| envelope_problem(v, "t/t", dkey, &v1).map(|(_, why)| why);

@@ -20,7 +20,7 @@ use crate::codec::value::Value;
 use crate::error::{Error, Result, SchemaInfo};
 use crate::partition::{At, Partition};
 use crate::schema::SCHEMAS;
-use crate::table::{MAX_OLD_VERSIONS, OldVersion, Table};
+use crate::table::{MAX_DECLARED_UNIQUES, MAX_OLD_VERSIONS, OldVersion, Table};
 
 /// The schema a table handle asks for: its own version, and the older versions it reads
 /// through an upgrade.
@@ -32,6 +32,8 @@ pub(crate) struct Declared {
     pub fingerprint: u64,
     pub type_name: &'static str,
     pub olds: [Option<OldVersion>; MAX_OLD_VERSIONS],
+    /// The namespaces of the unique values the handle declares, sorted.
+    pub uniques: [Option<&'static str>; MAX_DECLARED_UNIQUES],
 }
 
 impl PartialEq for Declared {
@@ -46,6 +48,7 @@ impl PartialEq for Declared {
             && self.codec == o.codec
             && self.fingerprint == o.fingerprint
             && key(self) == key(o)
+            && self.uniques == o.uniques
     }
 }
 
@@ -55,6 +58,13 @@ impl Declared {
         for (slot, o) in olds.iter_mut().zip(t.old_versions()) {
             *slot = Some(*o);
         }
+        let mut ns: Vec<&'static str> = t.declared_uniques().map(|u| u.namespace).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        let mut uniques = [None; MAX_DECLARED_UNIQUES];
+        for (slot, n) in uniques.iter_mut().zip(ns) {
+            *slot = Some(n);
+        }
         Declared {
             table: t.name(),
             version: t.schema_version(),
@@ -62,6 +72,7 @@ impl Declared {
             fingerprint: V::FINGERPRINT,
             type_name: V::TYPE_NAME,
             olds,
+            uniques,
         }
     }
 
@@ -92,11 +103,30 @@ impl Declared {
         self.old_versions().find(|o| o.version == version)
     }
 
+    fn declared_namespaces(&self) -> Vec<String> {
+        self.uniques
+            .iter()
+            .flatten()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    /// `[codec u8][fingerprint u64 LE][type name]`, then, for a table that declares unique
+    /// values, `[0][n u8]([len u8][namespace])*` (a type name never holds a NUL byte).
     fn row(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(9 + self.type_name.len());
         v.push(self.codec);
         v.extend_from_slice(&self.fingerprint.to_le_bytes());
         v.extend_from_slice(self.type_name.as_bytes());
+        let ns: Vec<&str> = self.uniques.iter().flatten().copied().collect();
+        if !ns.is_empty() {
+            v.push(0);
+            v.push(ns.len() as u8);
+            for n in ns {
+                v.push(n.len() as u8);
+                v.extend_from_slice(n.as_bytes());
+            }
+        }
         v
     }
 
@@ -106,15 +136,22 @@ impl Declared {
             codec: codec_name(self.codec),
             version: self.version,
             fingerprint: self.fingerprint,
+            unique_namespaces: self.declared_namespaces(),
         }
     }
 
     /// What this handle expects of recorded version `version`: `Some(true)` it reads it (in
     /// place or through an upgrade) and `s` matches, `Some(false)` it declares that version
-    /// but `s` is another type, `None` it does not know that version.
-    fn reads(&self, s: &Stored) -> Option<bool> {
+    /// but `s` is another type, `None` it does not know that version. For a write, the
+    /// handle's own version must also declare the unique values recorded with it: a handle
+    /// that leaves a declaration out would keep records owning values they no longer hold.
+    fn reads(&self, s: &Stored, write: bool) -> Option<bool> {
         if s.version == self.version {
-            return Some(s.codec == self.codec && s.fingerprint == self.fingerprint);
+            return Some(
+                s.codec == self.codec
+                    && s.fingerprint == self.fingerprint
+                    && (!write || s.unique_namespaces == self.declared_namespaces()),
+            );
         }
         self.old(s.version)
             .map(|o| s.codec == o.codec && s.fingerprint == o.fingerprint)
@@ -127,6 +164,7 @@ impl Declared {
                 codec: codec_name(o.codec),
                 version: o.version,
                 fingerprint: o.fingerprint,
+                unique_namespaces: Vec::new(),
             },
             None => self.info(),
         }
@@ -140,6 +178,8 @@ pub(crate) struct Stored {
     pub codec: u8,
     pub fingerprint: u64,
     pub type_name: String,
+    /// The unique namespaces the writing handle declared, sorted.
+    pub unique_namespaces: Vec<String>,
 }
 
 impl Stored {
@@ -148,12 +188,31 @@ impl Stored {
             return None;
         }
         let fingerprint = u64::from_le_bytes(b[1..9].try_into().ok()?);
-        let type_name = std::str::from_utf8(&b[9..]).ok()?.to_owned();
+        let rest = &b[9..];
+        let (name, tail) = match rest.iter().position(|&c| c == 0) {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        let type_name = std::str::from_utf8(name).ok()?.to_owned();
+        let mut unique_namespaces = Vec::new();
+        if let Some(tail) = tail {
+            let (&n, mut t) = tail.split_first()?;
+            for _ in 0..n {
+                let (&len, r) = t.split_first()?;
+                let ns = r.get(..len as usize)?;
+                unique_namespaces.push(std::str::from_utf8(ns).ok()?.to_owned());
+                t = &r[len as usize..];
+            }
+            if !t.is_empty() {
+                return None;
+            }
+        }
         Some(Stored {
             version,
             codec: b[0],
             fingerprint,
             type_name,
+            unique_namespaces,
         })
     }
 
@@ -163,6 +222,7 @@ impl Stored {
             codec: codec_name(self.codec),
             version: self.version,
             fingerprint: self.fingerprint,
+            unique_namespaces: self.unique_namespaces.clone(),
         }
     }
 }
@@ -234,6 +294,7 @@ fn judge(
     part: &Partition,
     t: &impl ReadableTable<(&'static str, u16), &'static [u8]>,
     d: &Declared,
+    write: bool,
 ) -> Result<Verdict> {
     d.check()?;
     let stored = stored_versions(part, t, d.table)?;
@@ -243,7 +304,7 @@ fn judge(
         stored: Vec::new(),
     };
     for s in &stored {
-        match d.reads(s) {
+        match d.reads(s, write) {
             Some(true) => v.current |= s.version == d.version,
             Some(false) => return Err(mismatch(part, d, s)),
             None => v.reads_all = false,
@@ -271,11 +332,11 @@ pub(crate) fn check_read(
             _ => Err(no_schema_row(part, d.table)),
         };
     };
-    let v = judge(part, &t, d)?;
+    let v = judge(part, &t, d, false)?;
     match v.stored.last() {
         None if data_rows == 0 => Ok(()),
         None => Err(no_schema_row(part, d.table)),
-        Some(newest) if !v.current && !v.stored.iter().any(|s| d.reads(s) == Some(true)) => {
+        Some(newest) if !v.current && !v.stored.iter().any(|s| d.reads(s, false) == Some(true)) => {
             Err(mismatch(part, d, newest))
         }
         Some(_) => Ok(()),
@@ -292,7 +353,7 @@ pub(crate) fn check_write(
     data_rows: u64,
 ) -> Result<bool> {
     let t = w.open_table(SCHEMAS).at(part)?;
-    let v = judge(part, &t, d)?;
+    let v = judge(part, &t, d, true)?;
     if v.current {
         return Ok(false);
     }
