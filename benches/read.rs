@@ -32,7 +32,7 @@ use redb::{ReadableDatabase, TableDefinition};
 use regionkv::{AccountId, Db, NewAccount, Table};
 
 /// ~100 bytes archived: 8 + 4 + 8 (string header) + 80 (string bytes) = 100, plus the
-/// 6-byte envelope: 106 bytes stored.
+/// 8-byte envelope: 108 bytes stored.
 #[derive(regionkv::rkyv::Archive, regionkv::rkyv::Serialize, regionkv::Schema)]
 #[rkyv(crate = regionkv::rkyv)]
 struct Rec {
