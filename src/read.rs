@@ -203,23 +203,26 @@ struct Snap {
     tables: Vec<(Declared, Option<DataTable>)>,
 }
 
-impl Snap {
-    fn table(&mut self, d: &Declared) -> Result<Option<&DataTable>> {
-        // Table names are `&'static str` consts: the same pointer almost always.
-        let idx = match self
-            .tables
-            .iter()
-            .position(|(n, _)| (std::ptr::eq(n.table, d.table) || n.table == d.table) && n == d)
-        {
-            Some(i) => i,
-            None => {
-                let t = open_checked(&self.region.part, &self.txn, d)?;
-                self.tables.push((*d, t));
-                self.tables.len() - 1
-            }
-        };
-        Ok(self.tables[idx].1.as_ref())
-    }
+/// The user table of handle `t` in the snapshot `txn` of `region`, opened and checked on
+/// first use (remembered in `tables`), with the schema it was checked against.
+#[inline]
+fn snap_table<'s, V: Value>(
+    region: &Region,
+    txn: &Snapshot,
+    tables: &'s mut Vec<(Declared, Option<DataTable>)>,
+    t: &Table<V>,
+) -> Result<(&'s Declared, Option<&'s DataTable>)> {
+    let idx = match tables.iter().position(|(n, _)| n.is_of(t)) {
+        Some(i) => i,
+        None => {
+            let d = Declared::of(t);
+            let table = open_checked(&region.part, txn, &d)?;
+            tables.push((d, table));
+            tables.len() - 1
+        }
+    };
+    let (d, table) = &tables[idx];
+    Ok((d, table.as_ref()))
 }
 
 /// Opens user table `d.table` of a snapshot and checks its recorded schema against `d`;
@@ -327,9 +330,14 @@ impl Read {
         key: &[u8],
     ) -> Result<Option<Record<V>>> {
         let account = self.account.id().0;
-        let d = Declared::of(table);
         self.with_snap(region, |snap| {
-            let Some(t) = snap.table(&d)? else {
+            let Snap {
+                region,
+                txn,
+                tables,
+            } = snap;
+            let (d, t) = snap_table(region, txn, tables, table)?;
+            let Some(t) = t else {
                 return Ok(None);
             };
             let mut stack = [0u8; 8 + STACK_KEY];
@@ -342,8 +350,8 @@ impl Read {
                 heap = crate::partition::region::data_key(account, key);
                 &heap
             };
-            match t.get(full).at(&snap.region.part)? {
-                Some(guard) => Record::new(guard, &snap.txn, &snap.region.part, &d, full).map(Some),
+            match t.get(full).at(&region.part)? {
+                Some(guard) => Record::new(guard, txn, &region.part, d, full).map(Some),
                 None => Ok(None),
             }
         })
@@ -375,15 +383,20 @@ impl Read {
         let mut parts = VecDeque::new();
         for &region in self.account.allowed() {
             let part = self.with_snap(region, |snap| {
-                let Some(t) = snap.table(&d)? else {
+                let Snap {
+                    region,
+                    txn,
+                    tables,
+                } = snap;
+                let Some(t) = snap_table(region, txn, tables, table)?.1 else {
                     return Ok(None);
                 };
                 let range = match &hi {
                     Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
                     None => t.range::<&[u8]>(lo.as_slice()..),
                 }
-                .at(&snap.region.part)?;
-                Ok(Some((snap.region.clone(), snap.txn.clone(), range)))
+                .at(&region.part)?;
+                Ok(Some((region.clone(), txn.clone(), range)))
             });
             parts.push_back(match part {
                 Ok(Some((region, snapshot, range))) => Ok(RangePart {

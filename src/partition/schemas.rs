@@ -76,6 +76,49 @@ impl Declared {
         }
     }
 
+    /// Whether this is what [`Declared::of`] gives for `t`, without building it (the read
+    /// path's per-get lookup of a table it already opened).
+    #[inline]
+    pub fn is_of<V: Value>(&self, t: &Table<V>) -> bool {
+        (std::ptr::eq(self.table, t.name()) || self.table == t.name())
+            && self.version == t.schema_version()
+            && self.codec == V::CODEC
+            && self.fingerprint == V::FINGERPRINT
+            && self.same_olds(t)
+            && self.same_uniques(t)
+    }
+
+    fn same_olds<V: Value>(&self, t: &Table<V>) -> bool {
+        let mut mine = self.old_versions();
+        for o in t.old_versions() {
+            match mine.next() {
+                Some(m)
+                    if (m.version, m.codec, m.fingerprint)
+                        == (o.version, o.codec, o.fingerprint) => {}
+                _ => return false,
+            }
+        }
+        mine.next().is_none()
+    }
+
+    fn same_uniques<V: Value>(&self, t: &Table<V>) -> bool {
+        let mine = self.uniques.iter().flatten().count();
+        let mut theirs = 0;
+        for u in t.declared_uniques() {
+            if !self.uniques.iter().flatten().any(|n| *n == u.namespace) {
+                return false;
+            }
+            theirs += 1;
+        }
+        // Declared::of drops duplicate namespaces; count only distinct ones.
+        theirs == mine || {
+            let mut ns: Vec<&str> = t.declared_uniques().map(|u| u.namespace).collect();
+            ns.sort_unstable();
+            ns.dedup();
+            ns.len() == mine
+        }
+    }
+
     /// Checks what `Table`'s const builders cannot: every declared old version is below the
     /// handle's own.
     pub fn check(&self) -> Result<()> {
@@ -411,5 +454,76 @@ pub(crate) fn record_version_error(
             format_args!("record names schema version {version}, which is not recorded"),
         ),
         Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::value::Raw;
+    use crate::table::Upgrade;
+
+    #[derive(rkyv::Archive, rkyv::Serialize, crate::Schema)]
+    #[rkyv(crate = rkyv)]
+    struct A {
+        n: u32,
+    }
+
+    #[derive(rkyv::Archive, rkyv::Serialize, crate::Schema)]
+    #[rkyv(crate = rkyv)]
+    struct B {
+        n: u64,
+    }
+
+    impl Upgrade<B> for A {
+        fn upgrade(old: &ArchivedA) -> B {
+            B {
+                n: old.n.to_native().into(),
+            }
+        }
+    }
+
+    impl Upgrade<B> for Raw {
+        fn upgrade(_: &[u8]) -> B {
+            B { n: 0 }
+        }
+    }
+
+    /// The read path's shortcut `is_of` (no `Declared` built per get) must agree exactly
+    /// with comparing the `Declared` it stands for: a wrong "same" would read records with
+    /// another handle's upgrades or declarations.
+    #[test]
+    fn is_of_agrees_with_building_the_declaration() {
+        const HANDLES: [Table<B>; 8] = [
+            Table::new("t"),
+            Table::new("u"),
+            Table::new("t").version(2),
+            Table::new("t").version(2).upgrade_from::<A>(1),
+            Table::new("t").version(3).upgrade_from::<A>(1),
+            Table::new("t")
+                .version(3)
+                .upgrade_from::<A>(1)
+                .upgrade_from::<Raw>(2),
+            Table::<B>::new("t").unique("n", |_| None),
+            Table::<B>::new("t")
+                .unique("n", |_| None)
+                .unique("m", |_| None),
+        ];
+        for x in &HANDLES {
+            let dx = Declared::of(x);
+            for y in &HANDLES {
+                assert_eq!(dx.is_of(y), dx == Declared::of(y), "{x:?} vs {y:?}");
+            }
+        }
+        let dup = Table::<B>::new("t")
+            .unique("n", |_| None)
+            .unique("n", |_| None);
+        assert!(Declared::of(&dup).is_of(&dup));
+        assert!(
+            Declared::of(&HANDLES[6]).is_of(&dup)
+                == (Declared::of(&HANDLES[6]) == Declared::of(&dup))
+        );
+        let raw: Table<Raw> = Table::new("t");
+        assert!(!Declared::of(&raw).is_of(&HANDLES[0]));
     }
 }
