@@ -255,3 +255,98 @@ fn taken(db: &Db, name: &str) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// Bulk account creation: one synced commit of the global file for the whole batch (the
+/// import path; redb may also sync while it grows the file), ids in order, every account
+/// readable and routable; after a power loss right after it, every account exists.
+#[test]
+fn create_accounts_is_one_synced_commit_for_the_batch() {
+    use common::sim::{quiet_us_eu, sim_global};
+    let sim = regionkv::testing::SimStorage::new();
+    let db = quiet_us_eu(&sim, "/bulk").unwrap();
+    let before = sim.syncs_of(sim_global("/bulk"));
+    let ids = db
+        .create_accounts((0..500).map(|i| {
+            NewAccount::new(format!("tenant-{i}"), if i % 2 == 0 { "us" } else { "eu" })
+                .allow("us")
+                .max_records(10)
+        }))
+        .unwrap();
+    let syncs = sim.syncs_of(sim_global("/bulk")) - before;
+    assert!(
+        syncs <= 3,
+        "one commit (plus file growth) for 500 accounts: {syncs} syncs"
+    );
+    assert_eq!(ids.len(), 500);
+    assert!(
+        ids.windows(2).all(|w| w[0].get() < w[1].get()),
+        "ids in order"
+    );
+    sim.crash();
+    drop(db);
+    let db = quiet_us_eu(&sim, "/bulk").unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(db.account_id(&format!("tenant-{i}")).unwrap(), Some(*id));
+        let a = db.account(*id).unwrap();
+        assert_eq!(a.max_records(), Some(10));
+    }
+    // Writes work for accounts of the batch.
+    let mut w = db.write(ids[3]).unwrap();
+    w.insert(&common::T, b"k", b"v").unwrap();
+    w.commit().unwrap();
+    assert!(db.audit().unwrap().is_clean());
+}
+
+/// One bad account refuses the whole batch and creates nothing: a taken name, a name twice
+/// in the batch, an unknown or disabled home region, a bad name. An empty batch is a no-op.
+#[test]
+fn create_accounts_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .open(dir.path())
+        .unwrap();
+    db.create_account(NewAccount::new("taken", "us")).unwrap();
+    db.disable_region("eu").unwrap();
+    let before = snapshot(dir.path());
+    let ok = || NewAccount::new("fresh", "us");
+    type Case = (&'static str, Vec<NewAccount>, fn(&Error) -> bool);
+    let cases: Vec<Case> = vec![
+        (
+            "taken name",
+            vec![ok(), NewAccount::new("taken", "us")],
+            |e| matches!(e, Error::AccountNameTaken(n) if n == "taken"),
+        ),
+        (
+            "name twice in the batch",
+            vec![
+                NewAccount::new("twice", "us"),
+                ok(),
+                NewAccount::new("twice", "us"),
+            ],
+            |e| matches!(e, Error::AccountNameTaken(n) if n == "twice"),
+        ),
+        (
+            "unknown region",
+            vec![ok(), NewAccount::new("x", "mars")],
+            |e| matches!(e, Error::RegionUnknown(_)),
+        ),
+        (
+            "disabled home",
+            vec![ok(), NewAccount::new("x", "eu")],
+            |e| matches!(e, Error::RegionDisabled(_)),
+        ),
+        ("empty name", vec![ok(), NewAccount::new("", "us")], |e| {
+            matches!(e, Error::InvalidArgument(_))
+        }),
+    ];
+    for (what, batch, expected) in cases {
+        let e = db.create_accounts(batch).unwrap_err();
+        assert!(expected(&e), "{what}: {e}");
+        assert_eq!(db.account_id("fresh").unwrap(), None, "{what}");
+        assert_eq!(db.account_id("twice").unwrap(), None, "{what}");
+    }
+    assert!(db.create_accounts([]).unwrap().is_empty());
+    assert_same_files(&before, &snapshot(dir.path()), "refused batches");
+}
