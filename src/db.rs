@@ -298,16 +298,18 @@ impl Db {
         }
         let global = &inner.global;
         let w = global.begin_write()?;
+        let first =
+            crate::partition::catalog::reserve_account_ids(global, &w, planned.len() as u64)?;
         let accounts = {
             let mut names = w.open_table(ACCOUNT_NAMES).at(global)?;
             let mut rows = w.open_table(ACCOUNTS).at(global)?;
             let mut accounts = Vec::with_capacity(planned.len());
-            for (new, home, allowed) in planned {
+            for (i, (new, home, allowed)) in planned.into_iter().enumerate() {
                 // Checked against the rows of this batch too (inserted below as it goes).
                 if names.get(new.name.as_str()).at(global)?.is_some() {
                     return Err(Error::AccountNameTaken(new.name));
                 }
-                let id = AccountId(crate::partition::catalog::bump_next_account(global, &w)?);
+                let id = AccountId(first + i as u64);
                 let account = Account {
                     id,
                     name: new.name.clone(),

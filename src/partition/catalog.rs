@@ -227,12 +227,17 @@ pub(crate) fn mark_doubtful(global: &Partition, id: u16) -> Result<()> {
     global.commit(w)
 }
 
-/// Takes the next account id (in `w`, the caller's global write transaction).
-pub(crate) fn bump_next_account(global: &Partition, w: &redb::WriteTransaction) -> Result<u64> {
+/// Takes `n` consecutive account ids (the first is returned) in one counter update, in `w`,
+/// the caller's global write transaction.
+pub(crate) fn reserve_account_ids(
+    global: &Partition,
+    w: &redb::WriteTransaction,
+    n: u64,
+) -> Result<u64> {
     let mut meta = w.open_table(META).at(global)?;
     let id = get_u64(&meta, META_NEXT_ACCOUNT)?;
     let next = id
-        .checked_add(1)
+        .checked_add(n)
         .ok_or_else(|| Error::corrupt("global", "account id counter exhausted"))?;
     put_u64(&mut meta, META_NEXT_ACCOUNT, next).at(global)?;
     Ok(id)
