@@ -21,13 +21,13 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::codec::envelope::{self, Binding, corrupt_value};
+use crate::codec::envelope::{self, Binding};
 use crate::codec::value::Value;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
 use crate::partition::At;
 use crate::partition::region::{decode_owned, owned_key};
-use crate::partition::schemas::{self, Declared};
+use crate::partition::schemas::{self, Declared, Payload};
 use crate::partition::set::Region;
 use crate::schema::OWNED;
 use crate::schema::{USAGE, user_table_name};
@@ -383,38 +383,29 @@ impl Ctx<'_> {
     fn upgrade(&self, key: &[u8], bytes: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         let part = &self.region.part;
         let d = self.d;
-        let codec = bytes.get(1).copied().unwrap_or(d.codec);
+        let payload = match schemas::read_payload(part, d, bytes, key) {
+            Ok(Payload::Current(_)) => return Ok(None),
+            Ok(Payload::Upgraded(p)) => p,
+            Err(Ok(version)) => {
+                return Err(Error::SchemaMismatch {
+                    table: d.table.to_owned(),
+                    partition: part.name.clone(),
+                    stored: Box::new(crate::error::SchemaInfo {
+                        type_name: "(a version this handle does not declare)".to_owned(),
+                        codec: schemas::codec_name(bytes.get(1).copied().unwrap_or(d.codec)),
+                        version,
+                        fingerprint: 0,
+                        unique_namespaces: Vec::new(),
+                    }),
+                    asked: Box::new(d.info()),
+                });
+            }
+            Err(Err(e)) => return Err(e),
+        };
         let binding = Binding {
             table: d.table,
             key,
         };
-        let u = envelope::unseal(bytes, codec, &binding)
-            .map_err(|e| corrupt_value(&part.name, d.table, key, e))?;
-        if u.version == d.version && codec == d.codec {
-            return Ok(None);
-        }
-        let Some(old) = d.old(u.version).filter(|o| o.codec == codec) else {
-            return Err(Error::SchemaMismatch {
-                table: d.table.to_owned(),
-                partition: part.name.clone(),
-                stored: Box::new(crate::error::SchemaInfo {
-                    type_name: "(a version this handle does not declare)".to_owned(),
-                    codec: schemas::codec_name(codec),
-                    version: u.version,
-                    fingerprint: 0,
-                    unique_namespaces: Vec::new(),
-                }),
-                asked: Box::new(d.info()),
-            });
-        };
-        let payload = (old.read)(u.payload).map_err(|e| {
-            corrupt_value(
-                &part.name,
-                d.table,
-                key,
-                format_args!("old payload failed validation: {e}"),
-            )
-        })?;
         let value = envelope::seal_raw(&binding, d.codec, d.version, &payload);
         Ok(Some((value, payload)))
     }

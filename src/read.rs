@@ -15,7 +15,7 @@ use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::limits::check_table_name;
-use crate::partition::schemas::{self, Declared};
+use crate::partition::schemas::{self, Declared, Payload};
 use crate::partition::set::Region;
 use crate::partition::{At, Partition};
 use crate::schema::user_table_name;
@@ -67,23 +67,6 @@ impl<V: Value> Record<V> {
         d: &Declared,
         data_key: &[u8],
     ) -> Result<Self> {
-        let bytes = guard.value();
-        // The codec byte is checked against the version's own codec below.
-        let codec = bytes.get(1).copied().unwrap_or(V::CODEC);
-        let expected = if codec == V::CODEC {
-            V::CODEC
-        } else {
-            d.olds_codec(codec).unwrap_or(V::CODEC)
-        };
-        let u = crate::codec::envelope::unseal(
-            bytes,
-            expected,
-            &crate::codec::envelope::Binding {
-                table: d.table,
-                key: data_key,
-            },
-        )
-        .map_err(|e| corrupt_value(&part.name, d.table, data_key, e))?;
         let invalid = |e: String| {
             corrupt_value(
                 &part.name,
@@ -92,28 +75,28 @@ impl<V: Value> Record<V> {
                 format_args!("payload failed validation: {e}"),
             )
         };
-        if u.version == d.version && expected == V::CODEC {
-            V::view(u.payload).map_err(invalid)?;
-            return Ok(Record {
-                held: Held::Page {
-                    guard,
-                    _snapshot: snapshot.clone(),
-                },
-                _value: PhantomData,
-            });
-        }
-        match d.old(u.version) {
-            Some(old) if old.codec == expected => {
-                let new = (old.read)(u.payload).map_err(invalid)?;
+        match schemas::read_payload(part, d, guard.value(), data_key) {
+            Ok(Payload::Current(p)) => {
+                V::view(p).map_err(invalid)?;
+                Ok(Record {
+                    held: Held::Page {
+                        guard,
+                        _snapshot: snapshot.clone(),
+                    },
+                    _value: PhantomData,
+                })
+            }
+            Ok(Payload::Upgraded(new)) => {
                 V::view(&new).map_err(invalid)?;
                 Ok(Record {
                     held: Held::Upgraded(new),
                     _value: PhantomData,
                 })
             }
-            _ => Err(schemas::record_version_error(
-                part, snapshot, d, u.version, data_key,
+            Err(Ok(version)) => Err(schemas::record_version_error(
+                part, snapshot, d, version, data_key,
             )),
+            Err(Err(e)) => Err(e),
         }
     }
 

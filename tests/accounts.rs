@@ -302,11 +302,7 @@ fn create_accounts_is_one_synced_commit_for_the_batch() {
 #[test]
 fn create_accounts_is_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder()
-        .region("us")
-        .region("eu")
-        .open(dir.path())
-        .unwrap();
+    let db = open_us_eu(dir.path());
     db.create_account(NewAccount::new("taken", "us")).unwrap();
     db.disable_region("eu").unwrap();
     let before = snapshot(dir.path());

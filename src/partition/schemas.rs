@@ -101,22 +101,12 @@ impl Declared {
         mine.next().is_none()
     }
 
+    /// Same set of namespaces (`Declared::of` keeps them sorted and distinct).
     fn same_uniques<V: Value>(&self, t: &Table<V>) -> bool {
-        let mine = self.uniques.iter().flatten().count();
-        let mut theirs = 0;
-        for u in t.declared_uniques() {
-            if !self.uniques.iter().flatten().any(|n| *n == u.namespace) {
-                return false;
-            }
-            theirs += 1;
-        }
-        // Declared::of drops duplicate namespaces; count only distinct ones.
-        theirs == mine || {
-            let mut ns: Vec<&str> = t.declared_uniques().map(|u| u.namespace).collect();
-            ns.sort_unstable();
-            ns.dedup();
-            ns.len() == mine
-        }
+        let mine = || self.uniques.iter().flatten();
+        t.declared_uniques()
+            .all(|u| mine().any(|n| *n == u.namespace))
+            && mine().all(|n| t.declared_uniques().any(|u| u.namespace == *n))
     }
 
     /// Checks what `Table`'s const builders cannot: every declared old version is below the
@@ -432,6 +422,56 @@ pub(crate) fn stored(
     Stored::decode(version, g.value())
         .map(Some)
         .ok_or_else(|| undecodable(part, table, version))
+}
+
+/// A stored record as a handle reads it: its own version's payload, in place, or an older
+/// version's payload upgraded (not yet validated as the handle's type).
+pub(crate) enum Payload<'v> {
+    Current(&'v [u8]),
+    Upgraded(Vec<u8>),
+}
+
+/// Checks a stored value of `d.table` under `data_key` (envelope and CRC, with the codec
+/// of its version) and gives its payload as the handle `d` reads it. A record of a version
+/// `d` neither is nor declares is `Err(Ok(version))`, for the caller to name; damage is
+/// `Err(Err(Corrupt))`. The one place that decides how a record reads: `Record::new` and
+/// `Db::migrate` both go through it.
+pub(crate) fn read_payload<'v>(
+    part: &Partition,
+    d: &Declared,
+    bytes: &'v [u8],
+    data_key: &[u8],
+) -> std::result::Result<Payload<'v>, std::result::Result<u16, Error>> {
+    // A codec byte that is neither the handle's nor an old version's fails the envelope.
+    let codec = match bytes.get(1) {
+        Some(&c) if c == d.codec || d.olds_codec(c).is_some() => c,
+        _ => d.codec,
+    };
+    let binding = crate::codec::envelope::Binding {
+        table: d.table,
+        key: data_key,
+    };
+    let u = crate::codec::envelope::unseal(bytes, codec, &binding).map_err(|e| {
+        Err(crate::codec::envelope::corrupt_value(
+            &part.name, d.table, data_key, e,
+        ))
+    })?;
+    if u.version == d.version && codec == d.codec {
+        return Ok(Payload::Current(u.payload));
+    }
+    match d.old(u.version) {
+        Some(old) if old.codec == codec => {
+            (old.read)(u.payload).map(Payload::Upgraded).map_err(|e| {
+                Err(crate::codec::envelope::corrupt_value(
+                    &part.name,
+                    d.table,
+                    data_key,
+                    format_args!("old payload failed validation: {e}"),
+                ))
+            })
+        }
+        _ => Err(Ok(u.version)),
+    }
 }
 
 /// The error for a record of `table` whose envelope names schema `version` while the
