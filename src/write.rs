@@ -1,5 +1,6 @@
-//! Writes: buffered operations on one account in one region, committed as one redb
-//! transaction in that region, running the reservation protocol when unique values change.
+//! Writes: buffered operations on one account in one region, committed in a redb
+//! transaction of that region (shared with the writes committed at the same moment, see
+//! `commit`), running the reservation protocol when unique values change.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use crate::account::Account;
 use crate::codec::envelope;
 use crate::codec::value::Value;
+use crate::commit::Job;
 use crate::db::{Db, Inner};
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -20,7 +22,9 @@ use crate::partition::region::{
 use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
 use crate::read::{Record, Snapshot, open_checked};
-use crate::reservation::coordinator::{ClaimReq, ReleaseReq, Reservation, ReserveReq};
+use crate::reservation::coordinator::{
+    ClaimReq, ReleaseReq, Reservation, ReserveFail, ReserveReq, ReserveTxn,
+};
 use crate::schema::*;
 use crate::table::{Table, Unique};
 use crate::types::{AccountId, RegionId};
@@ -84,11 +88,11 @@ impl std::fmt::Debug for Write {
 }
 
 /// Undoes a quota reservation unless the write committed.
-struct QuotaTicket<'a> {
+pub(crate) struct QuotaTicket<'a> {
     inner: &'a Inner,
     account: u64,
     reserved: u64,
-    armed: bool,
+    pub armed: bool,
 }
 
 impl Drop for QuotaTicket<'_> {
@@ -495,6 +499,11 @@ impl Write {
     /// reservation protocol: Reserve (global, unsynced), the region commit with its applied
     /// marker (synced: the commit point), Confirm (global, unsynced). Still one fsync.
     ///
+    /// Writes committed to one region at the same moment (from several threads, or by
+    /// [`Db::commit_each`]) share that commit: one region transaction, one Reserve, one
+    /// fsync and one Confirm for the group (docs/design.md, "Group commit"). Each keeps its
+    /// own outcome: one write's unique violation or conflict fails only that write.
+    ///
     /// # Errors
     /// - [`Error::UniqueViolation`]: a value is owned by a committed record;
     /// - [`Error::Busy`] (retryable): a value is held by a transaction in flight;
@@ -509,7 +518,8 @@ impl Write {
     ///
     /// Every error but `OutcomeUnknown` means nothing was written.
     pub fn commit(self) -> Result<()> {
-        let inner = &*self.db.inner;
+        let db = self.db.clone();
+        let inner = &*db.inner;
         if self.ops.is_empty() {
             // Nothing to write: what it read cannot be overwritten by it.
             inner.check_open()?;
@@ -518,49 +528,72 @@ impl Write {
         // Held to the end: `Db::close` waits for this commit, or this commit sees it closed.
         let _store_gate = inner.writers.read();
         inner.check_open()?;
-        // Held to the end too: `Db::disable_region` waits for this commit (so the counts it
-        // freezes include it), or this commit sees the region disabled.
-        let writable = self.region.writable.read();
-        if !*writable {
-            return Err(Error::RegionDisabled(self.region.part.name.clone()));
+        let region = self.region.clone();
+        let done = region.committer.submit(vec![Job::One(self)]);
+        let done = done.into_iter().next().unwrap_or_else(|| Err(internal()));
+        if done.is_ok() {
+            inner.maybe_checkpoint();
         }
-        let account = self.current_account()?;
-        let part = &self.region.part;
+        done
+    }
 
-        // One writer per region at a time: what `plan` reads cannot change under us.
-        let w = part.begin_write()?;
-        self.validate_reads(&w)?;
-        let plan = self.plan(&w)?;
+    /// The weight of this write in a group (the bytes it buffers).
+    pub(crate) fn weight(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|((_, k), op)| {
+                k.len()
+                    + match op {
+                        Op::Put { value, .. } => value.len(),
+                        Op::Remove => 0,
+                    }
+            })
+            .sum()
+    }
+
+    /// Stages this write into a group's region transaction `w` (and, when it changes
+    /// unique values, into the group's Reserve `g`, begun on first need): checks the
+    /// account and what it read, plans, reserves, applies. Everything before `apply` only
+    /// reads, so a refused write leaves `w` and `g` as they were; a failure while applying
+    /// (`Step::Fatal`) leaves them half-changed.
+    pub(crate) fn stage<'i>(
+        &self,
+        inner: &'i Inner,
+        w: &redb::WriteTransaction,
+        g: &mut Option<ReserveTxn>,
+    ) -> Step<'i> {
+        let refused = Step::Refused;
+        let account = match self.current_account() {
+            Ok(a) => a,
+            Err(e) => return refused(e),
+        };
+        if let Err(e) = self.validate_reads(w) {
+            return refused(e);
+        }
+        let plan = match self.plan(w) {
+            Ok(p) => p,
+            Err(e) => return refused(e),
+        };
         let mut ticket = QuotaTicket {
             inner,
             account: self.account.id().0,
             reserved: 0,
             armed: true,
         };
-        let reservation = self.reserve(&account, &plan, &mut ticket)?;
-        if let Err(e) = self.apply(&w, &plan, reservation.as_ref()) {
-            drop(w);
-            if let Some(res) = &reservation {
-                // If this fails the global partition is poisoned; recovery rolls back.
-                let _ = inner.coord.abort(&inner.global, res);
-            }
-            return Err(e);
+        let reservation = match self.reserve(&account, &plan, &mut ticket, g) {
+            Ok(r) => r,
+            Err(ReserveFail::Refused(e)) => return refused(e),
+            Err(ReserveFail::Defer { namespace }) => return Step::Defer { namespace },
+            Err(ReserveFail::Fatal(e)) => return Step::Fatal(e),
+        };
+        if let Err(e) = self.apply(w, &plan, reservation.as_ref()) {
+            return Step::Fatal(e);
         }
-        // The commit point: one fsync. From here the quota stays reserved whatever happens
-        // (the records may exist; a reopen settles an unknown outcome).
-        ticket.armed = false;
-        if let Err(e) = w.commit() {
-            part.poison();
-            // Best effort: if the global file fails too, a later disable-at-open may freeze
-            // counts from the commit's live image (docs/design.md, "doubtful regions").
-            let _ = crate::partition::catalog::mark_doubtful(&inner.global, self.region.id.0);
-            return Err(Error::OutcomeUnknown {
-                partition: part.name.clone(),
-                source: Box::new(e.into()),
-            });
-        }
-        self.settle(&plan, ticket.reserved, reservation.as_ref());
-        Ok(())
+        Step::Staged(Staged {
+            plan,
+            ticket,
+            reservation,
+        })
     }
 
     /// The account as it is now (it may have changed since this write was opened): still
@@ -687,21 +720,34 @@ impl Write {
     }
 
     /// Reserve: the quota, and for a write that changes unique values the global half of
-    /// the protocol (with the quota checked inside the same global transaction).
+    /// the protocol (with the quota checked inside the same global transaction), in the
+    /// group's Reserve `g`.
     fn reserve(
         &self,
         account: &Account,
         plan: &Plan,
         ticket: &mut QuotaTicket<'_>,
-    ) -> Result<Option<Reservation>> {
+        g: &mut Option<ReserveTxn>,
+    ) -> std::result::Result<Option<Reservation>, ReserveFail> {
         let inner = &*self.db.inner;
         if plan.claims.is_empty() && plan.releases.is_empty() {
-            reserve_quota(inner, account, plan.delta_records, ticket)?;
+            reserve_quota(inner, account, plan.delta_records, ticket)
+                .map_err(ReserveFail::Refused)?;
             return Ok(None);
         }
+        let rt = match g {
+            Some(rt) => rt,
+            None => g.insert(
+                inner
+                    .coord
+                    .begin_reserve(&inner.global, self.region.id.0)
+                    .map_err(ReserveFail::Refused)?,
+            ),
+        };
         inner
             .coord
-            .reserve(
+            .reserve_in(
+                rt,
                 &inner.global,
                 ReserveReq {
                     region: self.region.id.0,
@@ -796,23 +842,52 @@ impl Write {
         Ok(())
     }
 
-    /// After the commit point: the in-memory counters, then Confirm (unsynced) for a unique
-    /// write. If Confirm fails the global partition is poisoned and recovery confirms from
-    /// the marker: the caller's write stands either way.
-    fn settle(&self, plan: &Plan, reserved: u64, reservation: Option<&Reservation>) {
-        let inner = &*self.db.inner;
-        {
-            let mut usage = inner.usage.lock();
-            let u = usage.entry(self.account.id().0).or_default();
-            u.reserved = u.reserved.saturating_sub(reserved);
-            u.records = (u.records as i64 + plan.delta_records).max(0) as u64;
-        }
-        if let Some(res) = reservation
-            && inner.coord.confirm(&inner.global, res).is_ok()
-        {
-            inner.maybe_checkpoint();
-        }
+    /// After the commit point: the in-memory counters (Confirm is the group's).
+    pub(crate) fn settle(&self, staged: &Staged<'_>) {
+        let mut usage = self.db.inner.usage.lock();
+        let u = usage.entry(self.account.id().0).or_default();
+        u.reserved = u.reserved.saturating_sub(staged.ticket.reserved);
+        u.records = (u.records as i64 + staged.plan.delta_records).max(0) as u64;
     }
+
+    /// The region this write goes to.
+    pub(crate) fn region_arc(&self) -> Arc<Region> {
+        self.region.clone()
+    }
+
+    /// Whether this write belongs to `db`.
+    pub(crate) fn same_store(&self, db: &Db) -> bool {
+        Arc::ptr_eq(&self.db.inner, &db.inner)
+    }
+
+    /// The store this write belongs to.
+    pub(crate) fn db(&self) -> Db {
+        self.db.clone()
+    }
+}
+
+/// What staging one write into a group gave.
+pub(crate) enum Step<'i> {
+    /// Applied to the group's transactions; durable with the group's commit.
+    Staged(Staged<'i>),
+    /// Refused: nothing of it was written; the group goes on without it.
+    Refused(Error),
+    /// A unique value it changes is held by an earlier write of the group: it runs in
+    /// the next group.
+    Defer {
+        /// The value's namespace.
+        namespace: String,
+    },
+    /// Failed half-way through changing the group's transactions: the group is lost.
+    Fatal(Error),
+}
+
+/// A write staged into a group.
+pub(crate) struct Staged<'i> {
+    plan: Plan,
+    /// Disarmed at the commit point.
+    pub ticket: QuotaTicket<'i>,
+    pub reservation: Option<Reservation>,
 }
 
 /// What a write changes, decided before anything is written.

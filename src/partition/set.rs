@@ -20,6 +20,9 @@ pub(crate) struct Region {
     /// its last step; `Db::disable_region` takes it exclusively, so it waits for (drains)
     /// every write in flight before it freezes the region's record counts.
     pub writable: RwLock<bool>,
+    /// Every commit of a write goes through it: writes waiting at the same moment share
+    /// one region transaction and one sync (group commit).
+    pub committer: crate::commit::Committer,
     /// The store's files stay registered while this region (or a snapshot of it) lives.
     /// Declared after `part`: the file closes before the registration goes.
     hold: Arc<Registration>,
@@ -31,6 +34,7 @@ impl Region {
             id,
             part,
             writable: RwLock::new(true),
+            committer: crate::commit::Committer::default(),
             hold,
         }
     }

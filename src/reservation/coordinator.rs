@@ -16,7 +16,7 @@ use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::unique_key;
 use crate::reservation::index::IndexWrite;
-use crate::reservation::state::{self, Change, Conflict, Entry, Loc, State};
+use crate::reservation::state::{self, Conflict, Entry, Loc, State};
 use crate::schema::{DIRTY, MARKERS, REGION_SEEN};
 use crate::types::TxnId;
 
@@ -61,6 +61,33 @@ pub(crate) struct Reservation {
     keys: Vec<Vec<u8>>,
     /// The releases Reserve applied (the entry named the releasing record), for the marker.
     pub released: Vec<(String, [u8; 16])>,
+}
+
+/// A Reserve in progress: the global write transaction of one group of writes to one
+/// region (see [`Coordinator::begin_reserve`]).
+pub(crate) struct ReserveTxn {
+    w: redb::WriteTransaction,
+    region: u16,
+    /// This Reserve writes the region's `_dirty` row and is synced.
+    mark_dirty: bool,
+    /// The txns reserved in it, in order.
+    txns: Vec<TxnId>,
+}
+
+/// Why [`Coordinator::reserve_in`] reserved nothing.
+#[derive(Debug)]
+pub(crate) enum ReserveFail {
+    /// The write is refused (a value taken or busy, the quota, a storage read): nothing of
+    /// it was written; the group goes on without it.
+    Refused(Error),
+    /// A value is held by an earlier write of the same group: the write is retried in the
+    /// next group, after that one settled (as if the two had run one after the other).
+    Defer {
+        /// The namespace of the value.
+        namespace: String,
+    },
+    /// A write into the Reserve failed half-way: the whole group's Reserve is lost.
+    Fatal(Error),
 }
 
 /// When a checkpoint runs.
@@ -197,147 +224,204 @@ impl Coordinator {
         Ok(rolled_back)
     }
 
-    /// Reserve: one unsynced global txn that puts every claim in Pending and every release
-    /// in Releasing, or fails with nothing changed. `quota` runs inside the same global
-    /// txn, after the unique checks, so that concurrent writes in several regions cannot
-    /// both pass a cross-region limit. `stuck` gives the error for a value held in flight
-    /// by a region whose transactions cannot settle in this process (see `conflict_err`).
-    pub fn reserve(
+    /// Begins a Reserve: one global write transaction that takes the reservations of a
+    /// group of writes to region `region` ([`Coordinator::reserve_in`]), committed once by
+    /// [`Coordinator::commit_reserve`] or dropped by [`Coordinator::abandon`].
+    ///
+    /// Under the global write lock from here on. The first unique write in a region after
+    /// a checkpoint marks the region dirty, durably (this Reserve is then synced): from now
+    /// until the next checkpoint its markers may hold claims the global file would lose in
+    /// a crash, and a recovery that cannot read them must know that. Every other Reserve is
+    /// unsynced.
+    pub fn begin_reserve(&self, global: &Partition, region: u16) -> Result<ReserveTxn> {
+        let mut w = global.begin_write()?;
+        let mark_dirty = self.dirty.lock().insert(region);
+        let begun = (|| -> Result<()> {
+            if mark_dirty {
+                let mut dirty = w.open_table(DIRTY).at(global)?;
+                dirty.insert(region, self.epoch).at(global)?;
+            } else {
+                w.set_durability(redb::Durability::None).at(global)?;
+            }
+            Ok(())
+        })();
+        let rt = ReserveTxn {
+            w,
+            region,
+            mark_dirty,
+            txns: Vec::new(),
+        };
+        match begun {
+            Ok(()) => Ok(rt),
+            Err(e) => {
+                self.abandon(rt);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserves one write's claims and releases in `rt`: every claim in Pending, every
+    /// release in Releasing, under a TxnId of its own, or nothing changed. `quota` runs
+    /// after the unique checks, inside the same global transaction, so that concurrent
+    /// writes in several regions cannot both pass a cross-region limit. `stuck` gives the
+    /// error for a value held in flight by a region whose transactions cannot settle in
+    /// this process (see `conflict_err`).
+    ///
+    /// Every value is checked before any is written: a refused write leaves `rt` as it was,
+    /// and the other writes of the group keep their reservations.
+    pub fn reserve_in(
         &self,
+        rt: &mut ReserveTxn,
         global: &Partition,
         req: ReserveReq<'_>,
         stuck: &dyn Fn(u16) -> Option<Error>,
         quota: impl FnOnce() -> Result<()>,
-    ) -> Result<Reservation> {
+    ) -> std::result::Result<Reservation, ReserveFail> {
         let ReserveReq {
             region,
             account,
             claims,
             releases,
         } = req;
-        let mut w = global.begin_write()?;
-        // Under the global write lock from here on. The first unique write in a region
-        // after a checkpoint marks the region dirty, durably (this Reserve is synced):
-        // from now until the next checkpoint its markers may hold claims the global file
-        // would lose in a crash, and a recovery that cannot read them must know that.
-        // Every other Reserve is unsynced.
-        let mark_dirty = self.dirty.lock().insert(region);
-        if !mark_dirty {
-            w.set_durability(redb::Durability::None).at(global)?;
-        }
+        debug_assert_eq!(region, rt.region);
         // Allocated inside the global write lock: TxnId order is the order of reservations.
         let txn = TxnId {
             epoch: self.epoch,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        let mut keys = Vec::with_capacity(claims.len() + releases.len());
+        let mut index = IndexWrite::open(global, &rt.w).map_err(ReserveFail::Refused)?;
+        // A value held by an earlier write of this group: serially, that write would have
+        // settled first. The write waits for the next group instead of failing.
+        let held_here = |ns: &str, cur: Option<&Entry>| match cur {
+            Some(e) if e.state.in_flight() && rt.txns.contains(&e.txn) => Err(ReserveFail::Defer {
+                namespace: ns.to_owned(),
+            }),
+            _ => Ok(()),
+        };
+        let mut puts = Vec::with_capacity(claims.len() + releases.len());
         let mut released = Vec::new();
-        let reserved = (|| -> Result<()> {
-            if mark_dirty {
-                let mut dirty = w.open_table(DIRTY).at(global)?;
-                dirty.insert(region, self.epoch).at(global)?;
+        for c in claims {
+            let k = unique_key(&c.ns, &c.digest);
+            let cur = index.get(&k).map_err(ReserveFail::Refused)?;
+            held_here(&c.ns, cur.as_ref())?;
+            if cur.as_ref().is_none_or(|e| e.state == State::Tombstone) {
+                // Free as far as this index knows; an unsettled region might own it.
+                self.check_settled().map_err(ReserveFail::Refused)?;
             }
-            let mut index = IndexWrite::open(global, &w)?;
-            for c in claims {
-                let k = unique_key(&c.ns, &c.digest);
-                let cur = index.get(&k)?;
-                if cur.as_ref().is_none_or(|e| e.state == State::Tombstone) {
-                    // Free as far as this index knows; an unsettled region might own it.
-                    self.check_settled()?;
-                }
-                let loc = Loc {
-                    account,
-                    region,
-                    table: c.table.clone(),
-                    key: c.key.clone(),
-                };
-                let next = state::claim(cur.as_ref(), txn, loc, c.transfer).map_err(|x| {
-                    // Owned by a record of an unsettled region: that region's unreplayed
-                    // markers may have released it, so "taken" is not known.
+            let loc = Loc {
+                account,
+                region,
+                table: c.table.clone(),
+                key: c.key.clone(),
+            };
+            let next = state::claim(cur.as_ref(), txn, loc, c.transfer).map_err(|x| {
+                // Owned by a record of an unsettled region: that region's unreplayed
+                // markers may have released it, so "taken" is not known.
+                ReserveFail::Refused(
                     match cur.as_ref().and_then(|e| self.unsettled_name(e.loc.region)) {
                         Some(name) => Error::RegionUnsettled(name),
                         None => conflict_err(x, &c.ns, Some(c), cur.as_ref(), stuck),
-                    }
-                })?;
-                index.put_in_flight(&k, txn, &next)?;
-                keys.push(k);
-            }
-            for r in releases {
-                let k = unique_key(&r.ns, &r.digest);
-                let cur = index.get(&k)?;
-                let owner = Loc {
-                    account,
-                    region,
-                    table: r.table.clone(),
-                    key: r.key.clone(),
-                };
-                if let Some(next) = state::release(cur.as_ref(), txn, &owner)
-                    .map_err(|x| conflict_err(x, &r.ns, None, cur.as_ref(), stuck))?
-                {
-                    index.put_in_flight(&k, txn, &next)?;
-                    keys.push(k);
-                    released.push((r.ns.clone(), r.digest));
-                }
-            }
-            Ok(())
-        })()
-        .and_then(|()| quota());
-        if let Err(e) = reserved {
-            if mark_dirty {
-                // Nothing was committed: the row this Reserve would have written is not there.
-                self.dirty.lock().remove(&region);
-            }
-            return Err(e);
+                    },
+                )
+            })?;
+            puts.push((k, next));
         }
-        self.live.lock().insert(txn, region);
-        // The region has not been touched, and a failed commit poisons the global
-        // partition (no later write reaches the region through this coordinator, so a
-        // dirty flag missing on disk does no harm). `txn` stays live: its entries may be
-        // on disk. An unsynced Reserve that fails leaves nothing a reopen sees. A synced
-        // one (it marks the region dirty) may be durable: its in-flight entries and dirty
-        // row then stay until the region is open at a recovery, which rolls them back (no
-        // marker) — while the region is disabled they hold their values and make the store
-        // unsettled. So its failure is `OutcomeUnknown`, not "nothing was written".
-        if mark_dirty {
-            global.commit_settled(w)?;
-        } else {
-            global.commit(w)?;
+        for r in releases {
+            let k = unique_key(&r.ns, &r.digest);
+            let cur = index.get(&k).map_err(ReserveFail::Refused)?;
+            held_here(&r.ns, cur.as_ref())?;
+            let owner = Loc {
+                account,
+                region,
+                table: r.table.clone(),
+                key: r.key.clone(),
+            };
+            if let Some(next) = state::release(cur.as_ref(), txn, &owner).map_err(|x| {
+                ReserveFail::Refused(conflict_err(x, &r.ns, None, cur.as_ref(), stuck))
+            })? {
+                puts.push((k, next));
+                released.push((r.ns.clone(), r.digest));
+            }
         }
+        quota().map_err(ReserveFail::Refused)?;
+        // From the first change on, a failure leaves `rt` half-changed: the whole group
+        // fails (nothing of it is committed).
+        for (k, next) in &puts {
+            index
+                .put_in_flight(k, txn, next)
+                .map_err(ReserveFail::Fatal)?;
+        }
+        rt.txns.push(txn);
         Ok(Reservation {
             txn,
             region,
-            keys,
+            keys: puts.into_iter().map(|(k, _)| k).collect(),
             released,
         })
     }
 
-    fn settle(
-        &self,
-        global: &Partition,
-        res: &Reservation,
-        step: fn(Option<&Entry>, TxnId) -> Change,
-    ) -> Result<()> {
+    /// Commits the Reserve of a group (nothing to commit if no write of it reserved).
+    ///
+    /// The region has not been touched, and a failed commit poisons the global partition
+    /// (no later write reaches the region through this coordinator, so a dirty flag
+    /// missing on disk does no harm). Its txns stay live: their entries may be on disk. An
+    /// unsynced Reserve that fails leaves nothing a reopen sees. A synced one (it marks the
+    /// region dirty) may be durable: its in-flight entries and dirty row then stay until
+    /// the region is open at a recovery, which rolls them back (no marker) — while the
+    /// region is disabled they hold their values and make the store unsettled. So its
+    /// failure is `OutcomeUnknown`, not "nothing was written".
+    pub fn commit_reserve(&self, global: &Partition, rt: ReserveTxn) -> Result<()> {
+        if rt.txns.is_empty() {
+            self.abandon(rt);
+            return Ok(());
+        }
+        {
+            let mut live = self.live.lock();
+            for t in &rt.txns {
+                live.insert(*t, rt.region);
+            }
+        }
+        if rt.mark_dirty {
+            global.commit_settled(rt.w)
+        } else {
+            global.commit(rt.w)
+        }
+    }
+
+    /// Drops a Reserve uncommitted: nothing of it was written.
+    pub fn abandon(&self, rt: ReserveTxn) {
+        let ReserveTxn {
+            w,
+            region,
+            mark_dirty,
+            ..
+        } = rt;
+        drop(w);
+        if mark_dirty {
+            // Nothing was committed: the row this Reserve would have written is not there.
+            self.dirty.lock().remove(&region);
+        }
+    }
+
+    /// Confirm: the region commit of `done` (one group's reservations) is durable. One
+    /// unsynced global commit.
+    pub fn confirm(&self, global: &Partition, done: &[Reservation]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let w = global.begin_write_unsynced()?;
         {
             let mut index = IndexWrite::open(global, &w)?;
-            for k in &res.keys {
-                index.settle(k, res.txn, step)?;
+            for res in done {
+                for k in &res.keys {
+                    index.settle(k, res.txn, state::confirm)?;
+                }
             }
         }
-        global.commit(w)
-    }
-
-    /// Confirm: the region commit of `res` is durable. Unsynced.
-    pub fn confirm(&self, global: &Partition, res: &Reservation) -> Result<()> {
-        self.settle(global, res, state::confirm)?;
-        self.confirmed.lock().push((res.region, res.txn));
-        Ok(())
-    }
-
-    /// Abort: the region commit of `res` did not happen. Unsynced.
-    pub fn abort(&self, global: &Partition, res: &Reservation) -> Result<()> {
-        self.settle(global, res, state::rollback)?;
-        self.live.lock().remove(&res.txn);
+        global.commit(w)?;
+        self.confirmed
+            .lock()
+            .extend(done.iter().map(|r| (r.region, r.txn)));
         Ok(())
     }
 

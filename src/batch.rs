@@ -1,0 +1,206 @@
+//! Writes of many accounts committed together: a region batch (all or none) and
+//! [`Db::commit_each`] (one group commit, each write with its own outcome).
+
+use std::collections::BTreeMap;
+
+use crate::commit::Job;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::types::{AccountId, RegionId};
+use crate::write::Write;
+
+/// Writes of many accounts in one region, committed all or none with one region commit and
+/// one fsync: the bulk path (an import, a migration of many tenants into a region).
+///
+/// Each account's part is a [`Write`] ([`Batch::write`]) and is checked as a single write
+/// would be: placement, quota, schemas, unique values (claimed and released through the
+/// reservation protocol, each account's part under its own transaction id and applied
+/// marker). If any part is refused the whole batch is, with that part's error, and nothing
+/// is written.
+///
+/// A unique value may be changed by one part only: a value claimed by two accounts of
+/// the batch, or released by one and claimed by another, is [`Error::DuplicateInWrite`]
+/// (commit those in two batches).
+///
+/// ```
+/// # use regionkv::{Db, NewAccount, Raw, Table, Unique};
+/// # let dir = tempfile::tempdir()?;
+/// # let db = Db::builder().region("eu").region("us").default_region("eu").open(dir.path())?;
+/// const LICENSES: Table<Raw> = Table::new("licenses");
+/// let ids = db.create_accounts((0..3).map(|i| NewAccount::new(format!("t{i}"), "eu")))?;
+/// let mut batch = db.batch_in("eu")?;
+/// for (i, id) in ids.iter().enumerate() {
+///     let key = format!("K-{i}");
+///     batch.write(*id)?.insert_unique(&LICENSES, key.as_str(), b"pro", &[Unique::new("license", &key)])?;
+/// }
+/// batch.commit()?; // one fsync for the three accounts
+/// assert!(db.is_taken("license", "K-2")?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Batch {
+    db: Db,
+    region: RegionId,
+    name: String,
+    writes: BTreeMap<AccountId, Write>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("region", &self.name)
+            .field("accounts", &self.writes.len())
+            .field("ops", &self.len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// The region of this batch.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+
+    /// The part of `account` (created on first use): a [`Write`] in this batch's region,
+    /// committed with the batch (do not commit it on its own).
+    ///
+    /// # Errors
+    /// [`Error::AccountUnknown`]; [`Error::PlacementDenied`] if the account's policy does
+    /// not allow the batch's region; [`Error::RegionDisabled`].
+    pub fn write(&mut self, account: AccountId) -> Result<&mut Write> {
+        use std::collections::btree_map::Entry;
+        match self.writes.entry(account) {
+            Entry::Occupied(o) => Ok(o.into_mut()),
+            Entry::Vacant(v) => {
+                let w = self.db.write_in(account, &self.name)?;
+                Ok(v.insert(w))
+            }
+        }
+    }
+
+    /// The operations buffered over all accounts.
+    pub fn len(&self) -> usize {
+        self.writes.values().map(Write::len).sum()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commits every part in one region commit (one fsync), all or none.
+    ///
+    /// # Errors
+    /// The error of the first part refused (each part's errors are those of
+    /// [`Write::commit`]; a [`Error::UniqueViolation`] names the record of the batch that
+    /// collided); [`Error::DuplicateInWrite`] when two parts change one unique value.
+    /// Every error but `OutcomeUnknown` means nothing of the batch was written.
+    pub fn commit(self) -> Result<()> {
+        let inner = &*self.db.inner;
+        let writes: Vec<Write> = self
+            .writes
+            .into_values()
+            .filter(|w| !w.is_empty())
+            .collect();
+        if writes.is_empty() {
+            inner.check_open()?;
+            return Ok(());
+        }
+        // Held to the end: `Db::close` waits for this commit, or this commit sees it closed.
+        let _store_gate = inner.writers.read();
+        inner.check_open()?;
+        let region = inner.region(self.region)?;
+        let done = region.committer.submit(vec![Job::All(writes)]);
+        let done = done
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Error::invalid("internal: batch outcome missing")));
+        if done.is_ok() {
+            inner.maybe_checkpoint();
+        }
+        done
+    }
+}
+
+impl Db {
+    /// A batch of writes of many accounts in region `region`, committed all or none with
+    /// one fsync (see [`Batch`]).
+    ///
+    /// # Errors
+    /// [`Error::RegionUnknown`], [`Error::RegionDisabled`], [`Error::Closed`].
+    pub fn batch_in(&self, region: &str) -> Result<Batch> {
+        self.inner.check_open()?;
+        let id = self.inner.region_id(region)?;
+        let r = self.inner.region(id)?;
+        r.part.check()?;
+        Ok(Batch {
+            db: self.clone(),
+            region: id,
+            name: r.part.name.clone(),
+            writes: BTreeMap::new(),
+        })
+    }
+
+    /// Commits `writes` (of any accounts and regions) as few group commits as the bounds
+    /// allow: the writes to one region share one region transaction and one fsync
+    /// ([`MAX_GROUP_WRITES`](crate::MAX_GROUP_WRITES) per group), regions one after the
+    /// other. Unlike a [`Batch`], each write keeps its own outcome, returned in the order
+    /// given: one write's unique violation or conflict fails only that write. The
+    /// outcomes are those of [`Write::commit`].
+    ///
+    /// Two writes that change the same unique value (or the same record) are applied one
+    /// after the other, in the order given, as if committed one by one.
+    ///
+    /// ```
+    /// # use regionkv::{Db, Error, NewAccount, Raw, Table, Unique};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::builder().region("eu").open(dir.path())?;
+    /// const USERS: Table<Raw> = Table::new("users");
+    /// let a = db.create_account(NewAccount::new("a", "eu"))?;
+    /// let b = db.create_account(NewAccount::new("b", "eu"))?;
+    /// let mut wa = db.write(a)?;
+    /// wa.insert_unique(&USERS, "u", b"ann", &[Unique::new("email", "ann@example.com")])?;
+    /// let mut wb = db.write(b)?;
+    /// wb.insert_unique(&USERS, "u", b"ann", &[Unique::new("email", "ann@example.com")])?;
+    /// let outcomes = db.commit_each([wa, wb]);
+    /// assert!(outcomes[0].is_ok());
+    /// assert!(matches!(outcomes[1], Err(Error::UniqueViolation { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_each(&self, writes: impl IntoIterator<Item = Write>) -> Vec<Result<()>> {
+        let inner = &*self.inner;
+        let writes: Vec<Write> = writes.into_iter().collect();
+        let mut out: Vec<Option<Result<()>>> = (0..writes.len()).map(|_| None).collect();
+        // Held to the end: `Db::close` waits for these commits, or they see it closed.
+        let _store_gate = inner.writers.read();
+        let mut by_region: BTreeMap<u16, Vec<(usize, Write)>> = BTreeMap::new();
+        for (i, w) in writes.into_iter().enumerate() {
+            if !w.same_store(self) {
+                out[i] = Some(Err(Error::invalid("commit_each: a write of another store")));
+            } else if w.is_empty() {
+                out[i] = Some(inner.check_open());
+            } else {
+                by_region.entry(w.region().0).or_default().push((i, w));
+            }
+        }
+        for (_, writes) in by_region {
+            if inner.check_open().is_err() {
+                for (i, _) in writes {
+                    out[i] = Some(Err(Error::Closed));
+                }
+                continue;
+            }
+            let region = writes[0].1.region_arc();
+            let (slots, jobs): (Vec<usize>, Vec<Job>) =
+                writes.into_iter().map(|(i, w)| (i, Job::One(w))).unzip();
+            for (i, r) in slots.into_iter().zip(region.committer.submit(jobs)) {
+                out[i] = Some(r);
+            }
+        }
+        if out.iter().any(|r| matches!(r, Some(Ok(())))) {
+            inner.maybe_checkpoint();
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::invalid("internal: outcome missing"))))
+            .collect()
+    }
+}
