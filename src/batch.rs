@@ -142,13 +142,16 @@ impl Db {
 
     /// Commits `writes` (of any accounts and regions) as few group commits as the bounds
     /// allow: the writes to one region share one region transaction and one fsync
-    /// ([`MAX_GROUP_WRITES`](crate::MAX_GROUP_WRITES) per group), regions one after the
-    /// other. Unlike a [`Batch`], each write keeps its own outcome, returned in the order
-    /// given: one write's unique violation or conflict fails only that write. The
-    /// outcomes are those of [`Write::commit`].
+    /// ([`MAX_GROUP_WRITES`](crate::MAX_GROUP_WRITES) per group). Unlike a [`Batch`],
+    /// each write keeps its own outcome, returned in the order given: one write's unique
+    /// violation or conflict fails only that write. The outcomes are those of
+    /// [`Write::commit`].
     ///
-    /// Two writes that change the same unique value (or the same record) are applied one
-    /// after the other, in the order given, as if committed one by one.
+    /// The outcomes are those of committing the writes one by one in this order: the
+    /// writes to one region in the order given, the regions one after the other in the
+    /// order of their first write. (Two writes in one region that change the same unique
+    /// value or record are applied one after the other; a write that read a record
+    /// through [`Write::get`] before an earlier write of the call changed it conflicts.)
     ///
     /// ```
     /// # use regionkv::{Db, Error, NewAccount, Raw, Table, Unique};
@@ -172,14 +175,19 @@ impl Db {
         let mut out: Vec<Option<Result<()>>> = (0..writes.len()).map(|_| None).collect();
         // Held to the end: `Db::close` waits for these commits, or they see it closed.
         let _store_gate = inner.writers.read();
-        let mut by_region: BTreeMap<u16, Vec<(usize, Write)>> = BTreeMap::new();
+        // Regions in the order of their first write.
+        let mut by_region: Vec<(u16, Vec<(usize, Write)>)> = Vec::new();
         for (i, w) in writes.into_iter().enumerate() {
             if !w.same_store(self) {
                 out[i] = Some(Err(Error::invalid("commit_each: a write of another store")));
             } else if w.is_empty() {
                 out[i] = Some(inner.check_open());
             } else {
-                by_region.entry(w.region().0).or_default().push((i, w));
+                let r = w.region().0;
+                match by_region.iter_mut().find(|(id, _)| *id == r) {
+                    Some((_, list)) => list.push((i, w)),
+                    None => by_region.push((r, vec![(i, w)])),
+                }
             }
         }
         for (_, writes) in by_region {

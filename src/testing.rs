@@ -58,6 +58,8 @@ struct SimInner {
     fault: Mutex<Fault>,
     syncs: AtomicU64,
     writes: AtomicU64,
+    /// How long each `sync_data` takes, in microseconds (a real disk's flush).
+    sync_micros: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +169,10 @@ impl StorageBackend for SimBackend {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.mutate(FaultOn::Syncs)?;
+        let pause = self.storage.sync_micros.load(Ordering::Relaxed);
+        if pause > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(pause));
+        }
         let live = self.file.live.read();
         let mut durable = self.file.durable.lock();
         durable.clear();
@@ -236,6 +242,13 @@ impl SimStorage {
     /// Whether an injected fault has fired.
     pub fn fault_tripped(&self) -> bool {
         self.inner.fault.lock().tripped
+    }
+
+    /// Makes every later `sync_data` take `latency` (as a disk's flush does), so that
+    /// concurrent commits overlap as they do on real storage.
+    pub fn set_sync_latency(&self, latency: std::time::Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.inner.sync_micros.store(micros, Ordering::Relaxed);
     }
 
     /// Total `sync_data` calls that succeeded, over all files.

@@ -81,23 +81,51 @@ fn advance(cands: &mut Vec<Model>, op: &Op, r: &Result<(), Error>, tripped: bool
     }
 }
 
+/// Applies the outcomes of one step (ops committed together by `execute_step`, in order).
+/// The ops of a step go to one region, so every outcome-unknown one shared one failed
+/// region commit: they went the same way, all applied or none.
+fn advance_step(cands: &mut Vec<Model>, step: &[Op], rs: &[Result<(), Error>], tripped: bool) {
+    if let ([op], [r]) = (step, rs) {
+        return advance(cands, op, r, tripped);
+    }
+    let mut none = cands.clone();
+    let mut all = std::mem::take(cands);
+    let mut unknown = false;
+    for (op, r) in step.iter().zip(rs) {
+        if matches!(r, Err(Error::OutcomeUnknown { .. })) {
+            assert!(tripped, "outcome unknown without an injected fault: {op:?}");
+            unknown = true;
+            for c in &mut all {
+                c.apply(op);
+            }
+        } else {
+            advance(&mut none, op, r, tripped);
+            advance(&mut all, op, r, tripped);
+        }
+    }
+    *cands = if unknown { none } else { Vec::new() };
+    cands.extend(all);
+    cands.dedup();
+}
+
 /// Runs the workload with a fault at storage operation `n` (if any), crashes, reopens
 /// (with a fault inside recovery at `recovery_fault`, if any), and checks the store.
-fn run(ops: &[Op], fault: Option<(u64, FaultOn, Target)>, recovery_fault: Option<u64>) -> Run {
+fn run(ops: &[Vec<Op>], fault: Option<(u64, FaultOn, Target)>, recovery_fault: Option<u64>) -> Run {
     let sim = SimStorage::new();
     let db = open(&sim).expect("open fresh store");
     let ids = create_accounts(&db);
+    let some: Vec<_> = ids.iter().copied().map(Some).collect();
     let mut cands = vec![Model::default()];
     match fault {
         Some((n, on, Target::Disk)) => sim.fail_after(n, on),
         Some((n, on, Target::File(f))) => sim.fail_file_after(path_of(f), n, on),
         None => {}
     }
-    for op in ops {
-        let r = execute(&db, &ids, op);
+    for step in ops {
+        let rs = execute_step(&db, &some, step);
         let tripped = sim.fault_tripped();
-        advance(&mut cands, op, &r, tripped);
-        if tripped && r.is_err() && matches!(fault, Some((_, _, Target::Disk))) {
+        advance_step(&mut cands, step, &rs, tripped);
+        if tripped && rs.iter().any(Result::is_err) && matches!(fault, Some((_, _, Target::Disk))) {
             break;
         }
     }
@@ -146,13 +174,21 @@ fn run(ops: &[Op], fault: Option<(u64, FaultOn, Target)>, recovery_fault: Option
     Run { tripped }
 }
 
+/// Ops one per step, or (`group` > 1) consecutive writes to one region committed together.
+fn steps(seed: u64, len: usize, group: usize) -> Vec<Vec<Op>> {
+    group_steps(&workload(seed, len), group)
+}
+
 fn every_step(seed: u64, len: usize, on: FaultOn, target: Target) -> u64 {
-    let ops = workload(seed, len);
+    every_step_of(&steps(seed, len, 1), on, target)
+}
+
+fn every_step_of(ops: &[Vec<Op>], on: FaultOn, target: Target) -> u64 {
     let mut n = 0;
     loop {
         // Every few runs, also crash inside recovery, at a step that moves with n.
         let recovery_fault = (n % 3 == 0).then_some((n / 3) % 40);
-        let r = run(&ops, Some((n, on, target)), recovery_fault);
+        let r = run(ops, Some((n, on, target)), recovery_fault);
         if !r.tripped {
             return n;
         }
@@ -162,9 +198,27 @@ fn every_step(seed: u64, len: usize, on: FaultOn, target: Target) -> u64 {
 
 #[test]
 fn workload_without_faults_matches_model() {
-    let ops = workload(7, 60);
-    let r = run(&ops, None, None);
-    assert!(!r.tripped);
+    for group in [1, 4] {
+        let r = run(&steps(7, 60, group), None, None);
+        assert!(!r.tripped);
+    }
+}
+
+#[test]
+fn crash_at_every_storage_operation_of_group_commits() {
+    let ops = steps(41, 40, 4);
+    let grouped = ops.iter().filter(|s| s.len() > 1).count();
+    assert!(grouped >= 5, "only {grouped} grouped steps");
+    let steps = every_step_of(&ops, FaultOn::Any, Target::Disk)
+        + every_step_of(&ops, FaultOn::Syncs, Target::Disk);
+    eprintln!("group commits: {steps} fault points");
+    assert!(steps > 30, "only {steps} storage operations");
+    for (i, file) in ["us", "global"].into_iter().enumerate() {
+        let ops = self::steps(43 + i as u64, 40, 4);
+        let steps = every_step_of(&ops, FaultOn::Any, Target::File(file));
+        eprintln!("group commits, {file}: {steps} fault points");
+        assert!(steps > 10, "{file}: only {steps} storage operations");
+    }
 }
 
 #[test]

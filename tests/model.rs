@@ -22,6 +22,9 @@ enum Step {
     /// The disk fails at storage operation `n` of the next op, then power loss (`true`)
     /// or a restart with the disk back (`false`: what a failed sync wrote stays).
     FaultThenCrash(u8, Op, bool),
+    /// Writes committed together by `Db::commit_each` (the groupable ones whose account
+    /// exists, put in the order it commits them: region by region).
+    Group(Vec<Op>),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -31,6 +34,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Reopen),
         1 => Just(Step::Crash),
         1 => (0u8..40, op_strategy(3), any::<bool>()).prop_map(|(n, op, power)| Step::FaultThenCrash(n, op, power)),
+        3 => proptest::collection::vec(op_strategy(3), 2..6).prop_map(Step::Group),
     ]
 }
 
@@ -75,6 +79,34 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(format!("step {i}: {e}")))?;
                 let want = model.apply(&op);
                 prop_assert_eq!(classify(&r), Some(want), "step {} {:?}: {:?}", i, op, r);
+            }
+            Step::Group(ops) => {
+                let mut ops: Vec<Op> = ops
+                    .into_iter()
+                    .filter(|op| is_groupable(op) && runnable(&ids, op))
+                    .collect();
+                if ops.len() < 2 {
+                    continue;
+                }
+                // commit_each commits region by region, in the order of each region's
+                // first write, and keeps the order within a region.
+                let first: Vec<_> = ops.iter().map(op_region).collect();
+                ops.sort_by_key(|op| first.iter().position(|r| *r == op_region(op)));
+                let rs = execute_step(&db, &ids, &ops);
+                for (op, r) in ops.iter().zip(&rs) {
+                    model
+                        .explain(op, r)
+                        .map_err(|e| TestCaseError::fail(format!("step {i} (group): {e}")))?;
+                    let want = model.apply(op);
+                    prop_assert_eq!(
+                        classify(r),
+                        Some(want),
+                        "step {} group {:?}: {:?}",
+                        i,
+                        op,
+                        r
+                    );
+                }
             }
             Step::Reopen => {
                 db.close().map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -500,6 +500,81 @@ pub fn execute_some(db: &Db, ids: &[Option<AccountId>], op: &Op) -> Option<Resul
     })
 }
 
+/// Whether the op is one write that reads nothing (so it can be built before the writes
+/// ahead of it commit, and share their group commit with the same outcome as alone).
+pub fn is_groupable(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Insert { .. }
+            | Op::InsertUnique { .. }
+            | Op::Pair { .. }
+            | Op::Remove { .. }
+            | Op::InsertD { .. }
+            | Op::RemoveD { .. }
+    )
+}
+
+/// Cuts `ops` into steps: groupable ops to one region, up to `max`, committed together by
+/// [`execute_step`] (between two other ops, the groupable ones are gathered by region, so
+/// the workload runs in another order: the model follows the steps), every other op alone.
+pub fn group_steps(ops: &[Op], max: usize) -> Vec<Vec<Op>> {
+    let mut steps: Vec<Vec<Op>> = Vec::new();
+    let mut open: Vec<Vec<Op>> = Vec::new();
+    for op in ops {
+        if !is_groupable(op) || max <= 1 {
+            steps.append(&mut open);
+            steps.push(vec![op.clone()]);
+            continue;
+        }
+        match open
+            .iter_mut()
+            .position(|g| op_region(&g[0]) == op_region(op))
+        {
+            Some(i) => {
+                open[i].push(op.clone());
+                if open[i].len() >= max {
+                    steps.push(open.remove(i));
+                }
+            }
+            None => open.push(vec![op.clone()]),
+        }
+    }
+    steps.append(&mut open);
+    steps
+}
+
+/// Runs a step: one op as [`execute_some`] does, or groupable ops as one
+/// [`Db::commit_each`] (group commits, each with its own outcome, in order: the caller
+/// puts the ops of one region together, in the order `commit_each` commits regions).
+/// Every op's account must exist.
+pub fn execute_step(db: &Db, ids: &[Option<AccountId>], step: &[Op]) -> Vec<Result<(), Error>> {
+    if let [op] = step {
+        return vec![execute_some(db, ids, op).expect("the op's account exists")];
+    }
+    let mut out: Vec<Option<Result<(), Error>>> = (0..step.len()).map(|_| None).collect();
+    let mut writes = Vec::new();
+    let mut slots = Vec::new();
+    for (i, op) in step.iter().enumerate() {
+        let c = op.to_commit().expect("a groupable op writes");
+        let id = ids[c.acct].expect("the op's account exists");
+        let built = db.write_in(id, c.region).and_then(|mut w| {
+            model::buffer(&mut w, &T, &c.recs)?;
+            Ok(w)
+        });
+        match built {
+            Ok(w) => {
+                writes.push(w);
+                slots.push(i);
+            }
+            Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    for (i, r) in slots.into_iter().zip(db.commit_each(writes)) {
+        out[i] = Some(r);
+    }
+    out.into_iter().map(|r| r.expect("every op ran")).collect()
+}
+
 /// Write A (`a`) reads and buffers; write B (what [`Model::stale_writer`] makes of the
 /// record as A read it) commits; then A commits.
 fn stale_update(

@@ -1,0 +1,484 @@
+//! Group commit: writes committed to one region at the same moment share one region
+//! transaction, one Reserve, one fsync and one Confirm, and each keeps its own outcome
+//! (`Db::commit_each`, concurrent `Write::commit`); a region batch (`Db::batch_in`) commits
+//! writes of many accounts all or none. Sync counts come from the SimStorage backend, never
+//! from timing.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::sim::{quiet_builder, sim_global, sim_region};
+use common::*;
+use regionkv::testing::{FaultOn, SimStorage};
+use regionkv::{AccountId, Db, Error, NewAccount, Unique};
+
+const DIR: &str = "/group";
+
+fn open(sim: &SimStorage) -> Db {
+    quiet_builder(sim)
+        .region("us")
+        .region("eu")
+        .open(DIR)
+        .expect("open")
+}
+
+fn accounts(db: &Db, n: usize, home: &str) -> Vec<AccountId> {
+    db.create_accounts((0..n).map(|i| NewAccount::new(format!("{home}-{i}"), home)))
+        .expect("create accounts")
+}
+
+/// A write of `a` in its home region: record `key` owning `email` value `v` (or a plain
+/// record if `v` is `None`).
+fn write(db: &Db, a: AccountId, key: &str, v: Option<&str>) -> regionkv::Write {
+    let mut w = db.write(a).expect("write");
+    match v {
+        Some(v) => w
+            .insert_unique(&T, key, b"rec", &[Unique::new("email", v)])
+            .expect("buffer"),
+        None => w.insert(&T, key, b"rec").expect("buffer"),
+    }
+    w
+}
+
+fn has(db: &Db, a: AccountId, key: &str) -> bool {
+    db.read(a).unwrap().get(&T, key).unwrap().is_some()
+}
+
+fn owner(db: &Db, v: &str) -> Option<(AccountId, Vec<u8>)> {
+    db.find_unique(&T, "email", v)
+        .unwrap()
+        .map(|h| (h.account(), h.key().to_vec()))
+}
+
+/// (syncs of the region file, syncs of the global file, bytes of each) now.
+fn syncs(sim: &SimStorage, region: &str) -> [(u64, usize); 2] {
+    let f = |p: std::path::PathBuf| (sim.syncs_of(&p), sim.live_bytes(&p).map_or(0, |b| b.len()));
+    [f(sim_region(DIR, region)), f(sim_global(DIR))]
+}
+
+/// Syncs since `before`, less one per file that grew (redb syncs when it grows a file).
+fn syncs_since(sim: &SimStorage, region: &str, before: [(u64, usize); 2]) -> [u64; 2] {
+    let after = syncs(sim, region);
+    let mut out = [0; 2];
+    for i in 0..2 {
+        let grew = (after[i].1 > before[i].1) as u64;
+        out[i] = (after[i].0 - before[i].0).saturating_sub(grew);
+    }
+    out
+}
+
+#[test]
+fn writes_committed_together_share_one_sync() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 10, "eu");
+    // One unique write first: it marks eu dirty (a synced Reserve, once per checkpoint).
+    db.commit_each([write(&db, ids[0], "first", Some("first@x"))])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let writes: Vec<_> = (0..40)
+        .map(|i| {
+            let v = format!("u{i}@x");
+            write(
+                &db,
+                ids[i % 10],
+                &format!("k{i}"),
+                (i % 2 == 0).then_some(v.as_str()),
+            )
+        })
+        .collect();
+    let before = syncs(&sim, "eu");
+    let outcomes = db.commit_each(writes);
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let [region, global] = syncs_since(&sim, "eu", before);
+    assert_eq!(region, 1, "40 writes in one group: one region sync");
+    assert_eq!(global, 0, "Reserve and Confirm of the group are unsynced");
+    for i in 0..40 {
+        assert!(has(&db, ids[i % 10], &format!("k{i}")), "k{i}");
+        if i % 2 == 0 {
+            let o = owner(&db, &format!("u{i}@x"));
+            assert_eq!(o, Some((ids[i % 10], format!("k{i}").into_bytes())), "u{i}");
+        }
+    }
+    // After a power loss every write of the group is there (their commit was synced).
+    sim.crash();
+    drop(db);
+    let db = open(&sim);
+    for i in 0..40 {
+        assert!(
+            has(&db, ids[i % 10], &format!("k{i}")),
+            "k{i} after power loss"
+        );
+    }
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn each_write_of_a_group_keeps_its_own_outcome() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 4, "eu");
+    let limited = db
+        .create_account(NewAccount::new("limited", "eu").max_records(1))
+        .unwrap();
+    db.commit_each([write(&db, ids[0], "owner", Some("taken@x"))])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    db.commit_each([write(&db, limited, "only", None)])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    // A stale read-modify-write: it read "owner" before another write changed it.
+    let mut stale = db.write(ids[0]).unwrap();
+    stale
+        .update(&T, "owner", |_| Some(b"stale".to_vec()))
+        .unwrap();
+    let mut change = db.write(ids[0]).unwrap();
+    change.insert(&T, "owner", b"changed").unwrap();
+    change.commit().unwrap();
+
+    let group = vec![
+        write(&db, ids[1], "a", Some("a@x")),     // ok
+        write(&db, ids[2], "b", Some("taken@x")), // taken by ids[0]
+        stale,                                    // conflict
+        write(&db, limited, "more", None),        // over its quota
+        write(&db, ids[3], "c", None),            // ok
+        write(&db, ids[2], "d", Some("d@x")),     // ok: its own value
+    ];
+    let out = db.commit_each(group);
+    assert!(out[0].is_ok(), "{:?}", out[0]);
+    match &out[1] {
+        Err(Error::UniqueViolation { namespace, record }) => {
+            assert_eq!(namespace, "email");
+            assert_eq!(record.key, b"b");
+        }
+        other => panic!("expected a violation, got {other:?}"),
+    }
+    assert!(
+        matches!(out[2], Err(Error::Conflict { .. })),
+        "{:?}",
+        out[2]
+    );
+    assert!(
+        matches!(out[3], Err(Error::QuotaExceeded { .. })),
+        "{:?}",
+        out[3]
+    );
+    assert!(out[4].is_ok() && out[5].is_ok(), "{out:?}");
+    // What failed left nothing; what succeeded is there.
+    assert!(has(&db, ids[1], "a") && has(&db, ids[3], "c") && has(&db, ids[2], "d"));
+    assert!(!has(&db, ids[2], "b") && !has(&db, limited, "more"));
+    let kept = db.read(ids[0]).unwrap().get(&T, "owner").unwrap().unwrap();
+    assert_eq!(&kept[..], b"changed");
+    assert_eq!(owner(&db, "taken@x"), Some((ids[0], b"owner".to_vec())));
+    assert_eq!(owner(&db, "a@x"), Some((ids[1], b"a".to_vec())));
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn writes_on_one_value_in_one_group_apply_in_the_order_given() {
+    // Serially: A claims v for k1; A moves k1 to another value (releasing v); B claims v.
+    // In one group the second and third find v held by the first (in flight): they run in
+    // later groups, and the outcome is the serial one.
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 2, "eu");
+    let out = db.commit_each([
+        write(&db, ids[0], "k1", Some("v@x")),
+        write(&db, ids[0], "k1", Some("w@x")),
+        write(&db, ids[1], "k2", Some("v@x")),
+    ]);
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(owner(&db, "v@x"), Some((ids[1], b"k2".to_vec())));
+    assert_eq!(owner(&db, "w@x"), Some((ids[0], b"k1".to_vec())));
+    // Two claims of one value by two accounts: the first wins, as serially.
+    let out = db.commit_each([
+        write(&db, ids[0], "k3", Some("x@x")),
+        write(&db, ids[1], "k4", Some("x@x")),
+    ]);
+    assert!(out[0].is_ok(), "{out:?}");
+    assert!(
+        matches!(out[1], Err(Error::UniqueViolation { .. })),
+        "{out:?}"
+    );
+    assert_eq!(owner(&db, "x@x"), Some((ids[0], b"k3".to_vec())));
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn concurrent_writers_share_commits() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 8, "eu");
+    // A disk whose flush takes a while: writers arriving during a sync form the next group.
+    sim.set_sync_latency(Duration::from_millis(2));
+    let before = syncs(&sim, "eu");
+    let per_thread = 25;
+    std::thread::scope(|s| {
+        for (t, id) in ids.iter().enumerate() {
+            let db = &db;
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let v = format!("t{t}-{i}@x");
+                    let w = write(db, *id, &format!("k{i}"), Some(&v));
+                    w.commit().expect("commit");
+                }
+            });
+        }
+    });
+    sim.set_sync_latency(Duration::ZERO);
+    let writes = (ids.len() * per_thread) as u64;
+    let [region, _] = syncs_since(&sim, "eu", before);
+    eprintln!("{writes} concurrent writes: {region} region syncs");
+    assert!(
+        region < writes * 3 / 4,
+        "{writes} concurrent writes took {region} region syncs: no group formed"
+    );
+    for (t, id) in ids.iter().enumerate() {
+        for i in 0..per_thread {
+            let v = format!("t{t}-{i}@x");
+            assert_eq!(owner(&db, &v), Some((*id, format!("k{i}").into_bytes())));
+        }
+    }
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn concurrent_claims_of_one_value_have_one_winner() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 8, "eu");
+    sim.set_sync_latency(Duration::from_millis(1));
+    let db = Arc::new(db);
+    for round in 0..10 {
+        let v = format!("contested-{round}@x");
+        let outcomes: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let (db, v) = (&db, &v);
+                    s.spawn(move || write(db, *id, &format!("r{round}"), Some(v)).commit())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..ids.len()).filter(|i| outcomes[*i].is_ok()).collect();
+        assert!(winners.len() <= 1, "round {round}: {outcomes:?}");
+        for (i, r) in outcomes.iter().enumerate() {
+            match r {
+                Ok(()) => assert!(has(&db, ids[i], &format!("r{round}"))),
+                Err(Error::UniqueViolation { .. } | Error::Busy(_)) => {
+                    assert!(!has(&db, ids[i], &format!("r{round}")))
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        let o = owner(&db, &v);
+        assert_eq!(
+            o.map(|(a, _)| a),
+            winners.first().map(|i| ids[*i]),
+            "round {round}"
+        );
+    }
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn a_batch_is_one_sync_for_many_accounts() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 50, "eu");
+    db.commit_each([write(&db, ids[0], "first", Some("first@x"))])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let mut batch = db.batch_in("eu").unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        for j in 0..4 {
+            let key = format!("k{j}");
+            let v = format!("a{i}-{j}@x");
+            batch
+                .write(*id)
+                .unwrap()
+                .insert_unique(&T, key.as_str(), b"rec", &[Unique::new("email", &v)])
+                .unwrap();
+        }
+    }
+    assert_eq!(batch.len(), 200);
+    let before = syncs(&sim, "eu");
+    batch.commit().unwrap();
+    let [region, global] = syncs_since(&sim, "eu", before);
+    assert_eq!(
+        (region, global),
+        (1, 0),
+        "a batch of 200 records in 50 accounts"
+    );
+    sim.crash();
+    drop(db);
+    let db = open(&sim);
+    for (i, id) in ids.iter().enumerate() {
+        for j in 0..4 {
+            let v = format!("a{i}-{j}@x");
+            assert_eq!(owner(&db, &v), Some((*id, format!("k{j}").into_bytes())));
+        }
+    }
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn a_batch_is_all_or_none() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 3, "eu");
+    let us = accounts(&db, 1, "us");
+    db.commit_each([write(&db, ids[0], "owner", Some("taken@x"))])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let snapshot_before = |db: &Db| {
+        (0..3)
+            .map(|i| has(db, ids[i], "new"))
+            .chain([db.is_taken("email", "n1@x").unwrap()])
+            .collect::<Vec<_>>()
+    };
+    let fill = |batch: &mut regionkv::Batch, last: &str| {
+        batch
+            .write(ids[1])
+            .unwrap()
+            .insert_unique(&T, "new", b"rec", &[Unique::new("email", "n1@x")])
+            .unwrap();
+        batch
+            .write(ids[2])
+            .unwrap()
+            .insert_unique(&T, "new", b"rec", &[Unique::new("email", last)])
+            .unwrap();
+    };
+    // One part collides with a committed record: the whole batch is refused.
+    let mut batch = db.batch_in("eu").unwrap();
+    fill(&mut batch, "taken@x");
+    match batch.commit() {
+        Err(Error::UniqueViolation { record, .. }) => assert_eq!(record.key, b"new"),
+        other => panic!("expected a violation, got {other:?}"),
+    }
+    assert_eq!(snapshot_before(&db), vec![false; 4]);
+    // Two parts claim one value: refused as a duplicate.
+    let mut batch = db.batch_in("eu").unwrap();
+    fill(&mut batch, "n1@x");
+    assert!(matches!(
+        batch.commit(),
+        Err(Error::DuplicateInWrite { .. })
+    ));
+    assert_eq!(snapshot_before(&db), vec![false; 4]);
+    // A part whose account may not live in the region: refused when the part is opened.
+    let mut batch = db.batch_in("eu").unwrap();
+    assert!(matches!(
+        batch.write(us[0]),
+        Err(Error::PlacementDenied { .. })
+    ));
+    assert!(matches!(db.batch_in("mars"), Err(Error::RegionUnknown(_))));
+    // Without the collision it commits, all of it.
+    let mut batch = db.batch_in("eu").unwrap();
+    fill(&mut batch, "n2@x");
+    batch.commit().unwrap();
+    assert_eq!(snapshot_before(&db), vec![false, true, true, true]);
+    assert!(db.audit().unwrap().is_clean());
+}
+
+#[test]
+fn a_batch_respects_quotas_across_its_parts() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let a = db
+        .create_account(NewAccount::new("q", "eu").max_records(3))
+        .unwrap();
+    let b = accounts(&db, 1, "eu")[0];
+    let mut batch = db.batch_in("eu").unwrap();
+    for k in ["1", "2", "3", "4"] {
+        batch.write(a).unwrap().insert(&T, k, b"x").unwrap();
+    }
+    batch.write(b).unwrap().insert(&T, "b", b"x").unwrap();
+    assert!(matches!(batch.commit(), Err(Error::QuotaExceeded { .. })));
+    assert!(!has(&db, b, "b") && !has(&db, a, "1"));
+    // The refused batch gave its reservation back: three records still fit.
+    let mut batch = db.batch_in("eu").unwrap();
+    for k in ["1", "2", "3"] {
+        batch.write(a).unwrap().insert(&T, k, b"x").unwrap();
+    }
+    batch.commit().unwrap();
+    assert!(has(&db, a, "3"));
+}
+
+/// Batch of 3 accounts' unique records, with a fault at storage operation `n`, then a
+/// power loss: after reopening the batch is there entirely or not at all, and the store
+/// audits clean. Returns whether the fault fired.
+fn batch_with_fault(n: u64, on: FaultOn) -> bool {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 3, "eu");
+    db.commit_each([write(&db, ids[0], "old", Some("old@x"))])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let mut batch = db.batch_in("eu").unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let v = format!("b{i}@x");
+        batch
+            .write(*id)
+            .unwrap()
+            .insert_unique(&T, "new", b"rec", &[Unique::new("email", &v)])
+            .unwrap();
+    }
+    // Account 0 also moves its old record's value away (a release in the batch).
+    batch
+        .write(ids[0])
+        .unwrap()
+        .insert_unique(&T, "old", b"rec", &[])
+        .unwrap();
+    sim.fail_after(n, on);
+    let r = batch.commit();
+    let tripped = sim.fault_tripped();
+    if !tripped {
+        r.as_ref().expect("no fault, no error");
+    }
+    sim.crash();
+    drop(db);
+    let db = quiet_builder(&sim)
+        .region("us")
+        .region("eu")
+        .open(DIR)
+        .unwrap_or_else(|e| panic!("reopen after fault {n}: {e}"));
+    let present: Vec<bool> = ids.iter().map(|id| has(&db, *id, "new")).collect();
+    let all = present.iter().all(|p| *p);
+    assert!(
+        all || present.iter().all(|p| !*p),
+        "fault {n}: part of a batch: {present:?}"
+    );
+    if r.is_ok() {
+        assert!(all, "fault {n}: the batch returned Ok and is not there");
+    } else if !matches!(r, Err(Error::OutcomeUnknown { .. })) {
+        assert!(!all, "fault {n}: the batch failed ({r:?}) and is there");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let o = owner(&db, &format!("b{i}@x"));
+        assert_eq!(o, all.then(|| (*id, b"new".to_vec())), "fault {n}: b{i}");
+    }
+    assert_eq!(
+        db.is_taken("email", "old@x").unwrap(),
+        !all,
+        "fault {n}: old value"
+    );
+    let audit = db.audit().unwrap();
+    assert!(audit.is_clean(), "fault {n}: {audit}");
+    tripped
+}
+
+#[test]
+fn a_batch_is_all_or_none_across_a_crash_at_every_storage_operation() {
+    // Any operation: the batch's Reserve, its region commit, its Confirm, the reopen.
+    for (on, least) in [(FaultOn::Any, 10), (FaultOn::Syncs, 1)] {
+        let mut n = 0;
+        while batch_with_fault(n, on) {
+            n += 1;
+        }
+        eprintln!("batch, {on:?}: {n} fault points");
+        assert!(n >= least, "{on:?}: only {n} storage operations");
+    }
+}
