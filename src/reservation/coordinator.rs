@@ -1,4 +1,4 @@
-//! Reserve, Confirm, Abort and Checkpoint: the global half of a unique write.
+//! Reserve (of a group), Confirm and Checkpoint: the global half of a unique write.
 //!
 //! None of these syncs except the checkpoint. The region commit (synced) is the commit
 //! point; what the global partition loses in a crash, recovery rebuilds from the region's
@@ -52,7 +52,7 @@ pub(crate) struct ReserveReq<'a> {
     pub releases: &'a [ReleaseReq],
 }
 
-/// A reservation made by Reserve; settled by Confirm or Abort.
+/// A reservation made by Reserve; settled by Confirm (or, after a crash, by recovery).
 #[derive(Debug)]
 pub(crate) struct Reservation {
     pub txn: TxnId,
@@ -100,8 +100,8 @@ pub(crate) struct CheckpointBudget {
 pub(crate) struct Coordinator {
     pub epoch: u64,
     seq: AtomicU64,
-    /// Txns whose reservation or marker may still exist anywhere: from Reserve until Abort,
-    /// or until their marker's deletion is durable. The smallest is the low-water mark
+    /// Txns whose reservation or marker may still exist anywhere: from the Reserve commit
+    /// until their marker's deletion is durable (or a reopen's recovery settled them). The smallest is the low-water mark
     /// below which tombstones can be dropped.
     live: Mutex<BTreeMap<TxnId, u16>>,
     /// Confirmed since the last checkpoint: (region, txn).

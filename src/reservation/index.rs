@@ -4,7 +4,7 @@
 //!
 //! Every write of the index goes through [`IndexWrite`], so the three tables cannot drift:
 //! an entry put in flight always has its `_inflight` row, a new tombstone always has its
-//! `_tombstones` row. Reserve, Confirm, Abort, checkpoint, recovery, forfeit and the reads
+//! `_tombstones` row. Reserve, Confirm, checkpoint, recovery, forfeit and the reads
 //! of `Db` and `audit` all use this one module.
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
@@ -126,8 +126,8 @@ impl<'t> IndexWrite<'t> {
     }
 
     /// Applies one state-machine change to the entry of `key`, with the tombstone row a
-    /// new tombstone needs: the one write of a settled entry, shared by Confirm, Abort,
-    /// recovery and forfeit.
+    /// new tombstone needs: the one write of a settled entry, shared by Confirm,
+    /// recovery (rollback) and forfeit.
     pub fn apply(&mut self, key: &[u8], change: Change) -> Result<()> {
         match change {
             Change::Keep => {}

@@ -1,6 +1,6 @@
 //! The two-phase reservation protocol (see docs/design.md): the pure entry state machine,
 //! the typed unique index it is stored in, the coordinator that runs Reserve / Confirm /
-//! Abort / Checkpoint against the global partition, the checkpoint timer, and recovery at
+//! Checkpoint against the global partition, the checkpoint timer, and recovery at
 //! open.
 
 pub(crate) mod coordinator;
