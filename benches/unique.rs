@@ -14,7 +14,10 @@
 //! - `batch_1000_unique/*`: 1,000 rows in one commit, each claiming its own fresh value
 //!   (regionkv, and the single-file redb equivalent).
 //! - `lookup/*`: `find_unique` hit and miss, `is_taken` hit and miss, over 10,000 owned
-//!   values; `duplicate_rejected`: another account's `insert_unique` of an owned value,
+//!   values (the index entries come from the unique-index cache once warm);
+//!   `view_find_unique_hit`: the same hit through a kept `View` (region snapshot reused);
+//!   `redb_shared_snapshot_hit`: the single-file peer, index get + row get in one read
+//!   transaction kept across lookups; `duplicate_rejected`: another account's `insert_unique` of an owned value,
 //!   committed, must fail with `UniqueViolation` (no fsync on that path).
 //!
 //! The files live in a temporary folder under `<target>/bench-data` (override with
@@ -25,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use regionkv::{AccountId, Db, Error, NewAccount, Raw, Table, Unique};
 
 const T: Table<Raw> = Table::new("users");
@@ -97,7 +100,7 @@ fn prepopulate(db: &Db, a: AccountId) {
     }
 }
 
-fn lookups(c: &mut Criterion, db: &Db, a: AccountId, b: AccountId) {
+fn lookups(c: &mut Criterion, db: &Db, a: AccountId, b: AccountId, plain: &redb::Database) {
     let hits: Vec<String> = (0..PREPOPULATED)
         .map(|j| format!("pre{j}@example.com"))
         .collect();
@@ -119,6 +122,29 @@ fn lookups(c: &mut Criterion, db: &Db, a: AccountId, b: AccountId) {
             i += 1;
             let h = db.find_unique(&T, NS, &hits[i % n]).unwrap().unwrap();
             black_box(h.record().len())
+        })
+    });
+    let view = db.view().unwrap();
+    g.bench_function("view_find_unique_hit", |bch| {
+        bch.iter(|| {
+            i += 1;
+            let h = view.find_unique(&T, NS, &hits[i % n]).unwrap().unwrap();
+            black_box(h.record().len())
+        })
+    });
+    let snapshot = plain.begin_read().unwrap();
+    let index = snapshot.open_table(PLAIN_INDEX).unwrap();
+    let rows = snapshot.open_table(PLAIN_ROWS).unwrap();
+    g.bench_function("redb_shared_snapshot_hit", |bch| {
+        bch.iter(|| {
+            i += 1;
+            let mut ikey = Vec::with_capacity(64);
+            ikey.extend_from_slice(NS.as_bytes());
+            ikey.push(0);
+            ikey.extend_from_slice(hits[i % n].as_bytes());
+            let key = index.get(ikey.as_slice()).unwrap().unwrap();
+            let row = rows.get(key.value()).unwrap().unwrap();
+            black_box(row.value().len())
         })
     });
     g.bench_function("find_unique_miss", |bch| {
@@ -317,8 +343,18 @@ fn benches(c: &mut Criterion) {
     let b = db.create_account(NewAccount::new("b", "us")).unwrap();
     let plain = redb::Database::create(tmp.path().join("plain.redb")).expect("plain redb");
     prepopulate(&db, a);
+    let pre: Vec<_> = (0..PREPOPULATED)
+        .map(|j| {
+            (
+                plain_key(a.get(), format!("pre{j}").as_bytes()),
+                format!("pre{j}@example.com").into_bytes(),
+                value(j),
+            )
+        })
+        .collect();
+    plain_unique_insert(&plain, &pre);
 
-    lookups(c, &db, a, b);
+    lookups(c, &db, a, b, &plain);
     durable(c, &db, a, &plain);
     batched(c, &db, a, &plain);
     interleaved(&db, a, &plain);

@@ -14,6 +14,9 @@ use crate::limits::DEFAULT_MAX_VALUE;
 /// Default total page-cache budget, split across all open partitions.
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
+/// Default memory of the unique-index cache ([`Builder::unique_cache_size`]).
+pub const DEFAULT_UNIQUE_CACHE_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub(crate) enum RegionSpec {
     Open { name: String, path: Option<PathBuf> },
@@ -30,6 +33,7 @@ pub struct Builder {
     pub(crate) regions: Vec<RegionSpec>,
     pub(crate) default_region: Option<String>,
     pub(crate) cache_bytes: usize,
+    pub(crate) unique_cache_bytes: usize,
     pub(crate) max_value: usize,
     pub(crate) checkpoint_every: u64,
     pub(crate) checkpoint_interval: Duration,
@@ -44,6 +48,7 @@ impl Default for Builder {
             regions: Vec::new(),
             default_region: None,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            unique_cache_bytes: DEFAULT_UNIQUE_CACHE_BYTES,
             max_value: DEFAULT_MAX_VALUE,
             checkpoint_every: 1024,
             checkpoint_interval: Duration::from_secs(1),
@@ -93,6 +98,16 @@ impl Builder {
     /// is 1 GiB per file).
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
+        self
+    }
+
+    /// Memory for the unique-index cache (default [`DEFAULT_UNIQUE_CACHE_BYTES`], 16 MiB;
+    /// 0 turns it off): global index entries that `find_unique` and `is_taken` read from
+    /// memory instead of the global file, evicted by CLOCK, kept coherent by every commit
+    /// (docs/design.md, "Unique-index cache"). Hits and misses are in [`Db::stats`]
+    /// (crate::Db::stats). About 150 bytes per cached value.
+    pub fn unique_cache_size(mut self, bytes: usize) -> Self {
+        self.unique_cache_bytes = bytes;
         self
     }
 

@@ -16,13 +16,12 @@ use crate::limits::{check_account_name, check_table_name, check_unique};
 use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, unique_key};
-use crate::partition::region::{decode_owned, owned_key};
 use crate::partition::set::{Region, RegionSet, RegionSlot};
-use crate::read::{Hit, Read, Record, Rows};
+use crate::read::{Hit, Read, Rows};
 use crate::reservation::index::IndexRead;
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
-use crate::schema::{ACCOUNT_NAMES, ACCOUNTS, OWNED};
+use crate::schema::{ACCOUNT_NAMES, ACCOUNTS};
 use crate::table::{Table, digest};
 use crate::types::{AccountId, RegionId};
 use crate::write::Write;
@@ -85,6 +84,15 @@ pub struct Stats {
     pub regions_open: usize,
     /// Regions in the catalog.
     pub regions_known: usize,
+    /// Lookups of the unique-index cache that found the entry (or its absence) in memory.
+    pub unique_cache_hits: u64,
+    /// Lookups that read the global file (and filled the cache).
+    pub unique_cache_misses: u64,
+    /// Bytes the unique-index cache holds (never above
+    /// [`Builder::unique_cache_size`](crate::Builder::unique_cache_size)).
+    pub unique_cache_bytes: usize,
+    /// Values the unique-index cache holds.
+    pub unique_cache_entries: usize,
 }
 
 /// An open regionkv store. Cheap to clone (`Arc` inside), `Send + Sync`.
@@ -191,11 +199,24 @@ impl Inner {
     }
 
     /// The settled or in-flight global entry of a unique value.
-    pub fn unique_entry(&self, ns: &str, value: &[u8]) -> Result<Option<Entry>> {
+    /// From the unique-index cache when it holds the value, else from a global snapshot
+    /// (and then cached).
+    pub fn unique_entry(&self, ns: &str, value: &[u8]) -> Result<Option<Arc<Entry>>> {
         check_unique(ns, value)?;
         let d = self.digest(ns, value);
+        let key = unique_key(ns, &d);
+        let cache = &self.coord.cache;
+        if let Some(hit) = cache.get(&key) {
+            return Ok(hit);
+        }
+        // Read before the snapshot begins: a commit of the index after it refuses the fill.
+        let epoch = cache.epoch();
         let txn = self.global.begin_read()?;
-        IndexRead::open(&self.global, &txn)?.get(&unique_key(ns, &d))
+        let entry = IndexRead::open(&self.global, &txn)?
+            .get(&key)?
+            .map(Arc::new);
+        cache.fill(&key, entry.clone(), epoch);
+        Ok(entry)
     }
 }
 
@@ -399,67 +420,20 @@ impl Db {
     ///
     /// The global index holds only a digest; the hit is verified against the plaintext
     /// kept beside the record in its region, so a digest collision never returns a wrong
-    /// record. Two point reads: the global entry, then the record.
+    /// record. The global entry comes from the unique-index cache when it holds it
+    /// ([`Builder::unique_cache_size`](crate::Builder::unique_cache_size)), then the
+    /// record from a new snapshot of its region; a hot path that looks up many values
+    /// keeps a [`View`](crate::View) instead (its snapshots are reused).
     ///
     /// # Errors
-    /// [`Error::RegionDisabled`] if the owner lives in a disabled region;
-    /// [`Error::InvalidArgument`] for an empty or over-long namespace or value;
-    /// [`Error::Corrupt`] if the record fails its checksum.
+    /// Those of [`View::find_unique`](crate::View::find_unique).
     pub fn find_unique<V: Value>(
         &self,
         table: &Table<V>,
         namespace: &str,
         value: impl AsRef<[u8]>,
     ) -> Result<Option<Hit<V>>> {
-        let inner = &*self.inner;
-        inner.check_open()?;
-        check_table_name(table.name())?;
-        let value = value.as_ref();
-        // The global entry names the owner; the region is the truth. During a change of
-        // owner (a transfer between two records of one account, committed in one region
-        // commit), the entry is in flight and names the receiver, its `prev` the current
-        // owner: exactly one of them owns the value at any region snapshot. If neither
-        // does, the entry moved on between the two reads: read it again, until two reads
-        // agree (then the answer is stable: nobody owns it at that snapshot).
-        let mut last: Option<Entry> = None;
-        for _ in 0..16 {
-            let Some(entry) = inner.unique_entry(namespace, value)? else {
-                inner.coord.check_settled()?;
-                return Ok(None);
-            };
-            if entry.state == State::Tombstone {
-                inner.coord.check_settled()?;
-                return Ok(None);
-            }
-            if last.as_ref() == Some(&entry) {
-                return Ok(None);
-            }
-            let mut candidates = vec![&entry.loc];
-            if entry.state == State::Pending
-                && let Some(prev) = entry.prev.as_deref()
-                && prev.state == State::Committed
-            {
-                candidates.push(&prev.loc);
-            }
-            candidates.retain(|l| l.table == table.name());
-            if candidates.is_empty() {
-                return Ok(None);
-            }
-            let region = inner.region(RegionId(candidates[0].region))?;
-            let txn = region.snapshot()?;
-            for loc in candidates {
-                if loc.region != region.id.0 {
-                    continue;
-                }
-                if let Some(hit) = owner_at(&region, &txn, table, loc, namespace, value)? {
-                    return Ok(Some(hit));
-                }
-            }
-            last = Some(entry);
-        }
-        Err(Error::Busy(format!(
-            "the owner of a value in namespace `{namespace}` kept changing during the lookup"
-        )))
+        self.view()?.find_unique(table, namespace, value)
     }
 
     /// Whether `value` is owned (or being claimed) in `namespace`: one global point read.
@@ -678,6 +652,8 @@ impl Db {
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
         let (live, since) = inner.coord.counts();
+        let cache = &inner.coord.cache;
+        let cached = cache.usage();
         let set = inner.regions.read();
         Stats {
             epoch: inner.coord.epoch,
@@ -689,6 +665,10 @@ impl Db {
                 .filter(|s| matches!(s, Some((_, RegionSlot::Open(_)))))
                 .count(),
             regions_known: set.by_id.iter().filter(|s| s.is_some()).count(),
+            unique_cache_hits: cache.hits.load(std::sync::atomic::Ordering::Relaxed),
+            unique_cache_misses: cache.misses.load(std::sync::atomic::Ordering::Relaxed),
+            unique_cache_bytes: cached.0,
+            unique_cache_entries: cached.1,
         }
     }
 
@@ -734,47 +714,6 @@ pub struct ForfeitReport {
     pub was_unsettled: bool,
     /// Its in-flight reservations rolled back.
     pub in_flight_rolled_back: usize,
-}
-
-/// The record at `loc` in `region`'s snapshot `txn`, if it owns `value` in `namespace`.
-fn owner_at<V: Value>(
-    region: &Region,
-    txn: &crate::read::Snapshot,
-    table: &Table<V>,
-    loc: &crate::reservation::state::Loc,
-    namespace: &str,
-    value: &[u8],
-) -> Result<Option<Hit<V>>> {
-    let Some(owned) = region.part.read_table(txn, OWNED)? else {
-        return Ok(None);
-    };
-    let okey = owned_key(&loc.table, loc.account, &loc.key);
-    let Some(list) = owned.get(okey.as_slice()).at(&region.part)? else {
-        return Ok(None);
-    };
-    let list = decode_owned(list.value())
-        .ok_or_else(|| Error::corrupt(&region.part.name, "undecodable owned-values row"))?;
-    if !list
-        .iter()
-        .any(|o| o.ns == namespace && o.value.as_slice() == value)
-    {
-        return Ok(None);
-    }
-    let d = crate::partition::schemas::Declared::of(table);
-    let Some(data) = crate::read::open_checked(&region.part, txn, &d)? else {
-        return Ok(None);
-    };
-    let dkey = crate::partition::region::data_key(loc.account, &loc.key);
-    let Some(guard) = data.get(dkey.as_slice()).at(&region.part)? else {
-        return Ok(None);
-    };
-    let record = Record::new(guard, txn, &region.part, &d, &dkey)?;
-    Ok(Some(Hit {
-        account: AccountId(loc.account),
-        region: region.id,
-        key: loc.key.clone(),
-        record,
-    }))
 }
 
 /// Compile-time check: a `Db` handle can be shared and sent between threads.

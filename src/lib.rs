@@ -145,13 +145,14 @@ mod schema;
 mod table;
 pub mod testing;
 mod types;
+mod view;
 mod write;
 
 pub use account::{Account, AccountState, NewAccount};
 pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FileStorage, Storage};
 pub use batch::Batch;
-pub use builder::{Builder, DEFAULT_CACHE_BYTES};
+pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_UNIQUE_CACHE_BYTES};
 #[doc(hidden)]
 pub use codec::shape::__private;
 pub use codec::shape::{Schema, schema_label};
@@ -174,6 +175,7 @@ pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
 pub use table::{MAX_DECLARED_UNIQUES, MAX_OLD_VERSIONS, Table, Unique, Upgrade};
 pub use types::{AccountId, RegionId};
+pub use view::View;
 pub use write::{UPDATE_ATTEMPTS, Write};
 
 /// The rkyv crate regionkv is built with (format features pinned): derive your records'

@@ -179,11 +179,103 @@ impl<V: Value> std::fmt::Debug for Record<V> {
     }
 }
 
-struct Snap {
-    region: Arc<Region>,
-    txn: Snapshot,
+pub(crate) struct Snap {
+    pub region: Arc<Region>,
+    pub txn: Snapshot,
     /// Tables opened so far, with the schema they were checked against.
     tables: Vec<(Declared, Option<DataTable>)>,
+    /// `_owned`, once opened (`Some(None)`: not in this region).
+    owned: Option<Option<DataTable>>,
+}
+
+impl Snap {
+    /// `_owned` of this snapshot, opened on first use.
+    pub fn owned(&mut self) -> Result<Option<&DataTable>> {
+        if self.owned.is_none() {
+            self.owned = Some(
+                self.region
+                    .part
+                    .read_table(&self.txn, crate::schema::OWNED)?,
+            );
+        }
+        Ok(self.owned.as_ref().and_then(Option::as_ref))
+    }
+
+    /// Record `key` of `account` in table `table`, read in place.
+    pub fn record<V: Value>(
+        &mut self,
+        table: &Table<V>,
+        account: u64,
+        key: &[u8],
+    ) -> Result<Option<Record<V>>> {
+        let Snap {
+            region,
+            txn,
+            tables,
+            ..
+        } = self;
+        let (d, t) = snap_table(region, txn, tables, table)?;
+        let Some(t) = t else {
+            return Ok(None);
+        };
+        let mut stack = [0u8; 8 + STACK_KEY];
+        let heap;
+        let full: &[u8] = if key.len() <= STACK_KEY {
+            stack[..8].copy_from_slice(&account.to_be_bytes());
+            stack[8..8 + key.len()].copy_from_slice(key);
+            &stack[..8 + key.len()]
+        } else {
+            heap = crate::partition::region::data_key(account, key);
+            &heap
+        };
+        match t.get(full).at(&region.part)? {
+            Some(guard) => Record::new(guard, txn, &region.part, d, full).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Region snapshots taken on first use and kept (a [`Read`]'s, a [`View`](crate::View)'s).
+#[derive(Default)]
+pub(crate) struct Snaps {
+    list: RefCell<Vec<Snap>>,
+}
+
+impl Snaps {
+    /// Runs `f` on the snapshot of `region`, taking it first if there is none.
+    pub fn with<T>(
+        &self,
+        inner: &Inner,
+        region: RegionId,
+        f: impl FnOnce(&mut Snap) -> Result<T>,
+    ) -> Result<T> {
+        let mut snaps = self.list.borrow_mut();
+        let idx = match snaps.iter().position(|s| s.region.id == region) {
+            Some(i) => i,
+            None => {
+                let r = inner.region(region)?;
+                let txn = r.snapshot()?;
+                snaps.push(Snap {
+                    region: r,
+                    txn,
+                    tables: Vec::new(),
+                    owned: None,
+                });
+                snaps.len() - 1
+            }
+        };
+        f(&mut snaps[idx])
+    }
+
+    /// Drops the snapshot of `region` (the next use takes a new one).
+    pub fn forget(&self, region: RegionId) {
+        self.list.borrow_mut().retain(|s| s.region.id != region);
+    }
+
+    /// Drops every snapshot.
+    pub fn clear(&self) {
+        self.list.borrow_mut().clear();
+    }
 }
 
 /// The user table of handle `t` in the snapshot `txn` of `region`, opened and checked on
@@ -231,7 +323,7 @@ pub(crate) fn open_checked(
 pub struct Read {
     db: Db,
     account: Arc<Account>,
-    snaps: RefCell<Vec<Snap>>,
+    snaps: Snaps,
 }
 
 impl std::fmt::Debug for Read {
@@ -248,7 +340,7 @@ impl Read {
         Read {
             db,
             account,
-            snaps: RefCell::new(Vec::with_capacity(2)),
+            snaps: Snaps::default(),
         }
     }
 
@@ -258,21 +350,7 @@ impl Read {
     }
 
     fn with_snap<T>(&self, region: RegionId, f: impl FnOnce(&mut Snap) -> Result<T>) -> Result<T> {
-        let mut snaps = self.snaps.borrow_mut();
-        let idx = match snaps.iter().position(|s| s.region.id == region) {
-            Some(i) => i,
-            None => {
-                let r = self.db.inner.region(region)?;
-                let txn = r.snapshot()?;
-                snaps.push(Snap {
-                    region: r,
-                    txn,
-                    tables: Vec::new(),
-                });
-                snaps.len() - 1
-            }
-        };
-        f(&mut snaps[idx])
+        self.snaps.with(&self.db.inner, region, f)
     }
 
     /// Reads `key` from the account's home region.
@@ -313,31 +391,7 @@ impl Read {
         key: &[u8],
     ) -> Result<Option<Record<V>>> {
         let account = self.account.id().0;
-        self.with_snap(region, |snap| {
-            let Snap {
-                region,
-                txn,
-                tables,
-            } = snap;
-            let (d, t) = snap_table(region, txn, tables, table)?;
-            let Some(t) = t else {
-                return Ok(None);
-            };
-            let mut stack = [0u8; 8 + STACK_KEY];
-            let heap;
-            let full: &[u8] = if key.len() <= STACK_KEY {
-                stack[..8].copy_from_slice(&account.to_be_bytes());
-                stack[8..8 + key.len()].copy_from_slice(key);
-                &stack[..8 + key.len()]
-            } else {
-                heap = crate::partition::region::data_key(account, key);
-                &heap
-            };
-            match t.get(full).at(&region.part)? {
-                Some(guard) => Record::new(guard, txn, &region.part, d, full).map(Some),
-                None => Ok(None),
-            }
-        })
+        self.with_snap(region, |snap| snap.record(table, account, key))
     }
 
     /// Every row of `table` this account holds, in each of its allowed regions (home
@@ -370,6 +424,7 @@ impl Read {
                     region,
                     txn,
                     tables,
+                    ..
                 } = snap;
                 let Some(t) = snap_table(region, txn, tables, table)?.1 else {
                     return Ok(None);

@@ -137,6 +137,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
             },
             all_open,
             recovered.unsettled,
+            b.unique_cache_bytes,
         ),
         opts: Options {
             max_value: b.max_value,

@@ -73,6 +73,23 @@ pub(crate) fn decode_owned(b: &[u8]) -> Option<Vec<Owned>> {
     Some(v)
 }
 
+/// Whether the encoded list `b` lists `value` in namespace `ns`, without decoding it into
+/// owned values (the lookup path): the same answer as `decode_owned(b)` then a search,
+/// `None` for a row `decode_owned` refuses.
+pub(crate) fn owned_lists(b: &[u8], ns: &str, value: &[u8]) -> Option<bool> {
+    let mut d = Dec(b);
+    let n = d.count(24)?;
+    let mut found = false;
+    for _ in 0..n {
+        let o_ns = std::str::from_utf8(d.bytes()?).ok()?;
+        d.arr16()?;
+        let o_value = d.bytes()?;
+        found |= o_ns == ns && o_value == value;
+    }
+    d.end()?;
+    Some(found)
+}
+
 /// A claim in an applied marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MarkerClaim {
@@ -179,6 +196,31 @@ mod tests {
             value: b"a@b".to_vec(),
         }];
         assert_eq!(decode_owned(&encode_owned(&o)), Some(o));
+    }
+
+    /// The allocation-free check agrees with decoding then searching, on every row
+    /// (valid ones, cut ones, damaged ones).
+    #[test]
+    fn owned_lists_agrees_with_decode_owned() {
+        use proptest::prelude::*;
+        let search = |b: &[u8], ns: &str, v: &[u8]| {
+            decode_owned(b).map(|l| l.iter().any(|o| o.ns == ns && o.value == v))
+        };
+        proptest!(|(list in proptest::collection::vec(("[a-c]{0,3}", any::<[u8; 16]>(), proptest::collection::vec(0u8..3, 0..3)), 0..4),
+                    ns in "[a-c]{0,3}", v in proptest::collection::vec(0u8..3, 0..3),
+                    flip in any::<(usize, u8)>(), cut in any::<usize>())| {
+            let list: Vec<Owned> = list.into_iter().map(|(ns, digest, value)| Owned { ns, digest, value }).collect();
+            let b = encode_owned(&list);
+            prop_assert_eq!(owned_lists(&b, &ns, &v), search(&b, &ns, &v));
+            let mut damaged = b.clone();
+            if !damaged.is_empty() {
+                let i = flip.0 % damaged.len();
+                damaged[i] ^= flip.1;
+            }
+            prop_assert_eq!(owned_lists(&damaged, &ns, &v), search(&damaged, &ns, &v));
+            let c = cut % (b.len() + 1);
+            prop_assert_eq!(owned_lists(&b[..c], &ns, &v), search(&b[..c], &ns, &v));
+        });
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::error::{Collision, Error, Result};
 use crate::partition::At;
 use crate::partition::Partition;
 use crate::partition::global::unique_key;
+use crate::reservation::cache::UniqueCache;
 use crate::reservation::index::IndexWrite;
 use crate::reservation::state::{self, Conflict, Entry, Loc, State};
 use crate::schema::{DIRTY, MARKERS, REGION_SEEN};
@@ -72,6 +73,8 @@ pub(crate) struct ReserveTxn {
     mark_dirty: bool,
     /// The txns reserved in it, in order.
     txns: Vec<TxnId>,
+    /// The unique keys its entries changed (for the cache).
+    touched: Vec<Vec<u8>>,
 }
 
 /// Why [`Coordinator::reserve_in`] reserved nothing.
@@ -115,6 +118,9 @@ pub(crate) struct Coordinator {
     /// Regions whose `_dirty` row is durable and not yet cleared by a checkpoint. Read and
     /// changed only under the global write lock (inside a global write transaction).
     dirty: Mutex<HashSet<u16>>,
+    /// The unique-index entries `find_unique` and `is_taken` read from memory; every
+    /// commit of the index below invalidates the keys it changed.
+    pub cache: UniqueCache,
     /// Disabled regions that may hold unsettled claims (a `_dirty` row a recovery could not
     /// clear): (id, name). While any is listed, no value may be claimed or reported free.
     unsettled: RwLock<Vec<(u16, String)>>,
@@ -155,6 +161,7 @@ impl Coordinator {
         budget: CheckpointBudget,
         drop_tombstones: bool,
         unsettled: Vec<(u16, String)>,
+        cache_bytes: usize,
     ) -> Self {
         Coordinator {
             epoch,
@@ -167,6 +174,7 @@ impl Coordinator {
             budget,
             dirty: Mutex::new(HashSet::new()),
             unsettled: RwLock::new(unsettled),
+            cache: UniqueCache::new(cache_bytes),
         }
     }
 
@@ -198,7 +206,7 @@ impl Coordinator {
     /// number of entries rolled back.
     pub fn forfeit(&self, global: &Partition, id: u16) -> Result<usize> {
         let w = global.begin_write()?;
-        let mut rolled_back = 0;
+        let mut rolled_back = Vec::new();
         {
             let mut dirty = w.open_table(DIRTY).at(global)?;
             dirty.remove(id).at(global)?;
@@ -215,13 +223,15 @@ impl Coordinator {
                 {
                     index.apply(ukey, state::rollback(cur.as_ref(), *t))?;
                     index.remove_inflight(&row.raw)?;
-                    rolled_back += 1;
+                    rolled_back.push(ukey.clone());
                 }
             }
         }
-        global.commit_settled(w)?;
+        let committed = global.commit_settled(w);
+        self.cache.invalidate(rolled_back.iter().map(Vec::as_slice));
+        committed?;
         self.unsettled.write().retain(|(r, _)| *r != id);
-        Ok(rolled_back)
+        Ok(rolled_back.len())
     }
 
     /// Begins a Reserve: one global write transaction that takes the reservations of a
@@ -250,6 +260,7 @@ impl Coordinator {
             region,
             mark_dirty,
             txns: Vec::new(),
+            touched: Vec::new(),
         };
         match begun {
             Ok(()) => Ok(rt),
@@ -352,6 +363,7 @@ impl Coordinator {
                 .map_err(ReserveFail::Fatal)?;
         }
         rt.txns.push(txn);
+        rt.touched.extend(puts.iter().map(|(k, _)| k.clone()));
         Ok(Reservation {
             txn,
             region,
@@ -381,11 +393,13 @@ impl Coordinator {
                 live.insert(*t, rt.region);
             }
         }
-        if rt.mark_dirty {
+        let committed = if rt.mark_dirty {
             global.commit_settled(rt.w)
         } else {
             global.commit(rt.w)
-        }
+        };
+        self.cache.invalidate(rt.touched.iter().map(Vec::as_slice));
+        committed
     }
 
     /// Drops a Reserve uncommitted: nothing of it was written.
@@ -418,7 +432,10 @@ impl Coordinator {
                 }
             }
         }
-        global.commit(w)?;
+        let committed = global.commit(w);
+        self.cache
+            .invalidate(done.iter().flat_map(|r| r.keys.iter().map(Vec::as_slice)));
+        committed?;
         self.confirmed
             .lock()
             .extend(done.iter().map(|r| (r.region, r.txn)));
@@ -459,6 +476,7 @@ impl Coordinator {
             this.confirmed.lock().extend(covered);
             this.dirty.lock().extend(clean);
         };
+        let mut dropped = Vec::new();
         let staged = (|| -> Result<()> {
             if !clean.is_empty() {
                 let mut dirty = w.open_table(DIRTY).at(global)?;
@@ -468,7 +486,7 @@ impl Coordinator {
             }
             if self.drop_tombstones.load(Ordering::Acquire) {
                 let low = self.live.lock().keys().next().copied();
-                IndexWrite::open(global, &w)?.drop_tombstones(low)?;
+                dropped = IndexWrite::open(global, &w)?.drop_tombstones(low)?;
             }
             raise_seen(global, &w, covered.iter().map(|(r, t)| (*r, *t)))?;
             Ok(())
@@ -477,7 +495,10 @@ impl Coordinator {
             restore(self, covered, clean);
             return Err(e);
         }
-        if let Err(e) = global.commit(w) {
+        let committed = global.commit(w);
+        // A tombstone and no entry read alike, but the cache mirrors the index exactly.
+        self.cache.invalidate(dropped.iter().map(Vec::as_slice));
+        if let Err(e) = committed {
             restore(self, covered, clean);
             return Err(e);
         }

@@ -179,10 +179,12 @@ impl<'t> IndexWrite<'t> {
     }
 
     /// Drops tombstones whose txn is older than `low` (every tombstone if `None`): their
-    /// `_tombstones` row, and their entry if it is still that tombstone.
-    pub fn drop_tombstones(&mut self, low: Option<TxnId>) -> Result<()> {
+    /// `_tombstones` row, and their entry if it is still that tombstone. Returns the unique
+    /// keys whose entry it removed.
+    pub fn drop_tombstones(&mut self, low: Option<TxnId>) -> Result<Vec<Vec<u8>>> {
         let upper = low.map(|t| t.to_u128().to_be_bytes().to_vec());
         let mut doomed: Vec<Vec<u8>> = Vec::new();
+        let mut removed = Vec::new();
         {
             let range = match &upper {
                 Some(u) => self.tombstones.range::<&[u8]>(..u.as_slice()),
@@ -207,8 +209,9 @@ impl<'t> IndexWrite<'t> {
             };
             if still {
                 self.unique.remove(ukey).at(self.global)?;
+                removed.push(ukey.to_vec());
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }

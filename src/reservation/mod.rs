@@ -3,6 +3,7 @@
 //! Checkpoint against the global partition, the checkpoint timer, and recovery at
 //! open.
 
+pub(crate) mod cache;
 pub(crate) mod coordinator;
 pub(crate) mod index;
 pub(crate) mod recovery;
