@@ -69,9 +69,10 @@ const ONE_PASS: usize = 512;
 ///
 /// A small record (the usual case: a row of a few hundred bytes) is copied into one stack
 /// buffer and hashed in a single call: fed as seven slices, crc32fast runs its short-input
-/// path and a SIMD fold with its final reduction for each slice longer than 15 bytes,
-/// which made the CRC of a 116-byte record twice the cost of the same bytes in one call
-/// (35 vs 18 ns). The bytes hashed, and so the value, are the same either way
+/// path and a SIMD fold with its final reduction for each slice longer than 15 bytes (a
+/// 116-byte record: 35 ns as seven calls, 18 ns for the same bytes in one call; with the
+/// copy 32 ns cached, and ~7 ns less per record in a scan, where the bytes come from
+/// memory). The bytes hashed, and so the value, are the same either way
 /// (`one_pass_crc_is_the_chunked_crc`).
 #[inline]
 fn crc(b: &Binding<'_>, codec: u8, version: u16, payload: &[u8]) -> u32 {
