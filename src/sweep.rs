@@ -190,6 +190,52 @@ impl<'a, V: Value> Sweep<'a, V> {
         E: From<Error> + Send,
         F: Fn(RegionId, AccountId, &[u8], &V::View) -> std::result::Result<(), E> + Sync,
     {
+        self.fold(
+            || (),
+            |_, region, account, key, record| f(region, account, key, record),
+        )
+        .map(|(report, _)| report)
+    }
+
+    /// [`Sweep::run`] with a state per thread: each thread starts from `init()` and `f`
+    /// changes it for every row that thread reads; the states come back (one per thread,
+    /// in no particular order) for the caller to merge. Counts, sums and collections need
+    /// no atomics nor locks in the callback this way.
+    ///
+    /// ```
+    /// use regionkv::{Db, NewAccount, Raw, Table};
+    ///
+    /// const NOTES: Table<Raw> = Table::new("notes");
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Db::builder().region("us").region("eu").open(dir.path())?;
+    /// for (name, home) in [("acme", "us"), ("globex", "eu")] {
+    ///     let a = db.create_account(NewAccount::new(name, home))?;
+    ///     let mut w = db.write(a)?;
+    ///     w.insert(&NOTES, "n1", b"hello")?;
+    ///     w.insert(&NOTES, "n2", b"bye")?;
+    ///     w.commit()?;
+    /// }
+    /// let (report, bytes) = db.sweep(&NOTES).fold(
+    ///     || 0usize,
+    ///     |total, _region, _account, _key, note| {
+    ///         *total += note.len();
+    ///         Ok::<(), regionkv::Error>(())
+    ///     },
+    /// )?;
+    /// assert_eq!((report.rows, bytes.iter().sum::<usize>()), (4, 16));
+    /// assert_eq!(bytes.len(), report.threads);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`Sweep::run`]; a panic in `init` is resumed like one in `f`.
+    pub fn fold<S, E, I, F>(self, init: I, f: F) -> std::result::Result<(SweepReport, Vec<S>), E>
+    where
+        S: Send,
+        E: From<Error> + Send,
+        I: Fn() -> S + Sync,
+        F: Fn(&mut S, RegionId, AccountId, &[u8], &V::View) -> std::result::Result<(), E> + Sync,
+    {
         let Sweep { db, table, threads } = self;
         db.inner.check_open()?;
         check_table_name(table.name())?;
@@ -209,23 +255,26 @@ impl<'a, V: Value> Sweep<'a, V> {
             error: Mutex::new(None),
             panic: Mutex::new(None),
         };
-        let used = if n == 1 {
-            worker::<V, E, F>(&shared, &f);
-            1
+        let work = || worker::<V, S, E, I, F>(&shared, &init, &f);
+        let states: Vec<Option<S>> = if n == 1 {
+            vec![work()]
         } else {
             std::thread::scope(|s| {
-                let mut used = 1;
+                let mut handles = Vec::with_capacity(n - 1);
                 for i in 1..n {
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("regionkv-sweep-{i}"))
-                        .spawn_scoped(s, || worker::<V, E, F>(&shared, &f));
                     // A thread the system refuses is one fewer; the others share its units.
-                    if spawned.is_ok() {
-                        used += 1;
+                    if let Ok(h) = std::thread::Builder::new()
+                        .name(format!("regionkv-sweep-{i}"))
+                        .spawn_scoped(s, work)
+                    {
+                        handles.push(h);
                     }
                 }
-                worker::<V, E, F>(&shared, &f);
-                used
+                let mut states = vec![work()];
+                // Workers catch their panics, so a join fails only if one could not even
+                // run its guard; its state is then lost like a panicking worker's.
+                states.extend(handles.into_iter().map(|h| h.join().ok().flatten()));
+                states
             })
         };
         if let Some(p) = shared.panic.into_inner() {
@@ -238,16 +287,22 @@ impl<'a, V: Value> Sweep<'a, V> {
             .regions
             .into_iter()
             .map(|(name, part)| {
-                let rows = part.map_or(0, |i| setup.parts[i].rows.load(Ordering::Relaxed));
+                let rows = part
+                    .and_then(|i| setup.parts.get(i))
+                    .map_or(0, |p| p.rows.load(Ordering::Relaxed));
                 (name, rows)
             })
             .collect();
-        Ok(SweepReport {
-            rows: regions.iter().map(|(_, n)| n).sum(),
-            regions,
-            skipped: setup.skipped,
-            threads: used,
-        })
+        let threads = states.len();
+        Ok((
+            SweepReport {
+                rows: regions.iter().map(|(_, n)| n).sum(),
+                regions,
+                skipped: setup.skipped,
+                threads,
+            },
+            states.into_iter().flatten().collect(),
+        ))
     }
 }
 
@@ -418,61 +473,70 @@ impl<E> Shared<'_, E> {
     }
 }
 
-/// Takes units until none is left or the sweep stops. A panic in the callback is kept
-/// for the calling thread to resume; one while reading (redb on a damaged page) is the
-/// region's `Corrupt`.
-fn worker<V, E, F>(s: &Shared<'_, E>, f: &F)
+/// Takes units until none is left or the sweep stops; returns its state (`None` after a
+/// panic). A panic in `init` or the callback is kept for the calling thread to resume; one
+/// while reading (redb on a damaged page) is the region's `Corrupt`.
+fn worker<V, S, E, I, F>(s: &Shared<'_, E>, init: &I, f: &F) -> Option<S>
 where
     V: Value,
     E: From<Error>,
-    F: Fn(RegionId, AccountId, &[u8], &V::View) -> std::result::Result<(), E>,
+    I: Fn() -> S,
+    F: Fn(&mut S, RegionId, AccountId, &[u8], &V::View) -> std::result::Result<(), E>,
 {
-    let in_callback = Cell::new(false);
+    let in_callback = Cell::new(true);
     let current = Cell::new(None::<usize>);
     let run = catch_unwind(AssertUnwindSafe(|| {
+        let mut state = init();
+        in_callback.set(false);
         while !s.stop.load(Ordering::Relaxed) {
             let i = s.next.fetch_add(1, Ordering::Relaxed);
             let Some(unit) = s.units.get(i) else {
-                return;
+                break;
             };
             current.set(Some(unit.part));
-            if let Err(e) = sweep_unit::<V, E, F>(s, unit, f, &in_callback) {
+            if let Err(e) = sweep_unit::<V, S, E, F>(s, unit, &mut state, f, &in_callback) {
                 s.fail(e);
-                return;
+                break;
             }
         }
+        state
     }));
-    if let Err(p) = run {
-        s.stop.store(true, Ordering::Relaxed);
-        if in_callback.get() {
-            let mut slot = s.panic.lock();
-            if slot.is_none() {
-                *slot = Some(p);
+    match run {
+        Ok(state) => Some(state),
+        Err(p) => {
+            s.stop.store(true, Ordering::Relaxed);
+            if in_callback.get() {
+                let mut slot = s.panic.lock();
+                if slot.is_none() {
+                    *slot = Some(p);
+                }
+            } else {
+                let name = current
+                    .get()
+                    .and_then(|i| s.parts.get(i))
+                    .map_or("?", |p| p.region.part.name.as_str());
+                s.fail(E::from(Error::corrupt(
+                    name,
+                    format!("reading table `{}` panicked (a damaged page?)", s.d.table),
+                )));
             }
-        } else {
-            let name = current
-                .get()
-                .and_then(|i| s.parts.get(i))
-                .map_or("?", |p| p.region.part.name.as_str());
-            s.fail(E::from(Error::corrupt(
-                name,
-                format!("reading table `{}` panicked (a damaged page?)", s.d.table),
-            )));
+            None
         }
     }
 }
 
 /// Reads one unit, checking every row and calling `f`.
-fn sweep_unit<V, E, F>(
+fn sweep_unit<V, S, E, F>(
     s: &Shared<'_, E>,
     unit: &Unit,
+    state: &mut S,
     f: &F,
     in_callback: &Cell<bool>,
 ) -> std::result::Result<(), E>
 where
     V: Value,
     E: From<Error>,
-    F: Fn(RegionId, AccountId, &[u8], &V::View) -> std::result::Result<(), E>,
+    F: Fn(&mut S, RegionId, AccountId, &[u8], &V::View) -> std::result::Result<(), E>,
 {
     let Some(p) = s.parts.get(unit.part) else {
         return Ok(());
@@ -527,7 +591,7 @@ where
             }
         };
         in_callback.set(true);
-        let r = f(region, account, key, record);
+        let r = f(state, region, account, key, record);
         in_callback.set(false);
         if let Err(e) = r {
             result = Err(e);

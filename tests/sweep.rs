@@ -160,6 +160,22 @@ fn assert_same_rows_skipping<V: Says>(db: &Db, t: &Table<V>, skipped: &[&str]) -
             report.threads
         );
     }
+    // The per-thread states of `fold` partition the rows: each row in exactly one state.
+    let (report, states) = db
+        .sweep(t)
+        .threads(3)
+        .fold(
+            Vec::new,
+            |rows: &mut Vec<Seen>, region, account, key, rec| {
+                rows.push((region, account, key.to_vec(), V::says(rec)));
+                Ok::<(), Error>(())
+            },
+        )
+        .expect("fold");
+    assert_eq!(states.len(), report.threads, "one state per thread");
+    let mut merged: Vec<Seen> = states.into_iter().flatten().collect();
+    merged.sort();
+    assert_eq!(merged, want, "fold: the rows of scan_all");
     // The shorthand is the same sweep.
     let n = AtomicU64::new(0);
     let report = db
@@ -642,6 +658,17 @@ fn a_callback_panic_is_resumed_on_the_caller_after_every_thread_stopped() {
             "{threads} threads: the sweep stopped"
         );
     }
+    // A panic in `fold`'s `init` too.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        db.sweep(&NOTES).threads(2).fold(
+            || -> u64 { panic!("boom in init") },
+            |_, _, _, _, _| Ok::<(), Error>(()),
+        )
+    }));
+    assert_eq!(
+        panic_message(&*r.expect_err("init's panic")),
+        "boom in init"
+    );
     assert!(sweep_rows(&db, &NOTES, 2).unwrap().1.rows > 0);
     db.close().unwrap();
 }
