@@ -385,10 +385,9 @@ fn cut(parts: &[Part], threads: usize) -> Result<Vec<Unit>> {
         lens.push(p.table.len().at(&p.region.part)?);
     }
     let total: u64 = lens.iter().sum::<u64>().max(1);
-    let target = (threads * UNITS_PER_THREAD) as u64;
+    let target = threads.saturating_mul(UNITS_PER_THREAD) as u64;
     let mut per_part = Vec::with_capacity(parts.len());
-    for (i, p) in parts.iter().enumerate() {
-        let len = lens[i];
+    for (i, (p, &len)) in parts.iter().zip(&lens).enumerate() {
         let mut n = if threads == 1 || len == 0 {
             1
         } else {
