@@ -57,9 +57,8 @@ pub(crate) use crate::partition::set::Snapshot;
 
 impl<V: Value> Record<V> {
     /// `data_key`: the row's key, `account ++ user key` (the envelope's CRC covers it).
-    /// The table's schema rows were checked against `d` when its table was opened; here the
-    /// record's own schema version must be `d`'s (read in place) or one of its declared old
-    /// versions (read through the upgrade), and the payload must validate.
+    /// The table's schema rows were checked against `d` when its table was opened; the
+    /// record itself is checked by [`check_record`].
     pub(crate) fn new(
         guard: AccessGuard<'static, Bytes>,
         snapshot: &Snapshot,
@@ -67,37 +66,17 @@ impl<V: Value> Record<V> {
         d: &Declared,
         data_key: &[u8],
     ) -> Result<Self> {
-        let invalid = |e: String| {
-            corrupt_value(
-                &part.name,
-                d.table,
-                data_key,
-                format_args!("payload failed validation: {e}"),
-            )
+        let held = match check_record::<V>(part, snapshot, d, guard.value(), data_key)? {
+            Checked::InPlace(_) => Held::Page {
+                guard,
+                _snapshot: snapshot.clone(),
+            },
+            Checked::Upgraded(new) => Held::Upgraded(new),
         };
-        match schemas::read_payload(part, d, guard.value(), data_key) {
-            Ok(Payload::Current(p)) => {
-                V::view(p).map_err(invalid)?;
-                Ok(Record {
-                    held: Held::Page {
-                        guard,
-                        _snapshot: snapshot.clone(),
-                    },
-                    _value: PhantomData,
-                })
-            }
-            Ok(Payload::Upgraded(new)) => {
-                V::view(&new).map_err(invalid)?;
-                Ok(Record {
-                    held: Held::Upgraded(new),
-                    _value: PhantomData,
-                })
-            }
-            Err(Ok(version)) => Err(schemas::record_version_error(
-                part, snapshot, d, version, data_key,
-            )),
-            Err(Err(e)) => Err(e),
-        }
+        Ok(Record {
+            held,
+            _value: PhantomData,
+        })
     }
 
     /// An owned payload (a value a write buffered), validated for `V`.
@@ -176,6 +155,50 @@ impl<V: Value> std::fmt::Debug for Record<V> {
             self.payload().len(),
             if self.is_upgraded() { ", upgraded" } else { "" }
         )
+    }
+}
+
+/// A stored record that passed every check for a handle: read in place, or an older
+/// version's upgrade (an owned payload, validated for `V`).
+pub(crate) enum Checked<'v, V: Value> {
+    InPlace(&'v V::View),
+    Upgraded(Vec<u8>),
+}
+
+/// Checks a stored value of table `d` under `data_key` (`account ++ user key`) as every read
+/// path does, `get`, scans and sweeps alike: the envelope and its CRC (bound to the row, the
+/// codec and the schema version), the record's schema version against the handle (its own:
+/// in place; a declared old one: through the upgrade), then rkyv's validation of the payload
+/// for `V`. Damage is [`Error::Corrupt`] naming partition, table and key; a version the
+/// handle does not read is [`Error::SchemaMismatch`] (or `Corrupt` when not recorded). The
+/// table's `_schemas` rows were checked against `d` when the table was opened, once per
+/// snapshot, not here.
+#[inline]
+pub(crate) fn check_record<'v, V: Value>(
+    part: &Partition,
+    txn: &redb::ReadTransaction,
+    d: &Declared,
+    bytes: &'v [u8],
+    data_key: &[u8],
+) -> Result<Checked<'v, V>> {
+    let invalid = |e: String| {
+        corrupt_value(
+            &part.name,
+            d.table,
+            data_key,
+            format_args!("payload failed validation: {e}"),
+        )
+    };
+    match schemas::read_payload(part, d, bytes, data_key) {
+        Ok(Payload::Current(p)) => V::view(p).map(Checked::InPlace).map_err(invalid),
+        Ok(Payload::Upgraded(new)) => match V::view(&new) {
+            Ok(_) => Ok(Checked::Upgraded(new)),
+            Err(e) => Err(invalid(e)),
+        },
+        Err(Ok(version)) => Err(schemas::record_version_error(
+            part, txn, d, version, data_key,
+        )),
+        Err(Err(e)) => Err(e),
     }
 }
 
