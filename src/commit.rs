@@ -262,6 +262,18 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
         abandon(inner, g.take());
         return out;
     }
+    let newest = staged
+        .iter()
+        .flat_map(|j| j.staged.iter())
+        .filter_map(|s| s.reservation.as_ref().map(|r| r.txn))
+        .max();
+    if let Some(txn) = newest
+        && let Err(e) = crate::write::record_last_txn(part, &w, txn)
+    {
+        abandon(inner, g.take());
+        drop(w);
+        return first_fails_staged(out, staged, e);
+    }
     // A storage error met while staging (e.g. a read that failed) may have poisoned the
     // region: it then refuses this commit too.
     if let Err(e) = part.check() {

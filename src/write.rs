@@ -835,9 +835,6 @@ impl Write {
             markers
                 .insert(res.txn.to_u128(), marker.encode().as_slice())
                 .at(part)?;
-            let mut meta = w.open_table(META).at(part)?;
-            meta.insert(META_LAST_TXN, res.txn.to_u128().to_le_bytes().as_slice())
-                .at(part)?;
         }
         Ok(())
     }
@@ -888,6 +885,19 @@ pub(crate) struct Staged<'i> {
     /// Disarmed at the commit point.
     pub ticket: QuotaTicket<'i>,
     pub reservation: Option<Reservation>,
+}
+
+/// Records `txn`, the newest unique txn of a group, as the region's last (once per group:
+/// an open compares it with what the global index has seen of the region).
+pub(crate) fn record_last_txn(
+    part: &crate::partition::Partition,
+    w: &redb::WriteTransaction,
+    txn: crate::types::TxnId,
+) -> Result<()> {
+    let mut meta = w.open_table(META).at(part)?;
+    meta.insert(META_LAST_TXN, txn.to_u128().to_le_bytes().as_slice())
+        .at(part)?;
+    Ok(())
 }
 
 /// What a write changes, decided before anything is written.
