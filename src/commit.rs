@@ -298,6 +298,11 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
     for s in staged.iter_mut().flat_map(|j| j.staged.iter_mut()) {
         s.ticket.armed = false;
     }
+    let registers = staged
+        .iter()
+        .flat_map(|j| j.staged.iter())
+        .any(Staged::registers);
+    let _schemas = registers.then(|| part.schemas.changing());
     if let Err(e) = w.commit() {
         part.poison();
         // Best effort: if the global file fails too, a later disable-at-open may freeze

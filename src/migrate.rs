@@ -296,6 +296,7 @@ impl Ctx<'_> {
         let w = part.begin_write()?;
         let tname = user_table_name(d.table);
         let def = TableDefinition::<&[u8], &[u8]>::new(&tname);
+        let mut registered = false;
         let batch = {
             let mut data = w.open_table(def).at(part)?;
             let records = data.len().at(part)?;
@@ -304,6 +305,7 @@ impl Ctx<'_> {
             }
             if schemas::check_write(part, &w, d, records)? {
                 schemas::register(part, &w, d)?;
+                registered = true;
             }
             let owned = w.open_table(OWNED).at(part)?;
             let batch = self.next_batch(&data, &owned, cursor)?;
@@ -316,6 +318,7 @@ impl Ctx<'_> {
             adjust_bytes(&w, part, &bytes)?;
             (batch, records)
         };
+        let _schemas = registered.then(|| part.schemas.changing());
         part.commit(w)?;
         Ok(Some(batch))
     }

@@ -336,8 +336,15 @@ pub(crate) fn open_checked(
     let Some(t) = part.read_table(txn, def)? else {
         return Ok(None);
     };
+    if part.schemas.passed(d, txn.schema_gen) {
+        return Ok(Some(t));
+    }
     let rows = redb::ReadableTableMetadata::len(&t).at(part)?;
     schemas::check_read(part, txn, d, rows)?;
+    if rows > 0 {
+        // Passed with a recorded schema row (not merely "empty, nothing recorded").
+        part.schemas.pass(d, txn.schema_gen);
+    }
     Ok(Some(t))
 }
 

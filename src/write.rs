@@ -887,6 +887,13 @@ pub(crate) struct Staged<'i> {
     pub reservation: Option<Reservation>,
 }
 
+impl Staged<'_> {
+    /// Whether the write records a schema row (a table's first write, or a new version).
+    pub fn registers(&self) -> bool {
+        !self.plan.register.is_empty()
+    }
+}
+
 /// Records `txn`, the newest unique txn of a group, as the region's last (once per group:
 /// an open compares it with what the global index has seen of the region).
 pub(crate) fn record_last_txn(

@@ -436,6 +436,19 @@ fn every_read_path_refuses_another_type() {
         db.scan_all(&BLOBS).unwrap().filter(|r| r.is_ok()).count(),
         2
     );
+    // The passed checks are remembered per region (a new snapshot does not read
+    // `_schemas` again for them): another type is still refused on every path.
+    for _ in 0..2 {
+        assert!(
+            db.read(acme)
+                .unwrap()
+                .get(&LICENSES, b"lic-1")
+                .unwrap()
+                .is_some()
+        );
+        assert_every_read_refused::<License, LicenseV2>(&db, acme, &LICENSES_V2, b"lic-1", k1);
+        assert_every_read_refused::<Raw, License>(&db, acme, &BLOBS_AS_LICENSE, b"b", None);
+    }
     assert!(db.audit().unwrap().is_clean());
 }
 

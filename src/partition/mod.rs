@@ -13,7 +13,7 @@ pub(crate) mod schemas;
 pub(crate) mod set;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -27,6 +27,70 @@ pub(crate) struct Partition {
     pub name: String,
     pub db: Database,
     poisoned: AtomicBool,
+    /// Schema checks of user tables that passed (see [`Partition::schema_checked`]).
+    pub schemas: SchemaChecks,
+}
+
+/// The schema checks (`schemas::check_read`) that passed in a region, so that a new
+/// snapshot does not read `_schemas` again for a table handle already checked. Valid
+/// while `generation` is unchanged: a commit that registers a schema row makes it odd before and
+/// even again after it ([`SchemaChecks::changing`]). A check that passed stays true when
+/// rows are added (a registration adds versions, never changes a recorded one), so a
+/// snapshot that reads a newer `_schemas` than the entry was checked on may still use it;
+/// what matters is that no entry is stored from a check that overlapped a registration.
+#[derive(Default)]
+pub(crate) struct SchemaChecks {
+    generation: AtomicU64,
+    passed: parking_lot::Mutex<Vec<(crate::partition::schemas::Declared, u64)>>,
+}
+
+/// At most this many checks are kept per region (then the list starts again).
+const SCHEMA_CHECKS: usize = 64;
+
+impl SchemaChecks {
+    /// The generation to read before a snapshot begins.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Whether `d` passed its check at generation `generation` (even: no registration running).
+    pub fn passed(&self, d: &crate::partition::schemas::Declared, generation: u64) -> bool {
+        generation % 2 == 0
+            && generation == self.generation()
+            && self
+                .passed
+                .lock()
+                .iter()
+                .any(|(p, g)| *g == generation && p == d)
+    }
+
+    /// Remembers that `d` passed on a snapshot begun at `generation`, if no registration ran since.
+    pub fn pass(&self, d: &crate::partition::schemas::Declared, generation: u64) {
+        let mut passed = self.passed.lock();
+        if generation % 2 != 0 || generation != self.generation() {
+            return;
+        }
+        passed.retain(|(_, g)| *g == generation);
+        if passed.len() >= SCHEMA_CHECKS {
+            passed.clear();
+        }
+        passed.push((*d, generation));
+    }
+
+    /// Held across a commit that registers schema rows.
+    pub fn changing(&self) -> SchemaChange<'_> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        SchemaChange(self)
+    }
+}
+
+/// Ends a schema change when dropped (after the commit, whatever its outcome).
+pub(crate) struct SchemaChange<'a>(&'a SchemaChecks);
+
+impl Drop for SchemaChange<'_> {
+    fn drop(&mut self) {
+        self.0.generation.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Partition {
@@ -395,6 +459,7 @@ pub(crate) fn open_rw(
         name: name.to_owned(),
         db,
         poisoned: AtomicBool::new(false),
+        schemas: SchemaChecks::default(),
     })
 }
 
@@ -442,6 +507,7 @@ pub(crate) fn create_new(
         name: name.to_owned(),
         db,
         poisoned: AtomicBool::new(false),
+        schemas: SchemaChecks::default(),
     })
 }
 

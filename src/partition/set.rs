@@ -42,8 +42,11 @@ impl Region {
     /// A read snapshot of the region, shared by the records read from it. It keeps the
     /// store's files registered until the last record of it is dropped.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        // Read before the snapshot begins (see `SchemaChecks`).
+        let schema_gen = self.part.schemas.generation();
         Ok(Arc::new(SnapshotInner {
             txn: self.part.begin_read()?,
+            schema_gen,
             _hold: self.hold.clone(),
         }))
     }
@@ -58,6 +61,8 @@ pub(crate) struct SnapshotInner {
     /// Declared first: the transaction (and, if it is the last user, the file) ends before
     /// the registration is released.
     txn: ReadTransaction,
+    /// The region's schema-check generation when the snapshot began.
+    pub schema_gen: u64,
     _hold: Arc<Registration>,
 }
 
