@@ -19,8 +19,10 @@ use crate::write::Write;
 /// is written.
 ///
 /// A unique value may be changed by one part only: a value claimed by two accounts of
-/// the batch, or released by one and claimed by another, is [`Error::DuplicateInWrite`]
-/// (commit those in two batches).
+/// the batch is [`Error::DuplicateInWrite`]; a value released by one part and claimed by
+/// another is refused too (`DuplicateInWrite` when the releasing part is staged first,
+/// [`Error::UniqueViolation`] when the claiming one is: parts are staged in account-id
+/// order). Commit the release first, then the claim.
 ///
 /// ```
 /// # use regionkv::{Db, NewAccount, Raw, Table, Unique};
@@ -96,6 +98,17 @@ impl Batch {
     /// Every error but `OutcomeUnknown` means nothing of the batch was written.
     pub fn commit(self) -> Result<()> {
         let inner = &*self.db.inner;
+        // `Batch::write` hands out `&mut Write`: a part may have been replaced by a write
+        // of another account, region or store. Such a batch is refused whole.
+        for (account, w) in &self.writes {
+            if !w.same_store(&self.db) || w.region() != self.region || w.account() != *account {
+                return Err(Error::invalid(format!(
+                    "batch in region `{}`: the part of account {account} was replaced by a \
+                     write of another account, region or store",
+                    self.name
+                )));
+            }
+        }
         let writes: Vec<Write> = self
             .writes
             .into_values()

@@ -9,6 +9,7 @@
 //! the next group. docs/design.md, "Group commit", has the why.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -214,6 +215,9 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
     };
     let mut g: Option<ReserveTxn> = None;
     let mut staged: Vec<StagedJob<'_>> = Vec::with_capacity(group.len());
+    // Records freed by the writes staged so far, by account: they commit (or fail) with
+    // the writes after them, so a quota check counts them as gone, as serially.
+    let mut freed: HashMap<u64, u64> = HashMap::new();
     let mut rest = group.into_iter();
     while let Some((id, job)) = rest.next() {
         let atomic = matches!(job, Job::All(_));
@@ -224,8 +228,21 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
             Job::All(ws) => ws.as_slice(),
         };
         for write in writes {
-            failed = match write.stage(inner, &w, &mut g) {
+            // Only writes of this store and region reach this committer (a batch refuses
+            // replaced parts); anything else is refused, never staged here.
+            if !Arc::ptr_eq(&write.region_arc(), &region) || !write.same_store(&db) {
+                failed = Fail::Refused(Error::invalid(
+                    "a write of another region or store in this region's commit",
+                ));
+                break;
+            }
+            let account = write.account().0;
+            let freed_here = freed.get(&account).copied().unwrap_or(0);
+            failed = match write.stage(inner, &w, &mut g, freed_here) {
                 Step::Staged(s) => {
+                    if s.frees() > 0 {
+                        *freed.entry(account).or_default() += s.frees();
+                    }
                     job_staged.push(s);
                     continue;
                 }
@@ -245,8 +262,14 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
                 job,
                 staged: job_staged,
             }),
-            // A single write deferred has staged nothing.
-            Fail::Defer => out.again.push((id, job)),
+            // A single write deferred has staged nothing. It and every job after it run
+            // in the next group: each group is a prefix of the queue, so the outcomes are
+            // those of the queue's order.
+            Fail::Defer => {
+                out.again.push((id, job));
+                out.again.extend(rest.by_ref());
+                break;
+            }
             // A failure while changing the transactions loses the group; so does a batch
             // refused part-way (its first writes are staged: it is alone in its group, so
             // dropping the group drops just it).

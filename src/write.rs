@@ -560,7 +560,8 @@ impl Write {
         &self,
         inner: &'i Inner,
         w: &redb::WriteTransaction,
-        g: &mut Option<ReserveTxn>,
+        g: &mut Option<ReserveTxn<'i>>,
+        freed: u64,
     ) -> Step<'i> {
         let refused = Step::Refused;
         let account = match self.current_account() {
@@ -580,7 +581,7 @@ impl Write {
             reserved: 0,
             armed: true,
         };
-        let reservation = match self.reserve(&account, &plan, &mut ticket, g) {
+        let reservation = match self.reserve(inner, &account, &plan, &mut ticket, g, freed) {
             Ok(r) => r,
             Err(ReserveFail::Refused(e)) => return refused(e),
             Err(ReserveFail::Defer { namespace }) => return Step::Defer { namespace },
@@ -722,16 +723,17 @@ impl Write {
     /// Reserve: the quota, and for a write that changes unique values the global half of
     /// the protocol (with the quota checked inside the same global transaction), in the
     /// group's Reserve `g`.
-    fn reserve(
+    fn reserve<'i>(
         &self,
+        inner: &'i Inner,
         account: &Account,
         plan: &Plan,
         ticket: &mut QuotaTicket<'_>,
-        g: &mut Option<ReserveTxn>,
+        g: &mut Option<ReserveTxn<'i>>,
+        freed: u64,
     ) -> std::result::Result<Option<Reservation>, ReserveFail> {
-        let inner = &*self.db.inner;
         if plan.claims.is_empty() && plan.releases.is_empty() {
-            reserve_quota(inner, account, plan.delta_records, ticket)
+            reserve_quota(inner, account, plan.delta_records, freed, ticket)
                 .map_err(ReserveFail::Refused)?;
             return Ok(None);
         }
@@ -756,7 +758,7 @@ impl Write {
                     releases: &plan.releases,
                 },
                 &|id| inner.regions.read().stuck(id),
-                || reserve_quota(inner, account, plan.delta_records, ticket),
+                || reserve_quota(inner, account, plan.delta_records, freed, ticket),
             )
             .map(Some)
     }
@@ -888,6 +890,12 @@ pub(crate) struct Staged<'i> {
 }
 
 impl Staged<'_> {
+    /// How many records of its account the write removes (net), to count as gone for the
+    /// quota checks of the writes staged after it.
+    pub fn frees(&self) -> u64 {
+        (-self.plan.delta_records).max(0) as u64
+    }
+
     /// Whether the write records a schema row (a table's first write, or a new version).
     pub fn registers(&self) -> bool {
         !self.plan.register.is_empty()
@@ -922,12 +930,14 @@ struct Plan {
 
 /// Reserves `delta_records` new records of `account` against its limit, in memory under
 /// one lock, so that concurrent writes in several regions cannot both pass a limit that
-/// spans them. A disabled region whose counts are unknown may hold records of the
+/// spans them. `freed`: records of the account that writes staged before this one in the
+/// same group remove (they commit or fail with it, so they count as gone, as serially). A disabled region whose counts are unknown may hold records of the
 /// account: the limit cannot be checked then, so a limited account cannot grow.
 fn reserve_quota(
     inner: &Inner,
     account: &Account,
     delta_records: i64,
+    freed: u64,
     ticket: &mut QuotaTicket<'_>,
 ) -> Result<()> {
     let add = delta_records.max(0) as u64;
@@ -949,7 +959,7 @@ fn reserve_quota(
     }
     let mut usage = inner.usage.lock();
     let u = usage.entry(account.id().0).or_default();
-    if u.records + u.reserved + add > max {
+    if (u.records + u.reserved).saturating_sub(freed) + add > max {
         return Err(Error::QuotaExceeded {
             account: account.id(),
             limit: max,

@@ -55,7 +55,7 @@ impl SchemaChecks {
 
     /// Whether `d` passed its check at generation `generation` (even: no registration running).
     pub fn passed(&self, d: &crate::partition::schemas::Declared, generation: u64) -> bool {
-        generation % 2 == 0
+        generation.is_multiple_of(2)
             && generation == self.generation()
             && self
                 .passed
@@ -67,7 +67,7 @@ impl SchemaChecks {
     /// Remembers that `d` passed on a snapshot begun at `generation`, if no registration ran since.
     pub fn pass(&self, d: &crate::partition::schemas::Declared, generation: u64) {
         let mut passed = self.passed.lock();
-        if generation % 2 != 0 || generation != self.generation() {
+        if !generation.is_multiple_of(2) || generation != self.generation() {
             return;
         }
         passed.retain(|(_, g)| *g == generation);

@@ -66,8 +66,10 @@ pub(crate) struct Reservation {
 
 /// A Reserve in progress: the global write transaction of one group of writes to one
 /// region (see [`Coordinator::begin_reserve`]).
-pub(crate) struct ReserveTxn {
-    w: redb::WriteTransaction,
+pub(crate) struct ReserveTxn<'c> {
+    coord: &'c Coordinator,
+    /// `None` once committed.
+    w: Option<redb::WriteTransaction>,
     region: u16,
     /// This Reserve writes the region's `_dirty` row and is synced.
     mark_dirty: bool,
@@ -75,6 +77,16 @@ pub(crate) struct ReserveTxn {
     txns: Vec<TxnId>,
     /// The unique keys its entries changed (for the cache).
     touched: Vec<Vec<u8>>,
+}
+
+impl Drop for ReserveTxn<'_> {
+    /// Dropped uncommitted (a refused or lost group, or a panic unwinding): nothing of it
+    /// was written, so the `_dirty` row it would have written is not there either.
+    fn drop(&mut self) {
+        if self.w.take().is_some() && self.mark_dirty {
+            self.coord.dirty.lock().remove(&self.region);
+        }
+    }
 }
 
 /// Why [`Coordinator::reserve_in`] reserved nothing.
@@ -243,7 +255,7 @@ impl Coordinator {
     /// until the next checkpoint its markers may hold claims the global file would lose in
     /// a crash, and a recovery that cannot read them must know that. Every other Reserve is
     /// unsynced.
-    pub fn begin_reserve(&self, global: &Partition, region: u16) -> Result<ReserveTxn> {
+    pub fn begin_reserve(&self, global: &Partition, region: u16) -> Result<ReserveTxn<'_>> {
         let mut w = global.begin_write()?;
         let mark_dirty = self.dirty.lock().insert(region);
         let begun = (|| -> Result<()> {
@@ -256,19 +268,14 @@ impl Coordinator {
             Ok(())
         })();
         let rt = ReserveTxn {
-            w,
+            coord: self,
+            w: Some(w),
             region,
             mark_dirty,
             txns: Vec::new(),
             touched: Vec::new(),
         };
-        match begun {
-            Ok(()) => Ok(rt),
-            Err(e) => {
-                self.abandon(rt);
-                Err(e)
-            }
-        }
+        begun.map(|()| rt)
     }
 
     /// Reserves one write's claims and releases in `rt`: every claim in Pending, every
@@ -282,7 +289,7 @@ impl Coordinator {
     /// and the other writes of the group keep their reservations.
     pub fn reserve_in(
         &self,
-        rt: &mut ReserveTxn,
+        rt: &mut ReserveTxn<'_>,
         global: &Partition,
         req: ReserveReq<'_>,
         stuck: &dyn Fn(u16) -> Option<Error>,
@@ -294,13 +301,22 @@ impl Coordinator {
             claims,
             releases,
         } = req;
-        debug_assert_eq!(region, rt.region);
+        if region != rt.region {
+            return Err(ReserveFail::Refused(Error::invalid(
+                "internal: a reservation for another region than its group's",
+            )));
+        }
         // Allocated inside the global write lock: TxnId order is the order of reservations.
         let txn = TxnId {
             epoch: self.epoch,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        let mut index = IndexWrite::open(global, &rt.w).map_err(ReserveFail::Refused)?;
+        let Some(w) = rt.w.as_ref() else {
+            return Err(ReserveFail::Refused(Error::invalid(
+                "internal: a reservation after its Reserve committed",
+            )));
+        };
+        let mut index = IndexWrite::open(global, w).map_err(ReserveFail::Refused)?;
         // A value held by an earlier write of this group: serially, that write would have
         // settled first. The write waits for the next group instead of failing.
         let held_here = |ns: &str, cur: Option<&Entry>| match cur {
@@ -382,11 +398,13 @@ impl Coordinator {
     /// the region is open at a recovery, which rolls them back (no marker) — while the
     /// region is disabled they hold their values and make the store unsettled. So its
     /// failure is `OutcomeUnknown`, not "nothing was written".
-    pub fn commit_reserve(&self, global: &Partition, rt: ReserveTxn) -> Result<()> {
+    pub fn commit_reserve(&self, global: &Partition, mut rt: ReserveTxn<'_>) -> Result<()> {
         if rt.txns.is_empty() {
-            self.abandon(rt);
-            return Ok(());
+            return Ok(()); // dropped uncommitted
         }
+        let Some(w) = rt.w.take() else {
+            return Err(Error::invalid("internal: a Reserve committed twice"));
+        };
         {
             let mut live = self.live.lock();
             for t in &rt.txns {
@@ -394,27 +412,17 @@ impl Coordinator {
             }
         }
         let committed = if rt.mark_dirty {
-            global.commit_settled(rt.w)
+            global.commit_settled(w)
         } else {
-            global.commit(rt.w)
+            global.commit(w)
         };
         self.cache.invalidate(rt.touched.iter().map(Vec::as_slice));
         committed
     }
 
-    /// Drops a Reserve uncommitted: nothing of it was written.
-    pub fn abandon(&self, rt: ReserveTxn) {
-        let ReserveTxn {
-            w,
-            region,
-            mark_dirty,
-            ..
-        } = rt;
-        drop(w);
-        if mark_dirty {
-            // Nothing was committed: the row this Reserve would have written is not there.
-            self.dirty.lock().remove(&region);
-        }
+    /// Drops a Reserve uncommitted: nothing of it was written (see `ReserveTxn`'s drop).
+    pub fn abandon(&self, rt: ReserveTxn<'_>) {
+        drop(rt);
     }
 
     /// Confirm: the region commit of `done` (one group's reservations) is durable. One
