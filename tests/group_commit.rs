@@ -482,3 +482,148 @@ fn a_batch_is_all_or_none_across_a_crash_at_every_storage_operation() {
         assert!(n >= least, "{on:?}: only {n} storage operations");
     }
 }
+
+/// One write of the differential test below: account `acct` (of 3; account 0 may hold
+/// at most 2 records) does one thing to record `key` (of 2: writes often meet).
+#[derive(Debug, Clone)]
+enum Spec {
+    Put {
+        acct: usize,
+        key: u8,
+        val: u8,
+    },
+    Claim {
+        acct: usize,
+        key: u8,
+        val: u8,
+        value: u8,
+    },
+    Remove {
+        acct: usize,
+        key: u8,
+    },
+    /// Reads the record (at the write's own snapshot) and writes it back changed.
+    Bump {
+        acct: usize,
+        key: u8,
+    },
+}
+
+fn spec() -> impl proptest::strategy::Strategy<Value = Spec> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..3usize, 0..2u8, any::<u8>()).prop_map(|(acct, key, val)| Spec::Put { acct, key, val }),
+        (0..3usize, 0..2u8, any::<u8>(), 0..3u8).prop_map(|(acct, key, val, value)| Spec::Claim {
+            acct,
+            key,
+            val,
+            value
+        }),
+        (0..3usize, 0..2u8).prop_map(|(acct, key)| Spec::Remove { acct, key }),
+        (0..3usize, 0..2u8).prop_map(|(acct, key)| Spec::Bump { acct, key }),
+    ]
+}
+
+fn build(db: &Db, ids: &[AccountId], s: &Spec) -> regionkv::Result<regionkv::Write> {
+    let (acct, key) = match s {
+        Spec::Put { acct, key, .. }
+        | Spec::Claim { acct, key, .. }
+        | Spec::Remove { acct, key }
+        | Spec::Bump { acct, key } => (*acct, [*key]),
+    };
+    let mut w = db.write(ids[acct])?;
+    match s {
+        Spec::Put { val, .. } => w.insert(&T, key, &[*val])?,
+        Spec::Claim { val, value, .. } => {
+            let v = format!("shared{value}@x");
+            w.insert_unique(&T, key, &[*val], &[Unique::new("email", &v)])?
+        }
+        Spec::Remove { .. } => w.remove(&T, key)?,
+        Spec::Bump { .. } => {
+            w.update(&T, key, |old| {
+                Some(vec![old.map_or(0, |r| r[0].wrapping_add(1))])
+            })?;
+        }
+    }
+    Ok(w)
+}
+
+/// The outcome class of a commit, for comparing two stores.
+fn class(r: &regionkv::Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("{e:?}")
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or("?")
+            .to_owned(),
+    }
+}
+
+/// Everything a store holds for the differential test: every record of every account,
+/// and the owner of every value.
+fn contents(db: &Db, ids: &[AccountId]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        for row in db.read(*id).unwrap().scan(&T).unwrap() {
+            let row = row.unwrap();
+            out.push(format!("{i} {:?} {:?}", row.key(), &row.record()[..]));
+        }
+    }
+    for v in 0..3 {
+        let o = db
+            .find_unique(&T, "email", format!("shared{v}@x"))
+            .unwrap()
+            .map(|h| (ids.iter().position(|x| *x == h.account()), h.key().to_vec()));
+        out.push(format!("shared{v}: {o:?}"));
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Group commit is serial commit: the same writes, built the same way, committed
+    /// through `commit_each` (groups, deferrals, quotas counted across the group) on one
+    /// store and one by one on another, give the same outcome for each write and the same
+    /// contents (records and owners) after every group.
+    #[test]
+    fn commit_each_equals_committing_one_by_one(
+        groups in proptest::collection::vec(proptest::collection::vec(spec(), 1..8), 1..10)
+    ) {
+        let (sa, sb) = (SimStorage::new(), SimStorage::new());
+        let (a, b) = (open(&sa), open(&sb));
+        let make = |db: &Db| {
+            db.create_accounts([
+                NewAccount::new("q", "eu").max_records(2),
+                NewAccount::new("r", "eu"),
+                NewAccount::new("s", "eu"),
+            ])
+            .unwrap()
+        };
+        let (ia, ib) = (make(&a), make(&b));
+        for (g, group) in groups.iter().enumerate() {
+            let built_a: Vec<_> = group.iter().map(|s| build(&a, &ia, s)).collect();
+            let built_b: Vec<_> = group.iter().map(|s| build(&b, &ib, s)).collect();
+            let mut got_a = vec![None; group.len()];
+            let mut writes = Vec::new();
+            let mut slots = Vec::new();
+            for (i, w) in built_a.into_iter().enumerate() {
+                match w {
+                    Ok(w) => { writes.push(w); slots.push(i); }
+                    Err(e) => got_a[i] = Some(class(&Err(e))),
+                }
+            }
+            for (i, r) in slots.into_iter().zip(a.commit_each(writes)) {
+                got_a[i] = Some(class(&r));
+            }
+            let got_b: Vec<_> = built_b
+                .into_iter()
+                .map(|w| Some(class(&w.and_then(|w| w.commit()))))
+                .collect();
+            proptest::prop_assert_eq!(&got_a, &got_b, "group {} {:?}", g, group);
+            proptest::prop_assert_eq!(contents(&a, &ia), contents(&b, &ib), "after group {}", g);
+        }
+        proptest::prop_assert!(a.audit().unwrap().is_clean());
+    }
+}
