@@ -1,10 +1,7 @@
 //! Accounts (tenants): creation options, the stored row, and the routing cache.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use parking_lot::RwLock;
 
 use crate::codec::bin::{Dec, Enc};
 use crate::types::{AccountId, RegionId};
@@ -166,48 +163,46 @@ impl Account {
     }
 }
 
-/// id -> account, kept coherent with this process's own account writes (the only writer:
-/// redb locks the files to one process).
-#[derive(Default)]
+/// id -> account, bounded by a byte budget (CLOCK eviction): accounts are written only by
+/// this process (redb locks the files to one process), and only when created, so a
+/// cached account is never outdated; an evicted one is read again from the global file.
 pub(crate) struct RoutingCache {
-    map: RwLock<HashMap<u64, Arc<Account>, BuildU64>>,
+    clock: crate::clock::Clock<u64, Arc<Account>>,
 }
 
 impl RoutingCache {
-    #[inline]
-    pub fn get(&self, id: AccountId) -> Option<Arc<Account>> {
-        self.map.read().get(&id.0).cloned()
-    }
-    pub fn put(&self, account: Arc<Account>) {
-        self.map.write().insert(account.id.0, account);
-    }
-}
-
-/// Account ids are dense counters; a multiplicative hash spreads them at a fraction of
-/// SipHash's cost (the routing lookup runs on every request).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct BuildU64;
-
-pub(crate) struct U64Hasher(u64);
-
-impl std::hash::BuildHasher for BuildU64 {
-    type Hasher = U64Hasher;
-    fn build_hasher(&self) -> U64Hasher {
-        U64Hasher(0)
-    }
-}
-
-impl std::hash::Hasher for U64Hasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    /// A cache of at most `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        RoutingCache {
+            clock: crate::clock::Clock::new(budget),
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+
+    #[inline]
+    pub fn get(&self, id: AccountId) -> Option<Arc<Account>> {
+        self.clock.get(&id.0)
+    }
+
+    pub fn put(&self, account: Arc<Account>) {
+        let charge = std::mem::size_of::<Account>()
+            + 16 // the Arc's counts
+            + account.name.len()
+            + account.allowed.len() * std::mem::size_of::<RegionId>();
+        self.clock.insert(account.id.0, account, charge);
+    }
+
+    /// (hits, misses).
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.clock.hits.load(Relaxed),
+            self.clock.misses.load(Relaxed),
+        )
+    }
+
+    /// (bytes cached, accounts cached).
+    pub fn usage(&self) -> (usize, usize) {
+        self.clock.usage()
     }
 }
 

@@ -93,6 +93,15 @@ pub struct Stats {
     pub unique_cache_bytes: usize,
     /// Values the unique-index cache holds.
     pub unique_cache_entries: usize,
+    /// Account lookups answered by the routing cache.
+    pub routing_cache_hits: u64,
+    /// Account lookups that read the global file.
+    pub routing_cache_misses: u64,
+    /// Bytes the routing cache holds (never above
+    /// [`Builder::routing_cache_size`](crate::Builder::routing_cache_size)).
+    pub routing_cache_bytes: usize,
+    /// Accounts the routing cache holds.
+    pub routing_cache_entries: usize,
 }
 
 /// An open regionkv store. Cheap to clone (`Arc` inside), `Send + Sync`.
@@ -654,6 +663,7 @@ impl Db {
         let (live, since) = inner.coord.counts();
         let cache = &inner.coord.cache;
         let cached = cache.usage();
+        let (routing, routed) = (inner.accounts.counts(), inner.accounts.usage());
         let set = inner.regions.read();
         Stats {
             epoch: inner.coord.epoch,
@@ -665,10 +675,14 @@ impl Db {
                 .filter(|s| matches!(s, Some((_, RegionSlot::Open(_)))))
                 .count(),
             regions_known: set.by_id.iter().filter(|s| s.is_some()).count(),
-            unique_cache_hits: cache.hits.load(std::sync::atomic::Ordering::Relaxed),
-            unique_cache_misses: cache.misses.load(std::sync::atomic::Ordering::Relaxed),
+            unique_cache_hits: cache.counts().0,
+            unique_cache_misses: cache.counts().1,
             unique_cache_bytes: cached.0,
             unique_cache_entries: cached.1,
+            routing_cache_hits: routing.0,
+            routing_cache_misses: routing.1,
+            routing_cache_bytes: routed.0,
+            routing_cache_entries: routed.1,
         }
     }
 

@@ -129,6 +129,7 @@ mod audit;
 pub mod backends;
 mod batch;
 mod builder;
+mod clock;
 mod codec;
 mod commit;
 mod db;
@@ -153,7 +154,9 @@ pub use account::{Account, AccountState, NewAccount};
 pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FileStorage, Storage};
 pub use batch::Batch;
-pub use builder::{Builder, DEFAULT_CACHE_BYTES, DEFAULT_UNIQUE_CACHE_BYTES};
+pub use builder::{
+    Builder, DEFAULT_CACHE_BYTES, DEFAULT_ROUTING_CACHE_BYTES, DEFAULT_UNIQUE_CACHE_BYTES,
+};
 #[doc(hidden)]
 pub use codec::shape::__private;
 pub use codec::shape::{Schema, schema_label};

@@ -231,3 +231,60 @@ fn a_view_reuses_its_snapshots_and_still_finds_new_owners() {
         Err(Error::Closed)
     ));
 }
+
+#[test]
+fn the_routing_cache_stays_within_its_budget_and_every_account_still_routes() {
+    let budget = 8 << 10;
+    let sim = SimStorage::new();
+    let db = quiet_builder(&sim)
+        .region("us")
+        .region("eu")
+        .routing_cache_size(budget)
+        .open(DIR)
+        .unwrap();
+    let ids = db
+        .create_accounts((0..2_000).map(|i| NewAccount::new(format!("t{i}"), ["us", "eu"][i % 2])))
+        .unwrap();
+    let s = db.stats();
+    assert!(s.routing_cache_bytes <= budget, "{s:?}");
+    let mut w = db.write(ids[1_999]).unwrap();
+    w.insert(&T, b"k", b"x").unwrap();
+    w.commit().unwrap();
+    for round in 0..2 {
+        for (i, id) in ids.iter().enumerate() {
+            let a = db.account(*id).unwrap();
+            assert_eq!(
+                a.home(),
+                db.region_id(["us", "eu"][i % 2]).unwrap(),
+                "round {round}"
+            );
+            assert_eq!(
+                db.read(*id).unwrap().get(&T, b"k").unwrap().is_some(),
+                i == 1_999
+            );
+        }
+        let s = db.stats();
+        assert!(s.routing_cache_bytes <= budget, "{s:?}");
+        assert!(s.routing_cache_entries > 10, "{s:?}");
+        assert!(
+            s.routing_cache_misses > 0 && s.routing_cache_hits > 0,
+            "{s:?}"
+        );
+    }
+    // Turned off: every lookup reads the global file, and still routes.
+    drop(db);
+    let db = quiet_builder(&sim)
+        .region("us")
+        .region("eu")
+        .routing_cache_size(0)
+        .open(DIR)
+        .unwrap();
+    assert!(
+        db.read(ids[1_999])
+            .unwrap()
+            .get(&T, b"k")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(db.stats().routing_cache_entries, 0);
+}

@@ -127,7 +127,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         digest_key: state.digest_key,
         global,
         regions: RwLock::new(set),
-        accounts: RoutingCache::default(),
+        accounts: RoutingCache::new(b.routing_cache_bytes),
         usage: Mutex::new(usage),
         coord: Coordinator::new(
             recovered.epoch,
