@@ -167,8 +167,7 @@ fn value_spans(files: &Files) -> Vec<Vec<(usize, usize)>> {
                         .expect("encode"),
                 );
                 needles.push(
-                    regionkv::encode_value(&DOCS, id, &rk, &doc(name, region, k))
-                        .expect("encode"),
+                    regionkv::encode_value(&DOCS, id, &rk, &doc(name, region, k)).expect("encode"),
                 );
             }
         }

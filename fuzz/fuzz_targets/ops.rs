@@ -265,6 +265,14 @@ enum Step {
         region: u8,
         items: Vec<Item>,
     },
+    /// A few writes (of any accounts and regions) committed together by `Db::commit_each`:
+    /// group commits, each write with its own outcome, which must be the outcome of
+    /// committing them one by one (region by region, in the order of each region's first
+    /// write). Writes that read (`DItem::Update`) are left out: they read before the
+    /// writes ahead of them commit.
+    Group {
+        writes: Vec<(u8, u8, Vec<WItem>)>,
+    },
     /// A commit of a few items of any kind (`td`, updates and the items of `Batch`).
     Mixed {
         account: u8,
@@ -402,7 +410,20 @@ impl<'a> Arbitrary<'a> for Step {
             29 => Step::Reopen,
             30 => Step::DropReopen,
             31 => Step::Nothing,
-            46..=51 => Step::Mixed {
+            51 => Step::Group {
+                writes: (0..u.int_in_range(2..=5)?)
+                    .map(|_| -> arbitrary::Result<_> {
+                        Ok((
+                            u.arbitrary()?,
+                            u.arbitrary()?,
+                            (0..u.int_in_range(1..=MAX_BATCH)?)
+                                .map(|_| u.arbitrary())
+                                .collect::<arbitrary::Result<_>>()?,
+                        ))
+                    })
+                    .collect::<arbitrary::Result<_>>()?,
+            },
+            46..=50 => Step::Mixed {
                 account: u.arbitrary()?,
                 region: u.arbitrary()?,
                 items: (0..u.int_in_range(1..=MAX_BATCH)?)
@@ -1461,10 +1482,93 @@ impl Harness {
         }
     }
 
+    /// A `Step::Group`: the writes committed by one `commit_each`, each outcome checked
+    /// against the model advanced one write at a time in the order `commit_each` commits.
+    fn group_step(&mut self, writes: &[(u8, u8, Vec<WItem>)]) {
+        let mut planned: Vec<(u64, u8, Vec<WItem>)> = Vec::new();
+        for (account, region, items) in writes {
+            let reads = |i: &WItem| matches!(i, WItem::D(DItem::Update { .. }));
+            if items.is_empty() || items.iter().any(reads) {
+                continue;
+            }
+            let items = &items[..items.len().min(MAX_BATCH)];
+            if let Plan::Write {
+                account,
+                region,
+                items,
+                ..
+            } = self.plan_write(*account, *region, items)
+            {
+                planned.push((account, region, items));
+            }
+        }
+        if planned.len() < 2 {
+            return;
+        }
+        // commit_each: region by region, in the order of each region's first write.
+        let first: Vec<u8> = planned.iter().map(|p| p.1).collect();
+        planned.sort_by_key(|p| first.iter().position(|r| *r == p.1));
+        let db = self.db();
+        let mut got: Vec<Option<regionkv::Result<()>>> = planned.iter().map(|_| None).collect();
+        let mut built = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (account, region, items)) in planned.iter().enumerate() {
+            let w = db
+                .write_in(AccountId::from_raw(*account), REGIONS[*region as usize])
+                .and_then(|mut w| buffer(&mut w, items).map(|()| w));
+            match w {
+                Ok(w) => {
+                    built.push(w);
+                    slots.push(i);
+                }
+                Err(e) => got[i] = Some(Err(e)),
+            }
+        }
+        for (i, r) in slots.into_iter().zip(db.commit_each(built)) {
+            got[i] = Some(r);
+        }
+        if trace() {
+            eprintln!("    -> group {got:?}");
+        }
+        let unsettled = !self.unsettled.is_empty();
+        let mut model = self.model.clone();
+        for ((account, region, items), got) in planned.iter().zip(got) {
+            let got = got.unwrap_or_else(|| Err(Error::Closed));
+            let (expect, colliders) =
+                model.write_why(*account, *region, items, &self.config.disabled);
+            model = match (expect, got) {
+                (Ok(next), Ok(())) => next,
+                (Err(Kind::Unique), Err(Error::UniqueViolation { namespace, record })) => {
+                    let named = (namespace, record.table, record.key, record.value);
+                    if !colliders.contains(&named) {
+                        self.fail(format!(
+                            "group: UniqueViolation names {named:?}, not a colliding record \
+                             of the write: {colliders:?}"
+                        ));
+                    }
+                    model
+                }
+                (Err(k), Err(e)) if kind_of(&e) == Some(k) => model,
+                (Ok(_) | Err(Kind::Unique), Err(e)) if unsettled && unsettled_refusal(&e) => model,
+                (expect, got) => self.fail(format!(
+                    "group write of account {account} in {}: expected {:?}, engine gave {got:?}",
+                    REGIONS[*region as usize],
+                    expect.as_ref().map(|_| "Ok")
+                )),
+            };
+        }
+        self.model = model;
+        self.check_now("after a group commit");
+    }
+
     /// Steps without a fault: the engine must do exactly what the model says.
     fn step(&mut self, step: &Step) {
         if step.is_operator() {
             self.operator_step(step);
+            return;
+        }
+        if let Step::Group { writes } = step {
+            self.group_step(writes);
             return;
         }
         let plan = self.plan(step);
@@ -1592,6 +1696,9 @@ impl Harness {
     /// one of the models the step's result allows.
     fn crash_step(&mut self, fail_after: u8, on: On, step: &Step) {
         match step {
+            // Group commits under faults are the crash harness's (tests/crash_every_step.rs
+            // runs its workload as groups); here a group runs without a fault.
+            Step::Group { .. } => return self.step(step),
             Step::DisableNow { region } => {
                 self.disable_now(*region, Some((fail_after, on)));
                 self.check_now("after disable_region under a fault and a crash");
