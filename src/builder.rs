@@ -109,8 +109,8 @@ impl Builder {
     /// Memory for the unique-index cache (default [`DEFAULT_UNIQUE_CACHE_BYTES`], 16 MiB;
     /// 0 turns it off): global index entries that `find_unique` and `is_taken` read from
     /// memory instead of the global file, evicted by CLOCK, kept coherent by every commit
-    /// (docs/design.md, "Unique-index cache"). Hits and misses are in [`Db::stats`]
-    /// (crate::Db::stats). About 150 bytes per cached value.
+    /// (docs/design.md, "Unique-index cache"). Hits and misses are in
+    /// [`Db::stats`](crate::Db::stats). About 150 bytes per cached value.
     pub fn unique_cache_size(mut self, bytes: usize) -> Self {
         self.unique_cache_bytes = bytes;
         self
