@@ -218,6 +218,8 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
     // Records freed by the writes staged so far, by account: they commit (or fail) with
     // the writes after them, so a quota check counts them as gone, as serially.
     let mut freed: HashMap<u64, u64> = HashMap::new();
+    // Schemas checked (and registered where needed) by the writes staged so far.
+    let mut checked = Vec::new();
     let mut rest = group.into_iter();
     while let Some((id, job)) = rest.next() {
         let atomic = matches!(job, Job::All(_));
@@ -238,7 +240,7 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
             }
             let account = write.account().0;
             let freed_here = freed.get(&account).copied().unwrap_or(0);
-            failed = match write.stage(inner, &w, &mut g, freed_here) {
+            failed = match write.stage(inner, &w, &mut g, freed_here, &mut checked) {
                 Step::Staged(s) => {
                     if s.frees() > 0 {
                         *freed.entry(account).or_default() += s.frees();

@@ -562,6 +562,7 @@ impl Write {
         w: &redb::WriteTransaction,
         g: &mut Option<ReserveTxn<'i>>,
         freed: u64,
+        checked: &mut Vec<Declared>,
     ) -> Step<'i> {
         let refused = Step::Refused;
         let account = match self.current_account() {
@@ -571,7 +572,7 @@ impl Write {
         if let Err(e) = self.validate_reads(w) {
             return refused(e);
         }
-        let plan = match self.plan(w) {
+        let plan = match self.plan(w, checked) {
             Ok(p) => p,
             Err(e) => return refused(e),
         };
@@ -589,6 +590,12 @@ impl Write {
         };
         if let Err(e) = self.apply(w, &plan, reservation.as_ref()) {
             return Step::Fatal(e);
+        }
+        // Staged: its schemas hold in the group's transaction for the writes after it.
+        for d in &self.schemas {
+            if !checked.contains(d) {
+                checked.push(*d);
+            }
         }
         Step::Staged(Staged {
             plan,
@@ -616,11 +623,13 @@ impl Write {
     /// before anything is written — record and byte deltas, the records' owned values
     /// after the write, and the claims and releases that takes. Refuses a value claimed
     /// twice; a value released by one record and claimed by another moves (a transfer).
-    fn plan(&self, w: &redb::WriteTransaction) -> Result<Plan> {
+    fn plan(&self, w: &redb::WriteTransaction, checked: &[Declared]) -> Result<Plan> {
         let part = &self.region.part;
         let acct = self.account.id().0;
         let mut plan = Plan::default();
-        for d in &self.schemas {
+        // A schema an earlier write of the group staged (checked, and registered if it had
+        // to be) is in this transaction already.
+        for d in self.schemas.iter().filter(|d| !checked.contains(d)) {
             let name = user_table_name(d.table);
             let rows = w
                 .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))

@@ -627,3 +627,43 @@ proptest::proptest! {
         proptest::prop_assert!(a.audit().unwrap().is_clean());
     }
 }
+
+#[test]
+fn a_table_created_in_a_group_gets_its_schema_row_even_if_the_first_write_is_refused() {
+    // Schema checks are shared by the writes of a group once a write is staged; a write
+    // refused after its check must not leave the next write of the table unregistered.
+    const FRESH: regionkv::Table<regionkv::Raw> = regionkv::Table::new("fresh");
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = accounts(&db, 2, "eu");
+    db.commit_each([write(&db, ids[0], "owner", Some("taken@x"))])
+        .into_iter()
+        .for_each(|r| r.unwrap());
+    let mut refused = db.write(ids[1]).unwrap();
+    refused
+        .insert_unique(&FRESH, "a", b"x", &[Unique::new("email", "taken@x")])
+        .unwrap();
+    let mut second = db.write(ids[1]).unwrap();
+    second.insert(&FRESH, "b", b"y").unwrap();
+    let mut third = db.write(ids[0]).unwrap();
+    third.insert(&FRESH, "c", b"z").unwrap();
+    let out = db.commit_each([refused, second, third]);
+    assert!(
+        matches!(out[0], Err(Error::UniqueViolation { .. })),
+        "{out:?}"
+    );
+    assert!(out[1].is_ok() && out[2].is_ok(), "{out:?}");
+    drop(db);
+    let db = open(&sim);
+    assert_eq!(
+        &*db.read(ids[1]).unwrap().get(&FRESH, "b").unwrap().unwrap(),
+        b"y"
+    );
+    // The table's schema is recorded: another type is a mismatch, not unknown bytes.
+    const AS_OTHER: regionkv::Table<String> = regionkv::Table::new("fresh");
+    assert!(matches!(
+        db.read(ids[0]).unwrap().get(&AS_OTHER, "c"),
+        Err(Error::SchemaMismatch { .. })
+    ));
+    assert!(db.audit().unwrap().is_clean());
+}
