@@ -143,6 +143,7 @@ mod schema;
 mod table;
 pub mod testing;
 mod types;
+mod verify;
 mod write;
 
 pub use account::{Account, AccountState, NewAccount};
@@ -170,6 +171,7 @@ pub use reservation::recovery::{LostClaim, RecoveryReport};
 pub use schema::FORMAT_VERSION;
 pub use table::{MAX_DECLARED_UNIQUES, MAX_OLD_VERSIONS, Table, Unique, Upgrade};
 pub use types::{AccountId, RegionId};
+pub use verify::{Damage, VerifyProgress, VerifyReport};
 pub use write::{UPDATE_ATTEMPTS, Write};
 
 /// The rkyv crate regionkv is built with (format features pinned): derive your records'

@@ -263,7 +263,7 @@ impl Read {
             Some(i) => i,
             None => {
                 let r = self.db.inner.region(region)?;
-                let txn = r.snapshot()?;
+                let txn = r.part.contain(|| r.snapshot())?;
                 snaps.push(Snap {
                     region: r,
                     txn,
@@ -319,24 +319,27 @@ impl Read {
                 txn,
                 tables,
             } = snap;
-            let (d, t) = snap_table(region, txn, tables, table)?;
-            let Some(t) = t else {
-                return Ok(None);
-            };
-            let mut stack = [0u8; 8 + STACK_KEY];
-            let heap;
-            let full: &[u8] = if key.len() <= STACK_KEY {
-                stack[..8].copy_from_slice(&account.to_be_bytes());
-                stack[8..8 + key.len()].copy_from_slice(key);
-                &stack[..8 + key.len()]
-            } else {
-                heap = crate::partition::region::data_key(account, key);
-                &heap
-            };
-            match t.get(full).at(&region.part)? {
-                Some(guard) => Record::new(guard, txn, &region.part, d, full).map(Some),
-                None => Ok(None),
-            }
+            // Reads this region only: a panic of redb here damages this region alone.
+            region.part.contain(|| {
+                let (d, t) = snap_table(region, txn, tables, table)?;
+                let Some(t) = t else {
+                    return Ok(None);
+                };
+                let mut stack = [0u8; 8 + STACK_KEY];
+                let heap;
+                let full: &[u8] = if key.len() <= STACK_KEY {
+                    stack[..8].copy_from_slice(&account.to_be_bytes());
+                    stack[8..8 + key.len()].copy_from_slice(key);
+                    &stack[..8 + key.len()]
+                } else {
+                    heap = crate::partition::region::data_key(account, key);
+                    &heap
+                };
+                match t.get(full).at(&region.part)? {
+                    Some(guard) => Record::new(guard, txn, &region.part, d, full).map(Some),
+                    None => Ok(None),
+                }
+            })
         })
     }
 
@@ -371,15 +374,17 @@ impl Read {
                     txn,
                     tables,
                 } = snap;
-                let Some(t) = snap_table(region, txn, tables, table)?.1 else {
-                    return Ok(None);
-                };
-                let range = match &hi {
-                    Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
-                    None => t.range::<&[u8]>(lo.as_slice()..),
-                }
-                .at(&region.part)?;
-                Ok(Some((region.clone(), txn.clone(), range)))
+                region.part.contain(|| {
+                    let Some(t) = snap_table(region, txn, tables, table)?.1 else {
+                        return Ok(None);
+                    };
+                    let range = match &hi {
+                        Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+                        None => t.range::<&[u8]>(lo.as_slice()..),
+                    }
+                    .at(&region.part)?;
+                    Ok(Some((region.clone(), txn.clone(), range)))
+                })
             });
             parts.push_back(match part {
                 Ok(Some((region, snapshot, range))) => Ok(RangePart {
@@ -449,16 +454,18 @@ impl<V: Value> Rows<V> {
         };
         for region in set {
             let part = region.and_then(|r| {
-                let txn = r.snapshot()?;
-                let Some(t) = open_checked(&r.part, &txn, &table)? else {
-                    return Ok(None);
-                };
-                let range = t.range::<&[u8]>(..).at(&r.part)?;
-                Ok(Some(RangePart {
-                    region: r.clone(),
-                    snapshot: txn.clone(),
-                    range,
-                }))
+                r.part.contain(|| {
+                    let txn = r.snapshot()?;
+                    let Some(t) = open_checked(&r.part, &txn, &table)? else {
+                        return Ok(None);
+                    };
+                    let range = t.range::<&[u8]>(..).at(&r.part)?;
+                    Ok(Some(RangePart {
+                        region: r.clone(),
+                        snapshot: txn.clone(),
+                        range,
+                    }))
+                })
             });
             match part {
                 Ok(Some(p)) => parts.push_back(Ok(p)),
@@ -488,31 +495,41 @@ impl<V: Value> Iterator for Rows<V> {
             }) = &mut self.current
             {
                 let name = &region.part.name;
-                match range.next() {
+                let table = &self.table;
+                // The next row, read and validated with redb's panics contained (they damage
+                // this region alone): `Ok(None)` at the end of the range, `Ok(Some(row))` for
+                // a row (an `Err` one, e.g. a failed checksum, and the scan goes on), `Err`
+                // when the range cannot go on.
+                let next = region.part.contain(|| match range.next() {
                     Some(Ok((k, v))) => {
                         let full = k.value();
                         if full.len() < 8 {
-                            return Some(Err(Error::corrupt(name, "row key shorter than 8 bytes")));
+                            return Ok(Some(Err(Error::corrupt(
+                                name,
+                                "row key shorter than 8 bytes",
+                            ))));
                         }
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
-                        return Some(
-                            Record::new(v, snapshot, &region.part, &self.table, full).map(
-                                |record| Row {
-                                    region: region.id,
-                                    account: AccountId(account),
-                                    key,
-                                    record,
-                                },
-                            ),
-                        );
+                        Ok(Some(
+                            Record::new(v, snapshot, &region.part, table, full).map(|record| Row {
+                                region: region.id,
+                                account: AccountId(account),
+                                key,
+                                record,
+                            }),
+                        ))
                     }
-                    Some(Err(e)) => {
-                        let err = region.part.err(e);
+                    Some(Err(e)) => Err(region.part.err(e)),
+                    None => Ok(None),
+                });
+                match next {
+                    Ok(Some(row)) => return Some(row),
+                    Ok(None) => self.current = None,
+                    Err(e) => {
                         self.current = None;
-                        return Some(Err(err));
+                        return Some(Err(e));
                     }
-                    None => self.current = None,
                 }
             }
             match self.parts.pop_front()? {
