@@ -391,6 +391,7 @@ impl Read {
                     region,
                     snapshot,
                     range,
+                    order: Order::within(lo.clone(), hi.clone()),
                 }),
                 Ok(None) => continue,
                 Err(e) => Err(e),
@@ -427,6 +428,39 @@ struct RangePart {
     region: Arc<Region>,
     snapshot: Snapshot,
     range: redb::Range<'static, Bytes, Bytes>,
+    order: Order,
+}
+
+/// What a range must yield: keys in `[lo, hi)`, each greater than the one before. redb
+/// walks a range by position in the tree, so a damaged page it does not verify (a page
+/// copied over another, a damaged branch) can make it yield rows again, out of order, or
+/// from outside the range: another account's rows in this account's scan. Such a row is
+/// refused as damage.
+struct Order {
+    lo: Vec<u8>,
+    hi: Option<Vec<u8>>,
+    /// The last key yielded; empty before the first (every data key has 8 bytes or more).
+    last: Vec<u8>,
+}
+
+impl Order {
+    fn within(lo: Vec<u8>, hi: Option<Vec<u8>>) -> Order {
+        Order {
+            lo,
+            hi,
+            last: Vec::new(),
+        }
+    }
+
+    /// Whether `key` may come next; it is then the last key.
+    fn admit(&mut self, key: &[u8]) -> bool {
+        let ok = key >= self.lo.as_slice()
+            && self.hi.as_deref().is_none_or(|hi| key < hi)
+            && (self.last.is_empty() || key > self.last.as_slice());
+        self.last.clear();
+        self.last.extend_from_slice(key);
+        ok
+    }
 }
 
 /// Rows from one or more regions: `Read::scan` (one account) or `Db::scan_all` (every
@@ -464,6 +498,7 @@ impl<V: Value> Rows<V> {
                         region: r.clone(),
                         snapshot: txn.clone(),
                         range,
+                        order: Order::within(Vec::new(), None),
                     }))
                 })
             });
@@ -492,6 +527,7 @@ impl<V: Value> Iterator for Rows<V> {
                 region,
                 snapshot,
                 range,
+                order,
             }) = &mut self.current
             {
                 let name = &region.part.name;
@@ -503,6 +539,14 @@ impl<V: Value> Iterator for Rows<V> {
                 let next = region.part.contain(|| match range.next() {
                     Some(Ok((k, v))) => {
                         let full = k.value();
+                        if !order.admit(full) {
+                            // The region's index is damaged: nothing it yields can be
+                            // trusted, here or later.
+                            let what = "damaged index pages: a scan met a key out of order \
+                                        or outside its range";
+                            region.part.mark_damaged(what);
+                            return Err(Error::corrupt(name, what));
+                        }
                         if full.len() < 8 {
                             return Ok(Some(Err(Error::corrupt(
                                 name,
@@ -621,7 +665,23 @@ impl<V: Value> std::fmt::Debug for Hit<V> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_bounds;
+    use super::{Order, prefix_bounds};
+
+    #[test]
+    fn order_admits_increasing_keys_in_range_only() {
+        let (lo, hi) = prefix_bounds(2, b"k");
+        let mut o = Order::within(lo, hi);
+        let key = |acct: u64, k: &[u8]| [&acct.to_be_bytes()[..], k].concat();
+        assert!(o.admit(&key(2, b"k1")));
+        assert!(o.admit(&key(2, b"k2")));
+        assert!(!o.admit(&key(2, b"k2")), "the same key again");
+        assert!(!o.admit(&key(2, b"k1")), "a key before the last");
+        let mut o = Order::within(key(2, b"k"), Some(key(2, b"l")));
+        assert!(!o.admit(&key(1, b"k9")), "another account, below the range");
+        assert!(!o.admit(&key(3, b"k1")), "another account, above the range");
+        let mut all = Order::within(Vec::new(), None);
+        assert!(all.admit(&key(1, b"a")) && all.admit(&key(3, b"a")));
+    }
 
     #[test]
     fn prefix_bounds_cover_exactly_the_prefix() {

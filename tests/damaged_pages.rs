@@ -740,3 +740,27 @@ fn a_file_left_by_a_crash_is_verified_at_open() {
     );
     assert!(snapshot(&sim) == damaged, "the refused open changed files");
 }
+
+#[test]
+fn copied_pages_met_by_reads_and_writes() {
+    let mut cases = Vec::new();
+    for (i, part) in PARTS.into_iter().enumerate() {
+        let b = &seed().files[&path_of(part)];
+        let pages = b.len() / PAGE;
+        let mut rng = Rng(0xC0_91ED + i as u64);
+        for _ in 0..40 {
+            let (from, to) = (1 + rng.below(pages - 1), 1 + rng.below(pages - 1));
+            let mut d = b.clone();
+            let src = d[from * PAGE..(from + 1) * PAGE].to_vec();
+            d[to * PAGE..(to + 1) * PAGE].copy_from_slice(&src);
+            if d != *b {
+                cases.push(Case {
+                    name: format!("{part} page {from} copied over page {to}"),
+                    part,
+                    files: with_part(part, d),
+                });
+            }
+        }
+    }
+    run_all("copied", cases);
+}
