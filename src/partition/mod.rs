@@ -455,26 +455,28 @@ fn look(
         }
     };
     // redb trusts the pages it reads unless it verifies them, and a damaged page can make
-    // it panic. A panic here becomes an error; the database and snapshot are leaked rather
-    // than dropped while unwinding, because dropping them after such a panic panics again.
+    // it panic. A panic here becomes an error. The database and its snapshot are kept
+    // outside the closure, so that a panic unwinds past them without dropping them
+    // (dropping redb's handles while its own panic unwinds could panic again: an abort);
+    // they are dropped below, once the view is sealed.
+    let mut held_db: Option<Database> = None;
+    let mut held_txn: Option<ReadTransaction> = None;
     let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut builder = redb_builder(1 << 20);
         builder.set_check_integrity_on_open(how.verify);
         builder.set_repair_callback(callback);
         match builder.create_with_backend(view) {
             Ok(db) => {
-                // Leaked only if a panic unwinds through here; every return drops both
-                // (and with them the file's descriptor).
-                let db = std::mem::ManuallyDrop::new(db);
+                let db: &Database = held_db.insert(db);
                 let looked = match db.begin_read() {
                     Ok(txn) => {
-                        let txn = std::mem::ManuallyDrop::new(txn);
+                        let txn: &ReadTransaction = held_txn.insert(txn);
                         let r = match how.expect {
-                            Some(expect) => read_meta(path, &txn, expect),
+                            Some(expect) => read_meta(path, txn, expect),
                             None => Ok(()),
                         }
-                        .and_then(|()| inspect(&txn));
-                        drop(std::mem::ManuallyDrop::into_inner(txn));
+                        .and_then(|()| inspect(txn));
+                        held_txn = None;
                         r
                     }
                     Err(e) => Err(Error::mismatch(path, format!("cannot read: {e}"))),
@@ -484,14 +486,10 @@ fn look(
                 // (redb's allocator state and freed-page trees), so that damage there
                 // refuses the open now, untouched, rather than in that commit.
                 let verified = how.verify || repaired.load(Ordering::Acquire);
-                let looked = match looked {
-                    Ok(()) if !verified && how.expect.is_some() => trial_commit(path, &db),
+                match looked {
+                    Ok(()) if !verified && how.expect.is_some() => trial_commit(path, db),
                     r => r,
-                };
-                // The look is over: nothing redb does on close may touch the pages again.
-                sealed.store(true, Ordering::Release);
-                drop(std::mem::ManuallyDrop::into_inner(db));
-                looked
+                }
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(already_open(path)),
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(what))) => {
@@ -509,6 +507,14 @@ fn look(
                 format!("not a readable redb file: {e}"),
             )),
         }
+    }));
+    // The look is over: nothing redb does on close may touch the pages again (its close
+    // commit fails instead of meeting a damaged page). After a panic, the drop itself may
+    // panic on a lock that panic poisoned: that is caught too.
+    sealed.store(true, Ordering::Release);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        drop(held_txn);
+        drop(held_db);
     }));
     match looked {
         Ok(Ok(())) => Ok(Some(Looked {
@@ -649,8 +655,11 @@ pub(crate) fn open_rw(
         .map_err(|e| storage_io(path, e))?
         .ok_or_else(|| Error::mismatch(path, "file vanished while opening"))?;
     // The probe read what this open reads; a panic here (damage after the probe looked)
-    // becomes an error like the probe's, the database leaked rather than dropped while
-    // unwinding.
+    // becomes an error like the probe's. The handles are kept outside the closure, so the
+    // unwinding does not drop them; after a panic they are leaked: a drop could panic
+    // again, and its close would write to a file this open refuses.
+    let mut held_db: Option<Database> = None;
+    let mut held_txn: Option<ReadTransaction> = None;
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let db = redb_builder(cache)
             .create_with_backend(DynBackend(rw))
@@ -664,28 +673,35 @@ pub(crate) fn open_rw(
                 }
                 e => Error::mismatch(path, format!("cannot open: {e}")),
             })?;
-        let db = std::mem::ManuallyDrop::new(db);
-        let checked = match db.begin_read() {
+        let db: &Database = held_db.insert(db);
+        match db.begin_read() {
             Ok(txn) => {
-                let txn = std::mem::ManuallyDrop::new(txn);
-                let r = read_meta(path, &txn, expect);
-                drop(std::mem::ManuallyDrop::into_inner(txn));
+                let r = read_meta(path, held_txn.insert(txn), expect);
+                held_txn = None;
                 r
             }
             Err(e) => Err(Error::mismatch(path, format!("cannot read: {e}"))),
-        };
-        let db = std::mem::ManuallyDrop::into_inner(db);
-        checked.map(|()| db)
+        }
     }));
     match opened {
-        Ok(db) => Ok(Partition::new(name, db?, storage, path)),
-        Err(_) => Err(Error::corrupt(
-            name,
-            format!(
-                "{}: damaged redb pages (redb panicked while opening the file)",
-                path.display()
-            ),
-        )),
+        Ok(Ok(())) => match held_db {
+            Some(db) => Ok(Partition::new(name, db, storage, path)),
+            None => Err(Error::mismatch(path, "cannot open")),
+        },
+        Ok(Err(e)) => {
+            drop(held_db);
+            Err(e)
+        }
+        Err(_) => {
+            std::mem::forget((held_txn, held_db));
+            Err(Error::corrupt(
+                name,
+                format!(
+                    "{}: damaged redb pages (redb panicked while opening the file)",
+                    path.display()
+                ),
+            ))
+        }
     }
 }
 
