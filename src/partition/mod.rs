@@ -171,17 +171,20 @@ impl Partition {
 impl Drop for Partition {
     fn drop(&mut self) {
         let Some(db) = self.db.take() else { return };
-        if !self.is_damaged() {
-            return drop(db);
-        }
         if std::thread::panicking() {
-            // A second panic while unwinding would abort the process: leak it instead.
-            std::mem::forget(db);
+            if self.is_damaged() {
+                // A second panic while unwinding would abort the process: leak it instead.
+                std::mem::forget(db);
+            } else {
+                // redb's close writes nothing while a panic unwinds.
+                drop(db);
+            }
             return;
         }
-        // redb panicked while using this database: its close may trip over the same damage
-        // or over a lock that panic poisoned. A panic here is caught (the file's
-        // descriptor is then released with what the unwinding drops).
+        // redb's close commits its allocator state: on a damaged file (trusted at open, or
+        // met by a panic since) that commit can panic too. Caught: the partition is going
+        // away, and the next open recovers a file whose close did not finish (redb then
+        // checks every page of it).
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
     }
 }
