@@ -749,7 +749,8 @@ impl Db {
     /// (until then, opening the store again in this process is refused).
     ///
     /// # Errors
-    /// [`Error::Poisoned`] after an earlier I/O failure of the global file; storage errors
+    /// [`Error::Poisoned`] after an earlier I/O failure of the global file,
+    /// [`Error::Corrupt`] if it was found damaged; storage errors
     /// from the final checkpoint; [`Error::OutcomeUnknown`] if recording the clean close
     /// failed. The store is closed either way; nothing acknowledged is lost.
     pub fn close(self) -> Result<()> {
