@@ -4,8 +4,8 @@
 //!
 //! A store (regions us, eu, ap; an account homed in each and allowed in a second; records
 //! of many sizes, every third owning a unique value) is built once on [`SimStorage`] and
-//! closed cleanly. Each case damages one page of one file (zeroed, or 24 bytes overwritten
-//! at a random place in it) and then:
+//! closed cleanly. Each case damages one page of one file (zeroed, 24 bytes overwritten at
+//! a random place in it, or another page of the file copied over it) and then:
 //!
 //! 1. opens the store; a refused open is an `Error` and leaves every byte as it was;
 //! 2. reads everything ([`compare`] with what was written): no read returns data other than
@@ -24,9 +24,9 @@
 //!    names another partition.
 //!
 //! Every case runs on its own thread inside `catch_unwind`: a panic anywhere is a failure
-//! (but see [`WRITE_RS_CONTAINED`]). The other tests check `Db::verify`, `verified_at_open`
-//! and the verified open in a running store, after a power loss, and with
-//! `verify_on_open(true)`.
+//! (but see [`WRITE_RS_CONTAINED`]). The other tests check `Db::verify` (in a running
+//! store, on its latest commit, on real files whose locks it must keep),
+//! `verified_at_open` after a power loss, and `verify_on_open(true)`.
 
 mod common;
 
@@ -763,4 +763,45 @@ fn copied_pages_met_by_reads_and_writes() {
         }
     }
     run_all("copied", cases);
+}
+
+/// `Db::verify` on ordinary files while the store has them open: it reads them through
+/// another descriptor, finds them intact, and the store keeps its file locks (another open
+/// of a file is still refused).
+#[test]
+fn verify_on_real_files_keeps_them_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder()
+        .region("us")
+        .region("eu")
+        .open(dir.path())
+        .unwrap();
+    let a = db
+        .create_account(NewAccount::new("acme", "eu").allow("us"))
+        .unwrap();
+    let mut w = db.write(a).unwrap();
+    w.insert_unique(&AFTER, b"k", b"v", &[Unique::new(NS, "acme@example.com")])
+        .unwrap();
+    w.commit().unwrap();
+    let mut seen = Vec::new();
+    let report = db
+        .verify_with(|p| seen.push((p.partition.clone(), p.done, p.total)))
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(
+        seen,
+        [
+            ("global".to_string(), 1, 3),
+            ("us".into(), 2, 3),
+            ("eu".into(), 3, 3)
+        ]
+    );
+    assert!(report.bytes() > 0);
+    for file in [global_file(dir.path()), region_file(dir.path(), "eu")] {
+        let other = redb::Database::create(&file);
+        assert!(other.is_err(), "{} opened a second time", file.display());
+    }
+    let r = db.read(a).unwrap();
+    assert_eq!(r.get(&AFTER, b"k").unwrap().unwrap().to_vec(), b"v");
+    db.close().unwrap();
 }
