@@ -215,9 +215,9 @@ def copy_page(f, a, b):
     return MORE + variant(4, 5) + u8(f) + struct.pack("<H", a) + struct.pack("<H", b)
 
 
-# First byte: flags (bit 0 crashed base image, bit 1 trusting mode: verify_on_open(false)
-# and damage aimed at stored values only).
-CLEAN, CRASHED, TRUSTING = 0, 1, 2
+# First byte: flags (bit 0 crashed base image, bit 1 unverified: verify_on_open(false), bit 2
+# with bit 1: damage aimed at stored values only).
+CLEAN, CRASHED, UNVERIFIED, VALUES_ONLY = 0, 1, 2, 4
 write("open_damaged", "clean", u8(CLEAN))
 write("open_damaged", "crashed", u8(CRASHED))
 write("open_damaged", "flip_header", u8(CLEAN) + flip(0, 40, 0x10))
@@ -227,7 +227,13 @@ write("open_damaged", "zero_pages", u8(CRASHED) + zero_page(0, 3) + zero_page(1,
 write("open_damaged", "truncate", u8(CLEAN) + truncate(3, 8192))
 write("open_damaged", "overwrite", u8(CLEAN) + setb(1, 12_345, b"\xff\xff\xff\xff") + setb(0, 4100, b"\0\0\0\0"))
 write("open_damaged", "copy_pages", u8(CRASHED) + copy_page(0, 2, 6) + copy_page(2, 7, 3))
-# Trusting mode: offsets and page numbers index the stored values of a region file.
+# Unverified, damage anywhere: met by reads and writes of a cleanly closed store.
+write("open_damaged", "unverified_zero_pages", u8(UNVERIFIED) + zero_page(0, 3) + zero_page(2, 5) + zero_page(3, 9))
+write("open_damaged", "unverified_flip_region_data", u8(UNVERIFIED) + flip(3, 20_000, 0x01) + flip(1, 40_000, 0x80))
+write("open_damaged", "unverified_copy_pages", u8(UNVERIFIED) + copy_page(0, 2, 6) + copy_page(2, 7, 3))
+write("open_damaged", "unverified_crashed_zero_page", u8(UNVERIFIED | CRASHED) + zero_page(2, 4))
+# Values only: offsets and page numbers index the stored values of a region file.
+TRUSTING = UNVERIFIED | VALUES_ONLY
 write("open_damaged", "trusting_flip_values", u8(TRUSTING) + flip(0, 7, 0x04) + flip(1, 300, 0x01))
 write("open_damaged", "trusting_zero_value", u8(TRUSTING | CRASHED) + zero_page(2, 5))
 write("open_damaged", "trusting_overwrite_header", u8(TRUSTING) + setb(1, 0, b"\x02\x01\0\0"))

@@ -15,6 +15,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::db::Inner;
 use crate::error::{Error, Result};
+use crate::partition::contain::Blame;
 use crate::partition::set::Region;
 use crate::reservation::coordinator::ReserveTxn;
 use crate::write::{Staged, Step, Write};
@@ -88,36 +89,33 @@ impl Committer {
             drop(q);
             let ids_of_group: Vec<u64> = group.iter().map(|(id, _)| *id).collect();
             let region = group_region(&group);
-            let outcome =
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_group(group))) {
-                    Ok(o) => o,
-                    // A panic inside redb (a damaged page) or a bug: the group's transactions
-                    // were dropped while unwinding, nothing of it was committed past what the
-                    // panic interrupted. The region refuses writes until reopened.
-                    Err(_) => {
-                        let name = region.map(|r| {
-                            r.part.poison();
-                            r.part.name.clone()
-                        });
-                        let name = name.unwrap_or_default();
-                        Outcome {
-                        done: ids_of_group
-                            .iter()
-                            .map(|id| {
-                                (
-                                    *id,
-                                    Err(Error::corrupt(
-                                        &name,
-                                        "a commit panicked inside the storage engine (a damaged \
-                                         page?); the partition refuses writes until reopened",
-                                    )),
-                                )
-                            })
-                            .collect(),
-                        again: Vec::new(),
+            let db = group.iter().find_map(|(_, j)| match j {
+                Job::One(w) => Some(w.db()),
+                Job::All(ws) => ws.first().map(Write::db),
+            });
+            let outcome = match (&region, &db) {
+                (Some(region), Some(db)) => {
+                    // A panic inside redb (a damaged page) or a bug: the group's
+                    // transactions are dropped while unwinding (nothing of it is committed
+                    // past what the panic interrupted); the partition whose file fails
+                    // verification is marked damaged, and every write of the group gets
+                    // its error.
+                    let parts = [&region.part, &db.inner.global];
+                    match crate::partition::contain::contain_any(&parts, Blame::Verify, || {
+                        Ok(run_group(group))
+                    }) {
+                        Ok(o) => o,
+                        Err(e) => Outcome {
+                            done: ids_of_group
+                                .iter()
+                                .map(|id| (*id, Err(again(&e))))
+                                .collect(),
+                            again: Vec::new(),
+                        },
                     }
-                    }
-                };
+                }
+                _ => run_group(group),
+            };
             q = self.queue.lock();
             for job in outcome.again.into_iter().rev() {
                 q.waiting.push_front(job);
@@ -133,6 +131,14 @@ impl Committer {
                     .unwrap_or_else(|| Err(Error::invalid("internal: commit outcome missing")))
             })
             .collect()
+    }
+}
+
+/// The error of a panicked group, once per write (errors are not `Clone`).
+fn again(e: &Error) -> Error {
+    match e {
+        Error::Corrupt { partition, what } => Error::corrupt(partition, what.clone()),
+        other => Error::corrupt("?", other.to_string()),
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub writers: RwLock<()>,
     pub timer: crate::reservation::timer::Timer,
     pub recovery: RecoveryReport,
+    /// The partitions whose every page the open checked (see `Db::verified_at_open`).
+    pub verified_at_open: Vec<String>,
     /// Holds this store's paths in the process-wide registry of open stores until drop.
     pub _registration: Arc<crate::partition::registry::Registration>,
 }
@@ -155,6 +157,10 @@ impl Inner {
 
     #[cold]
     fn load_account(&self, id: AccountId) -> Result<Arc<Account>> {
+        self.global.contain(|| self.load_account_contained(id))
+    }
+
+    fn load_account_contained(&self, id: AccountId) -> Result<Arc<Account>> {
         let txn = self.global.begin_read()?;
         let Some(t) = self.global.read_table(&txn, ACCOUNTS)? else {
             return Err(Error::AccountUnknown(id));
@@ -199,8 +205,31 @@ impl Inner {
     }
 
     pub fn checkpoint(&self) -> Result<()> {
-        self.coord
-            .checkpoint(&self.global, |id| self.open_region_by_raw(id))
+        // The global file, then each region with markers to delete, one after the other:
+        // a panic is blamed on the partition last used.
+        let open = self.open_regions();
+        let mut parts = vec![&self.global];
+        parts.extend(open.iter().map(|r| &r.part));
+        crate::partition::contain::contain_any(
+            &parts,
+            crate::partition::contain::Blame::LastUsed,
+            || {
+                self.coord
+                    .checkpoint(&self.global, |id| self.open_region_by_raw(id))
+            },
+        )
+    }
+
+    /// Every open region (one read of the region set).
+    pub fn open_regions(&self) -> Vec<Arc<Region>> {
+        let set = self.regions.read();
+        set.by_id
+            .iter()
+            .filter_map(|s| match s {
+                Some((_, RegionSlot::Open(r))) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn digest(&self, ns: &str, value: &[u8]) -> [u8; 16] {
@@ -220,9 +249,12 @@ impl Inner {
         }
         // Read before the snapshot begins: a commit of the index after it refuses the fill.
         let epoch = cache.epoch();
-        let txn = self.global.begin_read()?;
-        let entry = IndexRead::open(&self.global, &txn)?
-            .get(&key)?
+        let entry = self
+            .global
+            .contain(|| {
+                let txn = self.global.begin_read()?;
+                IndexRead::open(&self.global, &txn)?.get(&key)
+            })?
             .map(Arc::new);
         cache.fill(&key, entry.clone(), epoch);
         Ok(entry)
@@ -327,35 +359,38 @@ impl Db {
             return Ok(Vec::new());
         }
         let global = &inner.global;
-        let w = global.begin_write()?;
-        let first =
-            crate::partition::catalog::reserve_account_ids(global, &w, planned.len() as u64)?;
-        let accounts = {
-            let mut names = w.open_table(ACCOUNT_NAMES).at(global)?;
-            let mut rows = w.open_table(ACCOUNTS).at(global)?;
-            let mut accounts = Vec::with_capacity(planned.len());
-            for (i, (new, home, allowed)) in planned.into_iter().enumerate() {
-                // Checked against the rows of this batch too (inserted below as it goes).
-                if names.get(new.name.as_str()).at(global)?.is_some() {
-                    return Err(Error::AccountNameTaken(new.name));
+        let accounts = global.contain(|| {
+            let w = global.begin_write()?;
+            let first =
+                crate::partition::catalog::reserve_account_ids(global, &w, planned.len() as u64)?;
+            let accounts = {
+                let mut names = w.open_table(ACCOUNT_NAMES).at(global)?;
+                let mut rows = w.open_table(ACCOUNTS).at(global)?;
+                let mut accounts = Vec::with_capacity(planned.len());
+                for (i, (new, home, allowed)) in planned.into_iter().enumerate() {
+                    // Checked against the rows of this batch too (inserted below as it goes).
+                    if names.get(new.name.as_str()).at(global)?.is_some() {
+                        return Err(Error::AccountNameTaken(new.name));
+                    }
+                    let id = AccountId(first + i as u64);
+                    let account = Account {
+                        id,
+                        name: new.name.clone(),
+                        home,
+                        allowed,
+                        max_records: new.max_records,
+                        state: AccountState::Active,
+                        created_at: now_secs(),
+                    };
+                    names.insert(new.name.as_str(), id.0).at(global)?;
+                    rows.insert(id.0, account.encode().as_slice()).at(global)?;
+                    accounts.push(account);
                 }
-                let id = AccountId(first + i as u64);
-                let account = Account {
-                    id,
-                    name: new.name.clone(),
-                    home,
-                    allowed,
-                    max_records: new.max_records,
-                    state: AccountState::Active,
-                    created_at: now_secs(),
-                };
-                names.insert(new.name.as_str(), id.0).at(global)?;
-                rows.insert(id.0, account.encode().as_slice()).at(global)?;
-                accounts.push(account);
-            }
-            accounts
-        };
-        global.commit_settled(w)?;
+                accounts
+            };
+            global.commit_settled(w)?;
+            Ok(accounts)
+        })?;
         let ids = accounts.iter().map(|a| a.id).collect();
         for a in accounts {
             inner.accounts.put(Arc::new(a));
@@ -379,11 +414,13 @@ impl Db {
     pub fn account_id(&self, name: &str) -> Result<Option<AccountId>> {
         self.inner.check_open()?;
         let g = &self.inner.global;
-        let txn = g.begin_read()?;
-        let Some(t) = g.read_table(&txn, ACCOUNT_NAMES)? else {
-            return Ok(None);
-        };
-        Ok(t.get(name).at(g)?.map(|v| AccountId(v.value())))
+        g.contain(|| {
+            let txn = g.begin_read()?;
+            let Some(t) = g.read_table(&txn, ACCOUNT_NAMES)? else {
+                return Ok(None);
+            };
+            Ok(t.get(name).at(g)?.map(|v| AccountId(v.value())))
+        })
     }
 
     /// A write in the account's home region. Nothing is written before
@@ -577,18 +614,20 @@ impl Db {
         let counts = if region.part.is_poisoned() {
             None
         } else {
-            Some(crate::partition::region::region_usage(
-                &region.part.begin_read()?,
-                name,
-            )?)
+            let part = &region.part;
+            Some(
+                part.contain(|| crate::partition::region::region_usage(&part.begin_read()?, name))?,
+            )
         };
-        let entry = crate::partition::catalog::catalog_entry(&inner.global, name)?;
+        let global = &inner.global;
+        let entry = global.contain(|| crate::partition::catalog::catalog_entry(global, name))?;
         let entry = CatalogEntry {
             enabled: false,
             ..entry
         };
-        let persisted =
-            crate::partition::catalog::persist_disable(&inner.global, name, &entry, counts.clone());
+        let persisted = global.contain(|| {
+            crate::partition::catalog::persist_disable(global, name, &entry, counts.clone())
+        });
         if let Err(e) = &persisted
             && !matches!(e, Error::OutcomeUnknown { .. })
         {
@@ -638,7 +677,8 @@ impl Db {
             Err(e) => return Err(e),
         }
         let was_unsettled = inner.coord.is_unsettled(id.0);
-        let rolled_back = inner.coord.forfeit(&inner.global, id.0)?;
+        let global = &inner.global;
+        let rolled_back = global.contain(|| inner.coord.forfeit(global, id.0))?;
         Ok(ForfeitReport {
             region: name.to_owned(),
             was_unsettled,
@@ -698,7 +738,8 @@ impl Db {
     /// (until then, opening the store again in this process is refused).
     ///
     /// # Errors
-    /// [`Error::Poisoned`] after an earlier I/O failure of the global file; storage errors
+    /// [`Error::Poisoned`] after an earlier I/O failure of the global file,
+    /// [`Error::Corrupt`] if it was found damaged; storage errors
     /// from the final checkpoint; [`Error::OutcomeUnknown`] if recording the clean close
     /// failed. The store is closed either way; nothing acknowledged is lost.
     pub fn close(self) -> Result<()> {
@@ -710,11 +751,11 @@ impl Db {
         if inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if inner.global.is_poisoned() {
-            return Err(Error::Poisoned(inner.global.name.clone()));
-        }
+        // Poisoned (an I/O failure) or damaged: the error says which.
+        inner.global.check()?;
         inner.checkpoint()?;
-        crate::partition::catalog::mark_clean_close(&inner.global)
+        let global = &inner.global;
+        global.contain(|| crate::partition::catalog::mark_clean_close(global))
     }
 }
 

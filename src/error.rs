@@ -96,7 +96,10 @@ pub enum Error {
     /// The builder's configuration does not match the store on disk.
     #[error("configuration error: {0}")]
     Config(String),
-    /// Stored bytes failed their checksum or validation.
+    /// Stored bytes failed their checksum or validation, or redb met a damaged page (it
+    /// reported it, or panicked on it: the panic is contained, and the partition then
+    /// refuses reads and writes with this error until the store is reopened; other
+    /// partitions go on). [`Db::verify`](crate::Db::verify) checks every page.
     #[error("corrupt data in partition `{partition}`: {what}")]
     Corrupt {
         /// Which partition (`global` or a region name).

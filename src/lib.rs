@@ -147,6 +147,7 @@ mod sweep;
 mod table;
 pub mod testing;
 mod types;
+mod verify;
 mod view;
 mod write;
 
@@ -180,6 +181,7 @@ pub use schema::FORMAT_VERSION;
 pub use sweep::{Sweep, SweepReport};
 pub use table::{MAX_DECLARED_UNIQUES, MAX_OLD_VERSIONS, Table, Unique, Upgrade};
 pub use types::{AccountId, RegionId};
+pub use verify::{Damage, VerifyProgress, VerifyReport};
 pub use view::View;
 pub use write::{UPDATE_ATTEMPTS, Write};
 

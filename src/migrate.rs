@@ -261,7 +261,9 @@ impl Ctx<'_> {
                 if !*writable {
                     return Ok(Pass::Disabled);
                 }
-                match self.batch_commit(cursor.as_deref())? {
+                // One region's write transaction: a panic of redb damages this region alone.
+                let part = &self.region.part;
+                match part.contain(|| self.batch_commit(cursor.as_deref()))? {
                     Some(b) => b,
                     None => return Ok(Pass::Done { rewrote, retry }),
                 }

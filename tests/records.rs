@@ -370,12 +370,26 @@ fn crc_corruption_in_the_file_is_detected() {
     flip_marks(&mut bytes);
     std::fs::write(&eu, &bytes).unwrap();
 
-    // By default the open verifies redb's page checksums and refuses the damaged file.
-    let refused = try_open_us_eu(dir.path());
+    // Asked to, the open verifies redb's page checksums and refuses the damaged file.
+    let refused = Db::builder()
+        .region("us")
+        .region("eu")
+        .default_region("us")
+        .verify_on_open(true)
+        .open(dir.path());
     assert!(matches!(refused, Err(Error::Corrupt { .. })), "{refused:?}");
-    // Without that check, the record's own CRC catches it at read time.
-    let db = open_unverified(dir.path());
+    // By default (the file was closed cleanly: its pages are trusted), the record's own
+    // CRC catches it at read time.
+    let db = try_open_us_eu(dir.path()).unwrap();
     check_corruption_reported(&db, a);
+    // And the page check on demand names the damaged region.
+    let report = db.verify().unwrap();
+    let damaged: Vec<&str> = report
+        .damaged
+        .iter()
+        .map(|d| d.partition.as_str())
+        .collect();
+    assert_eq!(damaged, ["eu"], "{report}");
     db.close().unwrap();
 }
 

@@ -2,26 +2,32 @@
 //! fuzzer's bytes (byte flips, overwritten bytes, truncation, zeroed or copied 4 KiB pages)
 //! is opened and read in every way the API offers, then written to, closed and reopened.
 //!
-//! Every call must return `Ok` or `Err`; a panic (in regionkv or inside redb) or an
-//! AddressSanitizer report is a finding. Nothing here catches panics (and libFuzzer's
-//! panic hook aborts even on a panic that regionkv itself would catch).
+//! Every call must return `Ok` or `Err`; a panic that reaches the caller, or an
+//! AddressSanitizer report, is a finding.
 //!
 //! Two base images: a store closed cleanly, and one whose last unique writes were cut by a
 //! crash before any checkpoint, so that open has applied markers to replay (recovery runs
-//! on damaged input too). Two ways to open, chosen by the input:
-//! - default (`verify_on_open(true)`): damage anywhere in the files; every record read back
-//!   without an error must be exactly the one written under that account, table and key
-//!   ("errors or correct data");
-//! - trusting (`verify_on_open(false)`): redb's page checksums are not checked, so damage
-//!   is aimed at the bytes of stored values only (plus truncation) and the value envelope's
-//!   CRC is the defence. Panics are findings; the correct-data check runs only with
-//!   `REGIONKV_FUZZ_STRICT=1`, because of a known finding (fuzz/README.md).
+//! on damaged input too). Three ways to open, chosen by the input:
+//! - verified (`verify_on_open(true)`): damage anywhere in the files; redb must not panic
+//!   at all (libFuzzer's panic hook aborts even on a panic regionkv would catch);
+//! - unverified (the default, `verify_on_open(false)`): damage anywhere; a cleanly closed
+//!   file's pages are trusted, so redb meets the damage while the store runs and may panic:
+//!   regionkv contains those panics (they become `Error::Corrupt` and fence the partition),
+//!   and only a panic that escapes to this target is a finding;
+//! - unverified, with the damage aimed at the bytes of stored values only (plus
+//!   truncation): the value envelope's CRC is the defence.
+//!
+//! In every mode each record read back without an error must be exactly the one written
+//! under that account, table and key ("errors or correct data"); `REGIONKV_FUZZ_LAX=1`
+//! turns that check off.
 #![no_main]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Once, OnceLock};
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
@@ -266,8 +272,8 @@ enum Mutation {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    /// Bit 0: the crashed base image; bit 1: trusting mode (`verify_on_open(false)`,
-    /// damage to stored values only).
+    /// Bit 0: the crashed base image; bit 1: open without the page check
+    /// (`verify_on_open(false)`); bit 2 (with bit 1): damage to stored values only.
     flags: u8,
     mutations: Vec<Mutation>,
 }
@@ -392,9 +398,57 @@ fn strict() -> bool {
     STRICT.load(Ordering::Relaxed)
 }
 
-fn strict_env() -> bool {
+fn unverified_env() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("REGIONKV_FUZZ_STRICT").is_some_and(|v| v == "1"))
+    *ON.get_or_init(|| std::env::var_os("REGIONKV_FUZZ_UNVERIFIED").is_some_and(|v| v == "1"))
+}
+
+fn lax_env() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("REGIONKV_FUZZ_LAX").is_some_and(|v| v == "1"))
+}
+
+/// Whether this input opens without the page check: regionkv then contains redb's panics,
+/// so the panic hook must not abort on them.
+static CONTAINED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// The last panic of this thread while [`CONTAINED`] (message and location).
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Puts a hook in front of libFuzzer's (which prints and aborts): while [`CONTAINED`], a
+/// panic is only recorded, and [`run_contained`] reports the one that reaches it.
+fn install_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CONTAINED.load(Ordering::Relaxed) {
+                // REGIONKV_FUZZ_BACKTRACE=1: with where it happened (slow: every contained
+                // panic captures one).
+                let mut msg = info.to_string();
+                if std::env::var_os("REGIONKV_FUZZ_BACKTRACE").is_some_and(|v| v == "1") {
+                    msg.push_str(&format!("\n{}", std::backtrace::Backtrace::force_capture()));
+                }
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(msg));
+            } else {
+                abort(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`; a panic that comes out of it escaped regionkv's containment: printed, then
+/// the process aborts (a finding).
+fn run_contained(f: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(f)).is_err() {
+        let last = LAST_PANIC
+            .with(|p| p.borrow_mut().take())
+            .unwrap_or_default();
+        eprintln!("a panic escaped regionkv (verify_on_open(false)): {last}");
+        std::process::abort();
+    }
 }
 
 /// A record read without error must be the one written there (strict mode only).
@@ -535,7 +589,8 @@ fn read_account(db: &Db, id: AccountId, name: &str, after_write: bool) {
     }
 }
 
-/// A write to the damaged store, then close: errors are fine, panics are not.
+/// A write to the damaged store, a checkpoint and a page check of every partition: errors
+/// are fine, panics are not.
 fn write_some(db: &Db) {
     let Ok(Some(id)) = db.account_id(ACCOUNTS[0].0) else {
         return;
@@ -554,13 +609,20 @@ fn write_some(db: &Db) {
     }
     let _ = db.create_account(NewAccount::new("dawn", REGIONS[1]));
     let _ = db.checkpoint();
+    if let Ok(report) = db.verify() {
+        std::hint::black_box((report.is_clean(), report.damaged.len()));
+    }
 }
 
 fuzz_target!(|input: Input| {
+    install_hook();
     let crashed = input.flags & 1 == 1;
-    let trusting = input.flags & 2 == 2;
+    // REGIONKV_FUZZ_UNVERIFIED=1: every input opens unverified (to replay the verified
+    // mode's inputs, e.g. regressions/, against the containment).
+    let unverified = input.flags & 2 == 2 || unverified_env();
+    let values_only = unverified && input.flags & 4 == 4;
     let base = &bases()[crashed as usize];
-    STRICT.store(!trusting || strict_env(), Ordering::Relaxed);
+    STRICT.store(!lax_env(), Ordering::Relaxed);
     if std::env::var_os("REGIONKV_FUZZ_TRACE").is_some_and(|v| v == "1") {
         for ((p, bytes), v) in base.files.iter().zip(&base.values) {
             eprintln!(
@@ -571,13 +633,14 @@ fuzz_target!(|input: Input| {
             );
         }
         eprintln!(
-            "crashed base: {crashed}, trusting: {trusting}, strict: {}; {input:?}",
+            "crashed base: {crashed}, unverified: {unverified}, values only: {values_only}, \
+             strict: {}; {input:?}",
             strict()
         );
     }
     let mut files = base.files.clone();
     for m in input.mutations.iter().take(MAX_MUTATIONS) {
-        if trusting {
+        if values_only {
             apply_values(&mut files, &base.values, m);
         } else {
             apply_structural(&mut files, m);
@@ -587,15 +650,25 @@ fuzz_target!(|input: Input| {
     for (p, bytes) in files {
         sim.set_bytes(p, bytes);
     }
-    // REGIONKV_FUZZ_NO_VERIFY=1 opens without page verification in the default mode too:
-    // to watch redb's own panics on damaged pages (the reason verify_on_open exists).
-    let verify = !trusting && std::env::var_os("REGIONKV_FUZZ_NO_VERIFY").is_none_or(|v| v != "1");
-    let Ok(db) = open(&sim, verify) else { return };
-    read_all(&db, false);
-    write_some(&db);
-    let _ = db.close();
-    // The store as the engine left it after writing to damaged files: open and read again.
-    let Ok(db) = open(&sim, verify) else { return };
-    read_all(&db, true);
-    let _ = db.close();
+    // REGIONKV_FUZZ_NO_VERIFY=1 opens the verified mode's inputs without the page check
+    // too (with the abort-on-panic hook: to watch redb's own panics on damaged pages).
+    let verify =
+        !unverified && std::env::var_os("REGIONKV_FUZZ_NO_VERIFY").is_none_or(|v| v != "1");
+    CONTAINED.store(unverified, Ordering::Relaxed);
+    let session = || {
+        let Ok(db) = open(&sim, verify) else { return };
+        read_all(&db, false);
+        write_some(&db);
+        let _ = db.close();
+        // The store as the engine left it after writing to damaged files: open and read
+        // again.
+        let Ok(db) = open(&sim, verify) else { return };
+        read_all(&db, true);
+        let _ = db.close();
+    };
+    if unverified {
+        run_contained(session);
+    } else {
+        session();
+    }
 });

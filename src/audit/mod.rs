@@ -23,6 +23,7 @@ use crate::account::Account;
 use crate::db::{Db, Inner};
 use crate::error::Result;
 use crate::partition::Partition;
+use crate::partition::contain::{Blame, contain_any};
 use crate::partition::set::{Region, RegionSlot};
 use crate::reservation::state::Loc;
 use crate::types::RegionId;
@@ -348,42 +349,52 @@ impl Db {
         self.checkpoint()?;
         let inner = &*self.inner;
         let regions = Regions::of(inner);
-        let mut a = Auditor::default();
-        for (_, name) in &regions.disabled {
-            a.note(format!(
-                "region `{name}` is disabled: its rows and the unique entries that point into \
-                 it are not checked"
-            ));
-        }
-
-        // Snapshots: the global partition, then every open region.
-        let global = &inner.global;
-        let gtxn = global.begin_read()?;
-        let mut snaps = region::snapshots(&mut a, &regions.open)?;
-
-        // The global catalogs, which every later check reads.
-        let accounts = global::accounts(&mut a, global, &gtxn)?;
-        global::catalog(&mut a, global, &gtxn)?;
-        let index = Index::open(&mut a, global, &gtxn)?;
-        let ctx = Ctx {
-            inner,
-            regions,
-            accounts,
-            index,
-        };
-
-        // Each region, by id; then the owned values without a proper entry (I1, I2).
-        let mut ids: Vec<u16> = snaps.keys().copied().collect();
-        ids.sort_unstable();
-        let mut suspects = region::Suspects::default();
-        for rid in ids {
-            region::check(&mut a, &ctx, &snaps, rid, &mut suspects)?;
-        }
-        suspects.report(&mut a);
-
-        // The unique index: entries (I2, leftovers), then in-flight and tombstone rows.
-        let in_flight = global::entries(&mut a, &ctx, &mut snaps)?;
-        global::leftovers(&mut a, &ctx, &gtxn, &in_flight)?;
-        Ok(a.report)
+        // The checks read the global index and the regions interleaved: a panic of redb on a
+        // damaged page is blamed on the partition whose file fails its page check.
+        let open = regions.open.clone();
+        let mut parts = vec![&inner.global];
+        parts.extend(open.iter().map(|r| &r.part));
+        contain_any(&parts, Blame::Verify, || audit_contained(inner, regions))
     }
+}
+
+/// [`Db::audit`] after its checkpoint.
+fn audit_contained(inner: &Inner, regions: Regions) -> Result<AuditReport> {
+    let mut a = Auditor::default();
+    for (_, name) in &regions.disabled {
+        a.note(format!(
+            "region `{name}` is disabled: its rows and the unique entries that point into \
+             it are not checked"
+        ));
+    }
+
+    // Snapshots: the global partition, then every open region.
+    let global = &inner.global;
+    let gtxn = global.begin_read()?;
+    let mut snaps = region::snapshots(&mut a, &regions.open)?;
+
+    // The global catalogs, which every later check reads.
+    let accounts = global::accounts(&mut a, global, &gtxn)?;
+    global::catalog(&mut a, global, &gtxn)?;
+    let index = Index::open(&mut a, global, &gtxn)?;
+    let ctx = Ctx {
+        inner,
+        regions,
+        accounts,
+        index,
+    };
+
+    // Each region, by id; then the owned values without a proper entry (I1, I2).
+    let mut ids: Vec<u16> = snaps.keys().copied().collect();
+    ids.sort_unstable();
+    let mut suspects = region::Suspects::default();
+    for rid in ids {
+        region::check(&mut a, &ctx, &snaps, rid, &mut suspects)?;
+    }
+    suspects.report(&mut a);
+
+    // The unique index: entries (I2, leftovers), then in-flight and tombstone rows.
+    let in_flight = global::entries(&mut a, &ctx, &mut snaps)?;
+    global::leftovers(&mut a, &ctx, &gtxn, &in_flight)?;
+    Ok(a.report)
 }

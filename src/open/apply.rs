@@ -26,6 +26,7 @@ use crate::builder::Builder;
 use crate::db::{Db, Inner, Options, Usage};
 use crate::error::{Error, Result};
 use crate::partition::catalog::{CatalogChanges, GlobalState, read_global, write_catalog};
+use crate::partition::contain::{Blame, contain_any};
 use crate::partition::global::CatalogEntry;
 use crate::partition::region::region_usage;
 use crate::partition::set::{Region, RegionSet, RegionSlot};
@@ -58,10 +59,17 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         default,
         registration,
         marker_keys: _,
+        verified,
     } = plan;
 
+    // Every step that reads or writes a partition runs contained: a damaged page that the
+    // probe did not meet (it reads what recovery reads, but writes go further: redb's
+    // freed-page trees) makes redb panic, which refuses the open with `Error::Corrupt`
+    // naming the partition, like any other damage found late. Steps before 4 leave the
+    // store as a crash there would, and recovery settles it at the next open.
+
     // 1. The global file, then the existing region files.
-    let (global, state) = open_global(&*storage, &global_path, cache, state, b)?;
+    let (global, state) = open_global(&storage, &global_path, cache, state, b)?;
     let expect = |name: &str, id: u16| Expect {
         kind: KIND_REGION,
         uuid: Some(state.uuid),
@@ -70,19 +78,21 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
     let mut parts: HashMap<String, Partition> = HashMap::new();
     for r in planned.iter().filter(|r| r.step != FileStep::Create) {
         let exp = expect(&r.name, r.entry.id);
-        let p = partition::open_rw(&*storage, &r.path, &r.name, cache, &exp)?;
+        let p = partition::open_rw(&storage, &r.path, &r.name, cache, &exp)?;
         if finish.settled_doubtful.contains(&r.entry.id) {
             // A commit of unknown outcome may sit in the file's live image: one synced
             // commit makes what the file holds durable before the global forgets it.
-            let w = p.begin_write()?;
-            p.commit(w)?;
+            p.contain(|| {
+                let w = p.begin_write()?;
+                p.commit(w)
+            })?;
         }
         parts.insert(r.name.clone(), p);
     }
 
     // 2. Ids of new regions, durable before their files exist: ids are assigned once.
     if !reserve.is_empty() {
-        write_catalog(&global, &reserve)?;
+        global.contain(|| write_catalog(&global, &reserve))?;
     }
 
     // 3. New region files.
@@ -90,13 +100,13 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         let mut meta = partition::base_meta(state.uuid, KIND_REGION);
         meta.push((META_REGION_NAME, r.name.as_bytes().to_vec()));
         meta.push((META_REGION_ID, r.entry.id.to_le_bytes().to_vec()));
-        let p = partition::create_new(&*storage, &r.path, &r.name, cache, &meta)?;
+        let p = partition::create_new(&storage, &r.path, &r.name, cache, &meta)?;
         parts.insert(r.name.clone(), p);
     }
 
     // 4. The rest of the catalog.
     if !finish.is_empty() {
-        write_catalog(&global, &finish)?;
+        global.contain(|| write_catalog(&global, &finish))?;
     }
     let mut regions: Vec<Arc<Region>> = Vec::new();
     for r in &planned {
@@ -113,8 +123,14 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
     // 5. Recovery.
     let names: HashMap<u16, String> = catalog.iter().map(|(n, e)| (e.id, n.clone())).collect();
     let all_open = catalog.values().all(|e| e.enabled);
-    let recovered = recovery::recover(&global, &regions, state.epoch, all_open, |id| {
-        names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+    // Recovery reads the global index while it writes regions and back: a panic is blamed
+    // on the partition whose file fails its page check (nothing else runs yet).
+    let mut all: Vec<&Partition> = vec![&global];
+    all.extend(regions.iter().map(|r| &r.part));
+    let recovered = contain_any(&all, Blame::Verify, || {
+        recovery::recover(&global, &regions, state.epoch, all_open, |id| {
+            names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+        })
     })?;
 
     let frozen = frozen_counts(&state, &finish);
@@ -146,6 +162,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         writers: RwLock::new(()),
         timer: Default::default(),
         recovery: recovered.report,
+        verified_at_open: verified,
         _registration: registration,
     });
     inner
@@ -157,7 +174,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
 /// Opens the global file read-write, or creates a new store's (fresh UUID and digest key,
 /// counters at their start) when `state` is `None`.
 fn open_global(
-    storage: &dyn crate::backends::Storage,
+    storage: &Arc<dyn crate::backends::Storage>,
     path: &std::path::Path,
     cache: usize,
     state: Option<GlobalState>,
@@ -183,7 +200,7 @@ fn open_global(
     meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
     meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
     let p = partition::create_new(storage, path, "global", cache, &meta)?;
-    let state = read_global(&p.begin_read()?)?;
+    let state = p.contain(|| read_global(&p.begin_read()?))?;
     Ok((p, state))
 }
 
@@ -224,8 +241,10 @@ fn usage_totals(
 ) -> Result<(HashMap<u64, Usage>, HashSet<u16>)> {
     let mut usage: HashMap<u64, Usage> = HashMap::new();
     for r in regions {
-        let txn = r.part.begin_read()?;
-        for (account, records) in region_usage(&txn, &r.part.name)? {
+        let counts = r
+            .part
+            .contain(|| region_usage(&r.part.begin_read()?, &r.part.name))?;
+        for (account, records) in counts {
             usage.entry(account).or_default().records += records;
         }
     }

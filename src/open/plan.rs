@@ -75,6 +75,9 @@ pub(super) struct OpenPlan {
     /// so the plan checks they decode (a second, unverified look at the global file, only
     /// when there are markers, i.e. after an end without `Db::close`).
     pub marker_keys: Vec<Vec<u8>>,
+    /// The partitions whose every page was checked by this open (`Builder::verify_on_open`,
+    /// or redb found the file not closed cleanly): `global` and region names.
+    pub verified: Vec<String>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -351,7 +354,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
     let registration = Arc::new(Registration::acquire(ro, &all_paths)?);
 
-    let state = probe_global(b, ro, &global_path, &open_specs, &disabled)?;
+    let (state, global_verified) = probe_global(b, ro, &global_path, &open_specs, &disabled)?;
     let empty = HashMap::new();
     let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
     check_listing(stored, &open_specs, &disabled)?;
@@ -383,7 +386,11 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         registration,
         state: None,
         marker_keys: Vec::new(),
+        verified: Vec::new(),
     };
+    if global_verified {
+        plan.verified.push("global".into());
+    }
     let mut next = state.as_ref().map_or(1, |s| s.next_region);
     for (name, given) in &open_specs {
         let region = match stored.get(name) {
@@ -421,15 +428,16 @@ fn resolve(storage: ReadOnly<'_>, p: &Path) -> Result<PathBuf> {
     storage.resolve(p).map_err(io(p))
 }
 
-/// Reads the global partition (read-only, verified when asked); `None` for a new store,
-/// which must list a region and disable none.
+/// Reads the global partition (read-only, verified when asked or when it was not closed
+/// cleanly); `None` for a new store, which must list a region and disable none. Also
+/// whether every page of the file was checked.
 fn probe_global(
     b: &Builder,
     storage: ReadOnly<'_>,
     global_path: &Path,
     open_specs: &[(String, Option<PathBuf>)],
     disabled: &[String],
-) -> Result<Option<GlobalState>> {
+) -> Result<(Option<GlobalState>, bool)> {
     let expect_global = Expect {
         kind: KIND_GLOBAL,
         uuid: None,
@@ -466,7 +474,7 @@ fn probe_global(
             "digest key differs from the one this store was created with".into(),
         ));
     }
-    Ok(state)
+    Ok((state, found == (Probe::Checked { verified: true })))
 }
 
 /// The catalog against the builder's list: every enabled region of the store is listed
@@ -523,9 +531,12 @@ fn plan_known(
         Ok(())
     })?;
     plan.marker_keys.extend(marker_keys);
+    if found == (Probe::Checked { verified: true }) {
+        plan.verified.push(name.to_owned());
+    }
     let step = match (found, e.created) {
-        (Probe::Checked, true) => FileStep::Open,
-        (Probe::Checked, false) => FileStep::Adopt,
+        (Probe::Checked { .. }, true) => FileStep::Open,
+        (Probe::Checked { .. }, false) => FileStep::Adopt,
         (Probe::Missing, false) => {
             // This open resumes the creation an earlier one planned: a `.creating` file
             // there is that attempt's.

@@ -1,19 +1,23 @@
-//! One redb file per partition: opening with the meta check, creating atomically, and the
-//! poison flag that refuses writes after an I/O failure.
+//! One redb file per partition: opening with the meta check, creating atomically, the
+//! poison flag that refuses writes after an I/O failure, the damage flag that refuses
+//! everything after redb panicked on a damaged page (`contain.rs`), and checking every
+//! page of a file on demand ([`Partition::verify_file`]).
 //!
 //! This is the one internal interface the protocol talks to; a network-backed partition
 //! (the global partition on a shared database, for one process per region site) could
 //! replace it without touching the protocol.
 
 pub(crate) mod catalog;
+pub(crate) mod contain;
 pub(crate) mod global;
 pub(crate) mod region;
 pub(crate) mod registry;
 pub(crate) mod schemas;
 pub(crate) mod set;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -25,9 +29,18 @@ use crate::schema::*;
 pub(crate) struct Partition {
     /// `global` or the region's name; used in errors.
     pub name: String,
-    pub db: Database,
+    /// `Some` until the partition is dropped (`Drop` takes it to drop it carefully after a
+    /// panic inside redb).
+    db: Option<Database>,
     poisoned: AtomicBool,
-    /// Schema checks of user tables that passed (see [`Partition::schema_checked`]).
+    /// Why the partition is damaged, once it is: redb panicked while using it (see
+    /// [`Partition::contain`]) or [`Partition::verify_file`] found a page that fails its
+    /// checksum. A damaged partition refuses reads and writes ([`Error::Corrupt`]).
+    damaged: OnceLock<String>,
+    /// Its file, for [`Partition::verify_file`].
+    storage: Arc<dyn Storage>,
+    path: PathBuf,
+    /// Schema checks of user tables that passed (see [`SchemaChecks`]).
     pub schemas: SchemaChecks,
 }
 
@@ -109,6 +122,20 @@ pub(crate) struct Expect {
 }
 
 impl Partition {
+    fn new(name: &str, db: Database, storage: &Arc<dyn Storage>, path: &Path) -> Partition {
+        Partition {
+            name: name.to_owned(),
+            db: Some(db),
+            poisoned: AtomicBool::new(false),
+            damaged: OnceLock::new(),
+            storage: storage.clone(),
+            path: path.to_owned(),
+            schemas: SchemaChecks::default(),
+        }
+    }
+
+    /// Whether the partition refuses writes: after an I/O failure, a commit of unknown
+    /// outcome, or damage.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }
@@ -117,12 +144,37 @@ impl Partition {
         self.poisoned.store(true, Ordering::Release);
     }
 
-    /// Refuses work after an I/O failure.
+    /// Whether the partition is damaged (it refuses reads and writes).
+    pub fn is_damaged(&self) -> bool {
+        self.damaged.get().is_some()
+    }
+
+    /// Refuses reads and writes of a damaged partition.
+    pub fn check_damaged(&self) -> Result<()> {
+        match self.damaged.get() {
+            Some(why) => Err(Error::corrupt(
+                &self.name,
+                format!(
+                    "the partition was found damaged earlier ({why}); it refuses reads and \
+                     writes until the store is reopened"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses writes after an I/O failure, and everything after damage.
     pub fn check(&self) -> Result<()> {
+        self.check_damaged()?;
         if self.is_poisoned() {
             return Err(Error::Poisoned(self.name.clone()));
         }
         Ok(())
+    }
+
+    /// The redb database; it is always there while the partition is alive.
+    fn db(&self) -> Result<&Database> {
+        self.db.as_ref().ok_or(Error::Closed)
     }
 
     /// Converts a redb error, poisoning the partition when it is an I/O failure.
@@ -143,7 +195,8 @@ impl Partition {
 
     pub fn begin_write(&self) -> Result<WriteTransaction> {
         self.check()?;
-        self.db.begin_write().at(self)
+        contain::touch(self);
+        self.db()?.begin_write().at(self)
     }
 
     /// A write transaction that commits without fsync (made durable by a later synced
@@ -155,6 +208,7 @@ impl Partition {
     }
 
     pub fn commit(&self, w: WriteTransaction) -> Result<()> {
+        contain::touch(self);
         w.commit().at(self)
     }
 
@@ -162,6 +216,7 @@ impl Partition {
     /// a failed commit may still be durable (redb may have written it before the failing
     /// sync), so its failure is [`Error::OutcomeUnknown`], never "nothing was written".
     pub fn commit_settled(&self, w: WriteTransaction) -> Result<()> {
+        contain::touch(self);
         w.commit().map_err(|e| {
             let _ = self.err(redb::Error::PreviousIo); // poison, as for any I/O failure
             Error::OutcomeUnknown {
@@ -172,7 +227,30 @@ impl Partition {
     }
 
     pub fn begin_read(&self) -> Result<ReadTransaction> {
-        self.db.begin_read().at(self)
+        self.check_damaged()?;
+        contain::touch(self);
+        self.db()?.begin_read().at(self)
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        if std::thread::panicking() {
+            if self.is_damaged() {
+                // A second panic while unwinding would abort the process: leak it instead.
+                std::mem::forget(db);
+            } else {
+                // redb's close writes nothing while a panic unwinds.
+                drop(db);
+            }
+            return;
+        }
+        // redb's close commits its allocator state: on a damaged file (trusted at open, or
+        // met by a panic since) that commit can panic too. Caught: the partition is going
+        // away, and the next open recovers a file whose close did not finish (redb then
+        // checks every page of it).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
     }
 }
 
@@ -261,8 +339,11 @@ fn redb_builder(cache: usize) -> redb::Builder {
 pub(crate) enum Probe {
     /// No file at the path.
     Missing,
-    /// The file is the expected partition (meta checked, `inspect` ran).
-    Checked,
+    /// The file is the expected partition (meta checked, `inspect` ran). `verified`: every
+    /// page checksum of its committed state was checked, because the caller asked, or
+    /// because redb found the file not cleanly closed (it then verifies the file to find the
+    /// last commit that is intact, and rebuilds its allocator state).
+    Checked { verified: bool },
 }
 
 fn already_open(path: &Path) -> Error {
@@ -349,6 +430,28 @@ impl redb::StorageBackend for Overlay {
     }
 }
 
+/// How [`look`] treats the pages of a file.
+#[derive(Debug, Clone, Copy)]
+struct Look<'a> {
+    /// Verify every page checksum (`set_check_integrity_on_open`).
+    verify: bool,
+    /// The file's latest commit must verify. Without it redb, finding that commit's pages
+    /// damaged, falls back to the commit before it when it can (that is how it recovers a
+    /// commit a crash cut short); for the file of a running partition, whose latest commit
+    /// is synced, such a fallback means damage.
+    latest_must_verify: bool,
+    /// What the meta table must say; `None` skips the meta check.
+    expect: Option<&'a Expect>,
+}
+
+/// What [`look`] saw, besides `inspect`'s result.
+struct Looked {
+    /// Every page checksum was checked (asked for, or a repair after an unclean close).
+    verified: bool,
+    /// The file's length.
+    bytes: u64,
+}
+
 /// Checks an existing partition file without modifying it: redb opens a copy-on-write view
 /// of it read-write (repairing it if a crash left it unclean and, with `verify`, checking
 /// every page checksum), then its meta is compared with `expect` and `inspect` may read
@@ -361,8 +464,28 @@ pub(crate) fn probe(
     verify: bool,
     inspect: impl FnOnce(&ReadTransaction) -> Result<()>,
 ) -> Result<Probe> {
+    let how = Look {
+        verify,
+        latest_must_verify: false,
+        expect: Some(expect),
+    };
+    Ok(match look(storage, path, how, inspect)? {
+        None => Probe::Missing,
+        Some(l) => Probe::Checked {
+            verified: l.verified,
+        },
+    })
+}
+
+/// The look of [`probe`] and [`Partition::verify_file`]; `None` if there is no file.
+fn look(
+    storage: ReadOnly<'_>,
+    path: &Path,
+    how: Look<'_>,
+    inspect: impl FnOnce(&ReadTransaction) -> Result<()>,
+) -> Result<Option<Looked>> {
     let Some(ro) = storage.open(path).map_err(|e| storage_io(path, e))? else {
-        return Ok(Probe::Missing);
+        return Ok(None);
     };
     let base_len = ro.len().map_err(|e| storage_io(path, e))?;
     if base_len == 0 {
@@ -379,30 +502,62 @@ pub(crate) fn probe(
         writes: parking_lot::Mutex::new(Vec::new()),
         sealed: sealed.clone(),
     };
+    // redb calls its repair callback exactly when it checks the file: asked to
+    // (`verify`), or because the file was not closed cleanly. In that check (redb 4's
+    // `Database::do_repair`), a progress below 0.6 after the start means the pages of the
+    // latest commit failed their checksums and redb is about to fall back to the commit
+    // before it.
+    let repaired = Arc::new(AtomicBool::new(false));
+    let latest_bad = Arc::new(AtomicBool::new(false));
+    let callback = {
+        let (repaired, latest_bad) = (repaired.clone(), latest_bad.clone());
+        let strict = how.latest_must_verify;
+        move |s: &mut redb::RepairSession| {
+            repaired.store(true, Ordering::Release);
+            if s.progress() > 0.0 && s.progress() < 0.6 {
+                latest_bad.store(true, Ordering::Release);
+                if strict {
+                    s.abort();
+                }
+            }
+        }
+    };
     // redb trusts the pages it reads unless it verifies them, and a damaged page can make
-    // it panic. A panic here becomes an error; the database and snapshot are leaked rather
-    // than dropped while unwinding, because dropping them after such a panic panics again.
-    let look = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // it panic. A panic here becomes an error. The database and its snapshot are kept
+    // outside the closure, so that a panic unwinds past them without dropping them
+    // (dropping redb's handles while its own panic unwinds could panic again: an abort);
+    // they are dropped below, once the view is sealed.
+    let mut held_db: Option<Database> = None;
+    let mut held_txn: Option<ReadTransaction> = None;
+    let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut builder = redb_builder(1 << 20);
-        builder.set_check_integrity_on_open(verify);
+        builder.set_check_integrity_on_open(how.verify);
+        builder.set_repair_callback(callback);
         match builder.create_with_backend(view) {
             Ok(db) => {
-                // Leaked only if a panic unwinds through here; every return drops both
-                // (and with them the file's descriptor).
-                let db = std::mem::ManuallyDrop::new(db);
+                let db: &Database = held_db.insert(db);
                 let looked = match db.begin_read() {
                     Ok(txn) => {
-                        let txn = std::mem::ManuallyDrop::new(txn);
-                        let r = read_meta(path, &txn, expect).and_then(|()| inspect(&txn));
-                        drop(std::mem::ManuallyDrop::into_inner(txn));
+                        let txn: &ReadTransaction = held_txn.insert(txn);
+                        let r = match how.expect {
+                            Some(expect) => read_meta(path, txn, expect),
+                            None => Ok(()),
+                        }
+                        .and_then(|()| inspect(txn));
+                        held_txn = None;
                         r
                     }
                     Err(e) => Err(Error::mismatch(path, format!("cannot read: {e}"))),
                 };
-                // The look is over: nothing redb does on close may touch the pages again.
-                sealed.store(true, Ordering::Release);
-                drop(std::mem::ManuallyDrop::into_inner(db));
-                looked.map(|()| Probe::Checked)
+                // A file whose pages were not all checked: one commit in the view reads
+                // what the open's first commit of the file will read beyond the tables
+                // (redb's allocator state and freed-page trees), so that damage there
+                // refuses the open now, untouched, rather than in that commit.
+                let verified = how.verify || repaired.load(Ordering::Acquire);
+                match looked {
+                    Ok(()) if !verified && how.expect.is_some() => trial_commit(path, db),
+                    r => r,
+                }
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(already_open(path)),
             Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(what))) => {
@@ -411,14 +566,30 @@ pub(crate) fn probe(
                     what,
                 })
             }
+            Err(redb::DatabaseError::RepairAborted) => Err(Error::Corrupt {
+                partition: path.display().to_string(),
+                what: "the pages of the file's latest commit fail their checksums".into(),
+            }),
             Err(e) => Err(Error::mismatch(
                 path,
                 format!("not a readable redb file: {e}"),
             )),
         }
     }));
-    match look {
-        Ok(r) => r,
+    // The look is over: nothing redb does on close may touch the pages again (its close
+    // commit fails instead of meeting a damaged page). After a panic, the drop itself may
+    // panic on a lock that panic poisoned: that is caught too.
+    sealed.store(true, Ordering::Release);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        drop(held_txn);
+        drop(held_db);
+    }));
+    match looked {
+        Ok(Ok(())) => Ok(Some(Looked {
+            verified: how.verify || repaired.load(Ordering::Acquire),
+            bytes: base_len,
+        })),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(Error::Corrupt {
             partition: path.display().to_string(),
             what: "damaged redb pages (redb panicked while reading them)".into(),
@@ -426,11 +597,122 @@ pub(crate) fn probe(
     }
 }
 
+/// Commits a change that changes nothing (the format version rewritten as it is) in the
+/// probe's view of a file.
+fn trial_commit(path: &Path, db: &Database) -> Result<()> {
+    use redb::ReadableTable;
+    let damaged = |e: redb::Error| Error::Corrupt {
+        partition: path.display().to_string(),
+        what: format!("a trial commit failed: {e}"),
+    };
+    let w = db.begin_write().map_err(|e| damaged(e.into()))?;
+    {
+        let mut meta = w.open_table(META).map_err(|e| damaged(e.into()))?;
+        let format = meta
+            .get(META_FORMAT)
+            .map_err(|e| damaged(e.into()))?
+            .map(|v| v.value().to_vec());
+        if let Some(v) = format {
+            meta.insert(META_FORMAT, v.as_slice())
+                .map_err(|e| damaged(e.into()))?;
+        }
+    }
+    w.commit().map_err(|e| damaged(e.into()))
+}
+
+/// What [`Partition::verify_file`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileCheck {
+    /// Every page of the file's committed state passed its checksum.
+    Intact { bytes: u64 },
+    /// It did not, or the file could not be read as this partition's: why. The partition
+    /// is marked damaged.
+    Damaged { bytes: u64, what: String },
+}
+
+impl Partition {
+    /// Checks every page checksum of this partition's file, without modifying it, while
+    /// the store runs.
+    ///
+    /// The check reads the file as it is on disk (its last synced commit) through a
+    /// copy-on-write view (as the open's probe does). A write transaction of the partition
+    /// is held meanwhile, so no commit can free and reuse the pages of that commit under
+    /// the check: writes to this partition wait for it (reads do not). A partition that
+    /// refuses writes (poisoned) has no commit to wait for. A damaged partition is reported
+    /// with what damaged it; one found damaged now is marked so (it then refuses reads and
+    /// writes).
+    ///
+    /// The caller must not hold a write transaction of this partition.
+    pub fn verify_file(&self) -> Result<FileCheck> {
+        let bytes = || self.file_len();
+        if let Some(why) = self.damaged.get() {
+            return Ok(FileCheck::Damaged {
+                bytes: bytes(),
+                what: why.clone(),
+            });
+        }
+        let hold = if self.is_poisoned() {
+            None
+        } else {
+            // Not `begin_write`: that counts as the partition's use for attributing a panic.
+            match self.contain(|| self.db()?.begin_write().at(self)) {
+                Ok(w) => Some(w),
+                Err(Error::Corrupt { what, .. }) => {
+                    return Ok(FileCheck::Damaged {
+                        bytes: bytes(),
+                        what,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let how = Look {
+            verify: true,
+            latest_must_verify: hold.is_some(),
+            expect: None,
+        };
+        let looked = look(ReadOnly::new(&*self.storage), &self.path, how, |_| Ok(()));
+        if let Some(w) = hold {
+            // Nothing was written in it.
+            let _ = self.contain(|| w.abort().at(self));
+        }
+        match looked {
+            Ok(Some(l)) => Ok(FileCheck::Intact { bytes: l.bytes }),
+            Ok(None) => Ok(self.found_damaged(bytes(), "its file is missing".into())),
+            Err(Error::Io { path, source }) => Err(Error::Io { path, source }),
+            Err(Error::Corrupt { what, .. }) => Ok(self.found_damaged(bytes(), what)),
+            Err(e) => Ok(self.found_damaged(bytes(), e.to_string())),
+        }
+    }
+
+    /// The length of its file (0 if it cannot be read).
+    pub fn file_len(&self) -> u64 {
+        ReadOnly::new(&*self.storage)
+            .open(&self.path)
+            .ok()
+            .flatten()
+            .and_then(|b| b.len().ok())
+            .unwrap_or(0)
+    }
+
+    fn found_damaged(&self, bytes: u64, what: String) -> FileCheck {
+        let what = format!("page check of {}: {what}", self.path.display());
+        self.mark_damaged(&what);
+        FileCheck::Damaged { bytes, what }
+    }
+
+    /// Marks the partition damaged (the first reason is kept) and poisoned.
+    pub(crate) fn mark_damaged(&self, why: &str) {
+        let _ = self.damaged.set(why.to_owned());
+        self.poison();
+    }
+}
+
 /// Opens an existing partition file read-write (repairing it if a crash left it so) and
 /// checks its meta. Call [`probe`] first, so that a wrong or damaged file is refused
-/// untouched (the probe also ran redb's page-checksum check).
+/// untouched (the probe also ran redb's page-checksum check when asked to).
 pub(crate) fn open_rw(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     path: &Path,
     name: &str,
     cache: usize,
@@ -440,27 +722,55 @@ pub(crate) fn open_rw(
         .open(path, false)
         .map_err(|e| storage_io(path, e))?
         .ok_or_else(|| Error::mismatch(path, "file vanished while opening"))?;
-    let db = redb_builder(cache)
-        .create_with_backend(DynBackend(rw))
-        .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => Error::Corrupt {
-                partition: name.to_owned(),
-                what: format!("{}: {what}", path.display()),
-            },
-            e => Error::mismatch(path, format!("cannot open: {e}")),
-        })?;
-    let txn = db
-        .begin_read()
-        .map_err(|e| Error::mismatch(path, format!("cannot read: {e}")))?;
-    read_meta(path, &txn, expect)?;
-    drop(txn);
-    Ok(Partition {
-        name: name.to_owned(),
-        db,
-        poisoned: AtomicBool::new(false),
-        schemas: SchemaChecks::default(),
-    })
+    // The probe read what this open reads; a panic here (damage after the probe looked)
+    // becomes an error like the probe's. The handles are kept outside the closure, so the
+    // unwinding does not drop them; after a panic they are leaked: a drop could panic
+    // again, and its close would write to a file this open refuses.
+    let mut held_db: Option<Database> = None;
+    let mut held_txn: Option<ReadTransaction> = None;
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = redb_builder(cache)
+            .create_with_backend(DynBackend(rw))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => already_open(path),
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => {
+                    Error::Corrupt {
+                        partition: name.to_owned(),
+                        what: format!("{}: {what}", path.display()),
+                    }
+                }
+                e => Error::mismatch(path, format!("cannot open: {e}")),
+            })?;
+        let db: &Database = held_db.insert(db);
+        match db.begin_read() {
+            Ok(txn) => {
+                let r = read_meta(path, held_txn.insert(txn), expect);
+                held_txn = None;
+                r
+            }
+            Err(e) => Err(Error::mismatch(path, format!("cannot read: {e}"))),
+        }
+    }));
+    match opened {
+        Ok(Ok(())) => match held_db {
+            Some(db) => Ok(Partition::new(name, db, storage, path)),
+            None => Err(Error::mismatch(path, "cannot open")),
+        },
+        Ok(Err(e)) => {
+            drop(held_db);
+            Err(e)
+        }
+        Err(_) => {
+            std::mem::forget((held_txn, held_db));
+            Err(Error::corrupt(
+                name,
+                format!(
+                    "{}: damaged redb pages (redb panicked while opening the file)",
+                    path.display()
+                ),
+            ))
+        }
+    }
 }
 
 pub(crate) use crate::layout::creating_file as creating_path;
@@ -468,7 +778,7 @@ pub(crate) use crate::layout::creating_file as creating_path;
 /// Creates a new partition file atomically: it is built and synced under a temporary name,
 /// then renamed into place, so a crash never leaves a half-made partition at `path`.
 pub(crate) fn create_new(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     path: &Path,
     name: &str,
     cache: usize,
@@ -503,12 +813,7 @@ pub(crate) fn create_new(
     let db = redb_builder(cache)
         .create_with_backend(DynBackend(backend))
         .map_err(|e| storage_io(path, std::io::Error::other(e.to_string())))?;
-    Ok(Partition {
-        name: name.to_owned(),
-        db,
-        poisoned: AtomicBool::new(false),
-        schemas: SchemaChecks::default(),
-    })
+    Ok(Partition::new(name, db, storage, path))
 }
 
 /// The common meta rows of a new partition.

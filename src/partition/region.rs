@@ -160,7 +160,16 @@ pub(crate) fn region_usage(txn: &redb::ReadTransaction, region: &str) -> Result<
     if let Some(t) = crate::partition::table_if_exists(txn, USAGE).map_err(|e| err(&e))? {
         for row in t.iter().map_err(|e| err(&e))? {
             let (k, u) = row.map_err(|e| err(&e))?;
-            v.push((k.value(), u.value().0));
+            let account = k.value();
+            // redb walks the table by position: a damaged page it trusted could yield a
+            // row twice (counted twice) or out of order.
+            if v.last().is_some_and(|&(last, _)| last >= account) {
+                return Err(Error::corrupt(
+                    region,
+                    "record counts (_usage) out of order: damaged pages",
+                ));
+            }
+            v.push((account, u.value().0));
         }
     }
     Ok(v)

@@ -667,6 +667,23 @@ struct Cmp<'a> {
     model: &'a Model,
     cat: &'a Catalog,
     out: Findings,
+    /// The partitions for which the scan under way yielded an error item (`"*"`: one that
+    /// names none): the rows of such a region it does not yield are not "missing", the error
+    /// stands for them (a row that fails, or the rest of a region's range that cannot be
+    /// read).
+    cut: BTreeSet<String>,
+}
+
+/// The partition an error names, if it names one.
+fn partition_of(e: &Error) -> Option<&str> {
+    match e {
+        Error::Corrupt { partition, .. }
+        | Error::Storage { partition, .. }
+        | Error::OutcomeUnknown { partition, .. }
+        | Error::SchemaMismatch { partition, .. } => Some(partition),
+        Error::Poisoned(p) => Some(p),
+        _ => None,
+    }
 }
 
 /// Compares the store with the model: for every account with an id (`ids` by account
@@ -698,6 +715,7 @@ pub fn compare(
         model,
         cat,
         out: Findings::default(),
+        cut: BTreeSet::new(),
     };
     for (acct, id) in ids.iter().enumerate() {
         let Some(id) = id else { continue };
@@ -880,6 +898,7 @@ impl Cmp<'_> {
     ) {
         let allowed = self.model.accounts[acct].allowed.clone();
         let mut seen: BTreeSet<RowKey> = BTreeSet::new();
+        self.cut.clear();
         let mut disabled_items = 0;
         for (n, row) in rows.enumerate() {
             if self.past_scan_limit(what, n) {
@@ -930,6 +949,7 @@ impl Cmp<'_> {
         let row = match row {
             Ok(row) => row,
             Err(e) => {
+                self.cut.insert(partition_of(&e).unwrap_or("*").to_owned());
                 self.out.errors.push(format!("{what}: row: {e}"));
                 return None;
             }
@@ -989,8 +1009,9 @@ impl Cmp<'_> {
         seen: &BTreeSet<RowKey>,
         filter: impl Fn(&RowKey) -> bool,
     ) {
+        let cut = |region: &str| self.cut.contains(region) || self.cut.contains("*");
         for rk in self.model.rows_of(tbl).keys() {
-            if filter(rk) && !self.cat.is_disabled(rk.1) && !seen.contains(rk) {
+            if filter(rk) && !self.cat.is_disabled(rk.1) && !seen.contains(rk) && !cut(rk.1) {
                 self.out
                     .missing
                     .push(format!("{what}: no row a{} {} {}", rk.0, rk.1, show(&rk.2)));
@@ -1156,6 +1177,7 @@ impl Cmp<'_> {
             }
         };
         let mut seen: BTreeSet<RowKey> = BTreeSet::new();
+        self.cut.clear();
         for (n, row) in rows.enumerate() {
             if self.past_scan_limit(what, n) {
                 break;
