@@ -1088,3 +1088,26 @@ fn guard_extreme_versions() {
     );
     assert_clean(&db, "max version");
 }
+
+/// Guard: a panicking upgrade met by a read is the caller's panic, not damage: it reaches
+/// the caller, and the region (whose reads run with redb's panics contained) is not
+/// marked damaged: it keeps serving reads and writes.
+#[test]
+fn guard_a_panicking_upgrade_in_a_read_reaches_the_caller_and_damages_nothing() {
+    let (_sim, db, a, _b) = store();
+    let mut w = db.write(a).unwrap();
+    for i in [12u32, 13] {
+        w.insert(&FRAGILE_V1, i, &FragileV1 { n: i }).unwrap();
+    }
+    w.commit().unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        db.read(a).unwrap().get(&FRAGILE, 13u32)
+    }));
+    assert!(r.is_err(), "the upgrade's panic reaches the caller");
+    let ok = db.read(a).unwrap().get(&FRAGILE, 12u32).unwrap().unwrap();
+    assert_eq!(ok.n.to_native(), 12);
+    let mut w = db.write(a).unwrap();
+    w.insert(&FRAGILE_V1, 14u32, &FragileV1 { n: 14 }).unwrap();
+    w.commit().expect("the region still takes writes");
+    assert!(db.audit().unwrap().is_clean());
+}

@@ -32,7 +32,7 @@
 //!   it as it settles a crash.
 
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::Partition;
@@ -42,6 +42,49 @@ thread_local! {
     /// The partition whose transaction this thread began or committed last (its address):
     /// which of several partitions a panic in [`contain_any`] is blamed on.
     static LAST_USED: Cell<usize> = const { Cell::new(0) };
+}
+
+thread_local! {
+    /// How many containments this thread is inside.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// A panic of the caller's own code (an `Upgrade`) caught inside a containment, to be
+    /// resumed when the outermost containment returns.
+    static USER_PANIC: RefCell<Option<Box<dyn Any + Send>>> = const { RefCell::new(None) };
+}
+
+/// Runs the caller's own code (an `Upgrade::upgrade`) that may run inside a containment:
+/// its panic is the caller's, not a damaged page's. Outside any containment it simply runs
+/// (a panic unwinds as it would). Inside one, a panic is caught and kept, `None` is
+/// returned (the caller turns it into an error that ends the contained step), and the
+/// outermost containment resumes the panic once its step returned: the transactions of
+/// the step are dropped on the normal path and no partition is marked damaged.
+pub(crate) fn user_code<T>(f: impl FnOnce() -> T) -> Option<T> {
+    if DEPTH.with(|d| d.get()) == 0 {
+        return Some(f());
+    }
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => Some(v),
+        Err(p) => {
+            USER_PANIC.with(|u| *u.borrow_mut() = Some(p));
+            None
+        }
+    }
+}
+
+/// `catch_unwind` of a contained step, resuming a panic of the caller's own code (see
+/// [`user_code`]) when the outermost containment returns.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> std::thread::Result<Result<T>> {
+    DEPTH.with(|d| d.set(d.get() + 1));
+    // Unwind safety: see the module documentation.
+    let r = catch_unwind(AssertUnwindSafe(f));
+    let outermost = DEPTH.with(|d| {
+        d.set(d.get() - 1);
+        d.get() == 0
+    });
+    if outermost && let Some(p) = USER_PANIC.with(|u| u.borrow_mut().take()) {
+        std::panic::resume_unwind(p);
+    }
+    r
 }
 
 /// Notes that this thread uses `part` now (it begins or commits a transaction of it).
@@ -73,8 +116,7 @@ impl Partition {
     /// `contain` turns its own panic into its error first.
     pub fn contain<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.check_damaged()?;
-        // Unwind safety: see the module documentation.
-        match catch_unwind(AssertUnwindSafe(f)) {
+        match guarded(f) {
             Ok(r) => r,
             Err(payload) => Err(self.panicked(&panic_message(&*payload))),
         }
@@ -116,8 +158,7 @@ pub(crate) fn contain_any<T>(
     f: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     LAST_USED.with(|l| l.set(0));
-    // Unwind safety: see the module documentation.
-    let payload = match catch_unwind(AssertUnwindSafe(f)) {
+    let payload = match guarded(f) {
         Ok(r) => return r,
         Err(payload) => payload,
     };

@@ -461,7 +461,10 @@ pub(crate) fn read_payload<'v>(
     }
     match d.old(u.version) {
         Some(old) if old.codec == codec => {
-            (old.read)(u.payload).map(Payload::Upgraded).map_err(|e| {
+            let read = old.read;
+            let upgraded = crate::partition::contain::user_code(|| read(u.payload))
+                .unwrap_or_else(|| Err("the table's upgrade panicked".to_owned()));
+            upgraded.map(Payload::Upgraded).map_err(|e| {
                 Err(crate::codec::envelope::corrupt_value(
                     &part.name,
                     d.table,
