@@ -1,7 +1,9 @@
 //! regionkv against its peers on one workload, in one process run: a single-file redb
-//! (the `redb` crate regionkv is built on) and SQLite (`rusqlite`, bundled; WAL,
-//! `synchronous=FULL`). Prints one table: each operation's figure on every store and the
-//! ratio regionkv/peer (see the unit column for which way is better).
+//! (the `redb` crate regionkv is built on), SQLite (`rusqlite`, bundled; WAL,
+//! `synchronous=FULL`) and, for the batched load and the durable unique inserts, fjall 3
+//! (an LSM tree; `OptimisticTxDatabase`, each transaction `PersistMode::SyncData`). Prints
+//! one table: each operation's figure on every store and the ratio regionkv/peer (see the
+//! unit column for which way is better).
 //!
 //! ```sh
 //! cargo bench --bench peers                          # A = 1,000 accounts, R = 20,000 records
@@ -31,7 +33,9 @@
 //!   (load spikes hit all alike); median.
 //! - the same with 1, 2, 4, 8 and 32 writer threads, thread `t` writing accounts homed in
 //!   region `t % 3` (peers: the same threads on their one file; SQLite one connection per
-//!   thread, `BEGIN IMMEDIATE`, busy timeout); ops/s over a fixed time.
+//!   thread, `BEGIN IMMEDIATE`, busy timeout; fjall one optimistic transaction per insert,
+//!   the index key read in it so that two claims of a value conflict, retried on
+//!   `Conflict`); ops/s over a fixed time.
 //! - duplicate rejected: another account's insert of an owned value (regionkv
 //!   `UniqueViolation` at Reserve, before any fsync; redb the index get hits and the
 //!   transaction is dropped; SQLite the constraint fails and the transaction rolls back).
@@ -212,6 +216,9 @@ impl Ctx {
     fn sqlite_path(&self) -> PathBuf {
         self.dir.join("peer.sqlite")
     }
+    fn fjall_path(&self) -> PathBuf {
+        self.dir.join("peer.fjall")
+    }
     /// Account index of record `i`.
     fn owner(&self, i: u64) -> u64 {
         i % self.sizes.accounts
@@ -380,12 +387,98 @@ fn load_sqlite(ctx: &Ctx, c: &Connection, from: u64, to: u64) -> Res<()> {
 
 // ---- the report --------------------------------------------------------------------------
 
+// ---- fjall (the load and the durable unique inserts only) -------------------------------
+
+/// The fjall peer: one optimistic-transaction database, a keyspace for the records and
+/// one for the unique index (same keys and values as the redb peer).
+struct Fjall {
+    db: fjall::OptimisticTxDatabase,
+    records: fjall::OptimisticTxKeyspace,
+    unique: fjall::OptimisticTxKeyspace,
+}
+
+fn fjall_open(path: &Path) -> Res<Fjall> {
+    let db = fjall::OptimisticTxDatabase::builder(path).open()?;
+    let records = db.keyspace("records", fjall::KeyspaceCreateOptions::default)?;
+    let unique = db.keyspace("unique_index", fjall::KeyspaceCreateOptions::default)?;
+    Ok(Fjall {
+        db,
+        records,
+        unique,
+    })
+}
+
+/// A transaction whose commit is durable (`fdatasync` of the journal).
+fn fjall_write(fj: &Fjall) -> Res<fjall::OptimisticWriteTx> {
+    Ok(fj
+        .db
+        .write_tx()?
+        .durability(Some(fjall::PersistMode::SyncData)))
+}
+
+/// One record and its index row in an open fjall transaction; `false` if the value is
+/// taken (nothing inserted). The index key is read in the transaction, so a concurrent
+/// claim of the same value is a conflict at commit.
+fn fjall_put(
+    fj: &Fjall,
+    tx: &mut fjall::OptimisticWriteTx,
+    account: u64,
+    i: u64,
+    lk: &str,
+    val: &[u8],
+) -> Res<bool> {
+    use fjall::Readable;
+    let ik = peer_unique_key(lk);
+    if tx.get(&fj.unique, ik.as_slice())?.is_some() {
+        return Ok(false);
+    }
+    let rk = peer_key(account, i);
+    tx.insert(&fj.unique, ik, rk.to_vec());
+    tx.insert(&fj.records, rk.to_vec(), val.to_vec());
+    Ok(true)
+}
+
+/// One durable unique insert, retried on a conflict; `Ok(false)` if the value is taken.
+fn fjall_unique_insert(fj: &Fjall, account: u64, i: u64, lk: &str, val: &[u8]) -> Res<bool> {
+    loop {
+        let mut tx = fjall_write(fj)?;
+        if !fjall_put(fj, &mut tx, account, i, lk, val)? {
+            return Ok(false); // dropped: rolled back
+        }
+        match tx.commit()? {
+            Ok(()) => return Ok(true),
+            Err(fjall::Conflict) => continue,
+        }
+    }
+}
+
+fn load_fjall(ctx: &Ctx, fj: &Fjall, from: u64, to: u64) -> Res<()> {
+    let mut start = from;
+    while start < to {
+        let end = (start + BATCH).min(to);
+        let mut tx = fjall_write(fj)?;
+        for i in start..end {
+            let l = ctx.license(i);
+            if !fjall_put(fj, &mut tx, ctx.owner(i) + 1, i, &l.key, &payload(&l)?)? {
+                return Err(format!("fjall: value of record {i} taken").into());
+            }
+        }
+        if tx.commit()?.is_err() {
+            return Err("fjall: a load batch conflicted".into());
+        }
+        start = end;
+    }
+    Ok(())
+}
+
 struct Line {
     op: String,
     unit: &'static str,
     kv: f64,
     redb: Option<f64>,
     sqlite: Option<f64>,
+    /// Measured only for the load and the durable unique inserts.
+    fjall: Option<f64>,
 }
 
 #[derive(Default)]
@@ -409,6 +502,7 @@ impl Report {
             kv,
             redb,
             sqlite,
+            fjall: None,
         };
         eprintln!(
             "  {:<44} {:>12} {:>12} {:>12}  {}",
@@ -421,6 +515,14 @@ impl Report {
         self.lines.push(l);
     }
 
+    /// Adds fjall's figure to the line just added.
+    fn fjall(&mut self, v: f64) {
+        if let Some(l) = self.lines.last_mut() {
+            eprintln!("  {:<44} {:>12} (fjall)", l.op, fmt(v));
+            l.fjall = Some(v);
+        }
+    }
+
     fn note(&mut self, s: impl Into<String>) {
         let s = s.into();
         eprintln!("  note: {s}");
@@ -430,12 +532,12 @@ impl Report {
     fn print(&self, header: &str) {
         println!("{header}");
         println!(
-            "| {:<44} | {:<17} | {:>12} | {:>12} | {:>12} | {:>9} | {:>9} |",
-            "op", "unit", "regionkv", "redb", "sqlite", "kv/redb", "kv/sqlite"
+            "| {:<44} | {:<17} | {:>12} | {:>12} | {:>12} | {:>12} | {:>9} | {:>9} | {:>9} |",
+            "op", "unit", "regionkv", "redb", "sqlite", "fjall", "kv/redb", "kv/sqlite", "kv/fjall"
         );
         println!(
-            "|{:-<46}|{:-<19}|{:->14}|{:->14}|{:->14}|{:->11}|{:->11}|",
-            "", "", "", "", "", "", ""
+            "|{:-<46}|{:-<19}|{:->14}|{:->14}|{:->14}|{:->14}|{:->11}|{:->11}|{:->11}|",
+            "", "", "", "", "", "", "", "", ""
         );
         for l in &self.lines {
             let ratio = |p: Option<f64>| match p {
@@ -443,14 +545,16 @@ impl Report {
                 _ => "-".into(),
             };
             println!(
-                "| {:<44} | {:<17} | {:>12} | {:>12} | {:>12} | {:>9} | {:>9} |",
+                "| {:<44} | {:<17} | {:>12} | {:>12} | {:>12} | {:>12} | {:>9} | {:>9} | {:>9} |",
                 l.op,
                 l.unit,
                 fmt(l.kv),
                 l.redb.map_or("-".into(), fmt),
                 l.sqlite.map_or("-".into(), fmt),
+                l.fjall.map_or("-".into(), fmt),
                 ratio(l.redb),
-                ratio(l.sqlite)
+                ratio(l.sqlite),
+                ratio(l.fjall)
             );
         }
         for n in &self.notes {
@@ -543,6 +647,7 @@ fn main() -> Res<()> {
     let pr = redb::Database::create(ctx.redb_path())?;
     let sq = sqlite_conn(&ctx.sqlite_path())?;
     sqlite_schema(&sq)?;
+    let fj = fjall_open(&ctx.fjall_path())?;
 
     // -- create A accounts
     let t = Instant::now();
@@ -606,6 +711,9 @@ fn main() -> Res<()> {
     let t = Instant::now();
     load_sqlite(&ctx, &sq, 0, r)?;
     let sq_t = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    load_fjall(&ctx, &fj, 0, r)?;
+    let fj_t = t.elapsed().as_secs_f64();
     let rate = |s: f64| r as f64 / s;
     rep.add(
         format!("load {r} records, 1,000 per batch"),
@@ -614,6 +722,7 @@ fn main() -> Res<()> {
         Some(rate(redb_t)),
         Some(rate(sq_t)),
     );
+    rep.fjall(rate(fj_t));
     rep.note(format!(
         "load: regionkv made {commits} durable commits (one region batch per region per 1,000 records), the peers {} ({:.1} s / {:.1} s / {:.1} s)",
         r.div_ceil(BATCH),
@@ -683,6 +792,13 @@ fn main() -> Res<()> {
                 Ok(())
             },
         )?;
+        let fjr = writers(&ctx, threads, base, |i, owner| {
+            let l = ctx.license(i);
+            if !fjall_unique_insert(&fj, owner + 1, i, &l.key, &payload(&l)?)? {
+                return Err("fjall: fresh value taken".into());
+            }
+            Ok(())
+        })?;
         rep.add(
             format!("durable unique insert, {threads} writer thread(s)"),
             "ops/s (higher)",
@@ -690,6 +806,7 @@ fn main() -> Res<()> {
             Some(rd),
             Some(sl),
         );
+        rep.fjall(fjr);
     }
 
     // -- duplicate rejected
@@ -869,6 +986,7 @@ fn main() -> Res<()> {
     db.close()?;
     drop(pr);
     drop(sq);
+    drop(fj);
     rep.add(
         "disk bytes after a clean close",
         "MiB (lower)",
