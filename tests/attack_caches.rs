@@ -904,3 +904,97 @@ fn break_a_sweep_that_meets_a_damaged_page_does_not_fence_the_region() {
         "eu took a write after redb panicked in it during a sweep: {w:?}"
     );
 }
+
+/// Containment of `Write::get` (the read of a read-modify-write, also behind `Db::update`):
+/// the same damaged leaf met by it must be `Corrupt` naming eu, never a panic through the
+/// API (src/write.rs `Write::get` reads its snapshot and table outside `contain`;
+/// tests/damaged_pages.rs `WRITE_RS_CONTAINED` still tolerates it).
+#[test]
+fn break_write_get_of_a_damaged_page_panics_through_the_api() {
+    let sim = SimStorage::new();
+    let (e, _u) = store_with_a_damaged_leaf(&sim);
+    let db = open(&sim);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut w = db.write(e)?;
+        w.get(&T, b"LEAF2-7f3a").map(|r| r.is_some())
+    }));
+    match got {
+        Ok(Err(Error::Corrupt { partition, .. })) => assert_eq!(partition, "eu"),
+        Ok(other) => panic!("Write::get of a damaged page: {other:?}"),
+        Err(p) => panic!(
+            "Write::get of a damaged page panicked through the API: {}",
+            panic_message(&*p)
+        ),
+    }
+}
+
+/// A table whose name occurs nowhere else in a region file but in its `_schemas` row and
+/// in redb's table tree.
+const SWEPT: regionkv::Table<regionkv::Raw> = regionkv::Table::new("swept-7f3a-table");
+
+/// Containment of a sweep's setup: with eu's `_schemas` leaf damaged (65,535 entries
+/// claimed) after a clean close, `Db::scan_all` of the table reports it as an error item
+/// naming eu (its setup runs inside `contain`); `Db::sweep` must return `Corrupt` naming
+/// eu too, never panic through the API (src/sweep.rs `prepare` opens each region's
+/// snapshot and checks `_schemas` outside `contain`).
+#[test]
+fn break_a_sweep_setup_over_a_damaged_page_panics_through_the_api() {
+    let damaged = || {
+        let sim = SimStorage::new();
+        let db = open(&sim);
+        let (e, _u) = common::sim::e_and_u(&db);
+        let mut w = db.write(e).unwrap();
+        w.insert(&SWEPT, b"row", b"x").unwrap();
+        w.commit().unwrap();
+        db.close().unwrap();
+        let eu = sim_region(DIR, "eu");
+        let mut bytes = sim.live_bytes(&eu).unwrap();
+        let name = SWEPT.name().as_bytes();
+        let mut pages: Vec<usize> = common::files::find_all(&bytes, name)
+            .filter(|&at| at < 2 || &bytes[at - 2..at] != b"t/") // not redb's table tree
+            .map(|at| at / PAGE * PAGE)
+            .filter(|&p| bytes[p] == 1)
+            .collect();
+        pages.dedup();
+        assert!(!pages.is_empty(), "no _schemas leaf found");
+        for p in pages {
+            bytes[p + 2] = 0xFF;
+            bytes[p + 3] = 0xFF;
+        }
+        sim.set_bytes(&eu, bytes);
+        sim
+    };
+    // The reference: scan_all's setup is contained.
+    let sim = damaged();
+    let db = open(&sim);
+    let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.scan_all(&SWEPT).map(|rows| {
+            rows.filter_map(|r| r.err())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        })
+    }));
+    match first {
+        Ok(Ok(errors)) => assert!(
+            errors.iter().any(|e| e.contains("eu")),
+            "scan_all over a damaged _schemas page: {errors:?}"
+        ),
+        Ok(Err(e)) => assert!(matches!(e, Error::Corrupt { .. }), "{e}"),
+        Err(p) => panic!("scan_all panicked: {}", panic_message(&*p)),
+    }
+    drop(db);
+    // The sweep, on a fresh copy of the damaged store.
+    let sim = damaged();
+    let db = open(&sim);
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        db.sweep(&SWEPT).run(|_, _, _, _| Ok::<(), Error>(()))
+    }));
+    match got {
+        Ok(Err(Error::Corrupt { partition, .. })) => assert_eq!(partition, "eu"),
+        Ok(other) => panic!("a sweep over a damaged _schemas page: {other:?}"),
+        Err(p) => panic!(
+            "a sweep's setup panicked through the API: {}",
+            panic_message(&*p)
+        ),
+    }
+}
