@@ -998,3 +998,228 @@ fn break_a_sweep_setup_over_a_damaged_page_panics_through_the_api() {
         ),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Batches, commit_each and unknown outcomes, through the cache.
+
+/// Cache coherence after writes refused half-way (I3: a refused write leaves no trace):
+/// values warmed in the cache as free, then a region batch whose second part collides
+/// (the whole batch refused) and a `commit_each` whose middle write collides (the others
+/// commit). Afterwards every cached answer is the truth: the batch's values free (another
+/// account can claim them), `commit_each`'s committed values owned by their writers.
+#[test]
+fn writes_refused_half_way_leave_the_cache_true() {
+    let sim = SimStorage::new();
+    let db = open_cache(&sim, 1 << 20, 1 << 20);
+    let ids = db
+        .create_accounts(["a", "b", "c"].map(|n| NewAccount::new(n, "eu")))
+        .unwrap();
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    claim(&db, c, "eu", b"held", "held@x").unwrap();
+    for v in ["b1@x", "b2@x", "e1@x", "e3@x"] {
+        assert!(!db.is_taken("email", v).unwrap());
+        assert!(db.find_unique(&T, "email", v).unwrap().is_none());
+    }
+    let mut batch = db.batch_in("eu").unwrap();
+    batch
+        .write(a)
+        .unwrap()
+        .insert_unique(&T, b"k", b"x", &[Unique::new("email", "b1@x")])
+        .unwrap();
+    batch
+        .write(b)
+        .unwrap()
+        .insert_unique(&T, b"k", b"x", &[Unique::new("email", "b2@x"), Unique::new("email", "held@x")])
+        .unwrap();
+    assert!(matches!(batch.commit(), Err(Error::UniqueViolation { .. })));
+    for v in ["b1@x", "b2@x"] {
+        assert!(!db.is_taken("email", v).unwrap(), "{v}");
+        assert!(db.find_unique(&T, "email", v).unwrap().is_none(), "{v}");
+    }
+    let w = |who: AccountId, v: &[&str]| {
+        let mut w = db.write(who).unwrap();
+        let u: Vec<Unique> = v.iter().map(|v| Unique::new("email", *v)).collect();
+        w.insert_unique(&T, b"e", b"x", &u).unwrap();
+        w
+    };
+    let out = db.commit_each([w(a, &["e1@x"]), w(b, &["e3@x", "held@x"]), w(b, &["e3@x"])]);
+    assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+    assert!(matches!(out[1], Err(Error::UniqueViolation { .. })), "{out:?}");
+    let owner = |v: &str| db.find_unique(&T, "email", v).unwrap().map(|h| h.account());
+    assert_eq!(owner("e1@x"), Some(a));
+    assert_eq!(owner("e3@x"), Some(b));
+    assert_eq!(owner("held@x"), Some(c));
+    // The batch's values really are free: c claims them.
+    claim(&db, c, "eu", b"c1", "b1@x").unwrap();
+    claim(&db, c, "eu", b"c2", "b2@x").unwrap();
+    assert_eq!(owner("b1@x"), Some(c));
+    assert!(db.audit().unwrap().is_clean());
+}
+
+/// An unknown outcome (I3: "unknown ones settle one way"), read through the cache: a
+/// claim whose region commit fails (eu's sync) is `OutcomeUnknown`. In this process, and
+/// after a power loss or a plain restart, `is_taken` and `find_unique` must agree with each
+/// other (an owner found means taken; free means no owner), and after the reopen the value
+/// is either the writer's (its record there) or free (no record), never half.
+#[test]
+fn an_unknown_outcome_reads_one_way_through_the_cache() {
+    for power_loss in [true, false] {
+        let sim = SimStorage::new();
+        let db = open_cache(&sim, 1 << 20, 1 << 20);
+        let (e, u) = common::sim::e_and_u(&db);
+        claim(&db, e, "eu", b"warm", "warm@x").unwrap();
+        assert!(!db.is_taken("email", "x@x").unwrap()); // cached free
+        sim.fail_file_after(sim_region(DIR, "eu"), 0, FaultOn::Syncs);
+        let r = claim(&db, e, "eu", b"k", "x@x");
+        assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
+        let taken = db.is_taken("email", "x@x");
+        let found = db.find_unique(&T, "email", "x@x").map(|h| h.map(|h| h.account()));
+        if let (Ok(false), Ok(Some(who))) = (&taken, &found) {
+            panic!("free, yet owned by {who:?}");
+        }
+        // Nobody else can take it meanwhile.
+        let other = claim(&db, u, "us", b"k", "x@x");
+        assert!(other.is_err(), "a value of unknown outcome claimed by another: {other:?}");
+        if power_loss {
+            sim.crash();
+        } else {
+            sim.clear_fault();
+        }
+        drop(db);
+        let db = open_cache(&sim, 1 << 20, 1 << 20);
+        let taken = db.is_taken("email", "x@x").unwrap();
+        let found = db.find_unique(&T, "email", "x@x").unwrap().map(|h| h.account());
+        let record = db.read(e).unwrap().get(&T, b"k").unwrap().is_some();
+        assert_eq!(
+            (taken, found, record),
+            if record { (true, Some(e), true) } else { (false, None, false) },
+            "power loss {power_loss}"
+        );
+        assert!(db.audit().unwrap().is_clean());
+    }
+}
+
+/// Quotas across the parts of a group and a disabled region (docs/design.md 5, "Quotas"):
+/// account `a` (max 4, us + eu) holds 1 record in us and 2 in eu; eu is disabled (its 2
+/// stay counted). A `commit_each` of add, remove, add, add in us gives what committing
+/// them one by one gives (ok, ok, ok, quota); a batch part that removes 1 and adds 2 is
+/// refused whole; one that removes 1 and adds 1 passes. The limit holds after a reopen
+/// with eu still disabled and after eu returns.
+#[test]
+fn quotas_across_group_parts_and_a_disabled_region() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let a = db
+        .create_account(NewAccount::new("a", "us").allow("eu").max_records(4))
+        .unwrap();
+    put(&db, a, "us", b"u0").unwrap();
+    put(&db, a, "eu", b"e0").unwrap();
+    put(&db, a, "eu", b"e1").unwrap();
+    db.disable_region("eu").unwrap();
+    let add = |k: &[u8]| {
+        let mut w = db.write_in(a, "us").unwrap();
+        w.insert(&T, k, b"x").unwrap();
+        w
+    };
+    let del = |k: &[u8]| {
+        let mut w = db.write_in(a, "us").unwrap();
+        w.remove(&T, k).unwrap();
+        w
+    };
+    let out = db.commit_each([add(b"k1"), del(b"u0"), add(b"k2"), add(b"k3")]);
+    assert!(out[..3].iter().all(Result::is_ok), "{out:?}");
+    assert!(matches!(out[3], Err(Error::QuotaExceeded { .. })), "{out:?}");
+    let us_keys = |db: &Db| -> Vec<Vec<u8>> {
+        db.read(a)
+            .unwrap()
+            .scan(&T)
+            .unwrap()
+            .filter_map(|r| r.ok())
+            .map(|r| r.key().to_vec())
+            .collect()
+    };
+    assert_eq!(us_keys(&db), vec![b"k1".to_vec(), b"k2".to_vec()]);
+    let mut batch = db.batch_in("us").unwrap();
+    let p = batch.write(a).unwrap();
+    p.remove(&T, b"k1").unwrap();
+    p.insert(&T, b"k4", b"x").unwrap();
+    p.insert(&T, b"k5", b"x").unwrap();
+    assert!(matches!(batch.commit(), Err(Error::QuotaExceeded { .. })));
+    assert_eq!(us_keys(&db), vec![b"k1".to_vec(), b"k2".to_vec()]);
+    let mut batch = db.batch_in("us").unwrap();
+    let p = batch.write(a).unwrap();
+    p.remove(&T, b"k1").unwrap();
+    p.insert(&T, b"k4", b"x").unwrap();
+    batch.commit().unwrap();
+    assert!(matches!(put(&db, a, "us", b"k6"), Err(Error::QuotaExceeded { .. })));
+    db.close().unwrap();
+    let db = common::sim::quiet_us_eu_off(&sim, DIR).unwrap();
+    assert!(matches!(put(&db, a, "us", b"k6"), Err(Error::QuotaExceeded { .. })));
+    db.close().unwrap();
+    let db = open(&sim);
+    assert_eq!(common::sim::record_count(&db, a), 4);
+    assert!(matches!(put(&db, a, "eu", b"e2"), Err(Error::QuotaExceeded { .. })));
+    common::sim::remove(&db, a, "eu", b"e0").unwrap();
+    put(&db, a, "eu", b"e2").unwrap();
+    assert!(matches!(put(&db, a, "us", b"k7"), Err(Error::QuotaExceeded { .. })));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sweeps.
+
+/// I5 in sweeps: many accounts in two regions, each record's payload its account id;
+/// sweeps with several threads run while writers keep adding records and eu is disabled
+/// half-way. Every row a sweep visits is handed to the callback under the account that
+/// wrote it (payload = account), once, and a sweep started after the disable skips eu.
+#[test]
+fn sweeps_racing_writers_and_a_disable_hand_every_row_to_its_own_account() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let ids = db
+        .create_accounts((0..8).map(|i| NewAccount::new(format!("s{i}"), ["us", "eu"][i % 2])))
+        .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let mut w = db.write(*id).unwrap();
+        for k in 0..40u32 {
+            w.insert(&T, k.to_be_bytes(), &id.get().to_le_bytes()).unwrap();
+        }
+        w.commit().unwrap();
+        let _ = i;
+    }
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut n = 1_000u32;
+            while !stop.load(Ordering::Relaxed) {
+                for id in &ids {
+                    let Ok(mut w) = db.write(*id) else { continue };
+                    w.insert(&T, n.to_be_bytes(), &id.get().to_le_bytes()).unwrap();
+                    let _ = w.commit();
+                }
+                n += 1;
+            }
+        });
+        for round in 0..12 {
+            if round == 6 {
+                db.disable_region("eu").unwrap();
+            }
+            let seen = parking_lot::Mutex::new(std::collections::HashSet::new());
+            let report = db
+                .sweep(&T)
+                .threads(4)
+                .run(|_, account, key, rec| {
+                    let owner = u64::from_le_bytes(rec[..8].try_into().unwrap());
+                    assert_eq!(owner, account.get(), "a row under another account");
+                    assert!(seen.lock().insert((account, key.to_vec())), "a row visited twice");
+                    Ok::<(), Error>(())
+                })
+                .unwrap();
+            assert_eq!(report.rows as usize, seen.lock().len());
+            if round > 6 {
+                assert_eq!(report.skipped, vec!["eu".to_string()], "round {round}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    });
+}
