@@ -1029,7 +1029,12 @@ fn writes_refused_half_way_leave_the_cache_true() {
     batch
         .write(b)
         .unwrap()
-        .insert_unique(&T, b"k", b"x", &[Unique::new("email", "b2@x"), Unique::new("email", "held@x")])
+        .insert_unique(
+            &T,
+            b"k",
+            b"x",
+            &[Unique::new("email", "b2@x"), Unique::new("email", "held@x")],
+        )
         .unwrap();
     assert!(matches!(batch.commit(), Err(Error::UniqueViolation { .. })));
     for v in ["b1@x", "b2@x"] {
@@ -1044,7 +1049,10 @@ fn writes_refused_half_way_leave_the_cache_true() {
     };
     let out = db.commit_each([w(a, &["e1@x"]), w(b, &["e3@x", "held@x"]), w(b, &["e3@x"])]);
     assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
-    assert!(matches!(out[1], Err(Error::UniqueViolation { .. })), "{out:?}");
+    assert!(
+        matches!(out[1], Err(Error::UniqueViolation { .. })),
+        "{out:?}"
+    );
     let owner = |v: &str| db.find_unique(&T, "email", v).unwrap().map(|h| h.account());
     assert_eq!(owner("e1@x"), Some(a));
     assert_eq!(owner("e3@x"), Some(b));
@@ -1073,13 +1081,18 @@ fn an_unknown_outcome_reads_one_way_through_the_cache() {
         let r = claim(&db, e, "eu", b"k", "x@x");
         assert!(matches!(r, Err(Error::OutcomeUnknown { .. })), "{r:?}");
         let taken = db.is_taken("email", "x@x");
-        let found = db.find_unique(&T, "email", "x@x").map(|h| h.map(|h| h.account()));
+        let found = db
+            .find_unique(&T, "email", "x@x")
+            .map(|h| h.map(|h| h.account()));
         if let (Ok(false), Ok(Some(who))) = (&taken, &found) {
             panic!("free, yet owned by {who:?}");
         }
         // Nobody else can take it meanwhile.
         let other = claim(&db, u, "us", b"k", "x@x");
-        assert!(other.is_err(), "a value of unknown outcome claimed by another: {other:?}");
+        assert!(
+            other.is_err(),
+            "a value of unknown outcome claimed by another: {other:?}"
+        );
         if power_loss {
             sim.crash();
         } else {
@@ -1088,11 +1101,18 @@ fn an_unknown_outcome_reads_one_way_through_the_cache() {
         drop(db);
         let db = open_cache(&sim, 1 << 20, 1 << 20);
         let taken = db.is_taken("email", "x@x").unwrap();
-        let found = db.find_unique(&T, "email", "x@x").unwrap().map(|h| h.account());
+        let found = db
+            .find_unique(&T, "email", "x@x")
+            .unwrap()
+            .map(|h| h.account());
         let record = db.read(e).unwrap().get(&T, b"k").unwrap().is_some();
         assert_eq!(
             (taken, found, record),
-            if record { (true, Some(e), true) } else { (false, None, false) },
+            if record {
+                (true, Some(e), true)
+            } else {
+                (false, None, false)
+            },
             "power loss {power_loss}"
         );
         assert!(db.audit().unwrap().is_clean());
@@ -1128,7 +1148,10 @@ fn quotas_across_group_parts_and_a_disabled_region() {
     };
     let out = db.commit_each([add(b"k1"), del(b"u0"), add(b"k2"), add(b"k3")]);
     assert!(out[..3].iter().all(Result::is_ok), "{out:?}");
-    assert!(matches!(out[3], Err(Error::QuotaExceeded { .. })), "{out:?}");
+    assert!(
+        matches!(out[3], Err(Error::QuotaExceeded { .. })),
+        "{out:?}"
+    );
     let us_keys = |db: &Db| -> Vec<Vec<u8>> {
         db.read(a)
             .unwrap()
@@ -1151,17 +1174,29 @@ fn quotas_across_group_parts_and_a_disabled_region() {
     p.remove(&T, b"k1").unwrap();
     p.insert(&T, b"k4", b"x").unwrap();
     batch.commit().unwrap();
-    assert!(matches!(put(&db, a, "us", b"k6"), Err(Error::QuotaExceeded { .. })));
+    assert!(matches!(
+        put(&db, a, "us", b"k6"),
+        Err(Error::QuotaExceeded { .. })
+    ));
     db.close().unwrap();
     let db = common::sim::quiet_us_eu_off(&sim, DIR).unwrap();
-    assert!(matches!(put(&db, a, "us", b"k6"), Err(Error::QuotaExceeded { .. })));
+    assert!(matches!(
+        put(&db, a, "us", b"k6"),
+        Err(Error::QuotaExceeded { .. })
+    ));
     db.close().unwrap();
     let db = open(&sim);
     assert_eq!(common::sim::record_count(&db, a), 4);
-    assert!(matches!(put(&db, a, "eu", b"e2"), Err(Error::QuotaExceeded { .. })));
+    assert!(matches!(
+        put(&db, a, "eu", b"e2"),
+        Err(Error::QuotaExceeded { .. })
+    ));
     common::sim::remove(&db, a, "eu", b"e0").unwrap();
     put(&db, a, "eu", b"e2").unwrap();
-    assert!(matches!(put(&db, a, "us", b"k7"), Err(Error::QuotaExceeded { .. })));
+    assert!(matches!(
+        put(&db, a, "us", b"k7"),
+        Err(Error::QuotaExceeded { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1181,7 +1216,8 @@ fn sweeps_racing_writers_and_a_disable_hand_every_row_to_its_own_account() {
     for (i, id) in ids.iter().enumerate() {
         let mut w = db.write(*id).unwrap();
         for k in 0..40u32 {
-            w.insert(&T, k.to_be_bytes(), &id.get().to_le_bytes()).unwrap();
+            w.insert(&T, k.to_be_bytes(), &id.get().to_le_bytes())
+                .unwrap();
         }
         w.commit().unwrap();
         let _ = i;
@@ -1193,7 +1229,8 @@ fn sweeps_racing_writers_and_a_disable_hand_every_row_to_its_own_account() {
             while !stop.load(Ordering::Relaxed) {
                 for id in &ids {
                     let Ok(mut w) = db.write(*id) else { continue };
-                    w.insert(&T, n.to_be_bytes(), &id.get().to_le_bytes()).unwrap();
+                    w.insert(&T, n.to_be_bytes(), &id.get().to_le_bytes())
+                        .unwrap();
                     let _ = w.commit();
                 }
                 n += 1;
@@ -1210,7 +1247,10 @@ fn sweeps_racing_writers_and_a_disable_hand_every_row_to_its_own_account() {
                 .run(|_, account, key, rec| {
                     let owner = u64::from_le_bytes(rec[..8].try_into().unwrap());
                     assert_eq!(owner, account.get(), "a row under another account");
-                    assert!(seen.lock().insert((account, key.to_vec())), "a row visited twice");
+                    assert!(
+                        seen.lock().insert((account, key.to_vec())),
+                        "a row visited twice"
+                    );
                     Ok::<(), Error>(())
                 })
                 .unwrap();
@@ -1222,4 +1262,136 @@ fn sweeps_racing_writers_and_a_disable_hand_every_row_to_its_own_account() {
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
     });
+}
+
+/// The fence of a damaged global partition (docs/design.md 3a: a partition found damaged
+/// "refuses reads and writes (`Error::Corrupt`) until the store is reopened"; `Db::verify`:
+/// "Damaged partitions are reported and fenced"). After `Db::verify` reports the global
+/// file damaged, a read of the global index must be `Corrupt` whether or not the cache
+/// holds the value: here a fresh read of the global (`account_id`) is refused, but
+/// `is_taken` of a value the unique-index cache holds still answers `Ok(true)` from
+/// memory (src/db.rs `Inner::unique_entry` serves a cache hit before any check of the
+/// partition; the routing cache does the same for `Db::account`).
+#[test]
+fn break_cached_lookups_answer_for_a_fenced_global_partition() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let name: String = Rng(0x006E_0BA1)
+        .bytes(120)
+        .iter()
+        .map(|b| (b'a' + b % 26) as char)
+        .collect();
+    let e = db
+        .create_account(NewAccount::new(name.as_str(), "eu"))
+        .unwrap();
+    claim(&db, e, "eu", b"k", "cached@x").unwrap();
+    assert!(db.is_taken("email", "cached@x").unwrap()); // cached
+    assert!(db.is_taken("email", "cached@x").unwrap());
+    assert!(db.stats().unique_cache_hits > 0);
+    db.checkpoint().unwrap();
+    let global = sim_global(DIR);
+    let mut bytes = sim.live_bytes(&global).unwrap();
+    assert!(damage_every_copy(&mut bytes, &name.as_bytes()[..100], 50) >= 1);
+    sim.set_bytes(&global, bytes);
+    let report = db.verify().unwrap();
+    assert!(
+        report.damaged.iter().any(|d| d.partition == "global"),
+        "{report}"
+    );
+    assert!(matches!(
+        db.account_id("anyone"),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        db.is_taken("email", "other@x"),
+        Err(Error::Corrupt { .. })
+    ));
+    let got = db.is_taken("email", "cached@x");
+    assert!(
+        matches!(got, Err(Error::Corrupt { .. })),
+        "is_taken answered for the fenced global partition: {got:?}"
+    );
+}
+
+/// Bulk creates interleaved with single creates on other threads, with overlapping names
+/// and a routing cache of a few slots: each bulk call is all or none (its names all map
+/// to the ids it returned, or it was refused `AccountNameTaken` and none of its own new
+/// names exists from it), no name maps to two ids, no id is handed out twice, and every
+/// account routes with its own home.
+#[test]
+fn bulk_and_single_creates_racing_stay_all_or_none() {
+    let sim = SimStorage::new();
+    let db = open_cache(&sim, 1 << 20, 16 * 200);
+    let results = parking_lot::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..3usize {
+            let (db, results) = (&db, &results);
+            s.spawn(move || {
+                for round in 0..30usize {
+                    // Names shared between threads: "n{round}-{j}" collide across threads.
+                    let batch: Vec<(String, &str)> = (0..4)
+                        .map(|j| {
+                            let name = if j == 0 {
+                                format!("own{t}-{round}")
+                            } else {
+                                format!("n{round}-{j}")
+                            };
+                            (name, ["us", "eu"][(t + j) % 2])
+                        })
+                        .collect();
+                    let r = if t == 2 {
+                        // Singles: one name at a time.
+                        batch
+                            .iter()
+                            .map(|(n, h)| db.create_account(NewAccount::new(n.as_str(), *h)))
+                            .collect::<Vec<_>>()
+                    } else {
+                        match db.create_accounts(
+                            batch.iter().map(|(n, h)| NewAccount::new(n.as_str(), *h)),
+                        ) {
+                            Ok(ids) => ids.into_iter().map(Ok).collect(),
+                            Err(e) => vec![Err(e)],
+                        }
+                    };
+                    results.lock().push((t, batch, r));
+                }
+            });
+        }
+    });
+    let mut by_name: std::collections::HashMap<String, (AccountId, String)> = Default::default();
+    for (t, batch, r) in results.into_inner() {
+        if r.len() == 1 && batch.len() > 1 {
+            // A refused bulk call: its own name (unique to it) must not exist.
+            let e = r[0].as_ref().unwrap_err();
+            assert!(matches!(e, Error::AccountNameTaken(_)), "thread {t}: {e}");
+            assert_eq!(db.account_id(&batch[0].0).unwrap(), None, "{batch:?}");
+            continue;
+        }
+        for ((name, home), r) in batch.into_iter().zip(r) {
+            match r {
+                Ok(id) => {
+                    let before = by_name.insert(name.clone(), (id, home.to_string()));
+                    assert!(
+                        before.is_none(),
+                        "{name} created twice: {before:?} and {id:?}"
+                    );
+                }
+                Err(e) => assert!(matches!(e, Error::AccountNameTaken(_)), "{name}: {e}"),
+            }
+        }
+    }
+    let mut ids: Vec<u64> = by_name.values().map(|(i, _)| i.get()).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "an id handed out twice");
+    for (name, (id, home)) in &by_name {
+        assert_eq!(db.account_id(name).unwrap(), Some(*id), "{name}");
+        let a = db.account(*id).unwrap();
+        assert_eq!(
+            (a.name(), a.home()),
+            (name.as_str(), db.region_id(home).unwrap())
+        );
+    }
+    assert!(db.stats().routing_cache_bytes <= 16 * 200);
 }
