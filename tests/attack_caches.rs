@@ -1395,3 +1395,51 @@ fn bulk_and_single_creates_racing_stay_all_or_none() {
     }
     assert!(db.stats().routing_cache_bytes <= 16 * 200);
 }
+
+/// "Fence only that partition", carried through the operator's remedy: after a read met
+/// eu's damaged leaf (eu fenced), eu can be disabled at run time (its counts unknown: a
+/// limited account allowed there cannot grow), unique writes and checkpoints in us go on
+/// (the checkpoint cannot delete eu's markers and must not fail for it), the store closes
+/// cleanly and reopens with eu disabled, us's data and owners intact.
+#[test]
+fn a_fenced_region_can_be_disabled_and_the_rest_goes_on() {
+    let sim = SimStorage::new();
+    let (e, u) = store_with_a_damaged_leaf(&sim);
+    let db = open(&sim);
+    // A unique write in eu that does not meet the leaf: its marker waits for a checkpoint.
+    let mut w = db.write(e).unwrap();
+    w.insert_unique(&OTHER, b"owner", b"o", &[Unique::new("email", "eu@x")])
+        .unwrap();
+    w.commit().unwrap();
+    assert!(matches!(
+        db.read(e).unwrap().get(&T, b"LEAF2-7f3a"),
+        Err(Error::Corrupt { .. })
+    ));
+    assert!(matches!(
+        put_other(&db, e, "eu", b"fenced"),
+        Err(Error::Corrupt { .. })
+    ));
+    let limited = db
+        .create_account(NewAccount::new("lim", "us").allow("eu").max_records(10))
+        .unwrap();
+    db.disable_region("eu").unwrap();
+    assert!(matches!(
+        put(&db, limited, "us", b"x"),
+        Err(Error::RegionDisabled(_))
+    ));
+    for i in 0..5u8 {
+        claim(&db, u, "us", &[b'c', i], &format!("us{i}@x")).unwrap();
+        db.checkpoint().unwrap();
+    }
+    db.close().unwrap();
+    let db = common::sim::quiet_us_eu_off(&sim, DIR).unwrap();
+    for i in 0..5u8 {
+        let hit = db.find_unique(&T, "email", format!("us{i}@x")).unwrap();
+        assert_eq!(hit.map(|h| h.account()), Some(u));
+    }
+    assert!(db.read(u).unwrap().get(&T, b"us-row").unwrap().is_some());
+    assert!(matches!(db.write(e), Err(Error::RegionDisabled(_))));
+    // eu's value stays owned by its record (in a disabled region): nobody else takes it.
+    assert!(db.is_taken("email", "eu@x").unwrap());
+    assert!(claim(&db, u, "us", b"steal", "eu@x").is_err());
+}
