@@ -149,6 +149,8 @@ impl Inner {
     /// The routing entry of an account: from the cache, else from the global partition.
     #[inline]
     pub fn route(&self, id: AccountId) -> Result<Arc<Account>> {
+        // A fenced global file refuses reads, cached or not (one atomic load).
+        self.global.check_damaged()?;
         if let Some(a) = self.accounts.get(id) {
             return Ok(a);
         }
@@ -244,6 +246,8 @@ impl Inner {
         let d = self.digest(ns, value);
         let key = unique_key(ns, &d);
         let cache = &self.coord.cache;
+        // A fenced global file refuses reads, cached or not (one atomic load).
+        self.global.check_damaged()?;
         if let Some(hit) = cache.get(&key) {
             return Ok(hit);
         }

@@ -266,12 +266,17 @@ pub(crate) struct Snaps {
 
 impl Snaps {
     /// Runs `f` on the snapshot of `region`, taking it first if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the store is closed (a `Read` or `View` taken before the
+    /// close reads nothing after it, from a kept snapshot or a new one).
     pub fn with<T>(
         &self,
         inner: &Inner,
         region: RegionId,
         f: impl FnOnce(&mut Snap) -> Result<T>,
     ) -> Result<T> {
+        inner.check_open()?;
         let mut snaps = self.list.borrow_mut();
         let idx = match snaps.iter().position(|s| s.region.id == region) {
             Some(i) => i,

@@ -346,9 +346,14 @@ fn prepare(db: &Db, d: &Declared) -> Result<Setup> {
     };
     for (name, region) in set {
         let opened = region.and_then(|r| {
-            let snapshot = r.snapshot()?;
-            let table = open_checked(&r.part, &snapshot, d)?;
-            Ok(table.map(|table| Part {
+            // Reads this region only: a panic of redb here (a damaged page) damages this
+            // region alone and is `Error::Corrupt`.
+            let got = r.part.contain(|| {
+                let snapshot = r.snapshot()?;
+                let table = open_checked(&r.part, &snapshot, d)?;
+                Ok(table.map(|table| (snapshot, table)))
+            })?;
+            Ok(got.map(|(snapshot, table)| Part {
                 region: r,
                 snapshot,
                 table,
@@ -382,7 +387,7 @@ struct Unit {
 fn cut(parts: &[Part], threads: usize) -> Result<Vec<Unit>> {
     let mut lens = Vec::with_capacity(parts.len());
     for p in parts {
-        lens.push(p.table.len().at(&p.region.part)?);
+        lens.push(p.region.part.contain(|| p.table.len().at(&p.region.part))?);
     }
     let total: u64 = lens.iter().sum::<u64>().max(1);
     let target = threads.saturating_mul(UNITS_PER_THREAD) as u64;
@@ -397,10 +402,19 @@ fn cut(parts: &[Part], threads: usize) -> Result<Vec<Unit>> {
         };
         let mut bounds = Vec::new();
         if n > 1 {
-            let first = p.table.first().at(&p.region.part)?;
-            let last = p.table.last().at(&p.region.part)?;
-            if let (Some((lo, _)), Some((hi, _))) = (first, last) {
-                bounds = split_points(prefix_u128(lo.value()), prefix_u128(hi.value()), n);
+            let part = &p.region.part;
+            let ends = part.contain(|| {
+                let first = p.table.first().at(part)?;
+                let last = p.table.last().at(part)?;
+                Ok(match (first, last) {
+                    (Some((lo, _)), Some((hi, _))) => {
+                        Some((prefix_u128(lo.value()), prefix_u128(hi.value())))
+                    }
+                    _ => None,
+                })
+            })?;
+            if let Some((lo, hi)) = ends {
+                bounds = split_points(lo, hi, n);
             }
             n = bounds.len() as u64 + 1;
         }
@@ -510,14 +524,19 @@ where
                     *slot = Some(p);
                 }
             } else {
-                let name = current
-                    .get()
-                    .and_then(|i| s.parts.get(i))
-                    .map_or("?", |p| p.region.part.name.as_str());
-                s.fail(E::from(Error::corrupt(
-                    name,
-                    format!("reading table `{}` panicked (a damaged page?)", s.d.table),
-                )));
+                // redb panicked reading the part (a damaged page): the region is marked
+                // damaged (it refuses reads and writes until reopened), as any contained
+                // read would.
+                let msg = format!(
+                    "reading table `{}`: {}",
+                    s.d.table,
+                    crate::partition::contain::panic_message(&*p)
+                );
+                let e = match current.get().and_then(|i| s.parts.get(i)) {
+                    Some(part) => part.region.part.panicked(&msg),
+                    None => Error::corrupt("?", format!("a sweep panicked: {msg}")),
+                };
+                s.fail(E::from(e));
             }
             None
         }

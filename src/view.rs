@@ -95,8 +95,12 @@ impl View {
         inner.check_open()?;
         let a = inner.route(account)?;
         let key = key.key_bytes();
-        self.snaps
-            .with(inner, a.home(), |snap| snap.record(table, account.0, &key))
+        self.snaps.with(inner, a.home(), |snap| {
+            // Reads this region only: a panic of redb here damages this region alone, and
+            // a region fenced since the snapshot was taken refuses the read.
+            let region = snap.region.clone();
+            region.part.contain(|| snap.record(table, account.0, &key))
+        })
     }
 
     /// Whether `value` is owned (or being claimed) in `namespace`: see

@@ -375,26 +375,32 @@ impl Write {
                 Op::Remove => Ok(None),
             };
         }
-        let part = &self.region.part;
-        let snap = match &self.snapshot {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.region.snapshot()?;
-                self.snapshot = Some(s.clone());
-                s
-            }
-        };
+        let region = self.region.clone();
+        let part = &region.part;
+        let snapshot = &mut self.snapshot;
         let dkey = data_key(self.account.id().0, key);
-        let (record, seen) = match open_checked(part, &snap, &d)? {
-            None => (None, None),
-            Some(t) => match t.get(dkey.as_slice()).at(part)? {
-                None => (None, None),
-                Some(g) => {
-                    let digest = *blake3::hash(g.value()).as_bytes();
-                    (Some(Record::new(g, &snap, part, &d, &dkey)?), Some(digest))
+        // Reads this region only: a panic of redb here (a damaged page) damages this
+        // region alone and is `Error::Corrupt` (a fenced region refuses the read).
+        let (record, seen) = part.contain(|| {
+            let snap = match snapshot {
+                Some(s) => s.clone(),
+                None => {
+                    let s = region.snapshot()?;
+                    *snapshot = Some(s.clone());
+                    s
                 }
-            },
-        };
+            };
+            Ok(match open_checked(part, &snap, &d)? {
+                None => (None, None),
+                Some(t) => match t.get(dkey.as_slice()).at(part)? {
+                    None => (None, None),
+                    Some(g) => {
+                        let digest = *blake3::hash(g.value()).as_bytes();
+                        (Some(Record::new(g, &snap, part, &d, &dkey)?), Some(digest))
+                    }
+                },
+            })
+        })?;
         self.reads.entry(slot).or_insert(seen);
         Ok(record)
     }

@@ -24,7 +24,7 @@
 //!    names another partition.
 //!
 //! Every case runs on its own thread inside `catch_unwind`: a panic anywhere is a failure
-//! (but see [`WRITE_RS_CONTAINED`]). The other tests check `Db::verify` (in a running
+//! (writes included: `Write::get` and the group commit contain redb's panics). The other tests check `Db::verify` (in a running
 //! store, on its latest commit, on real files whose locks it must keep),
 //! `verified_at_open` after a power loss, and `verify_on_open(true)`.
 
@@ -54,11 +54,6 @@ const PAGE: usize = 4096;
 const NOTES: Table<Raw> = Table::new("notes");
 /// What the cases write after the damage (not in the model: its rows are checked apart).
 const AFTER: Table<Raw> = Table::new("after");
-
-/// Whether `Write::commit` and `Write::get` contain redb's panics (`src/write.rs` runs
-/// them through `Partition::contain`). Until they do, a panic inside a commit of step 4 ends
-/// its case and is reported, not failed; set this to `true` once they do.
-const WRITE_RS_CONTAINED: bool = false;
 
 /// Account i: (name, home, other allowed region).
 const ACCOUNTS: [(&str, &str, &str); 3] =
@@ -209,17 +204,6 @@ struct Outcome {
     absent: usize,
     /// The damaged partition was found damaged (an `Error::Corrupt` naming it).
     fenced: bool,
-    /// A panic inside a `Write::commit` while write.rs does not contain them.
-    write_panic: Option<String>,
-}
-
-/// Runs `f`, which commits a write, catching a panic that escapes it while write.rs does
-/// not contain them (`Err(message)`).
-fn committing<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    if WRITE_RS_CONTAINED {
-        return Ok(f());
-    }
-    catch_unwind(AssertUnwindSafe(f)).map_err(|p| panic_message(&*p))
 }
 
 /// Steps 1 to 5 of the module documentation on one open; the `Db` is pushed to `keep`
@@ -299,7 +283,7 @@ fn exercise(case: &Case, out: &mut Outcome, keep: &mut Vec<Db>) {
         for region in [*home, *other] {
             let (key, value) = (format!("w-{region}").into_bytes(), b"after".to_vec());
             let unique = format!("after-{acct}-{region}@example.com");
-            let r = committing(|| {
+            let r = (|| {
                 let mut w = db.write_in(seed.ids[acct], region)?;
                 w.insert(&AFTER, key.as_slice(), value.as_slice())?;
                 w.insert_unique(
@@ -309,14 +293,10 @@ fn exercise(case: &Case, out: &mut Outcome, keep: &mut Vec<Db>) {
                     &[Unique::new(NS, &unique)],
                 )?;
                 w.commit()
-            });
+            })();
             match r {
-                Err(p) => {
-                    out.write_panic = Some(format!("write a{acct} {region}: {p}"));
-                    return;
-                }
-                Ok(Ok(())) => acked.push((acct, region, key, value)),
-                Ok(Err(e)) => note(&e, &format!("write a{acct} {region}"), &mut out.broken),
+                Ok(()) => acked.push((acct, region, key, value)),
+                Err(e) => note(&e, &format!("write a{acct} {region}"), &mut out.broken),
             }
         }
     }
@@ -357,7 +337,7 @@ fn exercise(case: &Case, out: &mut Outcome, keep: &mut Vec<Db>) {
                 }
                 let unique =
                     (case.part != "global").then(|| format!("alive-{acct}-{region}@example.com"));
-                let r = committing(|| {
+                let r = (|| {
                     let mut w = db.write_in(seed.ids[acct], region)?;
                     match &unique {
                         Some(u) => {
@@ -369,14 +349,10 @@ fn exercise(case: &Case, out: &mut Outcome, keep: &mut Vec<Db>) {
                     db.read(seed.ids[acct])?
                         .get_in(region, &AFTER, b"alive")
                         .map(|v| v.map(|v| v.to_vec()))
-                });
+                })();
                 match r {
-                    Err(p) => {
-                        out.write_panic = Some(format!("alive a{acct} {region}: {p}"));
-                        return;
-                    }
-                    Ok(Ok(Some(v))) if v == b"yes" => {}
-                    Ok(other) => out.broken.push(format!(
+                    Ok(Some(v)) if v == b"yes" => {}
+                    other => out.broken.push(format!(
                         "`{}` is damaged, yet region {region} no longer works for a{acct}: {:?}",
                         case.part,
                         other.map(|o| o.map(|v| v.len()))
@@ -429,7 +405,7 @@ fn run_case(case: Case) -> Outcome {
             let mut keep = Vec::new();
             let r = catch_unwind(AssertUnwindSafe(|| {
                 exercise(&case, &mut out, &mut keep);
-                if !out.refused && out.write_panic.is_none() {
+                if !out.refused {
                     match verify_names(&case, &mut keep) {
                         Some(named) => {
                             if named.iter().any(|p| p != case.part) {
@@ -478,26 +454,12 @@ fn run_all(group: &str, cases: Vec<Case>) {
     let count = |f: &dyn Fn(&Outcome) -> bool| outs.iter().filter(|o| f(o)).count();
     eprintln!(
         "damaged pages [{group}]: {n} cases: {} refused at open, {} met by reads ({} with data \
-         read as absent), {} fenced a partition; {} panicked in a write (write.rs does not \
-         contain them yet)",
+         read as absent), {} fenced a partition",
         count(&|o| o.refused),
         count(&|o| o.met),
         count(&|o| o.absent > 0),
         count(&|o| o.fenced),
-        count(&|o| o.write_panic.is_some()),
     );
-    for o in outs.iter().filter(|o| o.write_panic.is_some()) {
-        eprintln!(
-            "  write panic [{}]: {}",
-            o.name,
-            o.write_panic
-                .as_deref()
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("")
-        );
-    }
     let broken: Vec<String> = outs
         .iter()
         .filter(|o| !o.broken.is_empty())
