@@ -150,7 +150,10 @@ mod tests {
         let min = minimum(3).unwrap();
         assert_eq!(min, 4 * MIN_PARTITION_CACHE);
         let err = split(min - 1, names(3), &[1, 2, 3]).unwrap_err();
-        assert!(matches!(&err, Error::Config(m) if m.contains(&min.to_string())), "{err}");
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains(&min.to_string())),
+            "{err}"
+        );
         let at = split(min, names(3), &[1, 2, 3]).unwrap();
         assert!(at.partitions.iter().all(|p| p.bytes == MIN_PARTITION_CACHE));
         assert_eq!(at.used(), min);

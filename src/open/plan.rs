@@ -365,8 +365,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
     let registration = Arc::new(Registration::acquire(ro, &all_paths)?);
 
-    let (state, global_verified) =
-        probe_global(b, ro, &global_path, &open_specs, &disabled, look)?;
+    let (state, global_verified) = probe_global(b, ro, &global_path, &open_specs, &disabled, look)?;
     let global_bytes = file_len(ro, &global_path)?;
     let empty = HashMap::new();
     let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
