@@ -116,11 +116,10 @@ pub(crate) fn split(total: usize, names: Vec<String>, sizes: &[u64]) -> Result<C
         .into_iter()
         .zip(sizes)
         .map(|(partition, &file_bytes)| {
-            let extra = if weight == 0 {
-                spread / n as u128
-            } else {
-                spread * file_bytes as u128 / weight
-            };
+            // Evenly when every file is new or empty.
+            let extra = (spread * file_bytes as u128)
+                .checked_div(weight)
+                .unwrap_or_else(|| spread / n as u128);
             CacheShare {
                 partition,
                 file_bytes,
@@ -157,7 +156,8 @@ mod tests {
         let at = split(min, names(3), &[1, 2, 3]).unwrap();
         assert!(at.partitions.iter().all(|p| p.bytes == MIN_PARTITION_CACHE));
         assert_eq!(at.used(), min);
-        assert!(matches!(split(usize::MAX, names(0), &[]), Ok(b) if b.used() <= usize::MAX));
+        let huge = split(usize::MAX, names(2), &[u64::MAX, u64::MAX]).unwrap();
+        assert!(huge.total - huge.used() <= 2);
         assert!(check(usize::MAX, usize::MAX).is_err());
     }
 

@@ -410,7 +410,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     let mut next = state.as_ref().map_or(1, |s| s.next_region);
     for (name, given) in &open_specs {
         let region = match stored.get(name) {
-            Some(e) => plan_known(b, ro, &mut plan, state.as_ref(), name, given, e, look)?,
+            Some(e) => plan_known(b, ro, &mut plan, state.as_ref(), name, given, e)?,
             None => plan_new(ro, &mut plan, state.is_some(), &mut next, name, given)?,
         };
         if stored.get(name) != Some(&region.entry) {
@@ -420,7 +420,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         plan.regions.push(region);
     }
     for name in &disabled {
-        plan_disable(ro, &mut plan, state.as_ref(), name, &stored[name], look);
+        plan_disable(ro, &mut plan, state.as_ref(), name, &stored[name]);
     }
     let stored_default = state.as_ref().and_then(|s| s.default_region.clone());
     plan.default = choose_default(b, stored_default.as_deref(), &open_specs, &disabled)?;
@@ -544,8 +544,8 @@ fn plan_known(
     name: &str,
     given: &Option<PathBuf>,
     e: &CatalogEntry,
-    look: usize,
 ) -> Result<RegionPlan> {
+    let look = plan.budget.look;
     let path = path_of(&plan.dir, name, given);
     let expect = Expect {
         kind: KIND_REGION,
@@ -673,8 +673,8 @@ fn plan_disable(
     state: Option<&GlobalState>,
     name: &str,
     e: &CatalogEntry,
-    look: usize,
 ) {
+    let look = plan.budget.look;
     if !e.enabled {
         return;
     }
