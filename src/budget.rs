@@ -46,7 +46,9 @@ pub struct CacheBudget {
     /// blames) open a second, transient view of a file with this cache, one at a time.
     pub look: usize,
     /// Each open partition's page cache: `global` first, then the open regions in the
-    /// builder's order. Disabled regions have none.
+    /// builder's order. Disabled regions have none. As the open decided them: a region
+    /// disabled later (`Db::disable_region`) stays listed, and its share stays unused
+    /// (its cache is dropped with its file) until the next open.
     pub partitions: Vec<CacheShare>,
 }
 
