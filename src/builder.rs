@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::limits::DEFAULT_MAX_VALUE;
 
-/// Default total page-cache budget, split across all open partitions.
+/// Default page-cache budget of a store, shared by all its open partitions
+/// ([`Builder::cache_size`]).
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 /// Default memory of the unique-index cache ([`Builder::unique_cache_size`]).
@@ -28,7 +29,7 @@ pub(crate) enum RegionSpec {
 
 /// Configures and opens a [`Db`]. Created by [`Db::builder`].
 ///
-/// Defaults: cache budget 256 MiB in total (split evenly over the open partitions), values
+/// Defaults: page-cache budget 256 MiB in total (shared by the open partitions), values
 /// up to 16 MiB, a checkpoint every 1,024 unique writes or 1 s, whichever comes first, a
 /// digest key generated once and kept in the global partition, every page verified at open
 /// only for files not closed cleanly ([`Builder::verify_on_open`]).
@@ -100,8 +101,35 @@ impl Builder {
         self
     }
 
-    /// Total page-cache budget in bytes, split over the open partitions (redb's own default
-    /// is 1 GiB per file).
+    /// The page-cache budget of the whole store, in bytes (default [`DEFAULT_CACHE_BYTES`],
+    /// 256 MiB; redb's own default is 1 GiB per file): the redb page caches (read cache and
+    /// write buffer) of all open partition files together never exceed it.
+    ///
+    /// It is shared at open, once (redb cannot resize a cache later): every open partition
+    /// (the global file and each enabled region; disabled regions take nothing) gets
+    /// [`MIN_PARTITION_CACHE`](crate::MIN_PARTITION_CACHE) (64 KiB), 1/64 of the budget
+    /// (64 KiB to 1 MiB) is held back for [`Db::verify`](crate::Db::verify)'s transient
+    /// view of a file, and the rest goes to the partitions in proportion to their file
+    /// sizes at open (evenly in a new store; a region created by this open gets the floor
+    /// until the next). [`Db::cache_budget`](crate::Db::cache_budget) lists the shares.
+    /// The routing and unique-index caches ([`Builder::routing_cache_size`],
+    /// [`Builder::unique_cache_size`]) have budgets of their own, on top of this one.
+    ///
+    /// The minimum is `(regions + 2) × MIN_PARTITION_CACHE`: one floor per open region,
+    /// one for the global file, one for verification. [`Builder::open`] refuses less with
+    /// [`Error::Config`] naming it, before any file is read or written.
+    ///
+    /// ```
+    /// # use regionkv::{Db, Error, MIN_PARTITION_CACHE};
+    /// # let dir = tempfile::tempdir()?;
+    /// let b = Db::builder().region("us").region("eu");
+    /// let r = b.clone().cache_size(4 * MIN_PARTITION_CACHE - 1).open(dir.path());
+    /// assert!(matches!(r, Err(Error::Config(_))));
+    /// let db = b.cache_size(4 << 20).open(dir.path())?;
+    /// assert!(db.cache_budget().used() <= 4 << 20);
+    /// # db.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
         self
@@ -205,8 +233,8 @@ impl Builder {
     /// expected partition; [`Error::Corrupt`] for a damaged one; [`Error::Config`] when the
     /// regions listed do not match the catalog (a known region neither listed nor
     /// disabled, a region's file missing), when two regions (or a region and the global
-    /// file) are given one file, when the default region is disabled, or when the store is
-    /// already open in this process; [`Error::InvalidArgument`] for a bad region name or
+    /// file) are given one file, when the default region is disabled, when the store is
+    /// already open in this process, or when [`Builder::cache_size`] is below its minimum; [`Error::InvalidArgument`] for a bad region name or
     /// an empty path; [`Error::Io`] for a folder that cannot be created; storage errors.
     pub fn open(self, dir: impl AsRef<Path>) -> Result<Db> {
         crate::open::open(self, dir.as_ref())

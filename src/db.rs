@@ -9,6 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::ReadableTable;
 
 use crate::account::{Account, AccountState, NewAccount, now_secs};
+use crate::budget::CacheBudget;
 use crate::builder::Builder;
 use crate::codec::value::Value;
 use crate::error::{Error, Result};
@@ -58,6 +59,8 @@ pub(crate) struct Inner {
     pub verified_at_open: Vec<String>,
     /// Holds this store's paths in the process-wide registry of open stores until drop.
     pub _registration: Arc<crate::partition::registry::Registration>,
+    /// How the page-cache budget was shared at open.
+    pub cache_budget: crate::budget::CacheBudget,
 }
 
 /// A region as listed by [`Db::regions`].
@@ -728,6 +731,25 @@ impl Db {
             routing_cache_bytes: routed.0,
             routing_cache_entries: routed.1,
         }
+    }
+
+    /// How the page-cache budget ([`Builder::cache_size`](crate::Builder::cache_size)) is
+    /// shared: each open partition's redb page cache, decided at open by file size, and
+    /// the cache held back for verification. Their sum never exceeds the budget.
+    ///
+    /// ```
+    /// # use regionkv::Db;
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Db::builder().region("us").open(dir.path())?;
+    /// let budget = db.cache_budget();
+    /// assert_eq!(budget.total, regionkv::DEFAULT_CACHE_BYTES);
+    /// assert!(budget.used() <= budget.total);
+    /// assert_eq!(budget.partitions[0].partition, "global");
+    /// # db.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cache_budget(&self) -> CacheBudget {
+        self.inner.cache_budget.clone()
     }
 
     /// What recovery did when this store was opened.

@@ -128,6 +128,7 @@ mod account;
 mod audit;
 pub mod backends;
 mod batch;
+mod budget;
 mod builder;
 mod clock;
 mod codec;
@@ -155,6 +156,7 @@ pub use account::{Account, AccountState, NewAccount};
 pub use audit::{AuditReport, Finding, FindingKind};
 pub use backends::{FileStorage, Storage};
 pub use batch::Batch;
+pub use budget::{CacheBudget, CacheShare, MIN_PARTITION_CACHE};
 pub use builder::{
     Builder, DEFAULT_CACHE_BYTES, DEFAULT_ROUTING_CACHE_BYTES, DEFAULT_UNIQUE_CACHE_BYTES,
 };

@@ -50,7 +50,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         storage,
         dir,
         global_path,
-        cache,
+        budget,
         state,
         regions: planned,
         reserve,
@@ -69,16 +69,22 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
     // store as a crash there would, and recovery settles it at the next open.
 
     // 1. The global file, then the existing region files.
-    let (global, state) = open_global(&storage, &global_path, cache, state, b)?;
+    let looks = partition::Looks::new(budget.look);
+    // `budget.partitions` is `global`, then `planned` in order.
+    let cache_of = |i: usize| budget.partitions[i].bytes;
+    let (global, state) = open_global(&storage, &global_path, cache_of(0), &looks, state, b)?;
     let expect = |name: &str, id: u16| Expect {
         kind: KIND_REGION,
         uuid: Some(state.uuid),
         region: Some((name.to_owned(), id)),
     };
     let mut parts: HashMap<String, Partition> = HashMap::new();
-    for r in planned.iter().filter(|r| r.step != FileStep::Create) {
+    for (i, r) in planned.iter().enumerate() {
+        if r.step == FileStep::Create {
+            continue;
+        }
         let exp = expect(&r.name, r.entry.id);
-        let p = partition::open_rw(&storage, &r.path, &r.name, cache, &exp)?;
+        let p = partition::open_rw(&storage, &r.path, &r.name, cache_of(i + 1), &looks, &exp)?;
         if finish.settled_doubtful.contains(&r.entry.id) {
             // A commit of unknown outcome may sit in the file's live image: one synced
             // commit makes what the file holds durable before the global forgets it.
@@ -96,11 +102,14 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
     }
 
     // 3. New region files.
-    for r in planned.iter().filter(|r| r.step == FileStep::Create) {
+    for (i, r) in planned.iter().enumerate() {
+        if r.step != FileStep::Create {
+            continue;
+        }
         let mut meta = partition::base_meta(state.uuid, KIND_REGION);
         meta.push((META_REGION_NAME, r.name.as_bytes().to_vec()));
         meta.push((META_REGION_ID, r.entry.id.to_le_bytes().to_vec()));
-        let p = partition::create_new(&storage, &r.path, &r.name, cache, &meta)?;
+        let p = partition::create_new(&storage, &r.path, &r.name, cache_of(i + 1), &looks, &meta)?;
         parts.insert(r.name.clone(), p);
     }
 
@@ -163,6 +172,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         timer: Default::default(),
         recovery: recovered.report,
         verified_at_open: verified,
+        cache_budget: budget,
         _registration: registration,
     });
     inner
@@ -177,6 +187,7 @@ fn open_global(
     storage: &Arc<dyn crate::backends::Storage>,
     path: &std::path::Path,
     cache: usize,
+    looks: &partition::Looks,
     state: Option<GlobalState>,
     b: &Builder,
 ) -> Result<(Partition, GlobalState)> {
@@ -186,7 +197,7 @@ fn open_global(
         region: None,
     };
     if let Some(state) = state {
-        let p = partition::open_rw(storage, path, "global", cache, &expect_global)?;
+        let p = partition::open_rw(storage, path, "global", cache, looks, &expect_global)?;
         return Ok((p, state));
     }
     let uuid = random_bytes::<16>()?;
@@ -199,7 +210,7 @@ fn open_global(
     meta.push((META_EPOCH, 0u64.to_le_bytes().to_vec()));
     meta.push((META_NEXT_ACCOUNT, 1u64.to_le_bytes().to_vec()));
     meta.push((META_NEXT_REGION, 1u16.to_le_bytes().to_vec()));
-    let p = partition::create_new(storage, path, "global", cache, &meta)?;
+    let p = partition::create_new(storage, path, "global", cache, looks, &meta)?;
     let state = p.contain(|| read_global(&p.begin_read()?))?;
     Ok((p, state))
 }

@@ -15,6 +15,7 @@ use redb::ReadableTable;
 
 use super::default_path;
 use crate::backends::{ReadOnly, Storage};
+use crate::budget::{self, CacheBudget};
 use crate::builder::{Builder, RegionSpec};
 use crate::error::{Error, Result};
 use crate::limits::check_region_name;
@@ -47,6 +48,8 @@ pub(super) struct RegionPlan {
     /// The catalog row after this open.
     pub entry: CatalogEntry,
     pub step: FileStep,
+    /// Its file's size now (0 when it is created): its weight in the cache budget.
+    pub file_bytes: u64,
 }
 
 /// Everything an open will do, decided before anything is written.
@@ -54,8 +57,8 @@ pub(super) struct OpenPlan {
     pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
     pub global_path: PathBuf,
-    /// Page cache per partition.
-    pub cache: usize,
+    /// The page-cache budget: `global` first, then `regions` in their order.
+    pub budget: CacheBudget,
     /// The global partition as found; `None` for a new store.
     pub state: Option<GlobalState>,
     /// The regions to open, in the builder's order.
@@ -177,13 +180,18 @@ fn check_recoverable_global(txn: &redb::ReadTransaction) -> Result<()> {
 
 /// Checks that the global entries the regions' markers name decode (recovery replays the
 /// markers onto them). An unverified look: the first one verified the file.
-fn check_marker_entries(storage: ReadOnly<'_>, global_path: &Path, keys: &[Vec<u8>]) -> Result<()> {
+fn check_marker_entries(
+    storage: ReadOnly<'_>,
+    global_path: &Path,
+    keys: &[Vec<u8>],
+    cache: usize,
+) -> Result<()> {
     let expect = Expect {
         kind: KIND_GLOBAL,
         uuid: None,
         region: None,
     };
-    partition::probe(storage, global_path, &expect, false, |txn| {
+    partition::probe(storage, global_path, &expect, false, cache, |txn| {
         let corrupt = |e: &dyn std::fmt::Display| Error::corrupt("global", e.to_string());
         let Some(t) = partition::table_if_exists(txn, UNIQUE).map_err(|e| corrupt(&e))? else {
             return Ok(());
@@ -342,6 +350,9 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     // Everything below reaches storage through `ro` only: it cannot write.
     let ro = ReadOnly::new(&*storage);
     let (open_specs, disabled) = listed(b)?;
+    // The budget first: a refusal that depends on nothing but the builder.
+    budget::check(b.cache_bytes, 1 + open_specs.len())?;
+    let look = budget::look_cache(b.cache_bytes);
     let global_path = crate::layout::global_file(dir);
 
     // Paths: one file each, none the global file's; then hold them in this process.
@@ -354,7 +365,8 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
     let all_paths: Vec<PathBuf> = resolved.iter().map(|(_, p)| p.clone()).collect();
     let registration = Arc::new(Registration::acquire(ro, &all_paths)?);
 
-    let (state, global_verified) = probe_global(b, ro, &global_path, &open_specs, &disabled)?;
+    let (state, global_verified) = probe_global(b, ro, &global_path, &open_specs, &disabled, look)?;
+    let global_bytes = file_len(ro, &global_path)?;
     let empty = HashMap::new();
     let stored = state.as_ref().map_or(&empty, |s| &s.catalog);
     check_listing(stored, &open_specs, &disabled)?;
@@ -373,7 +385,11 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         storage: storage.clone(),
         dir: dir.to_owned(),
         global_path,
-        cache: 0,
+        budget: CacheBudget {
+            total: b.cache_bytes,
+            look,
+            partitions: Vec::new(),
+        },
         regions: Vec::new(),
         reserve: CatalogChanges::default(),
         finish: CatalogChanges::default(),
@@ -412,10 +428,16 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         plan.finish.default = Some(plan.default.clone());
     }
     if !plan.marker_keys.is_empty() {
-        check_marker_entries(ro, &plan.global_path, &plan.marker_keys)?;
+        check_marker_entries(ro, &plan.global_path, &plan.marker_keys, look)?;
     }
-    let partitions = 1 + plan.regions.len();
-    plan.cache = (b.cache_bytes / partitions).max(1 << 20);
+    // Disabled regions take no share: only open files have a cache.
+    let names = std::iter::once("global".to_owned())
+        .chain(plan.regions.iter().map(|r| r.name.clone()))
+        .collect();
+    let sizes: Vec<u64> = std::iter::once(global_bytes)
+        .chain(plan.regions.iter().map(|r| r.file_bytes))
+        .collect();
+    plan.budget = budget::split(b.cache_bytes, names, &sizes)?;
     plan.state = state;
     Ok(plan)
 }
@@ -428,6 +450,14 @@ fn resolve(storage: ReadOnly<'_>, p: &Path) -> Result<PathBuf> {
     storage.resolve(p).map_err(io(p))
 }
 
+/// The size of the file at `p`, 0 if there is none.
+fn file_len(storage: ReadOnly<'_>, p: &Path) -> Result<u64> {
+    match storage.open(p).map_err(io(p))? {
+        Some(f) => f.len().map_err(io(p)),
+        None => Ok(0),
+    }
+}
+
 /// Reads the global partition (read-only, verified when asked or when it was not closed
 /// cleanly); `None` for a new store, which must list a region and disable none. Also
 /// whether every page of the file was checked.
@@ -437,6 +467,7 @@ fn probe_global(
     global_path: &Path,
     open_specs: &[(String, Option<PathBuf>)],
     disabled: &[String],
+    look: usize,
 ) -> Result<(Option<GlobalState>, bool)> {
     let expect_global = Expect {
         kind: KIND_GLOBAL,
@@ -449,6 +480,7 @@ fn probe_global(
         global_path,
         &expect_global,
         b.verify_on_open,
+        look,
         |txn| {
             state = Some(read_global(txn)?);
             check_recoverable_global(txn)
@@ -513,6 +545,7 @@ fn plan_known(
     given: &Option<PathBuf>,
     e: &CatalogEntry,
 ) -> Result<RegionPlan> {
+    let look = plan.budget.look;
     let path = path_of(&plan.dir, name, given);
     let expect = Expect {
         kind: KIND_REGION,
@@ -522,7 +555,7 @@ fn plan_known(
     let key = state.map(|s| s.digest_key);
     let seen = state.and_then(|s| s.seen.get(&e.id)).copied();
     let mut marker_keys = Vec::new();
-    let found = partition::probe(storage, &path, &expect, b.verify_on_open, |txn| {
+    let found = partition::probe(storage, &path, &expect, b.verify_on_open, look, |txn| {
         check_not_stale(txn, &path, name, seen)?;
         if let Some(key) = key {
             check_digest_key(txn, &key, name)?;
@@ -551,6 +584,10 @@ fn plan_known(
             )));
         }
     };
+    let file_bytes = match step {
+        FileStep::Create => 0,
+        FileStep::Open | FileStep::Adopt => file_len(storage, &path)?,
+    };
     if !e.enabled {
         plan.finish.thawed.push(e.id);
     }
@@ -563,6 +600,7 @@ fn plan_known(
         path,
         entry: created_entry(e.id, given),
         step,
+        file_bytes,
     })
 }
 
@@ -612,6 +650,7 @@ fn plan_new(
         path,
         entry: created_entry(id, given),
         step: FileStep::Create,
+        file_bytes: 0,
     })
 }
 
@@ -635,6 +674,7 @@ fn plan_disable(
     name: &str,
     e: &CatalogEntry,
 ) {
+    let look = plan.budget.look;
     if !e.enabled {
         return;
     }
@@ -653,7 +693,7 @@ fn plan_disable(
     let doubtful = state.is_some_and(|s| s.doubtful.contains(&e.id) || !s.clean_close);
     let seen = state.and_then(|s| s.seen.get(&e.id)).copied();
     if !doubtful {
-        let _ = partition::probe(storage, &path, &expect, false, |txn| {
+        let _ = partition::probe(storage, &path, &expect, false, look, |txn| {
             check_not_stale(txn, &path, name, seen)?;
             counts = Some(region_usage(txn, name)?);
             Ok(())

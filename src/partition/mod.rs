@@ -40,6 +40,8 @@ pub(crate) struct Partition {
     /// Its file, for [`Partition::verify_file`].
     storage: Arc<dyn Storage>,
     path: PathBuf,
+    /// The store's verification look, for [`Partition::verify_file`].
+    looks: Looks,
     /// Schema checks of user tables that passed (see [`SchemaChecks`]).
     pub schemas: SchemaChecks,
 }
@@ -122,7 +124,13 @@ pub(crate) struct Expect {
 }
 
 impl Partition {
-    fn new(name: &str, db: Database, storage: &Arc<dyn Storage>, path: &Path) -> Partition {
+    fn new(
+        name: &str,
+        db: Database,
+        storage: &Arc<dyn Storage>,
+        path: &Path,
+        looks: &Looks,
+    ) -> Partition {
         Partition {
             name: name.to_owned(),
             db: Some(db),
@@ -130,6 +138,7 @@ impl Partition {
             damaged: OnceLock::new(),
             storage: storage.clone(),
             path: path.to_owned(),
+            looks: looks.clone(),
             schemas: SchemaChecks::default(),
         }
     }
@@ -328,6 +337,27 @@ fn read_meta(path: &Path, txn: &ReadTransaction, expect: &Expect) -> Result<()> 
     Ok(())
 }
 
+/// The verification look of one store (`Partition::verify_file`): the page cache of the
+/// transient redb view it opens, held back from the partitions' shares of the budget
+/// (`crate::budget`), and the lock that keeps looks one at a time, so that their caches
+/// never add up beyond that one.
+#[derive(Clone)]
+pub(crate) struct Looks {
+    cache: usize,
+    one_at_a_time: Arc<parking_lot::Mutex<()>>,
+}
+
+impl Looks {
+    pub fn new(cache: usize) -> Looks {
+        Looks {
+            cache,
+            one_at_a_time: Arc::default(),
+        }
+    }
+}
+
+/// A redb builder whose page cache (read cache and write buffer together) is bounded by
+/// `cache` bytes.
 fn redb_builder(cache: usize) -> redb::Builder {
     let mut b = redb::Builder::new();
     b.set_cache_size(cache);
@@ -433,6 +463,8 @@ impl redb::StorageBackend for Overlay {
 /// How [`look`] treats the pages of a file.
 #[derive(Debug, Clone, Copy)]
 struct Look<'a> {
+    /// The page cache of the transient view, in bytes.
+    cache: usize,
     /// Verify every page checksum (`set_check_integrity_on_open`).
     verify: bool,
     /// The file's latest commit must verify. Without it redb, finding that commit's pages
@@ -457,14 +489,19 @@ struct Looked {
 /// every page checksum), then its meta is compared with `expect` and `inspect` may read
 /// more from the same snapshot. A file that is not the expected partition, or is damaged,
 /// is refused with every byte as it was.
+///
+/// `cache` bounds the view's page cache: an open probes before any partition is open, one
+/// file at a time, so any part of the budget will do.
 pub(crate) fn probe(
     storage: ReadOnly<'_>,
     path: &Path,
     expect: &Expect,
     verify: bool,
+    cache: usize,
     inspect: impl FnOnce(&ReadTransaction) -> Result<()>,
 ) -> Result<Probe> {
     let how = Look {
+        cache,
         verify,
         latest_must_verify: false,
         expect: Some(expect),
@@ -530,7 +567,7 @@ fn look(
     let mut held_db: Option<Database> = None;
     let mut held_txn: Option<ReadTransaction> = None;
     let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut builder = redb_builder(1 << 20);
+        let mut builder = redb_builder(how.cache);
         builder.set_check_integrity_on_open(how.verify);
         builder.set_repair_callback(callback);
         match builder.create_with_backend(view) {
@@ -667,11 +704,15 @@ impl Partition {
             }
         };
         let how = Look {
+            cache: self.looks.cache,
             verify: true,
             latest_must_verify: hold.is_some(),
             expect: None,
         };
-        let looked = look(ReadOnly::new(&*self.storage), &self.path, how, |_| Ok(()));
+        let looked = {
+            let _one = self.looks.one_at_a_time.lock();
+            look(ReadOnly::new(&*self.storage), &self.path, how, |_| Ok(()))
+        };
         if let Some(w) = hold {
             // Nothing was written in it.
             let _ = self.contain(|| w.abort().at(self));
@@ -716,6 +757,7 @@ pub(crate) fn open_rw(
     path: &Path,
     name: &str,
     cache: usize,
+    looks: &Looks,
     expect: &Expect,
 ) -> Result<Partition> {
     let rw = storage
@@ -753,7 +795,7 @@ pub(crate) fn open_rw(
     }));
     match opened {
         Ok(Ok(())) => match held_db {
-            Some(db) => Ok(Partition::new(name, db, storage, path)),
+            Some(db) => Ok(Partition::new(name, db, storage, path, looks)),
             None => Err(Error::mismatch(path, "cannot open")),
         },
         Ok(Err(e)) => {
@@ -782,6 +824,7 @@ pub(crate) fn create_new(
     path: &Path,
     name: &str,
     cache: usize,
+    looks: &Looks,
     meta: &[(&str, Vec<u8>)],
 ) -> Result<Partition> {
     let tmp = creating_path(path);
@@ -790,7 +833,9 @@ pub(crate) fn create_new(
     storage.remove(&tmp).map_err(|e| storage_io(&tmp, e))?;
     {
         let backend = storage.create_new(&tmp).map_err(|e| storage_io(&tmp, e))?;
-        let db = redb_builder(1 << 20)
+        // The partition's own share: its database is not open yet, and this one is
+        // dropped before it is.
+        let db = redb_builder(cache)
             .create_with_backend(DynBackend(backend))
             .map_err(|e| storage_io(&tmp, std::io::Error::other(e.to_string())))?;
         let io = |e: redb::Error| storage_io(&tmp, std::io::Error::other(e.to_string()));
@@ -813,7 +858,7 @@ pub(crate) fn create_new(
     let db = redb_builder(cache)
         .create_with_backend(DynBackend(backend))
         .map_err(|e| storage_io(path, std::io::Error::other(e.to_string())))?;
-    Ok(Partition::new(name, db, storage, path))
+    Ok(Partition::new(name, db, storage, path, looks))
 }
 
 /// The common meta rows of a new partition.
