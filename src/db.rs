@@ -755,7 +755,16 @@ impl Db {
         inner.global.check()?;
         inner.checkpoint()?;
         let global = &inner.global;
-        global.contain(|| crate::partition::catalog::mark_clean_close(global))
+        global.contain(|| crate::partition::catalog::mark_clean_close(global))?;
+        // Every commit is durable now: the free pages the unsynced global commits left
+        // behind can be given back. Done when each partition is released (below, unless
+        // another handle or a snapshot still holds the store), see
+        // `Partition::compact_when_released`.
+        global.compact_when_released();
+        for r in inner.open_regions() {
+            r.part.compact_when_released();
+        }
+        Ok(())
     }
 }
 
