@@ -737,6 +737,13 @@ impl Db {
     /// files are released when the last clone and the last record or snapshot are dropped
     /// (until then, opening the store again in this process is refused).
     ///
+    /// After a clean close each partition file is compacted when it is released (redb's
+    /// `compact`: the free pages left by the unsynced commits of unique writes are given
+    /// back and the file shrinks). That happens here if this is the last handle, otherwise
+    /// when the last clone, record or snapshot is dropped, which then pays for it. The
+    /// compaction changes no data and is crash safe (docs/design.md, section 1, "Free pages
+    /// and compaction at a clean close"); if it fails, the file keeps its free pages.
+    ///
     /// # Errors
     /// [`Error::Poisoned`] after an earlier I/O failure of the global file,
     /// [`Error::Corrupt`] if it was found damaged; storage errors
