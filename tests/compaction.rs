@@ -50,7 +50,7 @@ fn claim_bulk(db: &Db, ids: &[regionkv::AccountId], n: usize) {
         let mut w = db.write(ids[i % ids.len()]).expect("write");
         w.insert_unique(
             &B,
-            &bulk_key(i),
+            bulk_key(i),
             b"bulk",
             &[Unique::new("email", &bulk_value(i))],
         )
