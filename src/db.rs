@@ -763,6 +763,13 @@ impl Db {
     /// files are released when the last clone and the last record or snapshot are dropped
     /// (until then, opening the store again in this process is refused).
     ///
+    /// After a clean close each partition file is compacted when it is released (redb's
+    /// `compact`: the free pages left by the unsynced commits of unique writes are given
+    /// back and the file shrinks). That happens here if this is the last handle, otherwise
+    /// when the last clone, record or snapshot is dropped, which then pays for it. The
+    /// compaction changes no data and is crash safe (docs/design.md, section 1, "Free pages
+    /// and compaction at a clean close"); if it fails, the file keeps its free pages.
+    ///
     /// # Errors
     /// [`Error::Poisoned`] after an earlier I/O failure of the global file,
     /// [`Error::Corrupt`] if it was found damaged; storage errors
@@ -781,7 +788,16 @@ impl Db {
         inner.global.check()?;
         inner.checkpoint()?;
         let global = &inner.global;
-        global.contain(|| crate::partition::catalog::mark_clean_close(global))
+        global.contain(|| crate::partition::catalog::mark_clean_close(global))?;
+        // Every commit is durable now: the free pages the unsynced global commits left
+        // behind can be given back. Done when each partition is released (below, unless
+        // another handle or a snapshot still holds the store), see
+        // `Partition::compact_when_released`.
+        global.compact_when_released();
+        for r in inner.open_regions() {
+            r.part.compact_when_released();
+        }
+        Ok(())
     }
 }
 

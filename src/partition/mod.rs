@@ -37,6 +37,10 @@ pub(crate) struct Partition {
     /// [`Partition::contain`]) or [`Partition::verify_file`] found a page that fails its
     /// checksum. A damaged partition refuses reads and writes ([`Error::Corrupt`]).
     damaged: OnceLock<String>,
+    /// Set by a clean `Db::close`: when the partition is released (its last handle
+    /// dropped), redb's `compact` gives its free pages back before the file closes (see
+    /// [`Partition::compact_when_released`]).
+    compact_on_release: AtomicBool,
     /// Its file, for [`Partition::verify_file`].
     storage: Arc<dyn Storage>,
     path: PathBuf,
@@ -136,6 +140,7 @@ impl Partition {
             db: Some(db),
             poisoned: AtomicBool::new(false),
             damaged: OnceLock::new(),
+            compact_on_release: AtomicBool::new(false),
             storage: storage.clone(),
             path: path.to_owned(),
             looks: looks.clone(),
@@ -179,6 +184,19 @@ impl Partition {
             return Err(Error::Poisoned(self.name.clone()));
         }
         Ok(())
+    }
+
+    /// Asks for the file to be compacted when the partition is released: called by a clean
+    /// `Db::close` once every commit of the store is durable and the clean close is
+    /// recorded. The compaction runs in `Drop`, when no snapshot, read transaction or
+    /// other handle of the partition can be alive any more (redb's `compact` needs
+    /// `&mut Database` and no live read transaction), before the file closes and before
+    /// its registration is released. It changes no table: redb moves pages down and
+    /// shrinks the file, in durable (two-phase) commits, so a crash or an I/O failure in
+    /// the middle leaves the file at one of them, with the same contents (docs/design.md,
+    /// section 1, "Free pages and compaction at a clean close").
+    pub fn compact_when_released(&self) {
+        self.compact_on_release.store(true, Ordering::Release);
     }
 
     /// The redb database; it is always there while the partition is alive.
@@ -255,11 +273,22 @@ impl Drop for Partition {
             }
             return;
         }
+        let compact = self.compact_on_release.load(Ordering::Acquire)
+            && !self.is_damaged()
+            && !self.is_poisoned();
         // redb's close commits its allocator state: on a damaged file (trusted at open, or
-        // met by a panic since) that commit can panic too. Caught: the partition is going
-        // away, and the next open recovers a file whose close did not finish (redb then
-        // checks every page of it).
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+        // met by a panic since) that commit can panic too, and so can a compaction.
+        // Caught: the partition is going away, and the next open recovers a file whose
+        // close did not finish (redb then checks every page of it). A compaction that
+        // fails (an I/O error) leaves the file at its last durable commit, whose contents
+        // are the same as before it: the free pages simply stay.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let mut db = db;
+            if compact {
+                let _ = db.compact();
+            }
+            drop(db)
+        }));
     }
 }
 
