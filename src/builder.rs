@@ -46,6 +46,7 @@ pub struct Builder {
     pub(crate) digest_key: Option<[u8; 32]>,
     pub(crate) storage: Option<Arc<dyn Storage>>,
     pub(crate) verify_on_open: bool,
+    pub(crate) compact_on_close: bool,
 }
 
 impl Default for Builder {
@@ -62,6 +63,7 @@ impl Default for Builder {
             digest_key: None,
             storage: None,
             verify_on_open: false,
+            compact_on_close: true,
         }
     }
 }
@@ -158,6 +160,28 @@ impl Builder {
     /// Largest encoded value accepted by a write (default 16 MiB).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value = bytes;
+        self
+    }
+
+    /// Whether [`Db::close`](crate::Db::close) compacts every file (default `true`).
+    ///
+    /// Unique writes commit the global file without a sync twice per group, and redb
+    /// reuses the pages those commits free only after a synced commit, so a running store's
+    /// files carry free pages (the global file about its own size again between
+    /// checkpoints). A clean close gives them back with redb's `compact` (crash safe; it
+    /// moves pages only): about half the disk of the peers workload. It costs time
+    /// proportional to the files' size at close (17.8 MB of files: about 1 s on a loaded
+    /// 2-core machine, against 43 ms without). Turn it off when a fast close matters more
+    /// than the disk; the free pages are then reused by later writes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = regionkv::Db::builder().region("eu").compact_on_close(false).open(dir.path())?;
+    /// db.close()?; // quick: the files keep their free pages
+    /// # Ok::<(), regionkv::Error>(())
+    /// ```
+    pub fn compact_on_close(mut self, on: bool) -> Self {
+        self.compact_on_close = on;
         self
     }
 

@@ -36,6 +36,8 @@ pub(crate) struct Usage {
 
 pub(crate) struct Options {
     pub max_value: usize,
+    /// `Builder::compact_on_close`.
+    pub compact_on_close: bool,
 }
 
 pub(crate) struct Inner {
@@ -763,7 +765,8 @@ impl Db {
     /// files are released when the last clone and the last record or snapshot are dropped
     /// (until then, opening the store again in this process is refused).
     ///
-    /// After a clean close each partition file is compacted when it is released (redb's
+    /// After a clean close (unless [`Builder::compact_on_close`](crate::Builder::compact_on_close)
+    /// turned it off) each partition file is compacted when it is released (redb's
     /// `compact`: the free pages left by the unsynced commits of unique writes are given
     /// back and the file shrinks). That happens here if this is the last handle, otherwise
     /// when the last clone, record or snapshot is dropped, which then pays for it. The
@@ -793,9 +796,11 @@ impl Db {
         // behind can be given back. Done when each partition is released (below, unless
         // another handle or a snapshot still holds the store), see
         // `Partition::compact_when_released`.
-        global.compact_when_released();
-        for r in inner.open_regions() {
-            r.part.compact_when_released();
+        if inner.opts.compact_on_close {
+            global.compact_when_released();
+            for r in inner.open_regions() {
+                r.part.compact_when_released();
+            }
         }
         Ok(())
     }

@@ -129,6 +129,43 @@ fn clean_close_gives_the_free_pages_of_unsynced_commits_back() {
     );
 }
 
+/// `Builder::compact_on_close(false)`: the close leaves the free pages in the file (more
+/// than redb's compact would leave), nothing lost; the next close with the default
+/// compacts it.
+#[test]
+fn compact_on_close_false_keeps_the_file_as_it_ran() {
+    let sim = SimStorage::new();
+    let plain = |on: bool| {
+        builder()
+            .storage(sim.clone())
+            .checkpoint_budget(1 << 20, std::time::Duration::from_secs(3600))
+            .compact_on_close(on)
+            .open(DIR)
+            .expect("open")
+    };
+    let db = plain(false);
+    let ids = create_accounts(&db);
+    let n = 600;
+    claim_bulk(&db, &ids, n);
+    db.close().expect("close");
+    // (The close's synced checkpoint lets redb trim free pages at the end of the file,
+    // so the file may shrink a little even so.)
+    let kept = global_len(&sim);
+    let floor = compacted_len(&sim.live_bytes(sim_global(DIR)).expect("global file"));
+    assert!(
+        floor < kept,
+        "the close without compaction left nothing to compact ({kept} bytes, compact: {floor})"
+    );
+    let db = plain(true);
+    check_bulk(&db, n).unwrap();
+    db.close().expect("close");
+    let closed = global_len(&sim);
+    assert!(
+        closed <= floor + 4 * 4096,
+        "the default close left {closed} bytes; redb's compact makes {floor}"
+    );
+}
+
 #[test]
 fn compaction_waits_for_the_last_snapshot_then_happens() {
     let sim = SimStorage::new();

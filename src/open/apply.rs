@@ -166,6 +166,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         ),
         opts: Options {
             max_value: b.max_value,
+            compact_on_close: b.compact_on_close,
         },
         closed: AtomicBool::new(false),
         writers: RwLock::new(()),
