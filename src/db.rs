@@ -148,7 +148,7 @@ impl Inner {
 
     /// The routing entry of an account: from the cache, else from the global partition.
     #[inline]
-    pub fn route(&self, id: AccountId) -> Result<Arc<Account>> {
+    pub fn route(&self, id: AccountId) -> Result<Account> {
         if let Some(a) = self.accounts.get(id) {
             return Ok(a);
         }
@@ -156,11 +156,11 @@ impl Inner {
     }
 
     #[cold]
-    fn load_account(&self, id: AccountId) -> Result<Arc<Account>> {
+    fn load_account(&self, id: AccountId) -> Result<Account> {
         self.global.contain(|| self.load_account_contained(id))
     }
 
-    fn load_account_contained(&self, id: AccountId) -> Result<Arc<Account>> {
+    fn load_account_contained(&self, id: AccountId) -> Result<Account> {
         let txn = self.global.begin_read()?;
         let Some(t) = self.global.read_table(&txn, ACCOUNTS)? else {
             return Err(Error::AccountUnknown(id));
@@ -169,10 +169,8 @@ impl Inner {
             .get(id.0)
             .at(&self.global)?
             .ok_or(Error::AccountUnknown(id))?;
-        let a =
-            Arc::new(Account::decode(id, row.value()).ok_or_else(|| {
-                Error::corrupt("global", format!("account {id} row undecodable"))
-            })?);
+        let a = Account::decode(id, row.value())
+            .ok_or_else(|| Error::corrupt("global", format!("account {id} row undecodable")))?;
         self.accounts.put(a.clone());
         Ok(a)
     }
@@ -375,9 +373,9 @@ impl Db {
                     let id = AccountId(first + i as u64);
                     let account = Account {
                         id,
-                        name: new.name.clone(),
+                        name: crate::account::Name::new(&new.name),
                         home,
-                        allowed,
+                        allowed: crate::account::Regions::new(&allowed),
                         max_records: new.max_records,
                         state: AccountState::Active,
                         created_at: now_secs(),
@@ -393,7 +391,7 @@ impl Db {
         })?;
         let ids = accounts.iter().map(|a| a.id).collect();
         for a in accounts {
-            inner.accounts.put(Arc::new(a));
+            inner.accounts.put(a);
         }
         Ok(ids)
     }
@@ -404,7 +402,7 @@ impl Db {
     /// [`Error::AccountUnknown`].
     pub fn account(&self, id: AccountId) -> Result<Arc<Account>> {
         self.inner.check_open()?;
-        self.inner.route(id)
+        self.inner.route(id).map(Arc::new)
     }
 
     /// Finds an account by name.
