@@ -261,7 +261,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut last = 0;
     let mut ids: Vec<AccountId> = Vec::new();
     for i in 0..accounts {
-        let home = if i % 2 == 0 { "us" } else { "eu" };
+        let home = if i.is_multiple_of(2) { "us" } else { "eu" };
         ids.push(db.create_account(NewAccount::new(format!("tenant-{i:08}"), home))?);
         let done = i + 1;
         if checkpoints.contains(&done) || done == accounts {

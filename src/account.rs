@@ -333,6 +333,7 @@ impl RoutingCache {
     }
 
     /// Bytes a cached account with an inline name and regions is charged.
+    #[cfg(test)]
     pub fn entry_bytes(&self) -> usize {
         self.clock.fixed_charge()
     }

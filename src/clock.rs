@@ -160,6 +160,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
     }
 
     /// Bytes an entry is charged besides its owner's charge.
+    #[cfg(test)]
     pub fn fixed_charge(&self) -> usize {
         self.fixed
     }
@@ -337,10 +338,10 @@ mod tests {
         assert!(c.fixed_charge() >= std::mem::size_of::<[u8; 40]>());
         for i in 0..200_000u64 {
             c.fill_if(i, [i as u8; 40], 0, c.epoch());
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 c.invalidate([&(i / 2)]);
             }
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 c.insert(i / 3, [1; 40], 8); // a replacement
             }
             assert!(c.usage().0 <= budget, "{} > {budget}", c.usage().0);

@@ -47,7 +47,7 @@ fn rss_stays_within_the_budgets_while_accounts_are_created() {
         .unwrap();
     let mut ids = Vec::with_capacity(ACCOUNTS);
     let create = |i: usize| {
-        let home = if i % 2 == 0 { "us" } else { "eu" };
+        let home = if i.is_multiple_of(2) { "us" } else { "eu" };
         db.create_account(NewAccount::new(format!("tenant-{i:08}"), home))
             .unwrap()
     };
@@ -89,7 +89,8 @@ fn rss_stays_within_the_budgets_while_accounts_are_created() {
         assert_eq!(a.name(), format!("tenant-{i:08}"));
         assert_eq!(
             a.home(),
-            db.region_id(if i % 2 == 0 { "us" } else { "eu" }).unwrap()
+            db.region_id(if i.is_multiple_of(2) { "us" } else { "eu" })
+                .unwrap()
         );
     }
     db.close().unwrap();
