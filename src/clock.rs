@@ -16,6 +16,11 @@ use parking_lot::Mutex;
 /// Shards of the cache (each with its own lock), so readers on many threads rarely meet.
 const SHARDS: usize = 16;
 
+/// Smallest budget of a shard: below `SHARDS` times this, the cache has fewer shards
+/// (a power of two, at least one), so that a small budget still holds entries after each
+/// shard's index is paid for.
+const MIN_SHARD_BYTES: usize = 64 << 10;
+
 /// A fast hash for cache keys: account ids (dense counters) and unique keys (which end
 /// with a keyed digest, spread and unknown to whoever chooses the values), so no
 /// DoS-resistant hash is needed.
@@ -143,14 +148,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
     /// A cache of at most `budget` bytes (0: nothing is cached). Its slots and index are
     /// allocated now (pages are touched only as entries fill them).
     pub fn new(budget: usize) -> Self {
-        let shard_budget = budget / SHARDS;
+        let shards_n = (budget / MIN_SHARD_BYTES).clamp(1, SHARDS);
+        // A power of two: `shard` picks one by the hash's top bits.
+        let shards_n = 1 << shards_n.ilog2();
+        let shard_budget = budget / shards_n;
         let slot = std::mem::size_of::<Option<Slot<K, V>>>() + std::mem::size_of::<u32>();
         // Worst case of the index per entry (see `Shard::new` and `index_bytes`): twice the
         // entries, up to twice that in buckets (power of two) after the 8/7 load factor.
         let index_worst = 5 * (std::mem::size_of::<(K, u32)>() + 1);
         let cap = shard_budget.saturating_sub(16 * index_worst) / (slot + index_worst);
         let shards: Vec<Mutex<Shard<K, V>>> =
-            (0..SHARDS).map(|_| Mutex::new(Shard::new(cap))).collect();
+            (0..shards_n).map(|_| Mutex::new(Shard::new(cap))).collect();
         let index_bytes = shards[0].lock().index_bytes();
         // cap * fixed <= cap * slot + index_bytes <= shard_budget, by the choice of cap.
         let fixed = slot + index_bytes.div_ceil(cap.max(1));
@@ -173,7 +181,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Shard<K, V>> {
         let h = KeyHash::default().hash_one(key);
         // The high bits pick the shard; the map of a shard uses all of them.
-        &self.shards[(h >> 60) as usize % SHARDS]
+        &self.shards[(h >> 60) as usize & (self.shards.len() - 1)]
     }
 
     /// The cached value of `key`, counted as a hit or a miss.
