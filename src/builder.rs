@@ -141,7 +141,7 @@ impl Builder {
     /// 0 turns it off): global index entries that `find_unique` and `is_taken` read from
     /// memory instead of the global file, evicted by CLOCK, kept coherent by every commit
     /// (docs/design.md, "Unique-index cache"). Hits and misses are in
-    /// [`Db::stats`](crate::Db::stats). About 150 bytes per cached value.
+    /// [`Db::stats`](crate::Db::stats). About 250 bytes per cached value.
     pub fn unique_cache_size(mut self, bytes: usize) -> Self {
         self.unique_cache_bytes = bytes;
         self
@@ -149,8 +149,10 @@ impl Builder {
 
     /// Memory for the routing cache (default [`DEFAULT_ROUTING_CACHE_BYTES`], 16 MiB; 0
     /// turns it off): the accounts (home, allowed regions, limit) every read and write
-    /// looks up, about 150 bytes each, evicted by CLOCK; a miss reads the account from
-    /// the global file. Memory does not grow with the number of tenants ever touched.
+    /// looks up, 190 bytes each (more for a name over 38 bytes or over 11 regions),
+    /// evicted by CLOCK; a miss reads the account from the global file. Its slots are
+    /// allocated when the store opens and never per account, so memory does not grow with
+    /// the number of tenants ever touched (docs/design.md, "Memory").
     /// Hits and misses are in [`Db::stats`](crate::Db::stats).
     pub fn routing_cache_size(mut self, bytes: usize) -> Self {
         self.routing_cache_bytes = bytes;

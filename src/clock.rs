@@ -7,7 +7,7 @@
 //! what an invalidation removed.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,8 +16,10 @@ use parking_lot::Mutex;
 /// Shards of the cache (each with its own lock), so readers on many threads rarely meet.
 const SHARDS: usize = 16;
 
-/// Bytes counted per slot besides what its owner charges (map slot, ring slot).
-pub(crate) const SLOT_OVERHEAD: usize = 64;
+/// Smallest budget of a shard: below `SHARDS` times this, the cache has fewer shards
+/// (a power of two, at least one), so that a small budget still holds entries after each
+/// shard's index is paid for.
+const MIN_SHARD_BYTES: usize = 64 << 10;
 
 /// A fast hash for cache keys: account ids (dense counters) and unique keys (which end
 /// with a keyed digest, spread and unknown to whoever chooses the values), so no
@@ -50,6 +52,9 @@ type KeyHash = BuildHasherDefault<FoldHasher>;
 pub(crate) struct Clock<K, V> {
     /// Bytes per shard.
     shard_budget: usize,
+    /// Bytes each entry is charged besides its owner's charge: its slot, its share of the
+    /// index and of the free list (all allocated up front).
+    fixed: usize,
     shards: Vec<Mutex<Shard<K, V>>>,
     /// Bumped by every invalidation, before its keys are removed.
     epoch: AtomicU64,
@@ -57,45 +62,126 @@ pub(crate) struct Clock<K, V> {
     pub misses: AtomicU64,
 }
 
+/// One shard: entries live in `slots`, a slab allocated once at its full capacity, found
+/// through `index` (also allocated once, large enough that deletions never make it grow:
+/// see [`Shard::new`]). Filling, replacing, evicting or invalidating an entry writes into
+/// memory the shard already owns, so the cache makes no small long-lived allocations
+/// between other code's transient buffers (which pinned freed memory in glibc's heap).
 struct Shard<K, V> {
-    map: HashMap<K, Slot<V>, KeyHash>,
-    /// CLOCK order of the keys (a key may appear after its slot was removed: skipped).
-    ring: VecDeque<K>,
+    index: HashMap<K, u32, KeyHash>,
+    slots: Vec<Option<Slot<K, V>>>,
+    /// Vacant slots (invalidated or evicted), reused before the slab grows.
+    free: Vec<u32>,
+    /// Entries the shard may hold: `slots` and `free` never grow beyond it.
+    cap: usize,
+    /// The index's capacity when it was made (tombstones may lower what it reports, a
+    /// reallocation would raise it).
+    index_cap: usize,
+    /// The CLOCK hand: the next slot eviction looks at.
+    hand: usize,
     bytes: usize,
 }
 
-impl<K, V> Default for Shard<K, V> {
-    fn default() -> Self {
-        Shard {
-            map: HashMap::default(),
-            ring: VecDeque::new(),
-            bytes: 0,
-        }
-    }
-}
-
-struct Slot<V> {
+struct Slot<K, V> {
+    key: K,
     value: V,
     referenced: bool,
     size: usize,
 }
 
+impl<K: Hash + Eq, V> Shard<K, V> {
+    /// A shard of `cap` entries, everything allocated now. The index is sized for twice
+    /// `cap` so that hashbrown, when deletions have used up its free buckets, always
+    /// rehashes in place (it does while the items are at most half its capacity) instead
+    /// of allocating a larger table.
+    fn new(cap: usize) -> Self {
+        let index = HashMap::with_capacity_and_hasher(cap * 2, KeyHash::default());
+        Shard {
+            index_cap: index.capacity(),
+            index,
+            slots: Vec::with_capacity(cap),
+            free: Vec::with_capacity(cap),
+            cap,
+            hand: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes of the index table (hashbrown: one bucket and one control byte per bucket,
+    /// at least capacity * 8 / 7 buckets, plus a group of control bytes).
+    fn index_bytes(&self) -> usize {
+        let buckets = (self.index_cap * 8).div_ceil(7);
+        (buckets + 16) * (std::mem::size_of::<(K, u32)>() + 1)
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        if let Some(slot) = self.slots[i].take() {
+            self.index.remove(&slot.key);
+            self.bytes -= slot.size;
+            self.free.push(i as u32);
+        }
+    }
+
+    /// Evicts one entry by CLOCK (a referenced entry gets a second chance). False if empty.
+    fn evict_one(&mut self) -> bool {
+        if self.index.is_empty() {
+            return false;
+        }
+        // Two turns of the hand clear every reference bit, so one finds a victim.
+        for _ in 0..2 * self.slots.len() {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            match &mut self.slots[i] {
+                Some(slot) if slot.referenced => slot.referenced = false,
+                Some(_) => {
+                    self.remove_at(i);
+                    return true;
+                }
+                None => {}
+            }
+        }
+        false
+    }
+}
+
 impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
-    /// A cache of at most `budget` bytes (0: nothing is cached).
+    /// A cache of at most `budget` bytes (0: nothing is cached). Its slots and index are
+    /// allocated now (pages are touched only as entries fill them).
     pub fn new(budget: usize) -> Self {
+        let shards_n = (budget / MIN_SHARD_BYTES).clamp(1, SHARDS);
+        // A power of two: `shard` picks one by the hash's top bits.
+        let shards_n = 1 << shards_n.ilog2();
+        let shard_budget = budget / shards_n;
+        let slot = std::mem::size_of::<Option<Slot<K, V>>>() + std::mem::size_of::<u32>();
+        // Worst case of the index per entry (see `Shard::new` and `index_bytes`): twice the
+        // entries, up to twice that in buckets (power of two) after the 8/7 load factor.
+        let index_worst = 5 * (std::mem::size_of::<(K, u32)>() + 1);
+        let cap = shard_budget.saturating_sub(16 * index_worst) / (slot + index_worst);
+        let shards: Vec<Mutex<Shard<K, V>>> =
+            (0..shards_n).map(|_| Mutex::new(Shard::new(cap))).collect();
+        let index_bytes = shards[0].lock().index_bytes();
+        // cap * fixed <= cap * slot + index_bytes <= shard_budget, by the choice of cap.
+        let fixed = slot + index_bytes.div_ceil(cap.max(1));
         Clock {
-            shard_budget: budget / SHARDS,
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_budget: if cap == 0 { 0 } else { shard_budget },
+            fixed,
+            shards,
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
+    /// Bytes an entry is charged besides its owner's charge.
+    #[cfg(test)]
+    pub fn fixed_charge(&self) -> usize {
+        self.fixed
+    }
+
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Shard<K, V>> {
         let h = KeyHash::default().hash_one(key);
         // The high bits pick the shard; the map of a shard uses all of them.
-        &self.shards[(h >> 60) as usize % SHARDS]
+        &self.shards[(h >> 60) as usize & (self.shards.len() - 1)]
     }
 
     /// The cached value of `key`, counted as a hit or a miss.
@@ -108,10 +194,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
             return None;
         }
         let mut shard = self.shard(key).lock();
-        let found = shard.map.get_mut(key).map(|slot| {
-            slot.referenced = true;
-            slot.value.clone()
-        });
+        let found = match shard.index.get(key) {
+            Some(&i) => shard.slots[i as usize].as_mut().map(|slot| {
+                slot.referenced = true;
+                slot.value.clone()
+            }),
+            None => None,
+        };
         drop(shard);
         match &found {
             Some(_) => self.hits.fetch_add(1, Ordering::Relaxed),
@@ -137,7 +226,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
     }
 
     fn put(&self, key: K, value: V, charge: usize, epoch: Option<u64>) {
-        let size = charge + SLOT_OVERHEAD;
+        let size = charge.saturating_add(self.fixed);
         if size > self.shard_budget {
             return;
         }
@@ -147,24 +236,34 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
         if epoch.is_some_and(|e| e != self.epoch.load(Ordering::SeqCst)) {
             return;
         }
-        let old = shard.map.insert(
-            key.clone(),
-            Slot {
-                value,
-                referenced: false,
-                size,
-            },
-        );
-        match old {
-            Some(old) => shard.bytes -= old.size,
-            None => shard.ring.push_back(key),
+        if let Some(&i) = shard.index.get(&key) {
+            shard.remove_at(i as usize);
         }
-        shard.bytes += size;
-        while shard.bytes > self.shard_budget {
+        while shard.bytes + size > self.shard_budget
+            || (shard.free.is_empty() && shard.slots.len() == shard.cap)
+        {
             if !shard.evict_one() {
-                break;
+                return;
             }
         }
+        let slot = Slot {
+            key: key.clone(),
+            value,
+            referenced: false,
+            size,
+        };
+        let i = match shard.free.pop() {
+            Some(i) => {
+                shard.slots[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                shard.slots.push(Some(slot));
+                (shard.slots.len() - 1) as u32
+            }
+        };
+        shard.index.insert(key, i);
+        shard.bytes += size;
     }
 
     /// Forgets `keys`, which a commit (successful or not) may have changed.
@@ -179,8 +278,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
         }
         for key in keys {
             let mut shard = self.shard(key).lock();
-            if let Some(slot) = shard.map.remove(key) {
-                shard.bytes -= slot.size;
+            if let Some(&i) = shard.index.get(key) {
+                shard.remove_at(i as usize);
             }
         }
     }
@@ -189,29 +288,20 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
     pub fn usage(&self) -> (usize, usize) {
         self.shards.iter().fold((0, 0), |(b, n), s| {
             let s = s.lock();
-            (b + s.bytes, n + s.map.len())
+            (b + s.bytes, n + s.index.len())
         })
     }
-}
 
-impl<K: Hash + Eq, V> Shard<K, V> {
-    /// Evicts one slot by CLOCK (a referenced slot gets a second chance). False if empty.
-    fn evict_one(&mut self) -> bool {
-        while let Some(key) = self.ring.pop_front() {
-            let Some(slot) = self.map.get_mut(&key) else {
-                continue; // removed by an invalidation
-            };
-            if slot.referenced {
-                slot.referenced = false;
-                self.ring.push_back(key);
-                continue;
-            }
-            if let Some(slot) = self.map.remove(&key) {
-                self.bytes -= slot.size;
-            }
-            return true;
-        }
-        false
+    /// Whether every shard still holds only the memory it allocated when the cache was
+    /// made (the slab, free list and index never grew).
+    #[cfg(test)]
+    pub fn allocated_once(&self) -> bool {
+        self.shards.iter().all(|s| {
+            let s = s.lock();
+            s.slots.capacity() == s.cap
+                && s.free.capacity() == s.cap
+                && s.index.capacity() <= s.index_cap
+        })
     }
 }
 
@@ -247,8 +337,47 @@ mod tests {
             "the cache holds almost nothing: {:?}",
             c.usage()
         );
+        assert!(c.allocated_once(), "a shard allocated after it was made");
         let off: Clock<u64, u64> = Clock::new(0);
         off.insert(1, 1, 8);
         assert_eq!(off.get(&1), None);
+    }
+
+    #[test]
+    fn churn_of_fills_invalidations_and_evictions_allocates_nothing_new() {
+        // Small budget: every shard fills, evicts, and sees invalidations leave holes
+        // (tombstones in its index) many times over.
+        let budget = 32 << 10;
+        let c: Clock<u64, [u8; 40]> = Clock::new(budget);
+        assert!(c.fixed_charge() >= std::mem::size_of::<[u8; 40]>());
+        for i in 0..200_000u64 {
+            c.fill_if(i, [i as u8; 40], 0, c.epoch());
+            if i.is_multiple_of(3) {
+                c.invalidate([&(i / 2)]);
+            }
+            if i.is_multiple_of(7) {
+                c.insert(i / 3, [1; 40], 8); // a replacement
+            }
+            assert!(c.usage().0 <= budget, "{} > {budget}", c.usage().0);
+        }
+        assert!(c.allocated_once(), "a shard allocated after it was made");
+        let (bytes, entries) = c.usage();
+        assert!(entries > 0 && bytes >= entries * c.fixed_charge());
+        // What is cached is what was put last.
+        for i in 199_000..200_000u64 {
+            if let Some(v) = c.get(&i) {
+                assert!(v == [i as u8; 40] || v == [1; 40], "{i}: {v:?}");
+            }
+        }
+        // The memory the shards hold is within the budget.
+        let held: usize = c
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.cap * (std::mem::size_of::<Option<Slot<u64, [u8; 40]>>>() + 4) + s.index_bytes()
+            })
+            .sum();
+        assert!(held <= budget, "the shards hold {held} > {budget}");
     }
 }

@@ -153,7 +153,7 @@ impl Inner {
 
     /// The routing entry of an account: from the cache, else from the global partition.
     #[inline]
-    pub fn route(&self, id: AccountId) -> Result<Arc<Account>> {
+    pub fn route(&self, id: AccountId) -> Result<Account> {
         // A fenced global file refuses reads, cached or not (one atomic load).
         self.global.check_damaged()?;
         if let Some(a) = self.accounts.get(id) {
@@ -163,11 +163,11 @@ impl Inner {
     }
 
     #[cold]
-    fn load_account(&self, id: AccountId) -> Result<Arc<Account>> {
+    fn load_account(&self, id: AccountId) -> Result<Account> {
         self.global.contain(|| self.load_account_contained(id))
     }
 
-    fn load_account_contained(&self, id: AccountId) -> Result<Arc<Account>> {
+    fn load_account_contained(&self, id: AccountId) -> Result<Account> {
         let txn = self.global.begin_read()?;
         let Some(t) = self.global.read_table(&txn, ACCOUNTS)? else {
             return Err(Error::AccountUnknown(id));
@@ -176,10 +176,8 @@ impl Inner {
             .get(id.0)
             .at(&self.global)?
             .ok_or(Error::AccountUnknown(id))?;
-        let a =
-            Arc::new(Account::decode(id, row.value()).ok_or_else(|| {
-                Error::corrupt("global", format!("account {id} row undecodable"))
-            })?);
+        let a = Account::decode(id, row.value())
+            .ok_or_else(|| Error::corrupt("global", format!("account {id} row undecodable")))?;
         self.accounts.put(a.clone());
         Ok(a)
     }
@@ -384,9 +382,9 @@ impl Db {
                     let id = AccountId(first + i as u64);
                     let account = Account {
                         id,
-                        name: new.name.clone(),
+                        name: crate::account::Name::new(&new.name),
                         home,
-                        allowed,
+                        allowed: crate::account::Regions::new(&allowed),
                         max_records: new.max_records,
                         state: AccountState::Active,
                         created_at: now_secs(),
@@ -402,7 +400,7 @@ impl Db {
         })?;
         let ids = accounts.iter().map(|a| a.id).collect();
         for a in accounts {
-            inner.accounts.put(Arc::new(a));
+            inner.accounts.put(a);
         }
         Ok(ids)
     }
@@ -413,7 +411,7 @@ impl Db {
     /// [`Error::AccountUnknown`].
     pub fn account(&self, id: AccountId) -> Result<Arc<Account>> {
         self.inner.check_open()?;
-        self.inner.route(id)
+        self.inner.route(id).map(Arc::new)
     }
 
     /// Finds an account by name.

@@ -357,7 +357,7 @@ pub(crate) fn open_checked(
 /// first time this `Read` touches it; nothing another account owns is reachable from here.
 pub struct Read {
     db: Db,
-    account: Arc<Account>,
+    account: Account,
     snaps: Snaps,
 }
 
@@ -371,7 +371,7 @@ impl std::fmt::Debug for Read {
 const STACK_KEY: usize = 120;
 
 impl Read {
-    pub(crate) fn new(db: Db, account: Arc<Account>) -> Self {
+    pub(crate) fn new(db: Db, account: Account) -> Self {
         Read {
             db,
             account,

@@ -65,7 +65,7 @@ enum Op {
 /// ```
 pub struct Write {
     db: Db,
-    account: Arc<Account>,
+    account: Account,
     region: Arc<Region>,
     ops: BTreeMap<(&'static str, Vec<u8>), Op>,
     /// The schema of each table this write touches (one per table name).
@@ -106,7 +106,7 @@ impl Drop for QuotaTicket<'_> {
 }
 
 impl Write {
-    pub(crate) fn new(db: Db, account: Arc<Account>, region: RegionId) -> Result<Write> {
+    pub(crate) fn new(db: Db, account: Account, region: RegionId) -> Result<Write> {
         let region = db.inner.region(region)?;
         region.part.check()?;
         Ok(Write {
@@ -612,7 +612,7 @@ impl Write {
 
     /// The account as it is now (it may have changed since this write was opened): still
     /// active, still allowed in this region, which is still enabled.
-    fn current_account(&self) -> Result<Arc<Account>> {
+    fn current_account(&self) -> Result<Account> {
         let inner = &*self.db.inner;
         let account = inner.route(self.account.id())?;
         if !account.allows(self.region.id) {
