@@ -180,7 +180,7 @@ impl Builder {
     /// # let dir = tempfile::tempdir()?;
     /// let db = regionkv::Db::builder().region("eu").compact_on_close(false).open(dir.path())?;
     /// db.close()?; // quick: the files keep their free pages
-    /// # Ok::<(), regionkv::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn compact_on_close(mut self, on: bool) -> Self {
         self.compact_on_close = on;
