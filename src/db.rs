@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub coord: crate::reservation::coordinator::Coordinator,
     pub opts: Options,
     pub closed: AtomicBool,
+    /// Set when a `close` recorded the clean close (a later `close` answers `Ok` only then).
+    pub closed_clean: AtomicBool,
     /// Every operation that writes (commit, create_account, disable_region,
     /// forfeit_unsettled, the checkpoint timer) holds this shared from its `closed` check
     /// to its end; `close` takes it exclusively, so it waits for them, and none starts after.
@@ -775,7 +777,9 @@ impl Db {
     /// [`Error::Poisoned`] after an earlier I/O failure of the global file,
     /// [`Error::Corrupt`] if it was found damaged; storage errors
     /// from the final checkpoint; [`Error::OutcomeUnknown`] if recording the clean close
-    /// failed. The store is closed either way; nothing acknowledged is lost.
+    /// failed. The store is closed either way; nothing acknowledged is lost. A close after
+    /// another clone's close answers `Ok` if that one recorded the clean close, else that
+    /// close's error again (the global file's) or [`Error::Closed`].
     pub fn close(self) -> Result<()> {
         let inner = &*self.inner;
         // The timer takes `writers` shared: stop it before waiting for the writers.
@@ -783,13 +787,21 @@ impl Db {
         // Waits for every write in flight; none starts after.
         let _no_writers = inner.writers.write();
         if inner.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            // Closed before (by this handle's clone): `Ok` only if that close recorded a
+            // clean close; otherwise its error again when the global file says it, else
+            // `Closed` (never an `Ok` for a close that did not happen).
+            if inner.closed_clean.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            inner.global.check()?;
+            return Err(Error::Closed);
         }
         // Poisoned (an I/O failure) or damaged: the error says which.
         inner.global.check()?;
         inner.checkpoint()?;
         let global = &inner.global;
         global.contain(|| crate::partition::catalog::mark_clean_close(global))?;
+        inner.closed_clean.store(true, Ordering::Release);
         // Every commit is durable now: the free pages the unsynced global commits left
         // behind can be given back. Done when each partition is released (below, unless
         // another handle or a snapshot still holds the store), see

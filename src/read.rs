@@ -202,13 +202,15 @@ pub(crate) fn check_record<'v, V: Value>(
     }
 }
 
+/// Field order is drop order: the opened tables (each keeps the read transaction in
+/// progress in redb) before the snapshot, which releases the region last.
 pub(crate) struct Snap {
-    pub region: Arc<Region>,
-    pub txn: Snapshot,
     /// Tables opened so far, with the schema they were checked against.
     tables: Vec<(Declared, Option<DataTable>)>,
     /// `_owned`, once opened (`Some(None)`: not in this region).
     owned: Option<Option<DataTable>>,
+    pub txn: Snapshot,
+    pub region: Arc<Region>,
 }
 
 impl Snap {
@@ -515,10 +517,11 @@ fn prefix_bounds(account: u64, prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// One region's range of a scan. It holds its region: a region disabled meanwhile keeps
 /// its file open until the scan is dropped (redb fails reads of a closed database).
+/// Field order is drop order: the range before its snapshot.
 struct RangePart {
-    region: Arc<Region>,
-    snapshot: Snapshot,
     range: redb::Range<'static, Bytes, Bytes>,
+    snapshot: Snapshot,
+    region: Arc<Region>,
     order: Order,
 }
 

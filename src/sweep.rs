@@ -308,10 +308,11 @@ impl<'a, V: Value> Sweep<'a, V> {
 
 /// One region's table at the sweep's snapshot. It holds its region: a region disabled
 /// meanwhile keeps its file open until the sweep ends.
+/// Field order is drop order: the table before its snapshot.
 struct Part {
-    region: Arc<Region>,
-    snapshot: Snapshot,
     table: ReadOnlyTable<Bytes, Bytes>,
+    snapshot: Snapshot,
+    region: Arc<Region>,
     rows: AtomicU64,
 }
 

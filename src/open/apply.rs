@@ -169,6 +169,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
             compact_on_close: b.compact_on_close,
         },
         closed: AtomicBool::new(false),
+        closed_clean: AtomicBool::new(false),
         writers: RwLock::new(()),
         timer: Default::default(),
         recovery: recovered.report,

@@ -40,13 +40,16 @@ impl Region {
     }
 
     /// A read snapshot of the region, shared by the records read from it. It keeps the
-    /// store's files registered until the last record of it is dropped.
-    pub fn snapshot(&self) -> Result<Snapshot> {
+    /// region (and the store's files registered) until the last record of it is dropped:
+    /// the partition is released after the snapshot's transaction ended, so the
+    /// compaction a clean close asks for finds no read transaction alive.
+    pub fn snapshot(self: &Arc<Self>) -> Result<Snapshot> {
         // Read before the snapshot begins (see `SchemaChecks`).
         let schema_gen = self.part.schemas.generation();
         Ok(Arc::new(SnapshotInner {
             txn: self.part.begin_read()?,
             schema_gen,
+            _region: self.clone(),
             _hold: self.hold.clone(),
         }))
     }
@@ -58,11 +61,14 @@ impl Region {
 pub(crate) type Snapshot = Arc<SnapshotInner>;
 
 pub(crate) struct SnapshotInner {
-    /// Declared first: the transaction (and, if it is the last user, the file) ends before
-    /// the registration is released.
+    /// Declared first: the transaction ends before the region is released (a partition
+    /// dropped while one of its read transactions lives could not compact: redb's
+    /// `compact` refuses with a transaction in progress), and both before the
+    /// registration is released.
     txn: ReadTransaction,
     /// The region's schema-check generation when the snapshot began.
     pub schema_gen: u64,
+    _region: Arc<Region>,
     _hold: Arc<Registration>,
 }
 
