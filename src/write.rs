@@ -354,8 +354,10 @@ impl Write {
     /// # Errors
     /// [`Error::SchemaMismatch`] if the table holds another type in this region (or this
     /// write used it with another type); [`Error::Corrupt`]; [`Error::InvalidArgument`]
-    /// for a bad table name or key.
+    /// for a bad table name or key; [`Error::Closed`] once the store is closed (as its
+    /// commit would be).
     pub fn get<V: Value>(&mut self, table: &Table<V>, key: impl Key) -> Result<Option<Record<V>>> {
+        self.db.inner.check_open()?;
         let key = key.key_bytes();
         let key: &[u8] = &key;
         check_table_name(table.name())?;
