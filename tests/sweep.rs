@@ -645,8 +645,16 @@ fn a_callback_panic_is_resumed_on_the_caller_after_every_thread_stopped() {
         let calls = AtomicU64::new(0);
         let r = catch_unwind(AssertUnwindSafe(|| {
             db.sweep(&NOTES).threads(threads).run(|_, _, _, _| {
-                if calls.fetch_add(1, Ordering::Relaxed) == 10 {
+                let n = calls.fetch_add(1, Ordering::Relaxed);
+                if n == 10 {
                     panic!("boom in the callback");
+                }
+                if n > 10 {
+                    // The other thread stops at its next row once the panicking one has
+                    // unwound (after the panic hook, which may capture a backtrace: slow
+                    // on a loaded machine); pace it so the bound below measures the
+                    // stop, not the scheduler (3,000 rows = 0.6 s of hook time).
+                    std::thread::sleep(std::time::Duration::from_micros(200));
                 }
                 Ok::<(), Error>(())
             })
