@@ -387,7 +387,7 @@ enum Fail {
 fn lose_group(
     inner: &Inner,
     g: Option<ReserveTxn>,
-    w: redb::WriteTransaction,
+    w: crate::partition::Txn,
     mut out: Outcome,
     id: u64,
     e: Error,

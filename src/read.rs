@@ -205,10 +205,11 @@ pub(crate) fn check_record<'v, V: Value>(
 /// Field order is drop order: the opened tables (each keeps the read transaction in
 /// progress in redb) before the snapshot, which releases the region last.
 pub(crate) struct Snap {
-    /// Tables opened so far, with the schema they were checked against.
-    tables: Vec<(Declared, Option<DataTable>)>,
+    /// Tables used so far (opened in the snapshot and shared by it), with the schema they
+    /// were checked against: kept here too, so a kept `Read` or `View` takes no lock.
+    tables: Vec<(Declared, Option<Arc<DataTable>>)>,
     /// `_owned`, once opened (`Some(None)`: not in this region).
-    owned: Option<Option<DataTable>>,
+    owned: Option<Option<Arc<DataTable>>>,
     pub txn: Snapshot,
     pub region: Arc<Region>,
 }
@@ -217,13 +218,14 @@ impl Snap {
     /// `_owned` of this snapshot, opened on first use.
     pub fn owned(&mut self) -> Result<Option<&DataTable>> {
         if self.owned.is_none() {
+            let part = &self.region.part;
+            let txn = &self.txn;
             self.owned = Some(
-                self.region
-                    .part
-                    .read_table(&self.txn, crate::schema::OWNED)?,
+                txn.read
+                    .owned(|| part.read_table(txn, crate::schema::OWNED))?,
             );
         }
-        Ok(self.owned.as_ref().and_then(Option::as_ref))
+        Ok(self.owned.as_ref().and_then(Option::as_ref).map(|t| &**t))
     }
 
     /// Record `key` of `account` in table `table`, read in place.
@@ -314,20 +316,31 @@ impl Snaps {
 fn snap_table<'s, V: Value>(
     region: &Region,
     txn: &Snapshot,
-    tables: &'s mut Vec<(Declared, Option<DataTable>)>,
+    tables: &'s mut Vec<(Declared, Option<Arc<DataTable>>)>,
     t: &Table<V>,
 ) -> Result<(&'s Declared, Option<&'s DataTable>)> {
     let idx = match tables.iter().position(|(n, _)| n.is_of(t)) {
         Some(i) => i,
         None => {
             let d = Declared::of(t);
-            let table = open_checked(&region.part, txn, &d)?;
+            let table = shared_table(&region.part, txn, &d)?;
             tables.push((d, table));
             tables.len() - 1
         }
     };
     let (d, table) = &tables[idx];
-    Ok((d, table.as_ref()))
+    Ok((d, table.as_deref()))
+}
+
+/// User table `d.table` of a snapshot, opened and checked once per snapshot transaction
+/// (shared by the snapshots and threads that use the transaction, see
+/// [`SharedRead`](crate::partition::SharedRead)).
+pub(crate) fn shared_table(
+    part: &Partition,
+    txn: &Snapshot,
+    d: &Declared,
+) -> Result<Option<Arc<DataTable>>> {
+    txn.read.table(d, || open_checked(part, txn, d))
 }
 
 /// Opens user table `d.table` of a snapshot and checks its recorded schema against `d`;
@@ -343,14 +356,14 @@ pub(crate) fn open_checked(
     let Some(t) = part.read_table(txn, def)? else {
         return Ok(None);
     };
-    if part.schemas.passed(d, txn.schema_gen) {
+    if part.schemas.passed(d, txn.schema_gen()) {
         return Ok(Some(t));
     }
     let rows = redb::ReadableTableMetadata::len(&t).at(part)?;
     schemas::check_read(part, txn, d, rows)?;
     if rows > 0 {
         // Passed with a recorded schema row (not merely "empty, nothing recorded").
-        part.schemas.pass(d, txn.schema_gen);
+        part.schemas.pass(d, txn.schema_gen());
     }
     Ok(Some(t))
 }

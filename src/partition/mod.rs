@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::backends::{DynBackend, ReadOnly, Storage};
 use crate::error::{Error, Result};
@@ -48,6 +48,134 @@ pub(crate) struct Partition {
     looks: Looks,
     /// Schema checks of user tables that passed (see [`SchemaChecks`]).
     pub schemas: SchemaChecks,
+    /// The newest snapshot, shared by the reads that begin before the next commit (see
+    /// [`SharedReads`]).
+    reads: Arc<SharedReads>,
+}
+
+/// The partition's newest read snapshot, shared by every read that begins before the next
+/// commit: a fresh `Read`, `View`, lookup or scan then costs no redb `begin_read` and no
+/// `open_table` (with many region files those meet cold structures and dominated a fresh
+/// read: docs/design.md, "Shared snapshots").
+///
+/// Coherence: `generation` is even while no commit runs; every commit of the partition
+/// goes through [`Txn::commit`], which makes it odd (and drops the kept snapshot) before
+/// redb's commit and even again after it returns, whatever the outcome. A snapshot begun
+/// after reading an even generation `g` is kept tagged `g` (only if the generation is
+/// still `g` once it began, checked under the slot's lock, so nothing is stored after a
+/// commit dropped the slot), and a read may take it only while the generation is still
+/// `g`: no commit started since the snapshot's reader read `g`, so it holds every commit
+/// that returned before that read, and so every commit that returned before this one.
+/// While a commit runs (odd), reads begin their own snapshots, as without this.
+///
+/// Memory: the kept snapshot is the newest, so it pins no page a later commit freed; a
+/// commit drops it (redb can then reuse what the next commit frees), and the partition
+/// drops it first when it is released (a clean close's compaction needs no live read).
+#[derive(Default)]
+pub(crate) struct SharedReads {
+    generation: AtomicU64,
+    newest: parking_lot::RwLock<Option<(u64, Arc<SharedRead>)>>,
+}
+
+impl SharedReads {
+    /// Held across a commit: odd, the kept snapshot dropped; even again when dropped.
+    fn committing(&self) -> Committing<'_> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let old = self.newest.write().take();
+        // Ends its read transaction (if no read holds it) outside the lock.
+        drop(old);
+        Committing(self)
+    }
+}
+
+struct Committing<'a>(&'a SharedReads);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// A read transaction with the tables opened in it so far, shared by the snapshots that
+/// use it (`set::Snapshot`). Field order is drop order: the opened tables (each keeps the
+/// transaction in progress in redb) before the transaction.
+pub(crate) struct SharedRead {
+    /// User tables opened (and schema-checked against the handle's `Declared`), `None`
+    /// when the table does not exist in this snapshot.
+    tables: parking_lot::Mutex<Vec<(schemas::Declared, Option<Arc<DataTable>>)>>,
+    /// `_owned`, once opened.
+    owned: OnceLock<Option<Arc<DataTable>>>,
+    txn: ReadTransaction,
+    /// The partition's schema-check generation when the transaction began.
+    pub schema_gen: u64,
+}
+
+impl SharedRead {
+    pub fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
+    /// User table `d.table`, opened and checked on first use in this transaction
+    /// (`open`), then shared.
+    pub fn table(
+        &self,
+        d: &schemas::Declared,
+        open: impl FnOnce() -> Result<Option<DataTable>>,
+    ) -> Result<Option<Arc<DataTable>>> {
+        if let Some((_, t)) = self.tables.lock().iter().find(|(x, _)| x == d) {
+            return Ok(t.clone());
+        }
+        // Opened outside the lock (it may read `_schemas`); two readers racing here both
+        // open it, the first stored wins.
+        let t = open()?.map(Arc::new);
+        let mut tables = self.tables.lock();
+        if let Some((_, kept)) = tables.iter().find(|(x, _)| x == d) {
+            return Ok(kept.clone());
+        }
+        tables.push((*d, t.clone()));
+        Ok(t)
+    }
+
+    /// `_owned`, opened on first use in this transaction, then shared.
+    pub fn owned(&self, open: impl FnOnce() -> Result<Option<DataTable>>) -> Result<Option<Arc<DataTable>>> {
+        if let Some(t) = self.owned.get() {
+            return Ok(t.clone());
+        }
+        let t = open()?.map(Arc::new);
+        Ok(self.owned.get_or_init(|| t).clone())
+    }
+}
+
+/// A write transaction of a partition. Its [`commit`](Txn::commit) is the only way the
+/// partition's contents change (redb's own `commit` is not reachable through it), so it
+/// is where the shared snapshot is retired ([`SharedReads`]). Derefs to redb's
+/// transaction for everything else; dropped uncommitted, it aborts (nothing changed).
+pub(crate) struct Txn {
+    w: WriteTransaction,
+    reads: Arc<SharedReads>,
+}
+
+impl std::ops::Deref for Txn {
+    type Target = WriteTransaction;
+    fn deref(&self) -> &WriteTransaction {
+        &self.w
+    }
+}
+
+impl std::ops::DerefMut for Txn {
+    fn deref_mut(&mut self) -> &mut WriteTransaction {
+        &mut self.w
+    }
+}
+
+impl Txn {
+    /// redb's commit, with the shared snapshot retired around it.
+    pub fn commit(self) -> std::result::Result<(), redb::CommitError> {
+        let _committing = self.reads.committing();
+        self.w.commit()
+    }
 }
 
 /// The schema checks (`schemas::check_read`) that passed in a region, so that a new
@@ -145,6 +273,7 @@ impl Partition {
             path: path.to_owned(),
             looks: looks.clone(),
             schemas: SchemaChecks::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -220,21 +349,25 @@ impl Partition {
         }
     }
 
-    pub fn begin_write(&self) -> Result<WriteTransaction> {
+    pub fn begin_write(&self) -> Result<Txn> {
         self.check()?;
         contain::touch(self);
-        self.db()?.begin_write().at(self)
+        let w = self.db()?.begin_write().at(self)?;
+        Ok(Txn {
+            w,
+            reads: self.reads.clone(),
+        })
     }
 
     /// A write transaction that commits without fsync (made durable by a later synced
     /// commit of the same partition).
-    pub fn begin_write_unsynced(&self) -> Result<WriteTransaction> {
+    pub fn begin_write_unsynced(&self) -> Result<Txn> {
         let mut w = self.begin_write()?;
         w.set_durability(redb::Durability::None).at(self)?;
         Ok(w)
     }
 
-    pub fn commit(&self, w: WriteTransaction) -> Result<()> {
+    pub fn commit(&self, w: Txn) -> Result<()> {
         contain::touch(self);
         w.commit().at(self)
     }
@@ -242,7 +375,7 @@ impl Partition {
     /// Commits a change that no later step rebuilds (account creation, catalog changes):
     /// a failed commit may still be durable (redb may have written it before the failing
     /// sync), so its failure is [`Error::OutcomeUnknown`], never "nothing was written".
-    pub fn commit_settled(&self, w: WriteTransaction) -> Result<()> {
+    pub fn commit_settled(&self, w: Txn) -> Result<()> {
         contain::touch(self);
         w.commit().map_err(|e| {
             let _ = self.err(redb::Error::PreviousIo); // poison, as for any I/O failure
@@ -258,10 +391,44 @@ impl Partition {
         contain::touch(self);
         self.db()?.begin_read().at(self)
     }
+
+    /// The newest snapshot, shared with the other reads that begin before the next commit
+    /// (see [`SharedReads`]); a new one if none is kept or a commit is running.
+    pub fn shared_read(&self) -> Result<Arc<SharedRead>> {
+        self.check_damaged()?;
+        let reads = &*self.reads;
+        let generation = reads.generation.load(Ordering::SeqCst);
+        let even = generation.is_multiple_of(2);
+        if even && let Some((g, kept)) = &*reads.newest.read() && *g == generation {
+            return Ok(kept.clone());
+        }
+        // Read before the transaction begins (see `SchemaChecks`).
+        let schema_gen = self.schemas.generation();
+        let read = Arc::new(SharedRead {
+            tables: parking_lot::Mutex::new(Vec::new()),
+            owned: OnceLock::new(),
+            txn: self.begin_read()?,
+            schema_gen,
+        });
+        if even {
+            let mut newest = reads.newest.write();
+            // Still `generation`: no commit started since it was read, so none dropped the
+            // slot after this point either (a commit takes this lock to drop it).
+            if reads.generation.load(Ordering::SeqCst) == generation {
+                let old = newest.replace((generation, read.clone()));
+                drop(newest);
+                drop(old);
+            }
+        }
+        Ok(read)
+    }
 }
 
 impl Drop for Partition {
     fn drop(&mut self) {
+        // The kept snapshot first: nothing else can hold it now (every snapshot holds its
+        // region), and a compaction needs no read transaction alive.
+        drop(self.reads.newest.write().take());
         let Some(db) = self.db.take() else { return };
         if std::thread::panicking() {
             if self.is_damaged() {

@@ -8,7 +8,7 @@ use parking_lot::RwLock;
 use redb::ReadTransaction;
 
 use crate::error::{Error, Result};
-use crate::partition::Partition;
+use crate::partition::{Partition, SharedRead};
 use crate::partition::registry::Registration;
 use crate::types::RegionId;
 
@@ -39,16 +39,15 @@ impl Region {
         }
     }
 
-    /// A read snapshot of the region, shared by the records read from it. It keeps the
-    /// region (and the store's files registered) until the last record of it is dropped:
-    /// the partition is released after the snapshot's transaction ended, so the
-    /// compaction a clean close asks for finds no read transaction alive.
+    /// A read snapshot of the region, shared by the records read from it: the region's
+    /// newest snapshot when no commit ran since it was taken ([`Partition::shared_read`]),
+    /// else a new one. It keeps the region (and the store's files registered) until the
+    /// last record of it is dropped: the partition is released after the snapshot's
+    /// transaction ended, so the compaction a clean close asks for finds no read
+    /// transaction alive.
     pub fn snapshot(self: &Arc<Self>) -> Result<Snapshot> {
-        // Read before the snapshot begins (see `SchemaChecks`).
-        let schema_gen = self.part.schemas.generation();
         Ok(Arc::new(SnapshotInner {
-            txn: self.part.begin_read()?,
-            schema_gen,
+            read: self.part.shared_read()?,
             _region: self.clone(),
             _hold: self.hold.clone(),
         }))
@@ -61,21 +60,27 @@ impl Region {
 pub(crate) type Snapshot = Arc<SnapshotInner>;
 
 pub(crate) struct SnapshotInner {
-    /// Declared first: the transaction ends before the region is released (a partition
-    /// dropped while one of its read transactions lives could not compact: redb's
-    /// `compact` refuses with a transaction in progress), and both before the
-    /// registration is released.
-    txn: ReadTransaction,
-    /// The region's schema-check generation when the snapshot began.
-    pub schema_gen: u64,
+    /// Declared first: the transaction (and the tables opened in it) end before the region
+    /// is released (a partition dropped while one of its read transactions lives could not
+    /// compact: redb's `compact` refuses with a transaction in progress), and both before
+    /// the registration is released. The region's kept newest snapshot may share it; the
+    /// region drops that one before its partition is released.
+    pub read: Arc<SharedRead>,
     _region: Arc<Region>,
     _hold: Arc<Registration>,
+}
+
+impl SnapshotInner {
+    /// The region's schema-check generation when the transaction began.
+    pub fn schema_gen(&self) -> u64 {
+        self.read.schema_gen
+    }
 }
 
 impl std::ops::Deref for SnapshotInner {
     type Target = ReadTransaction;
     fn deref(&self) -> &ReadTransaction {
-        &self.txn
+        self.read.txn()
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) struct Reservation {
 pub(crate) struct ReserveTxn<'c> {
     coord: &'c Coordinator,
     /// `None` once committed.
-    w: Option<redb::WriteTransaction>,
+    w: Option<crate::partition::Txn>,
     region: u16,
     /// This Reserve writes the region's `_dirty` row and is synced.
     mark_dirty: bool,
