@@ -19,7 +19,6 @@ use crate::partition::Partition;
 use crate::partition::global::{CatalogEntry, unique_key};
 use crate::partition::set::{Region, RegionSet, RegionSlot};
 use crate::read::{Hit, Read, Rows};
-use crate::reservation::index::IndexRead;
 use crate::reservation::recovery::RecoveryReport;
 use crate::reservation::state::{Entry, State};
 use crate::schema::{ACCOUNT_NAMES, ACCOUNTS};
@@ -261,8 +260,14 @@ impl Inner {
         let entry = self
             .global
             .contain(|| {
-                let txn = self.global.begin_read()?;
-                IndexRead::open(&self.global, &txn)?.get(&key)
+                // The global's newest snapshot when no commit ran since it was taken (a
+                // read-mostly store then opens neither a transaction nor `_unique` per
+                // miss): as new as one begun now, so the epoch rule above holds as is.
+                let read = self.global.shared_read()?;
+                match read.internal(&self.global, crate::schema::UNIQUE_NAME)? {
+                    Some(t) => crate::reservation::index::get_in(&self.global, &*t, &key),
+                    None => Ok(None),
+                }
             })?
             .map(Arc::new);
         cache.fill(&key, entry.clone(), epoch);

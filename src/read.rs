@@ -219,11 +219,7 @@ impl Snap {
     pub fn owned(&mut self) -> Result<Option<&DataTable>> {
         if self.owned.is_none() {
             let part = &self.region.part;
-            let txn = &self.txn;
-            self.owned = Some(
-                txn.read
-                    .owned(|| part.read_table(txn, crate::schema::OWNED))?,
-            );
+            self.owned = Some(self.txn.read.internal(part, crate::schema::OWNED_NAME)?);
         }
         Ok(self.owned.as_ref().and_then(Option::as_ref).map(|t| &**t))
     }

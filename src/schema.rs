@@ -42,7 +42,8 @@ pub(crate) const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("_
 pub(crate) const ACCOUNT_NAMES: TableDefinition<&str, u64> = TableDefinition::new("_account_names");
 /// Unique index: `[ns_len u8][ns][digest 16]` -> encoded entry (`reservation/state.rs`).
 /// Never holds a plaintext value.
-pub(crate) const UNIQUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("_unique");
+pub(crate) const UNIQUE_NAME: &str = "_unique";
+pub(crate) const UNIQUE: TableDefinition<&[u8], &[u8]> = TableDefinition::new(UNIQUE_NAME);
 /// In-flight reservations: `[txn u128 BE][unique key]` -> (). Lets recovery find Pending and
 /// Releasing entries without scanning the whole index.
 pub(crate) const INFLIGHT: TableDefinition<&[u8], ()> = TableDefinition::new("_inflight");
@@ -86,7 +87,8 @@ pub(crate) const FROZEN_SENTINEL: u64 = u64::MAX;
 pub(crate) const MARKERS: TableDefinition<u128, &[u8]> = TableDefinition::new("_markers");
 /// Unique values owned by a record: `[table_len u8][table][account u64 BE][user key]` ->
 /// encoded list of (namespace, digest, plaintext). The plaintext stays in the region.
-pub(crate) const OWNED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("_owned");
+pub(crate) const OWNED_NAME: &str = "_owned";
+pub(crate) const OWNED: TableDefinition<&[u8], &[u8]> = TableDefinition::new(OWNED_NAME);
 /// What each user table holds: (table, schema version) -> `[codec u8][fingerprint u64
 /// LE][type name utf-8]` (`partition/schemas.rs`). Written with a table's first row; never
 /// changed.

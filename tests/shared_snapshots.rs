@@ -146,7 +146,10 @@ fn fresh_reads_never_miss_a_returned_commit() {
     let checks: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(checks > 0, "the readers checked nothing");
     let read = db.read(b).unwrap();
-    assert!(read.get(&T, "dup").unwrap().is_none(), "a refused write left a record");
+    assert!(
+        read.get(&T, "dup").unwrap().is_none(),
+        "a refused write left a record"
+    );
 }
 
 /// Every kind of commit is seen by the next read on the same thread, through every read
@@ -164,8 +167,18 @@ fn every_kind_of_commit_is_seen_by_the_next_read() {
         .collect();
     let get = |id: AccountId, key: &str| -> Option<u64> {
         // A fresh Read, and a View made now: the same answer.
-        let a = db.read(id).unwrap().get(&T, key).unwrap().map(|r| version_of(&r));
-        let b = db.view().unwrap().get(id, &T, key).unwrap().map(|r| version_of(&r));
+        let a = db
+            .read(id)
+            .unwrap()
+            .get(&T, key)
+            .unwrap()
+            .map(|r| version_of(&r));
+        let b = db
+            .view()
+            .unwrap()
+            .get(id, &T, key)
+            .unwrap()
+            .map(|r| version_of(&r));
         assert_eq!(a, b, "a Read and a View disagree on {key}");
         a
     };
@@ -199,7 +212,11 @@ fn every_kind_of_commit_is_seen_by_the_next_read() {
 
         let mut batch = db.batch_in("eu").unwrap();
         for id in &ids {
-            batch.write(*id).unwrap().insert(&T, "b", &record(round)).unwrap();
+            batch
+                .write(*id)
+                .unwrap()
+                .insert(&T, "b", &record(round))
+                .unwrap();
         }
         batch.commit().unwrap();
         for id in &ids {

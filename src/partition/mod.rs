@@ -105,8 +105,8 @@ pub(crate) struct SharedRead {
     /// User tables opened (and schema-checked against the handle's `Declared`), `None`
     /// when the table does not exist in this snapshot.
     tables: parking_lot::Mutex<Vec<(schemas::Declared, Option<Arc<DataTable>>)>>,
-    /// `_owned`, once opened.
-    owned: OnceLock<Option<Arc<DataTable>>>,
+    /// Internal tables opened (`_owned` of a region, `_unique` of the global), by name.
+    internal: parking_lot::Mutex<Vec<(&'static str, Option<Arc<DataTable>>)>>,
     txn: ReadTransaction,
     /// The partition's schema-check generation when the transaction began.
     pub schema_gen: u64,
@@ -138,13 +138,25 @@ impl SharedRead {
         Ok(t)
     }
 
-    /// `_owned`, opened on first use in this transaction, then shared.
-    pub fn owned(&self, open: impl FnOnce() -> Result<Option<DataTable>>) -> Result<Option<Arc<DataTable>>> {
-        if let Some(t) = self.owned.get() {
-            return Ok(t.clone());
+    /// Internal table `name` (`_owned`, `_unique`), opened on first use in this
+    /// transaction, then shared; `None` if the partition has none.
+    pub fn internal(&self, part: &Partition, name: &'static str) -> Result<Option<Arc<DataTable>>> {
+        let def = redb::TableDefinition::<&'static [u8], &'static [u8]>::new(name);
+        let find = |list: &Vec<(&'static str, Option<Arc<DataTable>>)>| {
+            list.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| t.clone())
+        };
+        if let Some(t) = find(&self.internal.lock()) {
+            return Ok(t);
         }
-        let t = open()?.map(Arc::new);
-        Ok(self.owned.get_or_init(|| t).clone())
+        let t = part.read_table(&self.txn, def)?.map(Arc::new);
+        let mut list = self.internal.lock();
+        if let Some(kept) = find(&list) {
+            return Ok(kept);
+        }
+        list.push((name, t.clone()));
+        Ok(t)
     }
 }
 
@@ -399,14 +411,17 @@ impl Partition {
         let reads = &*self.reads;
         let generation = reads.generation.load(Ordering::SeqCst);
         let even = generation.is_multiple_of(2);
-        if even && let Some((g, kept)) = &*reads.newest.read() && *g == generation {
+        if even
+            && let Some((g, kept)) = &*reads.newest.read()
+            && *g == generation
+        {
             return Ok(kept.clone());
         }
         // Read before the transaction begins (see `SchemaChecks`).
         let schema_gen = self.schemas.generation();
         let read = Arc::new(SharedRead {
             tables: parking_lot::Mutex::new(Vec::new()),
-            owned: OnceLock::new(),
+            internal: parking_lot::Mutex::new(Vec::new()),
             txn: self.begin_read()?,
             schema_gen,
         });

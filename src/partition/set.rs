@@ -8,8 +8,8 @@ use parking_lot::RwLock;
 use redb::ReadTransaction;
 
 use crate::error::{Error, Result};
-use crate::partition::{Partition, SharedRead};
 use crate::partition::registry::Registration;
+use crate::partition::{Partition, SharedRead};
 use crate::types::RegionId;
 
 /// An open region partition.

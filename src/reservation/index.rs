@@ -21,7 +21,7 @@ pub(crate) fn decode_entry(global: &Partition, bytes: &[u8]) -> Result<Entry> {
     Entry::decode(bytes).ok_or_else(|| Error::corrupt(&global.name, "undecodable unique entry"))
 }
 
-fn get_in(
+pub(crate) fn get_in(
     global: &Partition,
     unique: &impl ReadableTable<&'static [u8], &'static [u8]>,
     key: &[u8],
