@@ -98,6 +98,9 @@ impl Drop for Committing<'_> {
 
 type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
+/// Internal tables opened in a shared read, by name (`None`: not in the partition).
+type InternalTables = Vec<(&'static str, Option<Arc<DataTable>>)>;
+
 /// A read transaction with the tables opened in it so far, shared by the snapshots that
 /// use it (`set::Snapshot`). Field order is drop order: the opened tables (each keeps the
 /// transaction in progress in redb) before the transaction.
@@ -106,7 +109,7 @@ pub(crate) struct SharedRead {
     /// when the table does not exist in this snapshot.
     tables: parking_lot::Mutex<Vec<(schemas::Declared, Option<Arc<DataTable>>)>>,
     /// Internal tables opened (`_owned` of a region, `_unique` of the global), by name.
-    internal: parking_lot::Mutex<Vec<(&'static str, Option<Arc<DataTable>>)>>,
+    internal: parking_lot::Mutex<InternalTables>,
     txn: ReadTransaction,
     /// The partition's schema-check generation when the transaction began.
     pub schema_gen: u64,
@@ -142,7 +145,7 @@ impl SharedRead {
     /// transaction, then shared; `None` if the partition has none.
     pub fn internal(&self, part: &Partition, name: &'static str) -> Result<Option<Arc<DataTable>>> {
         let def = redb::TableDefinition::<&'static [u8], &'static [u8]>::new(name);
-        let find = |list: &Vec<(&'static str, Option<Arc<DataTable>>)>| {
+        let find = |list: &InternalTables| {
             list.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, t)| t.clone())
