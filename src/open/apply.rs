@@ -2,7 +2,8 @@
 //! interrupt anywhere, then run recovery.
 //!
 //! 1. Open the global file read-write (or create a new store's), then every existing
-//!    region file: each takes its lock before anything is written to the catalog.
+//!    region file (over a few threads: see `parallel`): each takes its lock before
+//!    anything is written to the catalog.
 //! 2. Record the ids of new regions as rows not yet created (synced).
 //! 3. Create each new region file (built under `<path>.creating`, synced, renamed).
 //! 4. Record the rest in one synced commit: created and enabled flags, paths, frozen
@@ -78,22 +79,33 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         uuid: Some(state.uuid),
         region: Some((name.to_owned(), id)),
     };
+    // Over a few threads (`parallel`): each open is mostly redb's fsync of the file's
+    // header; the error reported is the one the first failing file (in order) gives.
+    let existing: Vec<usize> = (0..planned.len())
+        .filter(|&i| planned[i].step != FileStep::Create)
+        .collect();
+    let opened = super::parallel::in_order(
+        existing.len(),
+        |k| planned[existing[k]].name.clone(),
+        |k| {
+            let i = existing[k];
+            let r = &planned[i];
+            let exp = expect(&r.name, r.entry.id);
+            let p = partition::open_rw(&storage, &r.path, &r.name, cache_of(i + 1), &looks, &exp)?;
+            if finish.settled_doubtful.contains(&r.entry.id) {
+                // A commit of unknown outcome may sit in the file's live image: one synced
+                // commit makes what the file holds durable before the global forgets it.
+                p.contain(|| {
+                    let w = p.begin_write()?;
+                    p.commit(w)
+                })?;
+            }
+            Ok(p)
+        },
+    );
     let mut parts: HashMap<String, Partition> = HashMap::new();
-    for (i, r) in planned.iter().enumerate() {
-        if r.step == FileStep::Create {
-            continue;
-        }
-        let exp = expect(&r.name, r.entry.id);
-        let p = partition::open_rw(&storage, &r.path, &r.name, cache_of(i + 1), &looks, &exp)?;
-        if finish.settled_doubtful.contains(&r.entry.id) {
-            // A commit of unknown outcome may sit in the file's live image: one synced
-            // commit makes what the file holds durable before the global forgets it.
-            p.contain(|| {
-                let w = p.begin_write()?;
-                p.commit(w)
-            })?;
-        }
-        parts.insert(r.name.clone(), p);
+    for (k, p) in opened.into_iter().enumerate() {
+        parts.insert(planned[existing[k]].name.clone(), p?);
     }
 
     // 2. Ids of new regions, durable before their files exist: ids are assigned once.

@@ -6,6 +6,7 @@
 //! and writes live with the global partition (`partition::catalog`).
 
 mod apply;
+mod parallel;
 mod plan;
 
 use std::path::Path;
