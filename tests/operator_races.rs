@@ -480,7 +480,7 @@ fn a_checkpoint_that_cannot_delete_a_fenced_regions_markers_loses_nothing() {
 // ---------------------------------------------------------------------------------------
 // 4. The class: every data path racing every operator path, reopened and checked.
 
-const CLASS_ROUNDS: u64 = 10;
+const CLASS_ROUNDS: u64 = 12;
 const WRITERS: usize = 3;
 const STEPS: usize = 24;
 const VALUES: u64 = 6;
@@ -500,6 +500,12 @@ enum Operator {
     Forfeit,
     Close,
 }
+
+/// A bulk creation: the (name, home) of each account, and its outcome.
+type BulkCreate = (
+    Vec<(String, &'static str)>,
+    regionkv::Result<Vec<AccountId>>,
+);
 
 /// A record as acknowledged: its value and the unique value it claims.
 type Rec = Option<(Vec<u8>, Option<String>)>;
@@ -773,11 +779,11 @@ fn operator_paths_racing_every_data_path_keep_the_invariants() {
         .collect();
     db.close().unwrap();
     let mut model = Model::new();
-    let mut creates: Vec<(
-        Vec<(String, &'static str)>,
-        regionkv::Result<Vec<AccountId>>,
-    )> = Vec::new();
+    let mut creates: Vec<BulkCreate> = Vec::new();
     let mut unsettled_next = false;
+    // Outcomes over all rounds: the race must have been run (writes acknowledged, writes
+    // refused by a disable, by an unsettled region, by the close).
+    let mut tally: BTreeMap<&'static str, usize> = BTreeMap::new();
     for round in 0..CLASS_ROUNDS {
         let mut g = Rng(0xc1a55 + round * 7919);
         let db = if unsettled_next {
@@ -1006,6 +1012,16 @@ fn operator_paths_racing_every_data_path_keep_the_invariants() {
                 apply(&mut model, t, region, recs, r);
             }
         }
+        for (_, _, r) in logs.iter().flatten() {
+            let kind = match r {
+                Ok(()) => "ok",
+                Err(Error::RegionDisabled(_)) => "region disabled",
+                Err(Error::RegionUnsettled(_)) => "region unsettled",
+                Err(Error::Closed) => "closed",
+                Err(_) => "other refusal",
+            };
+            *tally.entry(kind).or_default() += 1;
+        }
         creates.extend(created);
         // A clean close or a power loss; then reopen with every region enabled and check.
         let power_loss = g.next(2) == 0;
@@ -1058,5 +1074,9 @@ fn operator_paths_racing_every_data_path_keep_the_invariants() {
         } else {
             db.close().expect("close after the check");
         }
+    }
+    eprintln!("operator_races class test: write outcomes {tally:?}");
+    for kind in ["ok", "region disabled", "closed"] {
+        assert!(tally.contains_key(kind), "no write was {kind}: {tally:?}");
     }
 }
