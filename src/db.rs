@@ -318,7 +318,11 @@ impl Db {
     ///
     /// # Errors
     /// [`Error::AccountNameTaken`]; [`Error::RegionUnknown`] or [`Error::RegionDisabled`]
-    /// for the home region (an allowed region may be disabled); [`Error::InvalidArgument`]
+    /// for the home region (an allowed region may be disabled). A creation racing a
+    /// [`Db::disable_region`] of its home is ordered with it: it commits before the disable
+    /// begins (the disable waits for it), or it is refused with `RegionDisabled` and creates
+    /// nothing; an account is never homed in a region disabled before it was created.
+    /// [`Error::InvalidArgument`]
     /// for an empty or over-long name (1 to 128 bytes); [`Error::OutcomeUnknown`] if the
     /// synced commit failed (the account may exist after a reopen: look it up by name).
     pub fn create_account(&self, new: NewAccount) -> Result<AccountId> {
@@ -371,6 +375,29 @@ impl Db {
         }
         if planned.is_empty() {
             return Ok(Vec::new());
+        }
+        // The home regions' write gates, held shared until the commit is over: a
+        // `disable_region` of a home either returned before (the region is refused here,
+        // as if it had been disabled before the call) or waits for this creation to end.
+        // Taken in region-id order, so two creations and two disables cannot wait on each
+        // other in a cycle (a waiting writer blocks new readers).
+        let mut homes: Vec<(RegionId, String)> = planned
+            .iter()
+            .map(|(n, h, _)| (*h, n.home.clone()))
+            .collect();
+        homes.sort_by_key(|(h, _)| h.0);
+        homes.dedup_by_key(|(h, _)| h.0);
+        let homes: Vec<(Arc<Region>, String)> = homes
+            .into_iter()
+            .map(|(h, name)| inner.region(h).map(|r| (r, name)))
+            .collect::<Result<_>>()?;
+        let mut _home_gates = Vec::with_capacity(homes.len());
+        for (region, name) in &homes {
+            let gate = region.writable.read();
+            if !*gate {
+                return Err(Error::RegionDisabled(name.clone()));
+            }
+            _home_gates.push(gate);
         }
         let global = &inner.global;
         let accounts = global.contain(|| {
@@ -528,6 +555,10 @@ impl Db {
     /// Every row of `table` in every enabled region, each tagged with its region and
     /// account: for workers (expiry sweeps, counts).
     ///
+    /// Regions disabled when it is called are skipped; a region disabled by
+    /// [`Db::disable_region`] while the scan runs is read to the end (the scan is one
+    /// operation at the snapshots taken when it was called).
+    ///
     /// # Errors
     /// Storage errors; a row that fails its checksum is yielded as [`Error::Corrupt`].
     pub fn scan_all<V: Value>(&self, table: &Table<V>) -> Result<Rows<V>> {
@@ -578,10 +609,25 @@ impl Db {
     }
 
     /// Disables a region while the store is open: it waits for the region's writes in
-    /// flight, runs a checkpoint, records the choice and the region's record counts in the
-    /// catalog; later reads and writes to it return [`Error::RegionDisabled`], and its file
-    /// is released once the last read, scan or write using it ends. Re-enable it by
-    /// listing it with [`Builder::region`] at the next open.
+    /// flight (and account creations homed there), runs a checkpoint, records the choice
+    /// and the region's record counts in the catalog. Re-enable it by listing it with
+    /// [`Builder::region`] at the next open.
+    ///
+    /// Reads: every read *operation* that begins after it returned refuses the region
+    /// with [`Error::RegionDisabled`], whatever handle it goes through — a new one, or a
+    /// [`Read`](crate::Read), [`View`](crate::View) or [`Write`](crate::Write) whose
+    /// snapshot of the region was taken before ([`Read::get`](crate::Read::get),
+    /// [`Read::get_in`](crate::Read::get_in), [`View::get`](crate::View::get),
+    /// [`View::find_unique`](crate::View::find_unique), [`Db::find_unique`],
+    /// [`Write::get`](crate::Write::get); [`Read::scan`](crate::Read::scan) yields one
+    /// `RegionDisabled` item for it and goes on with the other regions; [`Db::scan_all`]
+    /// and [`Db::sweep`] skip it). An operation that began before is ordered before the
+    /// disable and completes at its snapshot: a scan or sweep in progress reads the region
+    /// to the end, and records and hits returned stay readable. The region's unique values
+    /// stay taken ([`Db::is_taken`]). Writes there, and creations of accounts homed there,
+    /// are refused the same way. Its file is released once the last record, scan or write
+    /// holding it is dropped (a handle drops its snapshot of the region when it meets the
+    /// disable).
     ///
     /// ```
     /// # use regionkv::{Db, Error, NewAccount};
@@ -651,6 +697,9 @@ impl Db {
         // Disabled (or, if the catalog commit failed, perhaps disabled: the region refuses
         // writes from now on either way, so the counts recorded stay right).
         inner.coord.drop_tombstones.store(false, Ordering::Release);
+        // Reads refuse it from here (kept snapshots too), before the set says so: a
+        // lookup that found it open in the set still meets this flag.
+        region.mark_disabled();
         *writable = false;
         drop(writable);
         let mut set = inner.regions.write();

@@ -292,6 +292,12 @@ impl Snaps {
                 snaps.len() - 1
             }
         };
+        // A region disabled at run time is read by nobody from then on, through a kept
+        // snapshot too; the snapshot is dropped, so the file is released sooner.
+        if let Err(e) = snaps[idx].region.check_enabled() {
+            snaps.swap_remove(idx);
+            return Err(e);
+        }
         f(&mut snaps[idx])
     }
 
@@ -403,7 +409,9 @@ impl Read {
     ///
     /// # Errors
     /// [`Error::Corrupt`] (naming partition, table and key) if the stored value fails its
-    /// checksum or validation; [`Error::RegionDisabled`] if the home region is disabled.
+    /// checksum or validation; [`Error::RegionDisabled`] if the home region is disabled,
+    /// also when [`Db::disable_region`](crate::Db::disable_region) disabled it after this
+    /// `Read` took its snapshot of it (see there).
     #[inline]
     pub fn get<V: Value>(&self, table: &Table<V>, key: impl Key) -> Result<Option<Record<V>>> {
         self.get_from(self.account.home(), table, &key.key_bytes())
@@ -448,7 +456,9 @@ impl Read {
     /// first), each tagged with its region; keys in order within a region.
     ///
     /// A disabled region yields one [`Error::RegionDisabled`] item and the scan goes on
-    /// with the others.
+    /// with the others. The scan is one operation at the snapshots it takes when called: a
+    /// region disabled while it runs is read to the end, one disabled before the call
+    /// (also after this `Read` took its snapshot of it) yields `RegionDisabled`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad table name.

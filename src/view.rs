@@ -29,7 +29,11 @@ const LOOKUP_ROUNDS: usize = 16;
 /// record the view's snapshot does not have yet (written after the view took it),
 /// `find_unique` takes a new snapshot of that region and looks again, so a value claimed
 /// before the call is always found. [`View::get`] reads at the view's snapshots: call
-/// [`View::refresh`] to see writes committed after them. Not `Sync` (one per thread);
+/// [`View::refresh`] to see writes committed after them. A region disabled at run time
+/// after the view took its snapshot is not read any more: a `get` or `find_unique` called
+/// after [`Db::disable_region`](crate::Db::disable_region) returned answers
+/// [`Error::RegionDisabled`] for it, as for a region disabled before. Not `Sync` (one per
+/// thread);
 /// cheap to create, but the point is to keep it.
 ///
 /// ```

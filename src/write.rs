@@ -378,6 +378,9 @@ impl Write {
             };
         }
         let region = self.region.clone();
+        // A region disabled at run time is read by nobody from then on (its commit would
+        // be refused too).
+        region.check_enabled()?;
         let part = &region.part;
         let snapshot = &mut self.snapshot;
         let dkey = data_key(self.account.id().0, key);

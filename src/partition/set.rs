@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 use redb::ReadTransaction;
@@ -20,6 +21,12 @@ pub(crate) struct Region {
     /// its last step; `Db::disable_region` takes it exclusively, so it waits for (drains)
     /// every write in flight before it freezes the region's record counts.
     pub writable: RwLock<bool>,
+    /// Set by `Db::disable_region` (with `writable` held exclusively) when the region is
+    /// disabled at run time: every read operation that begins from then on, through a
+    /// snapshot taken before too, answers `RegionDisabled` (docs/design.md section 8,
+    /// "Reads of a region disabled at run time"). One uncontended load per read; never
+    /// cleared (a region is enabled again only by an open).
+    disabled: AtomicBool,
     /// Every commit of a write goes through it: writes waiting at the same moment share
     /// one region transaction and one sync (group commit).
     pub committer: crate::commit::Committer,
@@ -34,9 +41,24 @@ impl Region {
             id,
             part,
             writable: RwLock::new(true),
+            disabled: AtomicBool::new(false),
             committer: crate::commit::Committer::default(),
             hold,
         }
+    }
+
+    /// Marks the region disabled for reads (see `disabled`).
+    pub fn mark_disabled(&self) {
+        self.disabled.store(true, Ordering::Release);
+    }
+
+    /// [`Error::RegionDisabled`] once the region was disabled at run time.
+    #[inline]
+    pub fn check_enabled(&self) -> Result<()> {
+        if self.disabled.load(Ordering::Acquire) {
+            return Err(Error::RegionDisabled(self.part.name.clone()));
+        }
+        Ok(())
     }
 
     /// A read snapshot of the region, shared by the records read from it: the region's

@@ -529,6 +529,14 @@ impl Coordinator {
                 }
                 region.part.commit(w)
             })();
+            // A failure here (the region fenced or poisoned: it refuses every write until
+            // the store is reopened, so retrying in this process cannot succeed) is not the
+            // checkpoint's: its global commit made these txns durable, which is what the
+            // checkpoint promises; the region reports its own failure on its own paths.
+            // The txns stay in `live`, so no tombstone they might need is dropped, and the
+            // markers stay in the file: the next open that reads the region replays them
+            // (idempotent, the global file already holds their effect) and deletes them.
+            // docs/design.md section 5, "Checkpoint"; tests/operator_races.rs.
             if deleted.is_ok() {
                 let mut live = self.live.lock();
                 for t in &txns {
