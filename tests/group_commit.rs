@@ -667,3 +667,78 @@ fn a_table_created_in_a_group_gets_its_schema_row_even_if_the_first_write_is_ref
     ));
     assert!(db.audit().unwrap().is_clean());
 }
+
+/// The checkpoint budget counts region commits (a batch of many accounts is one), with a
+/// bound of 16 markers per commit of the budget: a batch larger than the budget does not
+/// checkpoint by itself, `every` commits do, and so do `16 × every` markers.
+#[test]
+fn the_checkpoint_budget_counts_commits_and_bounds_markers() {
+    let sim = SimStorage::new();
+    let db = Db::builder()
+        .storage(sim.clone())
+        .checkpoint_budget(3, Duration::from_secs(3600))
+        .region("us")
+        .region("eu")
+        .open(DIR)
+        .expect("open");
+    let ids = accounts(&db, 60, "eu");
+    let batch_of = |from: usize, to: usize, tag: &str| {
+        let mut batch = db.batch_in("eu").unwrap();
+        for (i, id) in ids[from..to].iter().enumerate() {
+            let v = format!("{tag}-{i}@x");
+            batch
+                .write(*id)
+                .unwrap()
+                .insert_unique(&T, tag, b"rec", &[Unique::new("email", &v)])
+                .unwrap();
+        }
+        batch
+    };
+    // 10 parts, more than the budget of 3, in one commit: no checkpoint.
+    batch_of(0, 10, "a").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        10,
+        "one commit of 10 markers"
+    );
+    batch_of(0, 10, "b").commit().unwrap();
+    assert_eq!(db.stats().txns_since_checkpoint, 20, "two commits");
+    // The third commit spends the budget of 3 commits: checkpointed.
+    batch_of(0, 1, "c").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        0,
+        "three commits checkpoint"
+    );
+    assert_eq!(db.stats().txns_live, 0, "markers collected");
+    // 48 markers (16 × 3) in one commit checkpoint too.
+    batch_of(0, 47, "d").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        47,
+        "under the marker bound"
+    );
+    // Two commits only, but 48 markers: checkpointed.
+    batch_of(0, 1, "e").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        0,
+        "two commits, 48 markers"
+    );
+    batch_of(0, 48, "f").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        0,
+        "48 markers in one commit"
+    );
+    sim.crash();
+    drop(db);
+    let db = open(&sim);
+    for tag in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(
+            owner(&db, &format!("{tag}-0@x")),
+            Some((ids[0], tag.as_bytes().to_vec()))
+        );
+    }
+    assert!(db.audit().unwrap().is_clean());
+}

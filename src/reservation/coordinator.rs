@@ -105,11 +105,28 @@ pub(crate) enum ReserveFail {
     Fatal(Error),
 }
 
-/// When a checkpoint runs.
+/// When a checkpoint runs: after `every` confirmed region commits (groups), after
+/// `every × MARKERS_PER_COMMIT_BUDGET` confirmed txns (markers), or after `interval`,
+/// whichever comes first (docs/design.md, "Checkpoint").
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckpointBudget {
     pub every: u64,
     pub interval: Duration,
+}
+
+/// The markers a checkpoint interval may leave for a recovery to replay, per region commit
+/// of the budget: a region batch of many accounts is one commit with one marker per
+/// account, and counting its markers as commits made a 1,000-account batch checkpoint
+/// every time (7 more syncs); counting commits alone would leave the markers unbounded.
+pub(crate) const MARKERS_PER_COMMIT_BUDGET: u64 = 16;
+
+/// What was confirmed since the last checkpoint.
+#[derive(Default)]
+struct Confirmed {
+    /// (region, txn) of every confirmed txn: the markers the checkpoint deletes.
+    txns: Vec<(u16, TxnId)>,
+    /// Confirmed region commits (one per group with reservations).
+    commits: u64,
 }
 
 pub(crate) struct Coordinator {
@@ -119,8 +136,8 @@ pub(crate) struct Coordinator {
     /// until their marker's deletion is durable (or a reopen's recovery settled them). The smallest is the low-water mark
     /// below which tombstones can be dropped.
     live: Mutex<BTreeMap<TxnId, u16>>,
-    /// Confirmed since the last checkpoint: (region, txn).
-    confirmed: Mutex<Vec<(u16, TxnId)>>,
+    /// Confirmed since the last checkpoint.
+    confirmed: Mutex<Confirmed>,
     last_checkpoint: Mutex<Instant>,
     checkpoint_lock: Mutex<()>,
     /// False while some region's markers cannot be seen (a disabled region): tombstones
@@ -179,7 +196,7 @@ impl Coordinator {
             epoch,
             seq: AtomicU64::new(1),
             live: Mutex::new(BTreeMap::new()),
-            confirmed: Mutex::new(Vec::new()),
+            confirmed: Mutex::new(Confirmed::default()),
             last_checkpoint: Mutex::new(Instant::now()),
             checkpoint_lock: Mutex::new(()),
             drop_tombstones: AtomicBool::new(drop_tombstones),
@@ -444,23 +461,28 @@ impl Coordinator {
         self.cache
             .invalidate(done.iter().flat_map(|r| r.keys.iter().map(Vec::as_slice)));
         committed?;
-        self.confirmed
-            .lock()
-            .extend(done.iter().map(|r| (r.region, r.txn)));
+        let mut c = self.confirmed.lock();
+        c.txns.extend(done.iter().map(|r| (r.region, r.txn)));
+        c.commits += 1;
         Ok(())
     }
 
-    /// Whether the checkpoint budget is spent.
+    /// Whether the checkpoint budget is spent: `every` confirmed region commits, or
+    /// `every × MARKERS_PER_COMMIT_BUDGET` confirmed txns, or the interval.
     pub fn checkpoint_due(&self) -> bool {
-        let n = self.confirmed.lock().len() as u64;
-        n > 0
-            && (n >= self.budget.every
+        let (txns, commits) = {
+            let c = self.confirmed.lock();
+            (c.txns.len() as u64, c.commits)
+        };
+        txns > 0
+            && (commits >= self.budget.every
+                || txns >= self.budget.every.saturating_mul(MARKERS_PER_COMMIT_BUDGET)
                 || self.last_checkpoint.lock().elapsed() >= self.budget.interval)
     }
 
     /// Whether the time budget is spent with work to checkpoint (the timer's test).
     pub fn checkpoint_overdue(&self) -> bool {
-        (!self.confirmed.lock().is_empty() || !self.dirty.lock().is_empty())
+        (!self.confirmed.lock().txns.is_empty() || !self.dirty.lock().is_empty())
             && self.last_checkpoint.lock().elapsed() >= self.budget.interval
     }
 
@@ -478,10 +500,16 @@ impl Coordinator {
         // by a global commit that precedes this one, and every region in `clean` had its
         // last Reserve before it: this synced commit makes their global state durable, so
         // their dirty rows go in the same commit.
-        let covered = std::mem::take(&mut *self.confirmed.lock());
+        let Confirmed {
+            txns: covered,
+            commits,
+        } = std::mem::take(&mut *self.confirmed.lock());
         let clean = std::mem::take(&mut *self.dirty.lock());
         let restore = |this: &Self, covered: Vec<(u16, TxnId)>, clean: HashSet<u16>| {
-            this.confirmed.lock().extend(covered);
+            let mut c = this.confirmed.lock();
+            c.txns.extend(covered);
+            c.commits += commits;
+            drop(c);
             this.dirty.lock().extend(clean);
         };
         let mut dropped = Vec::new();
@@ -542,7 +570,7 @@ impl Coordinator {
     /// (txns whose reservation or marker may still exist, txns confirmed since the last
     /// checkpoint).
     pub fn counts(&self) -> (usize, usize) {
-        (self.live.lock().len(), self.confirmed.lock().len())
+        (self.live.lock().len(), self.confirmed.lock().txns.len())
     }
 }
 
