@@ -131,6 +131,9 @@ fn run_regionkv(o: &Opts, dir: &Path) -> Res<(f64, u64)> {
         b = b.region(r);
     }
     let db = b.open(dir)?;
+    if std::env::var_os("BATCH_LOAD_SHOW_CACHE").is_some() {
+        eprintln!("{:?}", db.cache_budget());
+    }
     let accounts: Vec<AccountId> = db.create_accounts(
         (0..o.accounts)
             .map(|j| NewAccount::new(format!("tenant-{j:06}"), REGIONS[(j % 3) as usize])),

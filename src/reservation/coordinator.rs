@@ -147,6 +147,9 @@ pub(crate) struct Coordinator {
     /// Regions whose `_dirty` row is durable and not yet cleared by a checkpoint. Read and
     /// changed only under the global write lock (inside a global write transaction).
     dirty: Mutex<HashSet<u16>>,
+    /// Regions that began a Reserve since the last checkpoint (changed under the global
+    /// write lock, like `dirty`): a budget or timer checkpoint keeps their `_dirty` rows.
+    active: Mutex<HashSet<u16>>,
     /// The unique-index entries `find_unique` and `is_taken` read from memory; every
     /// commit of the index below invalidates the keys it changed.
     pub cache: UniqueCache,
@@ -202,6 +205,7 @@ impl Coordinator {
             drop_tombstones: AtomicBool::new(drop_tombstones),
             budget,
             dirty: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashSet::new()),
             unsettled: RwLock::new(unsettled),
             cache: UniqueCache::new(cache_bytes),
         }
@@ -274,6 +278,7 @@ impl Coordinator {
     /// unsynced.
     pub fn begin_reserve(&self, global: &Partition, region: u16) -> Result<ReserveTxn<'_>> {
         let mut w = global.begin_write()?;
+        self.active.lock().insert(region);
         let mark_dirty = self.dirty.lock().insert(region);
         let begun = (|| -> Result<()> {
             if mark_dirty {
@@ -489,10 +494,18 @@ impl Coordinator {
     /// Checkpoint: one synced global commit, then the markers it covers are deleted from
     /// their regions, then tombstones older than every remaining marker are dropped (at the
     /// next checkpoint). `region` maps a region id to its open partition, if any.
+    ///
+    /// `full`: every `_dirty` row goes (an explicit checkpoint, `disable_region`, `close`).
+    /// Otherwise (the budget or the timer) the rows of regions that began a Reserve since
+    /// the previous checkpoint stay: they are being written, and removing a row makes the
+    /// region's next Reserve a synced commit that flushes the global file's dirty pages
+    /// again. A row thus stays at most two checkpoints past its region's last unique write
+    /// (docs/design.md, "Dirty regions and unsettled claims").
     pub fn checkpoint(
         &self,
         global: &Partition,
         region: impl Fn(u16) -> Option<std::sync::Arc<crate::partition::set::Region>>,
+        full: bool,
     ) -> Result<()> {
         let _one_at_a_time = self.checkpoint_lock.lock();
         let w = global.begin_write()?;
@@ -504,13 +517,24 @@ impl Coordinator {
             txns: covered,
             commits,
         } = std::mem::take(&mut *self.confirmed.lock());
-        let clean = std::mem::take(&mut *self.dirty.lock());
+        let active = std::mem::take(&mut *self.active.lock());
+        let clean: HashSet<u16> = {
+            let mut dirty = self.dirty.lock();
+            let clean: HashSet<u16> = dirty
+                .iter()
+                .filter(|r| full || !active.contains(r))
+                .copied()
+                .collect();
+            dirty.retain(|r| !clean.contains(r));
+            clean
+        };
         let restore = |this: &Self, covered: Vec<(u16, TxnId)>, clean: HashSet<u16>| {
             let mut c = this.confirmed.lock();
             c.txns.extend(covered);
             c.commits += commits;
             drop(c);
             this.dirty.lock().extend(clean);
+            this.active.lock().extend(active.iter().copied());
         };
         let mut dropped = Vec::new();
         let staged = (|| -> Result<()> {
