@@ -153,6 +153,83 @@ impl Db {
         })
     }
 
+    /// Commits region batches of several regions, the regions' commits running at the same
+    /// time: a bulk load spread over regions pays one region commit's time, not the sum of
+    /// them (each region is its own file, with its own fsync). Returns each batch's outcome,
+    /// in the order given.
+    ///
+    /// Each batch is committed as [`Batch::commit`] commits it: all or none in its region.
+    /// Batches of different regions are **not** atomic together: one may commit while
+    /// another is refused (commit them one at a time, checking each, if a later one must
+    /// not land without an earlier one). Batches of one region commit one after the other
+    /// in the order given, so their outcomes are those of committing them in that order.
+    /// One thread per region beyond the first runs them (the calling thread takes the
+    /// first region), joined before this returns.
+    ///
+    /// ```
+    /// # use regionkv::{Db, NewAccount, Raw, Table, Unique};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::builder().region("eu").region("us").default_region("eu").open(dir.path())?;
+    /// const LICENSES: Table<Raw> = Table::new("licenses");
+    /// let eu = db.create_account(NewAccount::new("acme", "eu"))?;
+    /// let us = db.create_account(NewAccount::new("initech", "us"))?;
+    /// let mut in_eu = db.batch_in("eu")?;
+    /// in_eu.write(eu)?.insert_unique(&LICENSES, "l1", b"pro", &[Unique::new("license", "K-1")])?;
+    /// let mut in_us = db.batch_in("us")?;
+    /// in_us.write(us)?.insert_unique(&LICENSES, "l1", b"pro", &[Unique::new("license", "K-2")])?;
+    /// for outcome in db.commit_batches([in_eu, in_us]) {
+    ///     outcome?; // the two regions committed at the same time, one fsync each
+    /// }
+    /// assert!(db.is_taken("license", "K-2")?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Per batch, those of [`Batch::commit`]; [`Error::InvalidArgument`] for a batch of
+    /// another store (nothing of it is written).
+    pub fn commit_batches(&self, batches: impl IntoIterator<Item = Batch>) -> Vec<Result<()>> {
+        let batches: Vec<Batch> = batches.into_iter().collect();
+        let mut out: Vec<Option<Result<()>>> = (0..batches.len()).map(|_| None).collect();
+        // Regions in the order of their first batch; a region's batches in order.
+        let mut lanes: Vec<(RegionId, Vec<(usize, Batch)>)> = Vec::new();
+        for (i, b) in batches.into_iter().enumerate() {
+            if !std::sync::Arc::ptr_eq(&b.db.inner, &self.inner) {
+                out[i] = Some(Err(Error::invalid(
+                    "commit_batches: a batch of another store",
+                )));
+                continue;
+            }
+            match lanes.iter_mut().find(|(r, _)| *r == b.region) {
+                Some((_, list)) => list.push((i, b)),
+                None => lanes.push((b.region, vec![(i, b)])),
+            }
+        }
+        fn run(lane: Vec<(usize, Batch)>) -> Vec<(usize, Result<()>)> {
+            lane.into_iter().map(|(i, b)| (i, b.commit())).collect()
+        }
+        let done: Vec<(usize, Result<()>)> = std::thread::scope(|s| {
+            let mut lanes = lanes.into_iter();
+            let first = lanes.next();
+            let others: Vec<_> = lanes.map(|(_, lane)| s.spawn(move || run(lane))).collect();
+            let mut done = first.map(|(_, lane)| run(lane)).unwrap_or_default();
+            for h in others {
+                match h.join() {
+                    Ok(d) => done.extend(d),
+                    // A commit contains redb's panics; anything else is a bug, raised here
+                    // as it would be by `Batch::commit` on this thread.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            done
+        });
+        for (i, r) in done {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::invalid("internal: batch outcome missing"))))
+            .collect()
+    }
+
     /// Commits `writes` (of any accounts and regions) as few group commits as the bounds
     /// allow: the writes to one region share one region transaction and one fsync
     /// ([`MAX_GROUP_WRITES`](crate::MAX_GROUP_WRITES) per group). Unlike a [`Batch`],

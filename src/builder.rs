@@ -187,8 +187,12 @@ impl Builder {
         self
     }
 
-    /// Checkpoint after this many unique writes (default 1,024) or this much time
-    /// (default 1 s), whichever comes first. A checkpoint is one synced global commit.
+    /// Checkpoint after this many region commits with unique writes (default 1,024; a
+    /// group commit or a region batch of many accounts is one), after 16 times as many
+    /// unique writes (a batch counts one per account part: this bounds the markers a
+    /// recovery replays), or after this much time (default 1 s), whichever comes first. A
+    /// checkpoint is one synced global commit, plus one synced marker deletion per region
+    /// written since the last one.
     pub fn checkpoint_budget(mut self, every: u64, interval: Duration) -> Self {
         self.checkpoint_every = every.max(1);
         self.checkpoint_interval = interval;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::partition::contain::Blame;
 use crate::partition::set::Region;
 use crate::reservation::coordinator::ReserveTxn;
-use crate::write::{Staged, Step, Write};
+use crate::write::{GroupTables, Staged, Step, Write};
 
 /// At most this many writes share one group.
 pub const MAX_GROUP_WRITES: usize = 128;
@@ -219,6 +219,9 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
         Ok(w) => w,
         Err(e) => return first_fails(group, e),
     };
+    // The region tables, opened once for the group; dropped before `w` is committed or
+    // dropped.
+    let mut tables = GroupTables::new(&w);
     let mut g: Option<ReserveTxn> = None;
     let mut staged: Vec<StagedJob<'_>> = Vec::with_capacity(group.len());
     // Records freed by the writes staged so far, by account: they commit (or fail) with
@@ -246,7 +249,7 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
             }
             let account = write.account().0;
             let freed_here = freed.get(&account).copied().unwrap_or(0);
-            failed = match write.stage(inner, &w, &mut g, freed_here, &mut checked) {
+            failed = match write.stage(inner, &mut tables, &mut g, freed_here, &mut checked) {
                 Step::Staged(s) => {
                     if s.frees() > 0 {
                         *freed.entry(account).or_default() += s.frees();
@@ -281,14 +284,19 @@ fn run_group(group: Vec<(u64, Job)>) -> Outcome {
             // A failure while changing the transactions loses the group; so does a batch
             // refused part-way (its first writes are staged: it is alone in its group, so
             // dropping the group drops just it).
-            Fail::Fatal(e) => return lose_group(inner, g, w, out, id, e, staged, rest),
+            Fail::Fatal(e) => {
+                drop(tables);
+                return lose_group(inner, g, w, out, id, e, staged, rest);
+            }
             Fail::Refused(e) if !job_staged.is_empty() => {
                 drop(job_staged);
+                drop(tables);
                 return lose_group(inner, g, w, out, id, e, staged, rest);
             }
             Fail::Refused(e) => out.done.push((id, Err(e))),
         }
     }
+    drop(tables);
     if staged.is_empty() {
         abandon(inner, g.take());
         return out;

@@ -206,11 +206,18 @@ impl Inner {
     /// are reported by the next unique write; the write that triggered it stays committed.
     pub fn maybe_checkpoint(&self) {
         if self.coord.checkpoint_due() {
-            let _ = self.checkpoint();
+            let _ = self.checkpoint_with(false);
         }
     }
 
+    /// A full checkpoint: every `_dirty` row is removed.
     pub fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_with(true)
+    }
+
+    /// `full = false` (the budget, the timer): the `_dirty` rows of regions written since
+    /// the previous checkpoint stay (see `Coordinator::checkpoint`).
+    pub fn checkpoint_with(&self, full: bool) -> Result<()> {
         // The global file, then each region with markers to delete, one after the other:
         // a panic is blamed on the partition last used.
         let open = self.open_regions();
@@ -221,7 +228,7 @@ impl Inner {
             crate::partition::contain::Blame::LastUsed,
             || {
                 self.coord
-                    .checkpoint(&self.global, |id| self.open_region_by_raw(id))
+                    .checkpoint(&self.global, |id| self.open_region_by_raw(id), full)
             },
         )
     }
@@ -281,7 +288,7 @@ impl crate::reservation::timer::Checkpointed for Inner {
             let _gate = self.writers.read();
             if self.check_open().is_ok() && !self.global.is_poisoned() {
                 // A failure poisons the global partition; the next write reports it.
-                let _ = self.checkpoint();
+                let _ = self.checkpoint_with(false);
             }
         }
     }

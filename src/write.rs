@@ -17,7 +17,7 @@ use crate::key::Key;
 use crate::limits::{check_key, check_table_name, check_unique, check_value_size};
 use crate::partition::At;
 use crate::partition::region::{
-    Marker, MarkerClaim, Owned, data_key, decode_owned, encode_owned, owned_key,
+    Marker, MarkerClaim, Owned, data_key, data_key_into, decode_owned, encode_owned, owned_key,
 };
 use crate::partition::schemas::{self, Declared};
 use crate::partition::set::Region;
@@ -482,13 +482,13 @@ impl Write {
 
     /// Validate: every record [`Write::get`] read from the region is still what it read
     /// (read in the region write transaction, which no other commit can change under us).
-    fn validate_reads(&self, w: &redb::WriteTransaction) -> Result<()> {
+    fn validate_reads(&self, t: &mut GroupTables<'_>) -> Result<()> {
         let part = &self.region.part;
         let acct = self.account.id().0;
-        let mut current = None;
+        let mut dkey = Vec::new();
         for ((tname, key), seen) in &self.reads {
-            let data = table_for(w, part, &mut current, tname)?;
-            let dkey = data_key(acct, key);
+            let data = t.data(part, tname)?;
+            data_key_into(&mut dkey, acct, key);
             let now = data
                 .get(dkey.as_slice())
                 .at(part)?
@@ -570,7 +570,7 @@ impl Write {
     pub(crate) fn stage<'i>(
         &self,
         inner: &'i Inner,
-        w: &redb::WriteTransaction,
+        w: &mut GroupTables<'_>,
         g: &mut Option<ReserveTxn<'i>>,
         freed: u64,
         checked: &mut Vec<Declared>,
@@ -634,28 +634,22 @@ impl Write {
     /// before anything is written — record and byte deltas, the records' owned values
     /// after the write, and the claims and releases that takes. Refuses a value claimed
     /// twice; a value released by one record and claimed by another moves (a transfer).
-    fn plan(&self, w: &redb::WriteTransaction, checked: &[Declared]) -> Result<Plan> {
+    fn plan(&self, t: &mut GroupTables<'_>, checked: &[Declared]) -> Result<Plan> {
         let part = &self.region.part;
         let acct = self.account.id().0;
         let mut plan = Plan::default();
         // A schema an earlier write of the group staged (checked, and registered if it had
         // to be) is in this transaction already.
         for d in self.schemas.iter().filter(|d| !checked.contains(d)) {
-            let name = user_table_name(d.table);
-            let rows = w
-                .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-                .at(part)?
-                .len()
-                .at(part)?;
-            if schemas::check_write(part, w, d, rows)? {
+            let rows = t.data(part, d.table)?.len().at(part)?;
+            if schemas::check_write(part, t.w, d, rows)? {
                 plan.register.push(*d);
             }
         }
-        let owned_t = w.open_table(OWNED).at(part)?;
-        let mut current = None;
+        let mut dkey = Vec::new();
         for ((tname, key), op) in &self.ops {
-            let data = table_for(w, part, &mut current, tname)?;
-            let dkey = data_key(acct, key);
+            let data = t.data(part, tname)?;
+            data_key_into(&mut dkey, acct, key);
             let old_len = data
                 .get(dkey.as_slice())
                 .at(part)?
@@ -678,7 +672,7 @@ impl Write {
                 continue; // keeps whatever values it owns
             }
             let okey = owned_key(tname, acct, key);
-            let old: Vec<Owned> = match owned_t.get(okey.as_slice()).at(part)? {
+            let old: Vec<Owned> = match t.owned(part)?.get(okey.as_slice()).at(part)? {
                 Some(g) => decode_owned(g.value()).ok_or_else(|| {
                     Error::corrupt(
                         &part.name,
@@ -788,19 +782,19 @@ impl Write {
     /// commit.
     fn apply(
         &self,
-        w: &redb::WriteTransaction,
+        t: &mut GroupTables<'_>,
         plan: &Plan,
         reservation: Option<&Reservation>,
     ) -> Result<()> {
         let part = &self.region.part;
         let acct = self.account.id().0;
         for d in &plan.register {
-            schemas::register(part, w, d)?;
+            schemas::register(part, t.w, d)?;
         }
-        let mut current = None;
+        let mut dkey = Vec::new();
         for ((tname, key), op) in &self.ops {
-            let data = table_for(w, part, &mut current, tname)?;
-            let dkey = data_key(acct, key);
+            let data = t.data(part, tname)?;
+            data_key_into(&mut dkey, acct, key);
             match op {
                 Op::Put { value, .. } => {
                     data.insert(dkey.as_slice(), value.as_slice()).at(part)?;
@@ -810,8 +804,7 @@ impl Write {
                 }
             }
         }
-        drop(current);
-        let mut owned_t = w.open_table(OWNED).at(part)?;
+        let owned_t = t.owned(part)?;
         for (okey, list) in &plan.owned_updates {
             if list.is_empty() {
                 owned_t.remove(okey.as_slice()).at(part)?;
@@ -822,7 +815,7 @@ impl Write {
             }
         }
         if plan.delta_records != 0 || plan.delta_bytes != 0 {
-            let mut usage_t = w.open_table(USAGE).at(part)?;
+            let usage_t = t.usage(part)?;
             let (r, b) = usage_t
                 .get(acct)
                 .at(part)?
@@ -853,8 +846,7 @@ impl Write {
                 // record is not this record's to release.
                 releases: res.released.clone(),
             };
-            let mut markers = w.open_table(MARKERS).at(part)?;
-            markers
+            t.markers(part)?
                 .insert(res.txn.to_u128(), marker.encode().as_slice())
                 .at(part)?;
         }
@@ -990,25 +982,85 @@ fn reserve_quota(
     Ok(())
 }
 
-/// The user table `tname` open in `w`, reusing the one the previous operation used (the
-/// operations are sorted by table, so a pass opens each table once).
-fn table_for<'c, 't>(
+/// The region tables of one group's write transaction, each opened once for the whole
+/// group (on first use) and shared by its writes' staging: redb's `open_table` is a lookup
+/// in the transaction's table tree and a few allocations, and with every part of a
+/// 1,000-account batch opening its data table, `_owned`, `_usage` and `_markers` two or
+/// three times it was ~10% of the batch. Tables it does not hold (`_schemas`, `_meta`)
+/// are opened by their users while it lives; it is dropped before the commit.
+pub(crate) struct GroupTables<'t> {
     w: &'t redb::WriteTransaction,
+    data: Vec<(&'static str, DataTable<'t>)>,
+    owned: Option<redb::Table<'t, &'static [u8], &'static [u8]>>,
+    usage: Option<redb::Table<'t, u64, (u64, u64)>>,
+    markers: Option<redb::Table<'t, u128, &'static [u8]>>,
+}
+
+impl<'t> GroupTables<'t> {
+    /// Nothing open yet in `w`.
+    pub fn new(w: &'t redb::WriteTransaction) -> Self {
+        GroupTables {
+            w,
+            data: Vec::new(),
+            owned: None,
+            usage: None,
+            markers: None,
+        }
+    }
+
+    /// User table `tname`.
+    fn data(
+        &mut self,
+        part: &crate::partition::Partition,
+        tname: &'static str,
+    ) -> Result<&mut DataTable<'t>> {
+        let i = match self.data.iter().position(|(n, _)| *n == tname) {
+            Some(i) => i,
+            None => {
+                let name = user_table_name(tname);
+                let t = self
+                    .w
+                    .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
+                    .at(part)?;
+                self.data.push((tname, t));
+                self.data.len() - 1
+            }
+        };
+        Ok(&mut self.data[i].1)
+    }
+
+    fn owned(
+        &mut self,
+        part: &crate::partition::Partition,
+    ) -> Result<&mut redb::Table<'t, &'static [u8], &'static [u8]>> {
+        open_once(&mut self.owned, self.w, OWNED, part)
+    }
+
+    fn usage(
+        &mut self,
+        part: &crate::partition::Partition,
+    ) -> Result<&mut redb::Table<'t, u64, (u64, u64)>> {
+        open_once(&mut self.usage, self.w, USAGE, part)
+    }
+
+    fn markers(
+        &mut self,
+        part: &crate::partition::Partition,
+    ) -> Result<&mut redb::Table<'t, u128, &'static [u8]>> {
+        open_once(&mut self.markers, self.w, MARKERS, part)
+    }
+}
+
+fn open_once<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<redb::Table<'t, K, V>>,
+    w: &'t redb::WriteTransaction,
+    def: TableDefinition<'static, K, V>,
     part: &crate::partition::Partition,
-    current: &'c mut Option<(&'static str, DataTable<'t>)>,
-    tname: &'static str,
-) -> Result<&'c mut DataTable<'t>> {
-    if current.as_ref().is_none_or(|(n, _)| *n != tname) {
-        let name = user_table_name(tname);
-        let t = w
-            .open_table(TableDefinition::<&[u8], &[u8]>::new(&name))
-            .at(part)?;
-        *current = Some((tname, t));
+) -> Result<&'s mut redb::Table<'t, K, V>> {
+    if slot.is_none() {
+        *slot = Some(w.open_table(def).at(part)?);
     }
-    match current {
-        Some((_, t)) => Ok(t),
-        None => Err(internal()),
-    }
+    slot.as_mut().ok_or_else(internal)
 }
 
 #[cold]

@@ -191,3 +191,87 @@ fn checkpoint_is_one_global_sync_plus_marker_collection() {
     w.commit().unwrap();
     before.assert_one_commit_sync(&sim, "second claim after a checkpoint");
 }
+
+/// A checkpoint of the budget keeps the `_dirty` row of a region written since the previous
+/// checkpoint: the region's next unique write is not synced again (a load pays no global
+/// sync per region per checkpoint). The row goes at the next budget checkpoint that finds
+/// the region idle since, and at every explicit checkpoint: a crash then an open with the
+/// region disabled leaves the store settled.
+#[test]
+fn budget_checkpoints_keep_the_dirty_row_of_a_region_being_written() {
+    let sim = SimStorage::new();
+    let open = |disable_eu: bool| {
+        let b = Db::builder()
+            .region("us")
+            .checkpoint_budget(2, Duration::from_secs(3600))
+            .storage(sim.clone());
+        let b = if disable_eu {
+            b.disable_region("eu")
+        } else {
+            b.region("eu")
+        };
+        b.open("/fs").unwrap()
+    };
+    let db = open(false);
+    let e = db.create_account(NewAccount::new("e", "eu")).unwrap();
+    let u = db.create_account(NewAccount::new("u", "us")).unwrap();
+    claim(&db, e, "e0", "e0@x"); // marks eu dirty (synced Reserve)
+    claim(&db, e, "e1", "e1@x"); // the budget of 2 commits: a checkpoint; eu was written
+    assert_eq!(db.stats().txns_since_checkpoint, 0, "checkpointed");
+    let before = Syncs::take(&sim);
+    claim(&db, e, "e2", "e2@x");
+    before.assert_one_commit_sync(&sim, "eu's row kept: its next Reserve is not synced");
+    // us is written, eu is not: the next budget checkpoint removes eu's row, keeps us's.
+    claim(&db, u, "u0", "u0@x"); // second commit since: a checkpoint (eu was written: kept)
+    claim(&db, u, "u1", "u1@x");
+    claim(&db, u, "u2", "u2@x"); // eu idle since the last checkpoint: its row goes now
+    let global = || {
+        let p = sim_global("/fs");
+        (sim.syncs_of(&p), sim.live_bytes(&p).map_or(0, |b| b.len()))
+    };
+    let g = global();
+    claim(&db, u, "u3", "u3@x");
+    let after = global();
+    assert!(
+        after.0 - g.0 <= (after.1 > g.1) as u64,
+        "us's row kept: its next Reserve is not synced ({} global syncs)",
+        after.0 - g.0
+    );
+    sim.crash();
+    drop(db);
+    // eu disabled at the open: its row was removed, the store is settled.
+    let db = open(true);
+    assert!(
+        db.is_taken("email", "fresh@x").is_ok(),
+        "eu's row was removed by a checkpoint that found it idle"
+    );
+    db.close().unwrap();
+    // Every row kept by a budget checkpoint is gone after an explicit one.
+    let db = open(false);
+    claim(&db, e, "e3", "e3@x");
+    claim(&db, e, "e4", "e4@x"); // budget checkpoint: eu's row kept
+    let before = Syncs::take(&sim);
+    claim(&db, e, "e5", "e5@x");
+    before.assert_one_commit_sync(&sim, "kept");
+    db.checkpoint().unwrap(); // explicit: every row goes
+    let before = Syncs::take(&sim);
+    claim(&db, e, "e6", "e6@x");
+    before.assert_syncs(&sim, "the row was removed: marked again", 1);
+    sim.crash();
+    drop(db);
+    let db = open(true);
+    assert!(
+        matches!(
+            db.is_taken("email", "fresh@x"),
+            Err(regionkv::Error::RegionUnsettled(_))
+        ),
+        "eu marked and written after the explicit checkpoint, then lost: unsettled"
+    );
+}
+
+fn claim(db: &Db, a: regionkv::AccountId, k: &str, v: &str) {
+    let mut w = db.write(a).unwrap();
+    w.insert_unique(&T, k, b"rec", &[Unique::new("email", v)])
+        .unwrap();
+    w.commit().unwrap();
+}

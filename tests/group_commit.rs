@@ -667,3 +667,167 @@ fn a_table_created_in_a_group_gets_its_schema_row_even_if_the_first_write_is_ref
     ));
     assert!(db.audit().unwrap().is_clean());
 }
+
+/// The checkpoint budget counts region commits (a batch of many accounts is one), with a
+/// bound of 16 markers per commit of the budget: a batch larger than the budget does not
+/// checkpoint by itself, `every` commits do, and so do `16 × every` markers.
+#[test]
+fn the_checkpoint_budget_counts_commits_and_bounds_markers() {
+    let sim = SimStorage::new();
+    let db = Db::builder()
+        .storage(sim.clone())
+        .checkpoint_budget(3, Duration::from_secs(3600))
+        .region("us")
+        .region("eu")
+        .open(DIR)
+        .expect("open");
+    let ids = accounts(&db, 60, "eu");
+    let batch_of = |from: usize, to: usize, tag: &str| {
+        let mut batch = db.batch_in("eu").unwrap();
+        for (i, id) in ids[from..to].iter().enumerate() {
+            let v = format!("{tag}-{i}@x");
+            batch
+                .write(*id)
+                .unwrap()
+                .insert_unique(&T, tag, b"rec", &[Unique::new("email", &v)])
+                .unwrap();
+        }
+        batch
+    };
+    // 10 parts, more than the budget of 3, in one commit: no checkpoint.
+    batch_of(0, 10, "a").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        10,
+        "one commit of 10 markers"
+    );
+    batch_of(0, 10, "b").commit().unwrap();
+    assert_eq!(db.stats().txns_since_checkpoint, 20, "two commits");
+    // The third commit spends the budget of 3 commits: checkpointed.
+    batch_of(0, 1, "c").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        0,
+        "three commits checkpoint"
+    );
+    assert_eq!(db.stats().txns_live, 0, "markers collected");
+    // 48 markers (16 × 3) in one commit checkpoint too.
+    batch_of(0, 47, "d").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        47,
+        "under the marker bound"
+    );
+    // Two commits only, but 48 markers: checkpointed.
+    batch_of(0, 1, "e").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        0,
+        "two commits, 48 markers"
+    );
+    batch_of(0, 48, "f").commit().unwrap();
+    assert_eq!(
+        db.stats().txns_since_checkpoint,
+        0,
+        "48 markers in one commit"
+    );
+    sim.crash();
+    drop(db);
+    let db = open(&sim);
+    for tag in ["a", "b", "c", "d", "e", "f"] {
+        assert_eq!(
+            owner(&db, &format!("{tag}-0@x")),
+            Some((ids[0], tag.as_bytes().to_vec()))
+        );
+    }
+    assert!(db.audit().unwrap().is_clean());
+}
+
+/// `Db::commit_batches`: batches of two regions commit together, each all or none in its
+/// region with one sync of its file; a refused batch leaves the other region's committed;
+/// a region's batches commit in the order given; a batch of another store is refused.
+#[test]
+fn commit_batches_commits_regions_together_each_all_or_none() {
+    let sim = SimStorage::new();
+    let db = open(&sim);
+    let eu = accounts(&db, 20, "eu");
+    let us = accounts(&db, 20, "us");
+    let batch = |region: &str, ids: &[AccountId], tag: &str| {
+        let mut b = db.batch_in(region).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let v = format!("{tag}-{i}@x");
+            b.write(*id)
+                .unwrap()
+                .insert_unique(&T, tag, b"rec", &[Unique::new("email", &v)])
+                .unwrap();
+        }
+        b
+    };
+    let (eu0, us0) = (syncs(&sim, "eu"), syncs(&sim, "us"));
+    let out = db.commit_batches([batch("eu", &eu, "a"), batch("us", &us, "b")]);
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(syncs_since(&sim, "eu", eu0)[0], 1, "one sync of eu");
+    assert_eq!(syncs_since(&sim, "us", us0)[0], 1, "one sync of us");
+    // The us batch claims a value eu owns: refused whole; the eu batch commits.
+    let mut bad = batch("us", &us, "c");
+    bad.write(us[0])
+        .unwrap()
+        .insert_unique(&T, "dup", b"rec", &[Unique::new("email", "a-3@x")])
+        .unwrap();
+    let out = db.commit_batches([bad, batch("eu", &eu, "d")]);
+    assert!(
+        matches!(out[0], Err(Error::UniqueViolation { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert!(out[1].is_ok(), "{:?}", out[1]);
+    assert!(
+        owner(&db, "c-1@x").is_none(),
+        "nothing of the refused batch"
+    );
+    assert_eq!(owner(&db, "d-1@x"), Some((eu[1], b"d".to_vec())));
+    // Two batches of one region, in order: the first releases a value, the second claims it.
+    let mut release = db.batch_in("eu").unwrap();
+    release.write(eu[5]).unwrap().remove(&T, "a").unwrap();
+    let mut claim = db.batch_in("eu").unwrap();
+    claim
+        .write(eu[6])
+        .unwrap()
+        .insert_unique(&T, "moved", b"rec", &[Unique::new("email", "a-5@x")])
+        .unwrap();
+    let out = db.commit_batches([release, batch("us", &us, "e"), claim]);
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(owner(&db, "a-5@x"), Some((eu[6], b"moved".to_vec())));
+    // A batch of another store.
+    let other_sim = SimStorage::new();
+    let other = open(&other_sim);
+    let o = accounts(&other, 1, "eu");
+    let mut foreign = other.batch_in("eu").unwrap();
+    foreign
+        .write(o[0])
+        .unwrap()
+        .insert(&T, "x", b"rec")
+        .unwrap();
+    let out = db.commit_batches([foreign]);
+    assert!(
+        matches!(out[0], Err(Error::InvalidArgument(_))),
+        "{:?}",
+        out[0]
+    );
+    assert!(
+        !has(&other, o[0], "x"),
+        "nothing written to the other store"
+    );
+    sim.crash();
+    drop(db);
+    let db = open(&sim);
+    for (tag, region_ids) in [("a", &eu), ("b", &us), ("d", &eu), ("e", &us)] {
+        assert_eq!(
+            owner(&db, &format!("{tag}-9@x")),
+            Some((region_ids[9], tag.as_bytes().to_vec()))
+        );
+    }
+    assert_eq!(owner(&db, "a-5@x"), Some((eu[6], b"moved".to_vec())));
+    assert!(owner(&db, "c-0@x").is_none());
+    assert!(db.audit().unwrap().is_clean());
+}

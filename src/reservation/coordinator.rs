@@ -105,11 +105,28 @@ pub(crate) enum ReserveFail {
     Fatal(Error),
 }
 
-/// When a checkpoint runs.
+/// When a checkpoint runs: after `every` confirmed region commits (groups), after
+/// `every × MARKERS_PER_COMMIT_BUDGET` confirmed txns (markers), or after `interval`,
+/// whichever comes first (docs/design.md, "Checkpoint").
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckpointBudget {
     pub every: u64,
     pub interval: Duration,
+}
+
+/// The markers a checkpoint interval may leave for a recovery to replay, per region commit
+/// of the budget: a region batch of many accounts is one commit with one marker per
+/// account, and counting its markers as commits made a 1,000-account batch checkpoint
+/// every time (7 more syncs); counting commits alone would leave the markers unbounded.
+pub(crate) const MARKERS_PER_COMMIT_BUDGET: u64 = 16;
+
+/// What was confirmed since the last checkpoint.
+#[derive(Default)]
+struct Confirmed {
+    /// (region, txn) of every confirmed txn: the markers the checkpoint deletes.
+    txns: Vec<(u16, TxnId)>,
+    /// Confirmed region commits (one per group with reservations).
+    commits: u64,
 }
 
 pub(crate) struct Coordinator {
@@ -119,8 +136,8 @@ pub(crate) struct Coordinator {
     /// until their marker's deletion is durable (or a reopen's recovery settled them). The smallest is the low-water mark
     /// below which tombstones can be dropped.
     live: Mutex<BTreeMap<TxnId, u16>>,
-    /// Confirmed since the last checkpoint: (region, txn).
-    confirmed: Mutex<Vec<(u16, TxnId)>>,
+    /// Confirmed since the last checkpoint.
+    confirmed: Mutex<Confirmed>,
     last_checkpoint: Mutex<Instant>,
     checkpoint_lock: Mutex<()>,
     /// False while some region's markers cannot be seen (a disabled region): tombstones
@@ -130,6 +147,9 @@ pub(crate) struct Coordinator {
     /// Regions whose `_dirty` row is durable and not yet cleared by a checkpoint. Read and
     /// changed only under the global write lock (inside a global write transaction).
     dirty: Mutex<HashSet<u16>>,
+    /// Regions that began a Reserve since the last checkpoint (changed under the global
+    /// write lock, like `dirty`): a budget or timer checkpoint keeps their `_dirty` rows.
+    active: Mutex<HashSet<u16>>,
     /// The unique-index entries `find_unique` and `is_taken` read from memory; every
     /// commit of the index below invalidates the keys it changed.
     pub cache: UniqueCache,
@@ -179,12 +199,13 @@ impl Coordinator {
             epoch,
             seq: AtomicU64::new(1),
             live: Mutex::new(BTreeMap::new()),
-            confirmed: Mutex::new(Vec::new()),
+            confirmed: Mutex::new(Confirmed::default()),
             last_checkpoint: Mutex::new(Instant::now()),
             checkpoint_lock: Mutex::new(()),
             drop_tombstones: AtomicBool::new(drop_tombstones),
             budget,
             dirty: Mutex::new(HashSet::new()),
+            active: Mutex::new(HashSet::new()),
             unsettled: RwLock::new(unsettled),
             cache: UniqueCache::new(cache_bytes),
         }
@@ -257,6 +278,7 @@ impl Coordinator {
     /// unsynced.
     pub fn begin_reserve(&self, global: &Partition, region: u16) -> Result<ReserveTxn<'_>> {
         let mut w = global.begin_write()?;
+        self.active.lock().insert(region);
         let mark_dirty = self.dirty.lock().insert(region);
         let begun = (|| -> Result<()> {
             if mark_dirty {
@@ -444,33 +466,46 @@ impl Coordinator {
         self.cache
             .invalidate(done.iter().flat_map(|r| r.keys.iter().map(Vec::as_slice)));
         committed?;
-        self.confirmed
-            .lock()
-            .extend(done.iter().map(|r| (r.region, r.txn)));
+        let mut c = self.confirmed.lock();
+        c.txns.extend(done.iter().map(|r| (r.region, r.txn)));
+        c.commits += 1;
         Ok(())
     }
 
-    /// Whether the checkpoint budget is spent.
+    /// Whether the checkpoint budget is spent: `every` confirmed region commits, or
+    /// `every × MARKERS_PER_COMMIT_BUDGET` confirmed txns, or the interval.
     pub fn checkpoint_due(&self) -> bool {
-        let n = self.confirmed.lock().len() as u64;
-        n > 0
-            && (n >= self.budget.every
+        let (txns, commits) = {
+            let c = self.confirmed.lock();
+            (c.txns.len() as u64, c.commits)
+        };
+        txns > 0
+            && (commits >= self.budget.every
+                || txns >= self.budget.every.saturating_mul(MARKERS_PER_COMMIT_BUDGET)
                 || self.last_checkpoint.lock().elapsed() >= self.budget.interval)
     }
 
     /// Whether the time budget is spent with work to checkpoint (the timer's test).
     pub fn checkpoint_overdue(&self) -> bool {
-        (!self.confirmed.lock().is_empty() || !self.dirty.lock().is_empty())
+        (!self.confirmed.lock().txns.is_empty() || !self.dirty.lock().is_empty())
             && self.last_checkpoint.lock().elapsed() >= self.budget.interval
     }
 
     /// Checkpoint: one synced global commit, then the markers it covers are deleted from
     /// their regions, then tombstones older than every remaining marker are dropped (at the
     /// next checkpoint). `region` maps a region id to its open partition, if any.
+    ///
+    /// `full`: every `_dirty` row goes (an explicit checkpoint, `disable_region`, `close`).
+    /// Otherwise (the budget or the timer) the rows of regions that began a Reserve since
+    /// the previous checkpoint stay: they are being written, and removing a row makes the
+    /// region's next Reserve a synced commit that flushes the global file's dirty pages
+    /// again. A row thus stays at most two checkpoints past its region's last unique write
+    /// (docs/design.md, "Dirty regions and unsettled claims").
     pub fn checkpoint(
         &self,
         global: &Partition,
         region: impl Fn(u16) -> Option<std::sync::Arc<crate::partition::set::Region>>,
+        full: bool,
     ) -> Result<()> {
         let _one_at_a_time = self.checkpoint_lock.lock();
         let w = global.begin_write()?;
@@ -478,11 +513,28 @@ impl Coordinator {
         // by a global commit that precedes this one, and every region in `clean` had its
         // last Reserve before it: this synced commit makes their global state durable, so
         // their dirty rows go in the same commit.
-        let covered = std::mem::take(&mut *self.confirmed.lock());
-        let clean = std::mem::take(&mut *self.dirty.lock());
+        let Confirmed {
+            txns: covered,
+            commits,
+        } = std::mem::take(&mut *self.confirmed.lock());
+        let active = std::mem::take(&mut *self.active.lock());
+        let clean: HashSet<u16> = {
+            let mut dirty = self.dirty.lock();
+            let clean: HashSet<u16> = dirty
+                .iter()
+                .filter(|r| full || !active.contains(r))
+                .copied()
+                .collect();
+            dirty.retain(|r| !clean.contains(r));
+            clean
+        };
         let restore = |this: &Self, covered: Vec<(u16, TxnId)>, clean: HashSet<u16>| {
-            this.confirmed.lock().extend(covered);
+            let mut c = this.confirmed.lock();
+            c.txns.extend(covered);
+            c.commits += commits;
+            drop(c);
             this.dirty.lock().extend(clean);
+            this.active.lock().extend(active.iter().copied());
         };
         let mut dropped = Vec::new();
         let staged = (|| -> Result<()> {
@@ -550,7 +602,7 @@ impl Coordinator {
     /// (txns whose reservation or marker may still exist, txns confirmed since the last
     /// checkpoint).
     pub fn counts(&self) -> (usize, usize) {
-        (self.live.lock().len(), self.confirmed.lock().len())
+        (self.live.lock().len(), self.confirmed.lock().txns.len())
     }
 }
 
