@@ -342,7 +342,7 @@ pub(crate) fn shared_table(
     txn: &Snapshot,
     d: &Declared,
 ) -> Result<Option<Arc<DataTable>>> {
-    txn.read.table(d, || open_checked(part, txn, d))
+    txn.read.table(part, d, || open_checked(part, txn, d))
 }
 
 /// Opens user table `d.table` of a snapshot and checks its recorded schema against `d`;

@@ -17,7 +17,7 @@ pub(crate) mod set;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -98,8 +98,65 @@ impl Drop for Committing<'_> {
 
 type DataTable = ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-/// Internal tables opened in a shared read, by name (`None`: not in the partition).
-type InternalTables = Vec<(&'static str, Option<Arc<DataTable>>)>;
+/// A table opened in a shared read: `Missing` when the partition has none.
+#[derive(Clone)]
+enum Kept {
+    Missing,
+    /// Its root page is known to be small: kept until the snapshot is dropped.
+    Strong(Arc<DataTable>),
+    /// Its root page may be large: kept only while a read holds it.
+    Weak(Weak<DataTable>),
+}
+
+impl Kept {
+    /// `Some` when the slot still answers: missing, or a table that is still alive.
+    fn get(&self) -> Option<Option<Arc<DataTable>>> {
+        match self {
+            Kept::Missing => Some(None),
+            Kept::Strong(t) => Some(Some(t.clone())),
+            Kept::Weak(w) => w.upgrade().map(Some),
+        }
+    }
+
+    /// How a table just opened in a shared read is kept (see "Memory" in design.md,
+    /// "Shared snapshots"). redb keeps an opened table's root page in memory, outside the
+    /// page cache's budget once the cache evicts it. A root is larger than one 4 KiB page
+    /// only when it is a leaf holding an entry that does not fit one page (redb 4.6 splits
+    /// a branch above one page once it holds 3 keys, and keys are bounded by `MAX_KEY`; it
+    /// builds a leaf of two or more entries that does not fit one page as two leaves). So
+    /// a table of two or more entries, or of one small entry, is kept; a table whose
+    /// single entry is large is kept only while a read holds it. One case this does not
+    /// see (design.md says what it costs): redb inserts in place into a page allocated by
+    /// the same write transaction while it has room, so one commit that writes a large
+    /// entry and then small neighbours into a table that fits one leaf leaves a large
+    /// leaf of several entries as the root.
+    fn of(part: &Partition, t: Option<DataTable>) -> Result<(Kept, Option<Arc<DataTable>>)> {
+        let Some(t) = t else {
+            return Ok((Kept::Missing, None));
+        };
+        let strong = match redb::ReadableTableMetadata::len(&t).at(part)? {
+            1 => match redb::ReadableTable::first(&t).at(part)? {
+                Some((k, v)) => k.value().len() + v.value().len() <= SMALL_ROOT_ENTRY,
+                None => true,
+            },
+            _ => true,
+        };
+        let t = Arc::new(t);
+        let kept = if strong {
+            Kept::Strong(t.clone())
+        } else {
+            Kept::Weak(Arc::downgrade(&t))
+        };
+        Ok((kept, Some(t)))
+    }
+}
+
+/// The largest single entry (key and value bytes) a kept table's root may hold for the
+/// table to be kept for the snapshot's life: it then fits one 4 KiB page.
+const SMALL_ROOT_ENTRY: usize = 3 << 10;
+
+/// Internal tables opened in a shared read, by name.
+type InternalTables = Vec<(&'static str, Kept)>;
 
 /// A read transaction with the tables opened in it so far, shared by the snapshots that
 /// use it (`set::Snapshot`). Field order is drop order: the opened tables (each keeps the
@@ -107,7 +164,9 @@ type InternalTables = Vec<(&'static str, Option<Arc<DataTable>>)>;
 pub(crate) struct SharedRead {
     /// User tables opened (and schema-checked against the handle's `Declared`), `None`
     /// when the table does not exist in this snapshot.
-    tables: parking_lot::Mutex<Vec<(schemas::Declared, Option<Arc<DataTable>>)>>,
+    /// Each is kept as [`Kept::of`] decides: a table whose root may be one large page is
+    /// held only while a read uses it.
+    tables: parking_lot::Mutex<Vec<(schemas::Declared, Kept)>>,
     /// Internal tables opened (`_owned` of a region, `_unique` of the global), by name.
     internal: parking_lot::Mutex<InternalTables>,
     txn: ReadTransaction,
@@ -124,20 +183,27 @@ impl SharedRead {
     /// (`open`), then shared.
     pub fn table(
         &self,
+        part: &Partition,
         d: &schemas::Declared,
         open: impl FnOnce() -> Result<Option<DataTable>>,
     ) -> Result<Option<Arc<DataTable>>> {
-        if let Some((_, t)) = self.tables.lock().iter().find(|(x, _)| x == d) {
-            return Ok(t.clone());
+        let find = |list: &Vec<(schemas::Declared, Kept)>| {
+            list.iter().find(|(x, _)| x == d).and_then(|(_, k)| k.get())
+        };
+        if let Some(t) = find(&self.tables.lock()) {
+            return Ok(t);
         }
         // Opened outside the lock (it may read `_schemas`); two readers racing here both
         // open it, the first stored wins.
-        let t = open()?.map(Arc::new);
+        let (kept, t) = Kept::of(part, open()?)?;
         let mut tables = self.tables.lock();
-        if let Some((_, kept)) = tables.iter().find(|(x, _)| x == d) {
-            return Ok(kept.clone());
+        if let Some(alive) = find(&tables) {
+            return Ok(alive);
         }
-        tables.push((*d, t.clone()));
+        match tables.iter_mut().find(|(x, _)| x == d) {
+            Some(slot) => slot.1 = kept,
+            None => tables.push((*d, kept)),
+        }
         Ok(t)
     }
 
@@ -148,17 +214,20 @@ impl SharedRead {
         let find = |list: &InternalTables| {
             list.iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, t)| t.clone())
+                .and_then(|(_, k)| k.get())
         };
         if let Some(t) = find(&self.internal.lock()) {
             return Ok(t);
         }
-        let t = part.read_table(&self.txn, def)?.map(Arc::new);
+        let (kept, t) = Kept::of(part, part.read_table(&self.txn, def)?)?;
         let mut list = self.internal.lock();
-        if let Some(kept) = find(&list) {
-            return Ok(kept);
+        if let Some(alive) = find(&list) {
+            return Ok(alive);
         }
-        list.push((name, t.clone()));
+        match list.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = kept,
+            None => list.push((name, kept)),
+        }
         Ok(t)
     }
 }
