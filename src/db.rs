@@ -255,13 +255,13 @@ impl Inner {
     pub fn unique_entry(&self, ns: &str, value: &[u8]) -> Result<Option<Arc<Entry>>> {
         check_unique(ns, value)?;
         let d = self.digest(ns, value);
-        let key = unique_key(ns, &d);
         let cache = &self.coord.cache;
         // A fenced global file refuses reads, cached or not (one atomic load).
         self.global.check_damaged()?;
-        if let Some(hit) = cache.get(&key) {
+        if let Some(hit) = cache.get(&d) {
             return Ok(hit);
         }
+        let key = unique_key(ns, &d);
         // Read before the snapshot begins: a commit of the index after it refuses the fill.
         let epoch = cache.epoch();
         let entry = self
@@ -277,7 +277,7 @@ impl Inner {
                 }
             })?
             .map(Arc::new);
-        cache.fill(&key, entry.clone(), epoch);
+        cache.fill(&d, entry.clone(), epoch);
         Ok(entry)
     }
 }
