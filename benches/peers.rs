@@ -1041,14 +1041,14 @@ fn main() -> Res<()> {
         Ok(())
     })?;
     rep.add(
-        "open, cleanly closed (median of 3)",
+        "open, cleanly closed, verify_on_open(true)",
         "ms (lower)",
         kv_open,
         Some(rd_open),
         Some(sq_open),
     );
     rep.add(
-        "open, verify_on_open(false)",
+        "open, cleanly closed, default (no verify)",
         "ms (lower)",
         kv_open_nv,
         Some(rd_open),
