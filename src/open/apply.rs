@@ -61,6 +61,7 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
         registration,
         marker_keys: _,
         verified,
+        reserved,
     } = plan;
 
     // Every step that reads or writes a partition runs contained: a damaged page that the
@@ -73,6 +74,8 @@ pub(super) fn apply(plan: OpenPlan, b: &Builder) -> Result<Db> {
     let looks = partition::Looks::new(budget.look);
     // `budget.partitions` is `global`, then `planned` in order.
     let cache_of = |i: usize| budget.partitions[i].bytes;
+    // The descriptors the plan held for the opens below (`reserve_handles`).
+    drop(reserved);
     let (global, state) = open_global(&storage, &global_path, cache_of(0), &looks, state, b)?;
     let expect = |name: &str, id: u16| Expect {
         kind: KIND_REGION,

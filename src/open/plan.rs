@@ -81,6 +81,9 @@ pub(super) struct OpenPlan {
     /// The partitions whose every page was checked by this open (`Builder::verify_on_open`,
     /// or redb found the file not closed cleanly): `global` and region names.
     pub verified: Vec<String>,
+    /// One read-only handle per file `apply` will hold open (see [`reserve_handles`]),
+    /// released just before `apply` opens them.
+    pub reserved: Vec<Box<dyn redb::StorageBackend>>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -424,6 +427,7 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         state: None,
         marker_keys: Vec::new(),
         verified: Vec::new(),
+        reserved: Vec::new(),
     };
     if global_verified {
         plan.verified.push("global".into());
@@ -459,8 +463,48 @@ pub(super) fn plan(b: &Builder, dir: &Path) -> Result<OpenPlan> {
         .chain(plan.regions.iter().map(|r| r.file_bytes))
         .collect();
     plan.budget = budget::split(b.cache_bytes, names, &sizes)?;
+    plan.reserved = reserve_handles(ro, &plan, state.is_some())?;
     plan.state = state;
     Ok(plan)
+}
+
+/// The descriptors `apply` will need, taken now: one read-only handle on each file it
+/// opens (the global file, every existing region file) and, for each file it creates,
+/// one more on the global file. `apply` opens the global file and the region files
+/// read-write one after another, and redb writes a file's header as it opens it, so a
+/// process descriptor limit met half-way would refuse the open after it changed the first
+/// files. Holding them here meets the limit before any write: `Error::Io` naming the file
+/// that could not be opened, every byte as it was. (A new store has no file to hold yet:
+/// a limit met while creating its files stops the open as a crash at that step would,
+/// and the next open completes it.)
+fn reserve_handles(
+    ro: ReadOnly<'_>,
+    plan: &OpenPlan,
+    global_exists: bool,
+) -> Result<Vec<Box<dyn redb::StorageBackend>>> {
+    let mut held = Vec::new();
+    if !global_exists {
+        return Ok(held);
+    }
+    let existing = plan
+        .regions
+        .iter()
+        .filter(|r| r.step != FileStep::Create)
+        .map(|r| r.path.as_path());
+    let created = plan
+        .regions
+        .iter()
+        .filter(|r| r.step == FileStep::Create)
+        .map(|_| plan.global_path.as_path());
+    for path in std::iter::once(plan.global_path.as_path())
+        .chain(existing)
+        .chain(created)
+    {
+        if let Some(h) = ro.open(path).map_err(io(path))? {
+            held.push(h);
+        }
+    }
+    Ok(held)
 }
 
 fn path_of(dir: &Path, name: &str, given: &Option<PathBuf>) -> PathBuf {
