@@ -164,7 +164,8 @@ impl Db {
     /// not land without an earlier one). Batches of one region commit one after the other
     /// in the order given, so their outcomes are those of committing them in that order.
     /// One thread per region beyond the first runs them (the calling thread takes the
-    /// first region), joined before this returns.
+    /// first region), joined before this returns; a region whose thread the system cannot
+    /// start is committed on the calling thread after the first.
     ///
     /// ```
     /// # use regionkv::{Db, NewAccount, Raw, Table, Unique};
@@ -207,11 +208,33 @@ impl Db {
         fn run(lane: Vec<(usize, Batch)>) -> Vec<(usize, Result<()>)> {
             lane.into_iter().map(|(i, b)| (i, b.commit())).collect()
         }
+        let mut lanes = lanes.into_iter();
+        let first = lanes.next();
+        // Each other lane waits in a slot its thread takes it from: a thread the system
+        // cannot start (out of threads or memory) leaves its lane there, and this thread
+        // commits it after the first, as a sequential loop would (never a panic, never a
+        // batch dropped uncommitted).
+        type Lane = Vec<(usize, Batch)>;
+        let slots: Vec<parking_lot::Mutex<Option<Lane>>> = lanes
+            .map(|(_, lane)| parking_lot::Mutex::new(Some(lane)))
+            .collect();
+        let take = |slot: &parking_lot::Mutex<Option<Lane>>| slot.lock().take().unwrap_or_default();
         let done: Vec<(usize, Result<()>)> = std::thread::scope(|s| {
-            let mut lanes = lanes.into_iter();
-            let first = lanes.next();
-            let others: Vec<_> = lanes.map(|(_, lane)| s.spawn(move || run(lane))).collect();
+            let mut others = Vec::new();
+            let mut here = Vec::new();
+            for slot in &slots {
+                match std::thread::Builder::new()
+                    .name("regionkv-batch".into())
+                    .spawn_scoped(s, move || run(take(slot)))
+                {
+                    Ok(h) => others.push(h),
+                    Err(_) => here.push(slot),
+                }
+            }
             let mut done = first.map(|(_, lane)| run(lane)).unwrap_or_default();
+            for slot in here {
+                done.extend(run(take(slot)));
+            }
             for h in others {
                 match h.join() {
                     Ok(d) => done.extend(d),
