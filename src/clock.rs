@@ -267,16 +267,18 @@ impl<K: Hash + Eq + Clone, V: Clone> Clock<K, V> {
     }
 
     /// Forgets `keys`, which a commit (successful or not) may have changed.
-    pub fn invalidate<'k, Q>(&self, keys: impl IntoIterator<Item = &'k Q>)
+    pub fn invalidate<Q, B>(&self, keys: impl IntoIterator<Item = B>)
     where
         K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized + 'k,
+        Q: Hash + Eq + ?Sized,
+        B: Borrow<Q>,
     {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.shard_budget == 0 {
             return;
         }
         for key in keys {
+            let key = key.borrow();
             let mut shard = self.shard(key).lock();
             if let Some(&i) = shard.index.get(key) {
                 shard.remove_at(i as usize);

@@ -79,8 +79,8 @@ impl UniqueCache {
     /// Forgets the unique keys `keys`, which a commit of the index (successful or not) may
     /// have changed.
     pub fn invalidate<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
-        let digests: Vec<Digest> = keys.into_iter().filter_map(digest_of).collect();
-        self.clock.invalidate(digests.iter());
+        self.clock
+            .invalidate::<Digest, _>(keys.into_iter().filter_map(digest_of));
     }
 
     /// (hits, misses).
